@@ -1,0 +1,3 @@
+from aienv.cli.main import main
+
+main()

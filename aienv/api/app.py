@@ -1,0 +1,57 @@
+"""Build the aiohttp application: routes, limits, and JSON errors for everything."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from aienv.api import environments, network, workspaces
+from aienv.api.common import MAX_BODY, NODE, reply
+from aienv.errors import AienvError
+
+if TYPE_CHECKING:
+    from aienv.node import Node
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return reply({"error": {"code": code, "message": message}}, status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except AienvError as exc:
+        return _error(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
+            exc.status, "http_error"
+        )
+        message = {
+            404: f"no such route: {request.method} {request.path}",
+            405: f"{request.method} is not allowed on {request.path}",
+        }.get(exc.status, exc.reason)
+        return _error(exc.status, code, message)
+    except ConnectionResetError:
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _error(500, "internal_error", "internal error in the node; see its log")
+
+
+def create_app(node: Node) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY)
+    app[NODE] = node
+    network.add_routes(app.router)
+    workspaces.add_routes(app.router)
+    environments.add_routes(app.router)
+    return app

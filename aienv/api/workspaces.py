@@ -1,0 +1,162 @@
+"""Local workspaces: create, list, show, delete, share, and the archive peers download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from pydantic import BaseModel, ConfigDict, Field
+
+from aienv.api.common import is_local, node_of, parse_body, reply, require_admin
+from aienv.errors import Conflict, NotFound
+from aienv.names import check_name
+from aienv.transfer.progress import Transfer
+from aienv.workspace.store import Workspace, template_names
+
+
+class CreateWorkspace(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    name: str
+    source: str | None = Field(default=None, alias="from")
+    template: str | None = None
+
+
+def _visible(request: web.Request, name: str) -> Workspace:
+    """A workspace the caller may see: any from this machine, only shared ones from peers."""
+    node = node_of(request)
+    check_name(name, "workspace name")
+    try:
+        ws = node.workspaces.get(name)
+    except NotFound:
+        ws = None
+    if ws is None or (not ws.record.shared and not is_local(request)):
+        raise NotFound(f"no workspace {name!r} on this node", code="workspace_not_found")
+    return ws
+
+
+async def list_workspaces(request: web.Request) -> web.Response:
+    local = is_local(request)
+    items = [
+        ws.to_json(local=local)
+        for ws in node_of(request).workspaces.all()
+        if local or ws.record.shared
+    ]
+    return reply({"workspaces": items})
+
+
+async def list_templates(request: web.Request) -> web.Response:
+    return reply({"templates": template_names()})
+
+
+async def create_workspace(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await parse_body(request, CreateWorkspace)
+    name = check_name(body.name, "workspace name")
+    source = Path(body.source) if body.source else None
+    ws = await node_of(request).workspaces.create(name, source, body.template)
+    return reply(ws.to_json(local=True), status=201)
+
+
+async def get_workspace(request: web.Request) -> web.Response:
+    ws = _visible(request, request.match_info["name"])
+    return reply(ws.to_json(local=is_local(request)))
+
+
+async def delete_workspace(request: web.Request) -> web.Response:
+    require_admin(request)
+    node = node_of(request)
+    name = request.match_info["name"]
+    ws = node.workspaces.get(name)
+    running = [
+        d["id"]
+        for d in node.environments.all()
+        if d["workspace"] == name and d["state"] != "stopped" and d["state"] != "failed"
+    ]
+    if running:
+        raise Conflict(
+            f"workspace {name} has running environments ({', '.join(running)}): stop them first"
+        )
+    for doc in node.environments.all():
+        if doc["workspace"] == name:
+            await node.environments.remove(doc["id"])
+    was_shared = ws.record.shared
+    await node.workspaces.delete(name)
+    if was_shared:
+        node.discovery.announce_now()
+    return reply({"deleted": name})
+
+
+async def share(request: web.Request) -> web.Response:
+    require_admin(request)
+    node = node_of(request)
+    name = request.match_info["name"]
+    node.workspaces.get(name)
+    await node.workspaces.ensure_archive(name)  # the digest is known before peers hear of it
+    node.state.set_shared(name, True)
+    node.state.event("share", f"workspace {name} shared")
+    node.discovery.announce_now()
+    return reply(node.workspaces.get(name).to_json(local=True))
+
+
+async def unshare(request: web.Request) -> web.Response:
+    require_admin(request)
+    node = node_of(request)
+    name = request.match_info["name"]
+    node.workspaces.get(name)
+    node.state.set_shared(name, False)
+    node.state.event("share", f"workspace {name} unshared")
+    node.discovery.announce_now()
+    return reply(node.workspaces.get(name).to_json(local=True))
+
+
+async def get_archive(request: web.Request) -> web.StreamResponse:
+    node = node_of(request)
+    ws = _visible(request, request.match_info["name"])
+    record = await node.workspaces.ensure_archive(ws.record.name)
+    wanted = request.query.get("digest")
+    if wanted and wanted != record.digest:
+        raise Conflict(
+            f"workspace {ws.record.name} changed: its archive is now {record.digest[:16]}…",
+            code="workspace_changed",
+        )
+    transfer = node.transfers.start("upload", request.remote or "?", ws.record.name, record.size)
+    return _TrackedFileResponse(
+        node.workspaces.archive_path(record.digest),
+        transfer,
+        headers={
+            "X-Aienv-Digest": record.digest,
+            "Content-Disposition": (
+                f'attachment; filename="{ws.record.name}-{ws.manifest.version}.zip"'
+            ),
+        },
+    )
+
+
+class _TrackedFileResponse(web.FileResponse):
+    """A file response (sendfile, Range) that records the upload in the node's transfers."""
+
+    def __init__(self, path: Path, transfer: Transfer, headers: dict[str, str]) -> None:
+        super().__init__(path, headers=headers)
+        self._transfer = transfer
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        try:
+            writer = await super().prepare(request)
+        except BaseException:
+            self._transfer.finish("aborted")
+            raise
+        self._transfer.done = self.content_length or 0
+        self._transfer.finish("done")
+        return writer
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/api/v1/workspaces", list_workspaces)
+    router.add_post("/api/v1/workspaces", create_workspace)
+    router.add_get("/api/v1/templates", list_templates)
+    router.add_get("/api/v1/workspaces/{name}", get_workspace)
+    router.add_delete("/api/v1/workspaces/{name}", delete_workspace)
+    router.add_post("/api/v1/workspaces/{name}/share", share)
+    router.add_post("/api/v1/workspaces/{name}/unshare", unshare)
+    router.add_get("/api/v1/workspaces/{name}/archive", get_archive)

@@ -1,0 +1,88 @@
+"""Node settings: embedded defaults, overridable by ``AIENV_*`` variables and flags.
+
+The node runs with no configuration at all: its home folder comes from
+platformdirs (or ``AIENV_HOME`` / ``--home``), its name from the hostname.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HTTP_PORT = 37778
+DEFAULT_DISCOVERY_PORT = 37777
+DEFAULT_MULTICAST_GROUP = "239.255.77.77"
+DEFAULT_ANNOUNCE_INTERVAL = 10.0
+
+
+def default_home() -> Path:
+    return Path(platformdirs.user_data_dir("aienv", appauthor=False))
+
+
+def default_node_name() -> str:
+    host = socket.gethostname().split(".")[0].lower()
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "-" for c in host).strip("-_")
+    return cleaned[:63] or "aienv-node"
+
+
+class NodeSettings(BaseSettings):
+    """Everything ``aienv serve`` can be told; each field is also ``AIENV_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="AIENV_", extra="forbid")
+
+    home: Path = Field(default_factory=default_home)
+    name: str = Field(default_factory=default_node_name)
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=DEFAULT_HTTP_PORT, ge=1, le=65535)
+    discovery_port: int = Field(default=DEFAULT_DISCOVERY_PORT, ge=1, le=65535)
+    multicast_group: str = DEFAULT_MULTICAST_GROUP
+    interfaces: list[str] = Field(default_factory=list)
+    announce_interval: float = Field(default=DEFAULT_ANNOUNCE_INTERVAL, gt=0.05, le=3600)
+    dnssd: bool = True
+    ready_timeout: float = Field(default=60.0, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        from aienv.names import check_name
+
+        return check_name(value, "node name")
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.home / "workspaces"
+
+    @property
+    def archives_dir(self) -> Path:
+        return self.home / "archives"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.home / "tmp"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "state.sqlite3"
+
+    @property
+    def key_path(self) -> Path:
+        return self.home / "node.key"
+
+    def make_dirs(self) -> None:
+        for path in (
+            self.home,
+            self.workspaces_dir,
+            self.archives_dir,
+            self.tmp_dir,
+            self.logs_dir,
+        ):
+            path.mkdir(parents=True, exist_ok=True)
+        self.home.chmod(0o700)

@@ -1,0 +1,158 @@
+"""The announcement wire format (see docs/protocol.md), pure functions only.
+
+    offset  size  field
+    0       4     magic b"AIEN"
+    4       1     protocol version (1)
+    5       1     kind (1 announce, 2 goodbye)
+    6       2     body length N, big-endian
+    8       N     body: one zstd frame holding a UTF-8 JSON object
+    8+N     32    Ed25519 public key of the sender (raw)
+    40+N    64    Ed25519 signature over bytes [0, 40+N)
+
+The node id is the hex of the first 16 bytes of SHA-256(public key), so the
+signature proves the datagram comes from the holder of that id's key.
+``decode`` never raises: a bad datagram is returned as ``Invalid(reason)``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Literal
+
+import zstandard
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aienv.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, node_id_for, verify
+
+MAGIC = b"AIEN"
+VERSION = 1
+KIND_ANNOUNCE = 1
+KIND_GOODBYE = 2
+HEADER = struct.Struct("!4sBBH")
+TRAILER_SIZE = PUBLIC_KEY_SIZE + SIGNATURE_SIZE
+OVERHEAD = HEADER.size + TRAILER_SIZE
+MAX_DATAGRAM = 1400
+MAX_HTTP_ANNOUNCEMENT = 256 * 1024
+MAX_BODY_RATIO = 64  # a body may not decompress to more than this many times the datagram
+
+InvalidReason = Literal[
+    "too_short",
+    "oversized",
+    "bad_magic",
+    "bad_version",
+    "bad_kind",
+    "bad_length",
+    "bad_signature",
+    "bad_compression",
+    "bad_json",
+    "bad_fields",
+]
+
+
+class _Wire(BaseModel):
+    # Unknown keys are ignored so that a newer node's additions do not make
+    # older nodes drop its announcements (same protocol version).
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class SharedWorkspace(_Wire):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    version: str = Field(max_length=64)
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    runtimes: list[str] = Field(default_factory=list, max_length=8)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+
+
+class HttpInfo(_Wire):
+    port: int = Field(ge=1, le=65535)
+    scheme: Literal["http", "https"] = "http"
+
+
+class Body(_Wire):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    instance: str = Field(pattern=r"^[0-9a-f]{16}$")
+    seq: int = Field(ge=0)
+    http: HttpInfo | None = None
+    interval: float = Field(default=10.0, gt=0, le=3600)
+    resources: dict[str, int] = Field(default_factory=dict, max_length=16)
+    workspaces: list[SharedWorkspace] = Field(default_factory=list)
+    more: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class Announcement:
+    kind: int
+    node_id: str
+    public_key: bytes
+    body: Body
+
+
+@dataclass(slots=True, frozen=True)
+class Invalid:
+    reason: InvalidReason
+    detail: str = field(default="")
+
+
+def _frame(kind: int, body: bytes, identity: Identity) -> bytes:
+    head = HEADER.pack(MAGIC, VERSION, kind, len(body)) + body + identity.public_key
+    return head + identity.sign(head)
+
+
+def encode(
+    body: Body, identity: Identity, *, kind: int = KIND_ANNOUNCE, max_size: int = MAX_DATAGRAM
+) -> bytes:
+    """Sign and encode ``body``; drop trailing workspaces (setting ``more``) to fit ``max_size``."""
+    compressor = zstandard.ZstdCompressor(level=9)
+    current = body
+    while True:
+        raw = json.dumps(current.model_dump(mode="json"), separators=(",", ":")).encode()
+        packed = compressor.compress(raw)
+        if OVERHEAD + len(packed) <= max_size and len(packed) <= 0xFFFF:
+            return _frame(kind, packed, identity)
+        if not current.workspaces:
+            raise ValueError("announcement does not fit even without workspaces")
+        keep = len(current.workspaces) - max(1, len(current.workspaces) // 8)
+        current = current.model_copy(update={"workspaces": current.workspaces[:keep], "more": True})
+
+
+def decode(data: bytes, *, max_size: int = MAX_DATAGRAM) -> Announcement | Invalid:
+    """Decode and verify one datagram; never raises."""
+    if len(data) > max_size:
+        return Invalid("oversized", f"{len(data)} bytes")
+    if len(data) < OVERHEAD:
+        return Invalid("too_short", f"{len(data)} bytes")
+    magic, version, kind, length = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        return Invalid("bad_magic")
+    if version != VERSION:
+        return Invalid("bad_version", str(version))
+    if kind not in (KIND_ANNOUNCE, KIND_GOODBYE):
+        return Invalid("bad_kind", str(kind))
+    if HEADER.size + length + TRAILER_SIZE != len(data):
+        return Invalid("bad_length")
+    signed_end = HEADER.size + length + PUBLIC_KEY_SIZE
+    public_key = data[HEADER.size + length : signed_end]
+    if not verify(public_key, data[signed_end:], data[:signed_end]):
+        return Invalid("bad_signature")
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(
+            data[HEADER.size : HEADER.size + length], max_output_size=MAX_BODY_RATIO * max_size
+        )
+    except zstandard.ZstdError as exc:
+        return Invalid("bad_compression", str(exc))
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        return Invalid("bad_json", str(exc))
+    if not isinstance(obj, dict):
+        return Invalid("bad_json", "body is not an object")
+    try:
+        body = Body.model_validate(obj)
+    except ValidationError as exc:
+        return Invalid("bad_fields", str(exc.errors()[0]["loc"]))
+    return Announcement(
+        kind=kind, node_id=node_id_for(public_key), public_key=public_key, body=body
+    )

@@ -1,0 +1,150 @@
+"""The table of peers this node knows, with expiry after three missed intervals.
+
+Pure logic: it is fed decoded announcements and asked what expired; the clock
+is injected so tests need no sleeping.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from aienv.discovery.codec import Announcement, Body, SharedWorkspace
+from aienv.errors import InvalidInput, NotFound
+
+MISSED_INTERVALS = 3
+
+Change = Literal["joined", "updated"]
+
+
+@dataclass(slots=True)
+class Peer:
+    node_id: str
+    address: str
+    body: Body
+    first_seen: float
+    last_seen: float
+    sources: set[str] = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        return self.body.name
+
+    @property
+    def http_port(self) -> int | None:
+        return self.body.http.port if self.body.http else None
+
+    @property
+    def url(self) -> str | None:
+        if self.body.http is None:
+            return None
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{self.body.http.scheme}://{host}:{self.body.http.port}"
+
+    @property
+    def expires_at(self) -> float:
+        return self.last_seen + MISSED_INTERVALS * self.body.interval
+
+    @property
+    def workspaces(self) -> list[SharedWorkspace]:
+        return list(self.body.workspaces)
+
+    def to_json(self, now: float) -> dict[str, object]:
+        return {
+            "id": self.node_id,
+            "name": self.name,
+            "address": self.address,
+            "url": self.url,
+            "instance": self.body.instance,
+            "interval": self.body.interval,
+            "resources": self.body.resources,
+            "sources": sorted(self.sources),
+            "last_seen_ago": round(max(0.0, now - self.last_seen), 3),
+            "expires_in": round(max(0.0, self.expires_at - now), 3),
+            "more_workspaces": self.body.more,
+            "workspaces": [w.model_dump(mode="json") for w in self.body.workspaces],
+        }
+
+
+class PeerTable:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._peers: dict[str, Peer] = {}
+
+    def now(self) -> float:
+        return self._clock()
+
+    def update(self, ann: Announcement, address: str, source: str) -> Change | None:
+        """Record an announcement; return what changed, or None for a stale or repeated one."""
+        now = self._clock()
+        body = ann.body
+        peer = self._peers.get(ann.node_id)
+        if peer is None:
+            self._peers[ann.node_id] = Peer(ann.node_id, address, body, now, now, {source})
+            return "joined"
+        if body.instance == peer.body.instance and body.seq < peer.body.seq:
+            return None
+        if body.instance == peer.body.instance and body.seq == peer.body.seq:
+            # The same datagram again (another interface, another path): it
+            # proves nothing new, but record that this source reaches the peer.
+            peer.sources.add(source)
+            return None
+        changed = (
+            body.workspaces != peer.body.workspaces
+            or body.name != peer.body.name
+            or body.http != peer.body.http
+            or body.instance != peer.body.instance
+            or address != peer.address
+        )
+        peer.body = body
+        peer.address = address
+        peer.last_seen = now
+        peer.sources.add(source)
+        return "updated" if changed else None
+
+    def goodbye(self, ann: Announcement) -> Peer | None:
+        peer = self._peers.get(ann.node_id)
+        if peer is None or peer.body.instance != ann.body.instance:
+            return None
+        return self._peers.pop(ann.node_id)
+
+    def expire(self) -> list[Peer]:
+        now = self._clock()
+        gone = [p for p in self._peers.values() if p.expires_at <= now]
+        for peer in gone:
+            del self._peers[peer.node_id]
+        return gone
+
+    def all(self) -> list[Peer]:
+        now = self._clock()
+        return sorted(
+            (p for p in self._peers.values() if p.expires_at > now),
+            key=lambda p: (p.name, p.node_id),
+        )
+
+    def get(self, node_id: str) -> Peer | None:
+        return self._peers.get(node_id)
+
+    def resolve(self, ref: str) -> Peer:
+        """Find a live peer by node name or by a node-id prefix (at least 4 hex digits)."""
+        peers = self.all()
+        by_name = [p for p in peers if p.name == ref]
+        if len(by_name) == 1:
+            return by_name[0]
+        if len(by_name) > 1:
+            ids = ", ".join(p.node_id[:12] for p in by_name)
+            raise InvalidInput(f"several peers are named {ref!r} ({ids}): use a node-id prefix")
+        if len(ref) >= 4:
+            by_id = [p for p in peers if p.node_id.startswith(ref.lower())]
+            if len(by_id) == 1:
+                return by_id[0]
+            if len(by_id) > 1:
+                raise InvalidInput(
+                    f"node-id prefix {ref!r} matches several peers: give more digits"
+                )
+        known = ", ".join(p.name for p in peers) or "none"
+        raise NotFound(
+            f"no peer {ref!r} on the network (peers seen: {known})", code="peer_not_found"
+        )

@@ -1,0 +1,249 @@
+"""The discovery service: announce what this node shares, learn what peers share.
+
+Announces on every chosen interface every ``interval`` seconds and in a short
+burst as soon as the shared set changes; says goodbye on stop; expires peers
+after three missed intervals; polls manually added and DNS-SD-found peers over
+HTTP for the same signed announcement. Bad datagrams are counted by reason,
+logged once per reason at debug level, and never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import psutil
+
+from aienv.discovery import codec
+from aienv.discovery.beacon import Beacon
+from aienv.discovery.dnssd import DnsSd
+from aienv.discovery.interfaces import Interface
+from aienv.discovery.peers import PeerTable
+from aienv.identity import Identity
+
+log = logging.getLogger(__name__)
+
+BURST_DELAYS = (0.0, 0.15, 0.5)
+POLL_TIMEOUT = 3.0
+
+
+def split_host_port(address: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or "]" in port:
+        return address.strip("[]"), default_port
+    return host.strip("[]"), int(port)
+
+
+class DiscoveryService:
+    def __init__(
+        self,
+        identity: Identity,
+        node_name: str,
+        http_port: int,
+        group: str,
+        port: int,
+        interval: float,
+        interfaces: list[Interface],
+        shared: Callable[[], list[codec.SharedWorkspace]],
+        manual_peers: Callable[[], list[str]],
+        on_peer_change: Callable[[str, str, str], None],
+        dnssd: bool = True,
+    ) -> None:
+        self.identity = identity
+        self.node_name = node_name
+        self.http_port = http_port
+        self.interval = interval
+        self.interfaces = interfaces
+        self.shared = shared
+        self.manual_peers = manual_peers
+        self.on_peer_change = on_peer_change
+        self.instance = secrets.token_hex(8)
+        self.peers = PeerTable()
+        self.counters: Counter[str] = Counter()
+        self._seq = 0
+        self._logged: set[str] = set()
+        self._beacon = Beacon(group, port, interfaces)
+        self._dnssd = (
+            DnsSd(
+                identity.node_id,
+                node_name,
+                http_port,
+                interfaces,
+                self._dnssd_found,
+                self._dnssd_lost,
+            )
+            if dnssd
+            else None
+        )
+        self._dnssd_peers: dict[str, str] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._stopped = False
+
+    # -- what we say ---------------------------------------------------------
+
+    def body(self) -> codec.Body:
+        self._seq += 1
+        return codec.Body(
+            name=self.node_name,
+            instance=self.instance,
+            seq=self._seq,
+            http=codec.HttpInfo(port=self.http_port),
+            interval=self.interval,
+            resources={
+                "cpus": psutil.cpu_count() or 1,
+                "memory": psutil.virtual_memory().total,
+            },
+            workspaces=self.shared(),
+        )
+
+    def datagram(self, max_size: int = codec.MAX_DATAGRAM) -> bytes:
+        return codec.encode(self.body(), self.identity, max_size=max_size)
+
+    def announce_now(self) -> None:
+        """Ask for an immediate burst of announcements (the shared set changed)."""
+        self._wake.set()
+
+    # -- what we hear --------------------------------------------------------
+
+    def handle_datagram(self, data: bytes, address: str, source: str = "multicast") -> None:
+        self.counters["received"] += 1
+        result = codec.decode(
+            data,
+            max_size=codec.MAX_DATAGRAM if source == "multicast" else codec.MAX_HTTP_ANNOUNCEMENT,
+        )
+        if isinstance(result, codec.Invalid):
+            self.counters[f"dropped_{result.reason}"] += 1
+            self.counters["dropped"] += 1
+            if result.reason not in self._logged:
+                self._logged.add(result.reason)
+                log.debug("dropped datagram from %s: %s %s", address, result.reason, result.detail)
+            return
+        if result.node_id == self.identity.node_id:
+            self.counters["own"] += 1
+            return
+        self.counters["accepted"] += 1
+        if result.kind == codec.KIND_GOODBYE:
+            peer = self.peers.goodbye(result)
+            if peer is not None:
+                self.on_peer_change("left", peer.node_id, f"peer {peer.name} left")
+            return
+        change = self.peers.update(result, address, source)
+        if change == "joined":
+            self.on_peer_change(
+                "joined", result.node_id, f"peer {result.body.name} joined ({address})"
+            )
+        elif change == "updated":
+            self.on_peer_change("updated", result.node_id, f"peer {result.body.name} updated")
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def async_start(self) -> None:
+        await self._beacon.async_start(self.handle_datagram)
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=POLL_TIMEOUT))
+        if self._dnssd is not None:
+            try:
+                await self._dnssd.async_start()
+            except OSError as exc:  # mDNS port taken or no multicast: the beacon still works
+                log.warning("DNS-SD disabled: %s", exc)
+                self._dnssd = None
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._announce_loop(), name="discovery-announce"),
+            loop.create_task(self._expire_loop(), name="discovery-expire"),
+            loop.create_task(self._poll_loop(), name="discovery-poll"),
+        ]
+
+    async def _announce_loop(self) -> None:
+        while True:
+            for delay in BURST_DELAYS:
+                await asyncio.sleep(delay)
+                self._send(codec.KIND_ANNOUNCE)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+
+    def _send(self, kind: int) -> None:
+        try:
+            data = codec.encode(self.body(), self.identity, kind=kind)
+        except ValueError as exc:
+            log.warning("cannot announce: %s", exc)
+            return
+        if self._beacon.send(data):
+            self.counters["sent"] += 1
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.interval / 4))
+            for peer in self.peers.expire():
+                self.on_peer_change("expired", peer.node_id, f"peer {peer.name} expired (silent)")
+
+    async def _poll_loop(self) -> None:
+        while True:
+            targets = {a: "manual" for a in self.manual_peers()}
+            targets.update({a: "dnssd" for a in self._dnssd_peers.values() if a not in targets})
+            if targets:
+                await asyncio.gather(*(self.poll(a, s) for a, s in targets.items()))
+            await asyncio.sleep(self.interval)
+
+    async def poll(self, address: str, source: str = "manual") -> bool:
+        """Fetch one peer's signed announcement over HTTP; True if it was accepted."""
+        assert self._session is not None
+        host, port = split_host_port(address, self.http_port)
+        url_host = f"[{host}]" if ":" in host else host
+        try:
+            async with self._session.get(
+                f"http://{url_host}:{port}/api/v1/node/announcement"
+            ) as resp:
+                if resp.status != 200:
+                    return False
+                data = await resp.content.read(codec.MAX_HTTP_ANNOUNCEMENT + 1)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.debug("poll of %s failed: %s", address, exc)
+            return False
+        before = self.counters["accepted"]
+        self.handle_datagram(data, host, source)
+        return self.counters["accepted"] > before
+
+    def _dnssd_found(self, name: str, address: str) -> None:
+        self._dnssd_peers[name] = address
+        task = asyncio.get_running_loop().create_task(self.poll(address, "dnssd"))
+        self._tasks.append(task)  # type: ignore[arg-type]
+
+    def _dnssd_lost(self, name: str) -> None:
+        self._dnssd_peers.pop(name, None)
+
+    async def async_stop(self) -> None:
+        """Say goodbye, then stop every task and socket. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._send(codec.KIND_GOODBYE)
+        await asyncio.sleep(0.05)
+        self._send(codec.KIND_GOODBYE)
+        if self._dnssd is not None:
+            await self._dnssd.async_close()
+        if self._session is not None:
+            await self._session.close()
+        self._beacon.close()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance,
+            "interval": self.interval,
+            "group": self._beacon.group,
+            "port": self._beacon.port,
+            "interfaces": [{"name": i.name, "address": i.address} for i in self.interfaces],
+            "dnssd": self._dnssd is not None,
+            "counters": dict(sorted(self.counters.items())),
+        }

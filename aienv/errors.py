@@ -1,0 +1,82 @@
+"""One error tree for the whole node.
+
+Every error a person may see is an ``AienvError``: it carries a stable ``code``
+(for scripts and the API), an HTTP ``status`` the API answers with, and a
+message that says what to do. Library errors are mapped into this tree where
+they are caught, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class AienvError(Exception):
+    """Base of every error aienv reports to a person."""
+
+    code = "error"
+    status = 400
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InvalidInput(AienvError):
+    code = "invalid_input"
+    status = 400
+
+
+class NotFound(AienvError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(AienvError):
+    code = "conflict"
+    status = 409
+
+
+class Forbidden(AienvError):
+    code = "forbidden"
+    status = 403
+
+
+class WorkspaceError(AienvError):
+    code = "workspace_invalid"
+    status = 422
+
+
+class DiscoveryError(AienvError):
+    code = "discovery_error"
+    status = 502
+
+
+class PeerUnreachable(DiscoveryError):
+    code = "peer_unreachable"
+    status = 502
+
+
+class TransferError(AienvError):
+    code = "transfer_failed"
+    status = 502
+
+
+class IntegrityError(TransferError):
+    code = "integrity_error"
+    status = 502
+
+
+class UnsafeArchive(TransferError):
+    code = "unsafe_archive"
+    status = 422
+
+
+class DiskFull(AienvError):
+    code = "disk_full"
+    status = 507
+
+
+class RuntimeFailure(AienvError):
+    code = "runtime_failed"
+    status = 500

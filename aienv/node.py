@@ -1,0 +1,179 @@
+"""The node: wiring of every part and its lifecycle in one asyncio loop.
+
+Start: folders and identity, state (SQLite), recovery of clones and
+environments, then the HTTP app whose startup brings up runtimes, clones and
+discovery. Stop (SIGINT/SIGTERM): HTTP sites first, then the goodbye
+announcement and discovery, the clone tasks, and last the runtimes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from aienv.api.app import create_app
+from aienv.config import NodeSettings
+from aienv.discovery.codec import SharedWorkspace
+from aienv.discovery.interfaces import select_interfaces
+from aienv.discovery.service import DiscoveryService
+from aienv.errors import AienvError
+from aienv.identity import Identity
+from aienv.runtime.manager import EnvironmentManager
+from aienv.runtime.registry import load_runtimes
+from aienv.state.db import Database
+from aienv.state.store import StateStore
+from aienv.transfer.clone import CloneManager
+from aienv.transfer.progress import Transfers
+from aienv.workspace.store import WorkspaceStore
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    def __init__(self, settings: NodeSettings) -> None:
+        self.settings = settings
+        settings.make_dirs()
+        for stale in settings.tmp_dir.iterdir():  # staging left by a crash: never a workspace
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+        self.identity = Identity.load_or_create(settings.key_path)
+        self.db = Database(settings.db_path)
+        self.state = StateStore(self.db)
+        self.workspaces = WorkspaceStore(settings, self.state)
+        self.runtimes = load_runtimes()
+        self.transfers = Transfers()
+        self.interfaces = select_interfaces(settings.interfaces)
+        self.environments = EnvironmentManager(
+            settings,
+            self.state,
+            self.workspaces,
+            self.runtimes,
+            lan_address=self.interfaces[0].address if self.interfaces else None,
+        )
+        self.discovery = DiscoveryService(
+            identity=self.identity,
+            node_name=settings.name,
+            http_port=settings.http_port,
+            group=settings.multicast_group,
+            port=settings.discovery_port,
+            interval=settings.announce_interval,
+            interfaces=self.interfaces,
+            shared=self.shared,
+            manual_peers=self.state.manual_peers,
+            on_peer_change=self._peer_changed,
+            dnssd=settings.dnssd,
+        )
+        self.clones = CloneManager(
+            settings,
+            self.state,
+            self.workspaces,
+            self.environments,
+            lambda: self.discovery,
+            self.transfers,
+        )
+        self.started = time.monotonic()
+
+    def shared(self) -> list[SharedWorkspace]:
+        out = []
+        for ws in self.workspaces.all():
+            if ws.record.shared and ws.archive is not None:
+                out.append(
+                    SharedWorkspace(
+                        name=ws.record.name,
+                        version=ws.manifest.version,
+                        digest=ws.archive.digest,
+                        size=ws.archive.size,
+                        runtimes=ws.manifest.runtimes,
+                        tags=list(ws.manifest.tags),
+                    )
+                )
+        return out
+
+    def _peer_changed(self, change: str, node_id: str, message: str) -> None:
+        self.state.changed("peer", node_id)
+        if change != "updated":
+            self.state.event("peer", message)
+
+    async def _refresh_shared(self) -> None:
+        """Re-pack a shared workspace whose files changed, and announce the new digest."""
+        while True:
+            await asyncio.sleep(self.settings.announce_interval)
+            for ws in self.workspaces.all():
+                if not ws.record.shared:
+                    continue
+                before = ws.archive.digest if ws.archive else None
+                try:
+                    record = await self.workspaces.ensure_archive(ws.record.name)
+                except (AienvError, OSError) as exc:
+                    log.warning("cannot re-pack shared workspace %s: %s", ws.record.name, exc)
+                    continue
+                if record.digest != before:
+                    self.state.event("share", f"workspace {ws.record.name} changed; new archive")
+                    self.discovery.announce_now()
+
+    # -- cleanup contexts, in start order (aiohttp runs them in reverse on stop) ----
+
+    async def _runtimes_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        self.environments.recover()
+        yield
+        await self.environments.stop_all()
+
+    async def _clones_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        self.clones.recover()
+        refresher = asyncio.get_running_loop().create_task(self._refresh_shared())
+        yield
+        refresher.cancel()
+        await asyncio.gather(refresher, return_exceptions=True)
+        await self.clones.async_close()
+
+    async def _discovery_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        await self.discovery.async_start()
+        yield
+        await self.discovery.async_stop()
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        app = create_app(self)
+        app.cleanup_ctx.extend([self._runtimes_ctx, self._clones_ctx, self._discovery_ctx])
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise AienvError(
+                    f"cannot listen on {self.settings.http_host}:{self.settings.http_port} "
+                    f"({exc.strerror or exc}): is another aienv node running? (see --port)"
+                ) from exc
+            names = ", ".join(f"{i.name} {i.address}" for i in self.interfaces) or "none"
+            log.info(
+                "node %s (%s) listening on %s:%d, announcing on: %s",
+                self.settings.name,
+                self.identity.node_id[:12],
+                self.settings.http_host,
+                self.settings.http_port,
+                names,
+            )
+            await stop.wait()
+            log.info("stopping")
+        finally:
+            await runner.cleanup()
+            self.db.close()
+
+
+def run_node(settings: NodeSettings) -> None:
+    asyncio.run(Node(settings).run())

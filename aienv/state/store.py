@@ -1,0 +1,197 @@
+"""The versioned state store: persisted records plus a change feed.
+
+Every mutation runs in one SQLite transaction, then bumps ``version`` and
+publishes a ``Change`` to subscribers (discovery re-announces when the shared
+set changes; the API can stream changes). Records the other parts own (clones,
+environments) are stored as JSON documents keyed by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aienv.state.db import Database
+
+MAX_EVENTS = 1000
+
+
+@dataclass(slots=True, frozen=True)
+class Change:
+    version: int
+    kind: str
+    key: str
+
+
+@dataclass(slots=True, frozen=True)
+class WorkspaceRecord:
+    name: str
+    shared: bool
+    origin: dict[str, Any] | None
+    created_at: float
+
+
+@dataclass(slots=True, frozen=True)
+class ArchiveRecord:
+    name: str
+    fingerprint: str
+    digest: str
+    size: int
+    unpacked_size: int
+    files: int
+
+
+class StateStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.version = 0
+        self._subscribers: set[asyncio.Queue[Change]] = set()
+
+    # -- change feed ---------------------------------------------------------
+
+    @contextmanager
+    def subscribe(self, maxsize: int = 1000) -> Iterator[asyncio.Queue[Change]]:
+        queue: asyncio.Queue[Change] = asyncio.Queue(maxsize)
+        self._subscribers.add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers.discard(queue)
+
+    def changed(self, kind: str, key: str) -> None:
+        self.version += 1
+        change = Change(self.version, kind, key)
+        for queue in self._subscribers:
+            if queue.full():  # a slow reader loses the oldest change, never blocks the node
+                queue.get_nowait()
+            queue.put_nowait(change)
+
+    # -- workspaces ----------------------------------------------------------
+
+    @staticmethod
+    def _workspace(row: Any) -> WorkspaceRecord:
+        origin = json.loads(row["origin"]) if row["origin"] else None
+        return WorkspaceRecord(row["name"], bool(row["shared"]), origin, row["created_at"])
+
+    def workspaces(self) -> list[WorkspaceRecord]:
+        return [self._workspace(r) for r in self.db.query("SELECT * FROM workspaces ORDER BY name")]
+
+    def workspace(self, name: str) -> WorkspaceRecord | None:
+        rows = self.db.query("SELECT * FROM workspaces WHERE name = ?", (name,))
+        return self._workspace(rows[0]) if rows else None
+
+    def add_workspace(self, name: str, origin: dict[str, Any] | None = None) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO workspaces(name, shared, origin, created_at) VALUES (?, 0, ?, ?)",
+                (name, json.dumps(origin) if origin else None, time.time()),
+            )
+        self.changed("workspace", name)
+
+    def remove_workspace(self, name: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM workspaces WHERE name = ?", (name,))
+        self.changed("workspace", name)
+
+    def set_shared(self, name: str, shared: bool) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE workspaces SET shared = ? WHERE name = ?", (int(shared), name))
+        self.changed("share", name)
+
+    def archive(self, name: str) -> ArchiveRecord | None:
+        rows = self.db.query("SELECT * FROM archives WHERE name = ?", (name,))
+        return ArchiveRecord(**dict(rows[0])) if rows else None
+
+    def archives(self) -> list[ArchiveRecord]:
+        return [ArchiveRecord(**dict(r)) for r in self.db.query("SELECT * FROM archives")]
+
+    def set_archive(self, record: ArchiveRecord) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO archives VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    record.name,
+                    record.fingerprint,
+                    record.digest,
+                    record.size,
+                    record.unpacked_size,
+                    record.files,
+                ),
+            )
+        self.changed("archive", record.name)
+
+    # -- manual peers --------------------------------------------------------
+
+    def manual_peers(self) -> list[str]:
+        return [r["address"] for r in self.db.query("SELECT address FROM manual_peers ORDER BY 1")]
+
+    def add_manual_peer(self, address: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO manual_peers VALUES (?, ?)", (address, time.time()))
+        self.changed("manual_peer", address)
+
+    def remove_manual_peer(self, address: str) -> bool:
+        with self.db.transaction() as conn:
+            removed = conn.execute(
+                "DELETE FROM manual_peers WHERE address = ?", (address,)
+            ).rowcount
+        self.changed("manual_peer", address)
+        return bool(removed)
+
+    # -- documents (clones, environments) -------------------------------------
+
+    def documents(self, table: str) -> list[dict[str, Any]]:
+        assert table in ("clones", "environments")
+        rows = self.db.query(f"SELECT data FROM {table} ORDER BY created_at")
+        return [json.loads(r["data"]) for r in rows]
+
+    def document(self, table: str, doc_id: str) -> dict[str, Any] | None:
+        assert table in ("clones", "environments")
+        rows = self.db.query(f"SELECT data FROM {table} WHERE id = ?", (doc_id,))
+        return json.loads(rows[0]["data"]) if rows else None
+
+    def save_document(self, table: str, doc: dict[str, Any]) -> None:
+        assert table in ("clones", "environments")
+        data = json.dumps(doc)
+        with self.db.transaction() as conn:
+            if table == "clones":
+                conn.execute(
+                    "INSERT INTO clones(id, data, created_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET data = excluded.data",
+                    (doc["id"], data, doc["created_at"]),
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO environments(id, workspace, data, created_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET data = excluded.data",
+                    (doc["id"], doc["workspace"], data, doc["created_at"]),
+                )
+        self.changed(table[:-1], doc["id"])
+
+    def delete_document(self, table: str, doc_id: str) -> None:
+        assert table in ("clones", "environments")
+        with self.db.transaction() as conn:
+            conn.execute(f"DELETE FROM {table} WHERE id = ?", (doc_id,))
+        self.changed(table[:-1], doc_id)
+
+    # -- events --------------------------------------------------------------
+
+    def event(self, kind: str, message: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO events(ts, kind, message) VALUES (?, ?, ?)",
+                (time.time(), kind, message),
+            )
+            conn.execute(
+                "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (MAX_EVENTS,)
+            )
+        self.changed("event", kind)
+
+    def events(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.db.query("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
+        return [dict(r) for r in reversed(rows)]

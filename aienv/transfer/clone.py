@@ -1,0 +1,363 @@
+"""Clone jobs: resolve the peer, fetch, verify, extract, install, launch.
+
+Each job walks the clone state machine (``machine.py``) and persists every step.
+Files are downloaded and extracted under ``<home>/tmp`` and the workspace is
+moved into place in one rename, so a failed, cancelled or killed clone leaves
+no half workspace; a node that restarts marks unfinished jobs failed and clears
+their files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from aienv.archive.extract import safe_extract
+from aienv.config import NodeSettings
+from aienv.discovery import codec
+from aienv.discovery.peers import Peer
+from aienv.discovery.service import DiscoveryService, split_host_port
+from aienv.errors import (
+    AienvError,
+    Conflict,
+    DiskFull,
+    InvalidInput,
+    NotFound,
+    PeerUnreachable,
+    TransferError,
+)
+from aienv.names import check_name
+from aienv.runtime.manager import EnvironmentManager
+from aienv.state.store import StateStore
+from aienv.transfer.fetch import fetch_archive
+from aienv.transfer.machine import CANCELLABLE, TERMINAL, CloneState, check_transition
+from aienv.transfer.progress import Transfers
+from aienv.workspace.manifest import load_manifest
+from aienv.workspace.store import WorkspaceStore
+
+log = logging.getLogger(__name__)
+
+TABLE = "clones"
+DISK_MARGIN = 64 * 1024 * 1024
+METADATA_TIMEOUT = 10.0
+
+
+def parse_source(source: str) -> tuple[str, str]:
+    peer, sep, workspace = source.rpartition("/")
+    if not sep or not peer or not workspace:
+        raise InvalidInput(f"clone source {source!r} must look like PEER/WORKSPACE")
+    return peer, check_name(workspace, "workspace name")
+
+
+def looks_like_address(ref: str) -> bool:
+    return "." in ref or ":" in ref or ref == "localhost"
+
+
+class CloneManager:
+    def __init__(
+        self,
+        settings: NodeSettings,
+        state: StateStore,
+        workspaces: WorkspaceStore,
+        environments: EnvironmentManager,
+        discovery: Callable[[], DiscoveryService],
+        transfers: Transfers,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.workspaces = workspaces
+        self.environments = environments
+        self.discovery = discovery
+        self.transfers = transfers
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- queries -------------------------------------------------------------
+
+    def all(self) -> list[dict[str, Any]]:
+        return self.state.documents(TABLE)
+
+    def get(self, clone_id: str) -> dict[str, Any]:
+        doc = self.state.document(TABLE, clone_id)
+        if doc is None:
+            raise NotFound(f"no clone {clone_id!r}", code="clone_not_found")
+        return doc
+
+    # -- start / cancel ------------------------------------------------------
+
+    def start(self, source: str, as_name: str | None, launch: bool) -> dict[str, Any]:
+        """Check what can be checked at once, then run the clone in the background."""
+        peer_ref, workspace = parse_source(source)
+        target = check_name(as_name, "name") if as_name else workspace
+        self.workspaces.check_free(target)
+        for other in self.all():
+            if other["target"] == target and CloneState(other["state"]) not in TERMINAL:
+                raise Conflict(f"a clone into {target!r} is already running", code="name_taken")
+        if not looks_like_address(peer_ref):
+            self.discovery().peers.resolve(peer_ref)  # unknown peer: fail now, not in the job
+        now = time.time()
+        doc: dict[str, Any] = {
+            "id": uuid.uuid4().hex[:12],
+            "source": source,
+            "peer": peer_ref,
+            "peer_id": None,
+            "peer_name": None,
+            "peer_url": None,
+            "workspace": workspace,
+            "target": target,
+            "launch": launch,
+            "state": CloneState.QUEUED.value,
+            "error": None,
+            "digest": None,
+            "bytes_done": 0,
+            "bytes_total": None,
+            "rate": 0,
+            "eta": None,
+            "environment": None,
+            "endpoints": [],
+            "created_at": now,
+            "updated_at": now,
+        }
+        self.state.save_document(TABLE, doc)
+        self.state.event("clone", f"clone {doc['id']}: {source} → {target} queued")
+        task = asyncio.get_running_loop().create_task(self._run(doc), name=f"clone-{doc['id']}")
+        self._tasks[doc["id"]] = task
+        task.add_done_callback(lambda _: self._tasks.pop(doc["id"], None))
+        return doc
+
+    async def cancel(self, clone_id: str) -> dict[str, Any]:
+        doc = self.get(clone_id)
+        state = CloneState(doc["state"])
+        if state in TERMINAL:
+            return doc
+        if state not in CANCELLABLE:
+            raise Conflict(
+                f"clone {clone_id} is {state}: the workspace is installed already "
+                f"(stop it with `aienv stop {doc['target']}` or delete it)"
+            )
+        task = self._tasks.get(clone_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return self.get(clone_id)
+
+    # -- the job -------------------------------------------------------------
+
+    def _move(self, doc: dict[str, Any], new: CloneState, error: str | None = None) -> None:
+        check_transition(CloneState(doc["state"]), new)
+        doc["state"] = new.value
+        doc["error"] = error
+        doc["updated_at"] = time.time()
+        self.state.save_document(TABLE, doc)
+        if new in (
+            CloneState.FAILED,
+            CloneState.CANCELLED,
+            CloneState.RUNNING,
+            CloneState.INSTALLED,
+        ):
+            detail = f": {error}" if error else ""
+            self.state.event("clone", f"clone {doc['id']} ({doc['source']}) {new.value}{detail}")
+
+    def _files(self, doc: dict[str, Any]) -> tuple[Any, Any]:
+        base = self.settings.tmp_dir / f"clone-{doc['id']}"
+        return base.with_suffix(".zip.part"), base.with_suffix(".d")
+
+    async def _run(self, doc: dict[str, Any]) -> None:
+        part, staged = self._files(doc)
+        try:
+            await self._steps(doc, part, staged)
+        except asyncio.CancelledError:
+            self._move(doc, CloneState.CANCELLED, "cancelled by the user")
+        except AienvError as exc:
+            self._move(doc, CloneState.FAILED, exc.message)
+        except Exception as exc:  # a bug must still end the job visibly
+            log.exception("clone %s crashed", doc["id"])
+            self._move(doc, CloneState.FAILED, f"internal error: {exc!r}")
+        finally:
+            part.unlink(missing_ok=True)
+            await asyncio.to_thread(shutil.rmtree, staged, True)
+
+    async def _steps(self, doc: dict[str, Any], part: Any, staged: Any) -> None:
+        session = self._client()
+        self._move(doc, CloneState.CONNECTING)
+        peer = await self._resolve_peer(doc["peer"])
+        shared = {w.name: w for w in peer.workspaces}
+        offer = shared.get(doc["workspace"])
+        if offer is None:
+            names = ", ".join(sorted(shared)) or "nothing"
+            raise NotFound(
+                f"peer {peer.name} does not share a workspace {doc['workspace']!r} "
+                f"(it shares: {names})",
+                code="workspace_not_found",
+            )
+        doc.update(
+            peer_id=peer.node_id, peer_name=peer.name, peer_url=peer.url, digest=offer.digest
+        )
+        doc["bytes_total"] = offer.size
+        base = f"{peer.url}/api/v1/workspaces/{doc['workspace']}"
+        unpacked = await self._unpacked_size(session, base, offer.size)
+        self._check_disk(offer.size + unpacked)
+
+        self._move(doc, CloneState.DOWNLOADING)
+        transfer = self.transfers.start("download", peer.name, doc["workspace"], offer.size)
+        last_save = 0.0
+
+        def progress(done: int) -> None:
+            nonlocal last_save
+            transfer.done = done
+            doc["bytes_done"] = done
+            doc["rate"] = round(transfer.rate)
+            doc["eta"] = transfer.eta
+            if time.monotonic() - last_save > 0.25:
+                last_save = time.monotonic()
+                self.state.save_document(TABLE, doc)
+
+        try:
+            await fetch_archive(
+                session, f"{base}/archive", part, offer.digest, offer.size, progress
+            )
+        except BaseException:
+            transfer.finish("failed")
+            raise
+        transfer.finish("done")
+        progress(offer.size)
+        self._move(doc, CloneState.VERIFYING)  # the digest was checked while streaming
+        self._move(doc, CloneState.EXTRACTING)
+        limit = max(unpacked, shutil.disk_usage(self.settings.tmp_dir).free - DISK_MARGIN)
+        await asyncio.to_thread(safe_extract, part, staged, limit)
+        part.unlink(missing_ok=True)
+        load_manifest(staged)
+        origin = {
+            "kind": "clone",
+            "peer_id": peer.node_id,
+            "peer_name": peer.name,
+            "peer_url": peer.url,
+            "workspace": doc["workspace"],
+            "version": offer.version,
+            "digest": offer.digest,
+        }
+        await self.workspaces.install(doc["target"], staged, origin)
+        self._move(doc, CloneState.ADAPTING)
+        if not doc["launch"]:
+            self._move(doc, CloneState.INSTALLED)
+            return
+        ws = self.workspaces.get(doc["target"])
+        if not ws.manifest.environments:
+            self._move(doc, CloneState.INSTALLED, None)
+            return
+        self._move(doc, CloneState.LAUNCHING)
+        try:
+            env = await self.environments.launch(doc["target"])
+        except AienvError as exc:
+            exc.message = f"installed as {doc['target']!r}, but the launch failed: {exc.message}"
+            raise
+        doc["environment"] = env["id"]
+        doc["endpoints"] = env["endpoints"]
+        self._move(doc, CloneState.RUNNING)
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=30)
+            )
+        return self._session
+
+    async def _resolve_peer(self, ref: str) -> Peer:
+        """The peer's current signed announcement, fetched over HTTP, with the full list."""
+        discovery = self.discovery()
+        if looks_like_address(ref):
+            host, port = split_host_port(ref, self.settings.http_port)
+            url_host = f"[{host}]" if ":" in host else host
+            url = f"http://{url_host}:{port}"
+            expected_id = None
+        else:
+            known = discovery.peers.resolve(ref)
+            if known.url is None:
+                raise PeerUnreachable(f"peer {ref} does not serve HTTP")
+            url, host, expected_id = known.url, known.address, known.node_id
+        try:
+            async with self._client().get(
+                f"{url}/api/v1/node/announcement",
+                timeout=aiohttp.ClientTimeout(total=METADATA_TIMEOUT),
+            ) as resp:
+                if resp.status != 200:
+                    raise PeerUnreachable(f"peer {ref} answered HTTP {resp.status}")
+                data = await resp.content.read(codec.MAX_HTTP_ANNOUNCEMENT + 1)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise PeerUnreachable(
+                f"cannot reach peer {ref} at {url} ({exc or type(exc).__name__}): is it still up?"
+            ) from exc
+        ann = codec.decode(data, max_size=codec.MAX_HTTP_ANNOUNCEMENT)
+        if isinstance(ann, codec.Invalid):
+            raise PeerUnreachable(f"peer {ref} sent an invalid announcement ({ann.reason})")
+        if expected_id is not None and ann.node_id != expected_id:
+            raise PeerUnreachable(
+                f"the node at {url} is {ann.node_id[:12]}, not the peer {ref} ({expected_id[:12]})"
+            )
+        now = time.monotonic()
+        return Peer(ann.node_id, host, ann.body, now, now, {"http"})
+
+    async def _unpacked_size(self, session: aiohttp.ClientSession, base: str, size: int) -> int:
+        try:
+            async with session.get(
+                base, timeout=aiohttp.ClientTimeout(total=METADATA_TIMEOUT)
+            ) as resp:
+                if resp.status == 200:
+                    meta = await resp.json()
+                    return int((meta.get("archive") or {}).get("unpacked_size") or size)
+        except (aiohttp.ClientError, TimeoutError, ValueError, TypeError) as exc:
+            raise TransferError(f"cannot read the workspace's metadata: {exc}") from exc
+        return size
+
+    def _check_disk(self, needed: int) -> None:
+        free = shutil.disk_usage(self.settings.tmp_dir).free
+        if free < needed + DISK_MARGIN:
+            missing = needed + DISK_MARGIN - free
+            raise DiskFull(
+                f"not enough disk space in {self.settings.home}: the clone needs "
+                f"{_size(needed)}, {_size(free)} is free; free at least {_size(missing)}"
+            )
+
+    # -- node lifecycle ------------------------------------------------------
+
+    def recover(self) -> None:
+        """After a restart: an unfinished clone cannot have a half workspace; mark it failed."""
+        for doc in self.all():
+            state = CloneState(doc["state"])
+            if state in TERMINAL:
+                continue
+            installed = self.state.workspace(doc["target"])
+            if installed and (installed.origin or {}).get("digest") == doc["digest"]:
+                doc["state"] = CloneState.INSTALLED.value
+                doc["error"] = "installed; the launch was interrupted by a node restart"
+                self.state.save_document(TABLE, doc)
+                continue
+            doc["error"] = f"interrupted while {state}: the node stopped; clone again"
+            doc["state"] = CloneState.FAILED.value
+            doc["updated_at"] = time.time()
+            self.state.save_document(TABLE, doc)
+
+    async def async_close(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{n} B"
+        value /= 1024
+    return f"{n} B"

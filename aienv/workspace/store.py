@@ -1,0 +1,224 @@
+"""The node's local workspaces: folders under ``<home>/workspaces/NAME`` plus their records.
+
+Every change that puts a folder in place is staged in ``<home>/tmp`` and moved
+with one ``rename``; the record is written after the folder is in place and
+the folder removed again if that fails, so a crash never leaves a workspace
+half there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aienv.archive.pack import PackResult, fingerprint, pack_workspace, walk
+from aienv.config import NodeSettings
+from aienv.errors import Conflict, NotFound, WorkspaceError
+from aienv.names import check_name
+from aienv.state.store import ArchiveRecord, StateStore, WorkspaceRecord
+from aienv.workspace.manifest import Manifest, load_manifest
+
+DEFAULT_TEMPLATE = "hello-web"
+
+
+def templates_dir() -> Path:
+    """Templates: ``aienv/templates`` in the wheel, ``workspaces/`` in a source checkout."""
+    packaged = Path(__file__).resolve().parent.parent / "templates"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "workspaces"
+
+
+def template_names() -> list[str]:
+    root = templates_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "workspace.yaml").is_file())
+
+
+@dataclass(slots=True, frozen=True)
+class Workspace:
+    record: WorkspaceRecord
+    manifest: Manifest
+    path: Path
+    archive: ArchiveRecord | None
+
+    def to_json(self, *, local: bool) -> dict[str, Any]:
+        m = self.manifest
+        data: dict[str, Any] = {
+            "name": self.record.name,
+            "manifest_name": m.name,
+            "version": m.version,
+            "description": m.description,
+            "tags": list(m.tags),
+            "languages": list(m.languages),
+            "tools": list(m.tools),
+            "runtimes": m.runtimes,
+            "projects": [p.model_dump() for p in m.projects],
+            "data": [d.model_dump() for d in m.data],
+            "environments": [
+                {
+                    "name": e.name,
+                    "runtime": e.runtime,
+                    "description": e.description,
+                    "endpoints": [ep.model_dump() for ep in e.endpoints],
+                }
+                for e in m.environments
+            ],
+            "shared": self.record.shared,
+            "archive": None,
+        }
+        if self.archive is not None:
+            data["archive"] = {
+                "digest": self.archive.digest,
+                "size": self.archive.size,
+                "unpacked_size": self.archive.unpacked_size,
+                "files": self.archive.files,
+            }
+        if local:
+            data["path"] = str(self.path)
+            data["origin"] = self.record.origin
+            data["created_at"] = self.record.created_at
+        return data
+
+
+def _copy_tree(source: Path, dest: Path) -> None:
+    list(walk(source))  # refuses links and special files before anything is copied
+    shutil.copytree(source, dest, symlinks=True)
+
+
+class WorkspaceStore:
+    def __init__(self, settings: NodeSettings, state: StateStore) -> None:
+        self.settings = settings
+        self.state = state
+        self._pack_locks: dict[str, asyncio.Lock] = {}
+
+    def path(self, name: str) -> Path:
+        return self.settings.workspaces_dir / name
+
+    def staging(self, purpose: str) -> Path:
+        return self.settings.tmp_dir / f"{purpose}-{uuid.uuid4().hex[:12]}"
+
+    def get(self, name: str) -> Workspace:
+        check_name(name, "workspace name")
+        record = self.state.workspace(name)
+        if record is None:
+            raise NotFound(f"no workspace {name!r} on this node", code="workspace_not_found")
+        path = self.path(name)
+        return Workspace(record, load_manifest(path), path, self.state.archive(name))
+
+    def all(self) -> list[Workspace]:
+        out = []
+        for record in self.state.workspaces():
+            path = self.path(record.name)
+            try:
+                manifest = load_manifest(path)
+            except WorkspaceError:
+                continue  # reported by `show`; a broken folder must not hide the others
+            out.append(Workspace(record, manifest, path, self.state.archive(record.name)))
+        return out
+
+    def check_free(self, name: str) -> None:
+        check_name(name, "workspace name")
+        if self.state.workspace(name) is not None or self.path(name).exists():
+            raise Conflict(
+                f"a workspace named {name!r} already exists: pick another name or delete it first",
+                code="name_taken",
+            )
+
+    async def create(self, name: str, source: Path | None, template: str | None) -> Workspace:
+        self.check_free(name)
+        if source is None:
+            template = template or DEFAULT_TEMPLATE
+            source = templates_dir() / template
+            if not (source / "workspace.yaml").is_file():
+                known = ", ".join(template_names()) or "none"
+                raise NotFound(f"no template {template!r} (templates: {known})")
+        elif not source.is_absolute():
+            raise WorkspaceError(f"{source}: give an absolute path")
+        elif not source.is_dir():
+            raise WorkspaceError(f"{source} is not a folder")
+        load_manifest(source)
+        staged = self.staging("create")
+        try:
+            await asyncio.to_thread(_copy_tree, source, staged)
+        except OSError as exc:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise WorkspaceError(f"cannot copy {source}: {exc.strerror or exc}") from exc
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        origin = (
+            {"kind": "template", "template": template}
+            if template
+            else {
+                "kind": "folder",
+                "path": str(source),
+            }
+        )
+        return await self.install(name, staged, origin)
+
+    async def install(self, name: str, staged: Path, origin: dict[str, Any]) -> Workspace:
+        """Move the validated folder ``staged`` into place and record it, all or nothing."""
+        self.check_free(name)
+        load_manifest(staged)
+        final = self.path(name)
+        os.replace(staged, final)
+        try:
+            self.state.add_workspace(name, origin)
+        except BaseException:
+            shutil.rmtree(final, ignore_errors=True)
+            raise
+        self.state.event("workspace", f"workspace {name} created ({origin['kind']})")
+        return self.get(name)
+
+    async def delete(self, name: str) -> None:
+        self.get(name)
+        trash = self.staging("delete")
+        os.replace(self.path(name), trash)
+        self.state.remove_workspace(name)
+        self._prune_archives()
+        await asyncio.to_thread(shutil.rmtree, trash, True)
+        self.state.event("workspace", f"workspace {name} deleted")
+
+    async def ensure_archive(self, name: str) -> ArchiveRecord:
+        """The current archive of ``name``, packed again only if its files changed."""
+        lock = self._pack_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            ws = self.get(name)
+            current = await asyncio.to_thread(fingerprint, ws.path)
+            cached = ws.archive
+            if (
+                cached
+                and cached.fingerprint == current
+                and self.archive_path(cached.digest).is_file()
+            ):
+                return cached
+            result: PackResult = await asyncio.to_thread(
+                pack_workspace, ws.path, self.settings.archives_dir
+            )
+            record = ArchiveRecord(
+                name,
+                result.fingerprint,
+                result.digest,
+                result.size,
+                result.unpacked_size,
+                result.files,
+            )
+            self.state.set_archive(record)
+            self._prune_archives()
+            return record
+
+    def archive_path(self, digest: str) -> Path:
+        return self.settings.archives_dir / f"{digest}.zip"
+
+    def _prune_archives(self) -> None:
+        keep = {f"{a.digest}.zip" for a in self.state.archives()}
+        for path in self.settings.archives_dir.glob("*.zip"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)

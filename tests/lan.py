@@ -1,0 +1,172 @@
+"""A simulated LAN: a bridge in the current network namespace and one network
+namespace per host, joined to it by veth pairs. Needs root.
+
+Run it only inside an isolated network namespace (``scripts/test`` does so):
+the bridge is created in the current namespace and must not sit beside real
+interfaces.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+SUBNET = "10.77.0"
+BRIDGE_IP = f"{SUBNET}.254"
+AIENV = str(Path(sys.executable).with_name("aienv"))
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, check=check, capture_output=True, text=True)
+
+
+def in_isolated_namespace() -> bool:
+    """True when no interface here other than loopback, our bridges and veths exists."""
+    names = [name for _, name in socket.if_nameindex()]  # netlink: this namespace's view
+    return all(n == "lo" or n.startswith(("ae", "br-ae")) for n in names)
+
+
+@dataclass
+class Host:
+    lan: Lan
+    index: int
+    ns: str
+    ip: str
+    home: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:37778"
+
+    def nsenter(self, *args: str) -> list[str]:
+        return ["nsenter", f"--net=/run/netns/{self.ns}", *args]
+
+    def start(self, name: str, *extra: str, interval: float = 1.0) -> None:
+        assert self.proc is None or self.proc.poll() is not None
+        self.log_path = self.home / "node.log"
+        env = {**os.environ, "AIENV_HOME": str(self.home), **self.extra_env}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.nsenter(
+                    AIENV, "serve", "--name", name, "--announce-interval", str(interval), *extra
+                ),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        self.wait_up()
+
+    def wait_up(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node in {self.ns} exited:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/api/v1/node", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"node in {self.ns} did not come up:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "AIENV_URL": "http://127.0.0.1:37778", "COLUMNS": "200"}
+        res = subprocess.run(
+            self.nsenter(AIENV, *args),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(
+                f"aienv {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
+            )
+        return res
+
+    def api(self, path: str) -> httpx.Response:
+        return httpx.get(f"{self.url}/api/v1{path}", timeout=5)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return sh(*self.nsenter(*args), check=False)
+
+
+class Lan:
+    def __init__(self, root: Path, hosts: int) -> None:
+        if os.geteuid() != 0:
+            raise RuntimeError("the namespace LAN needs root")
+        if not in_isolated_namespace():
+            raise RuntimeError(
+                "refusing to build a test LAN beside real interfaces: run the tests with "
+                "scripts/test (which runs them inside an isolated network namespace)"
+            )
+        self.tag = secrets.token_hex(2)
+        self.bridge = f"br-ae{self.tag}"
+        self.hosts: list[Host] = []
+        sh("ip", "link", "set", "lo", "up")
+        # a dumb switch: no IGMP snooping, so multicast floods like on most small LANs
+        sh("ip", "link", "add", self.bridge, "type", "bridge", "mcast_snooping", "0")
+        sh("ip", "addr", "add", f"{BRIDGE_IP}/24", "dev", self.bridge)
+        sh("ip", "link", "set", self.bridge, "up")
+        for i in range(1, hosts + 1):
+            self.add_host(root / f"host{i}")
+
+    def add_host(self, home: Path) -> Host:
+        i = len(self.hosts) + 1
+        ns = f"aienv-{self.tag}-{i}"
+        veth = f"ae{self.tag}h{i}"
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        sh("ip", "link", "set", veth, "master", self.bridge)
+        sh("ip", "link", "set", veth, "up")
+        ip = f"{SUBNET}.{i}"
+        enter = ["nsenter", f"--net=/run/netns/{ns}"]
+        sh(*enter, "ip", "link", "set", "lo", "up")
+        sh(*enter, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        sh(*enter, "ip", "link", "set", "eth0", "up")
+        home.mkdir(parents=True, exist_ok=True)
+        host = Host(self, i, ns, ip, home)
+        self.hosts.append(host)
+        return host
+
+    def set_link(self, host: Host, up: bool) -> None:
+        sh("ip", "link", "set", f"ae{self.tag}h{host.index}", "up" if up else "down")
+
+    def close(self) -> None:
+        for host in self.hosts:
+            host.stop(
+                signal.SIGKILL if host.proc and host.proc.poll() is None else signal.SIGTERM, 5
+            )
+            sh("ip", "netns", "del", host.ns, check=False)
+            shutil.rmtree(host.home, ignore_errors=True)
+        sh("ip", "link", "del", self.bridge, check=False)
