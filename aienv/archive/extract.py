@@ -5,13 +5,14 @@ Checked for every entry before a byte is written: a relative POSIX name with no
 symbolic link, device or other special file); no duplicate name; declared sizes
 within the limits (total and ratio, against ZIP bombs). While writing, the
 bytes actually produced are counted against the declared size and the CRC is
-checked by ``zipfile``. Any violation raises ``UnsafeArchive`` and the caller
-removes the quarantine folder, so nothing half-extracted survives.
+checked by ``zipfile``. Any violation raises ``UnsafeArchive`` and the quarantine
+folder is removed, so nothing half-extracted survives.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import zipfile
 import zlib
@@ -75,9 +76,19 @@ def check_entries(zf: zipfile.ZipFile, max_total: int) -> int:
 
 
 def safe_extract(archive: Path, target: Path, max_total: int) -> int:
-    """Extract ``archive`` into the empty folder ``target``; return bytes written."""
+    """Extract ``archive`` into the new folder ``target``; return bytes written.
+
+    On any failure ``target`` is removed again, so no half extraction survives.
+    """
     target.mkdir(parents=True, exist_ok=False)
-    root = target.resolve()
+    try:
+        return _extract(archive, target.resolve(), max_total)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+
+
+def _extract(archive: Path, root: Path, max_total: int) -> int:
     written = 0
     try:
         with zipfile.ZipFile(archive) as zf:

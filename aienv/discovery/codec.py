@@ -16,6 +16,7 @@ signature proves the datagram comes from the holder of that id's key.
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 from dataclasses import dataclass, field
@@ -137,12 +138,17 @@ def decode(data: bytes, *, max_size: int = MAX_DATAGRAM) -> Announcement | Inval
     public_key = data[HEADER.size + length : signed_end]
     if not verify(public_key, data[signed_end:], data[:signed_end]):
         return Invalid("bad_signature")
+    limit = MAX_BODY_RATIO * max_size
     try:
-        raw = zstandard.ZstdDecompressor().decompress(
-            data[HEADER.size : HEADER.size + length], max_output_size=MAX_BODY_RATIO * max_size
+        # a bounded read: the frame's declared size is not trusted (decompression bombs)
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            io.BytesIO(data[HEADER.size : HEADER.size + length])
         )
+        raw = reader.read(limit + 1)
     except zstandard.ZstdError as exc:
         return Invalid("bad_compression", str(exc))
+    if len(raw) > limit:
+        return Invalid("bad_compression", f"body expands beyond {limit} bytes")
     try:
         obj = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:

@@ -1,0 +1,134 @@
+"""workspace.yaml v1 validation: what passes, and errors that name the key's path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from aienv.errors import WorkspaceError
+from aienv.workspace.manifest import load_manifest, parse_manifest
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "workspaces" / "hello-web"
+
+
+def minimal(**extra: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "aienv/v1",
+        "name": "demo",
+        "environments": [
+            {
+                "name": "web",
+                "runtime": "process",
+                "process": {"command": ["python3", "-m", "http.server", "{port.http}"]},
+                "endpoints": [{"name": "http", "port": 8000}],
+            }
+        ],
+        **extra,
+    }
+
+
+def test_example_workspace_is_valid() -> None:
+    m = load_manifest(EXAMPLE)
+    assert m.name == "hello-web"
+    assert m.runtimes == ["process"]
+    assert m.environment(None).endpoints[0].name == "http"
+
+
+def test_minimal_defaults() -> None:
+    m = parse_manifest(minimal())
+    assert m.version == "0.1.0"
+    assert m.environment("web").process is not None
+
+
+def error_of(data: Any) -> str:
+    with pytest.raises(WorkspaceError) as info:
+        parse_manifest(data)
+    return info.value.message
+
+
+def test_unknown_top_level_key_is_named() -> None:
+    assert "colour: unknown key" in error_of(minimal(colour="blue"))
+
+
+def test_unknown_nested_key_names_its_path() -> None:
+    data = minimal()
+    data["environments"][0]["process"]["cmd"] = ["x"]
+    assert "environments.0.process.cmd: unknown key" in error_of(data)
+
+
+def test_missing_required_key() -> None:
+    data = minimal()
+    del data["name"]
+    assert "name: required key is missing" in error_of(data)
+
+
+def test_wrong_api_version() -> None:
+    assert "apiVersion" in error_of(minimal(apiVersion="aienv/v9"))
+
+
+def test_bad_name() -> None:
+    assert "not a valid name" in error_of(minimal(name="Hello World"))
+
+
+@pytest.mark.parametrize("path", ["../outside", "/etc", "a/../../b", "a\\b", ""])
+def test_paths_must_stay_inside(path: str) -> None:
+    msg = error_of(minimal(projects=[{"name": "p", "path": path}]))
+    assert "projects.0.path" in msg
+
+
+def test_process_runtime_needs_a_command() -> None:
+    data = minimal()
+    del data["environments"][0]["process"]
+    assert "needs a 'process' block" in error_of(data)
+
+
+def test_unknown_runtime() -> None:
+    data = minimal()
+    data["environments"][0]["runtime"] = "teleport"
+    assert "environments.0.runtime" in error_of(data)
+
+
+def test_duplicate_names() -> None:
+    data = minimal()
+    data["environments"].append(data["environments"][0])
+    assert "names must be unique" in error_of(data)
+
+
+def test_bad_env_var_name() -> None:
+    data = minimal()
+    data["environments"][0]["process"]["env"] = {"1BAD": "x"}
+    assert "not a valid environment variable name" in error_of(data)
+
+
+def test_endpoint_port_range() -> None:
+    data = minimal()
+    data["environments"][0]["endpoints"][0]["port"] = 70000
+    assert "environments.0.endpoints.0.port" in error_of(data)
+
+
+def test_top_level_must_be_mapping() -> None:
+    assert "mapping" in error_of(["a", "b"])
+
+
+def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(WorkspaceError, match="no workspace.yaml"):
+        load_manifest(tmp_path)
+    (tmp_path / "workspace.yaml").write_text("a: [unclosed")
+    with pytest.raises(WorkspaceError, match="not valid YAML"):
+        load_manifest(tmp_path)
+
+
+def test_yaml_is_data_not_code(tmp_path: Path) -> None:
+    (tmp_path / "workspace.yaml").write_text("!!python/object/apply:os.system ['true']\n")
+    with pytest.raises(WorkspaceError):
+        load_manifest(tmp_path)
+
+
+def test_environment_lookup() -> None:
+    m = parse_manifest(minimal())
+    with pytest.raises(WorkspaceError, match="has no environment 'nope'"):
+        m.environment("nope")
+    assert yaml.safe_dump(m.model_dump(by_alias=True))

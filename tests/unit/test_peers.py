@@ -1,0 +1,109 @@
+"""The peer table: joins, updates, stale datagrams, goodbyes, expiry and lookups."""
+
+from __future__ import annotations
+
+import pytest
+
+from aienv.discovery import codec
+from aienv.discovery.peers import PeerTable
+from aienv.errors import InvalidInput, NotFound
+from aienv.identity import Identity
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def announce(
+    ident: Identity, name: str, seq: int, instance: str = "a" * 16, **kw: object
+) -> codec.Announcement:
+    body = codec.Body(
+        name=name, instance=instance, seq=seq, interval=10.0, http=codec.HttpInfo(port=37778), **kw
+    )  # type: ignore[arg-type]
+    ann = codec.decode(codec.encode(body, ident))
+    assert isinstance(ann, codec.Announcement)
+    return ann
+
+
+def test_join_update_and_duplicates() -> None:
+    clock, table, ident = Clock(), PeerTable(Clock()), Identity.generate()
+    table = PeerTable(clock)
+    assert table.update(announce(ident, "alpha", 1), "10.0.0.1", "multicast") == "joined"
+    assert table.update(announce(ident, "alpha", 1), "10.0.0.1", "multicast") is None  # same seq
+    assert table.update(announce(ident, "alpha", 2), "10.0.0.1", "multicast") is None  # no change
+    shared = [codec.SharedWorkspace(name="w", version="1", digest="a" * 64, size=1)]
+    assert (
+        table.update(announce(ident, "alpha", 3, workspaces=shared), "10.0.0.1", "multicast")
+        == "updated"
+    )
+    assert table.update(announce(ident, "alpha", 2), "10.0.0.1", "multicast") is None  # stale
+    assert [w.name for w in table.all()[0].workspaces] == ["w"]
+    assert table.all()[0].url == "http://10.0.0.1:37778"
+
+
+def test_expiry_after_three_missed_intervals() -> None:
+    clock = Clock()
+    table = PeerTable(clock)
+    table.update(announce(Identity.generate(), "alpha", 1), "10.0.0.1", "multicast")
+    clock.now += 29.9
+    assert table.expire() == [] and len(table.all()) == 1
+    clock.now += 0.2
+    assert [p.name for p in table.expire()] == ["alpha"]
+    assert table.all() == []
+
+
+def test_announcements_keep_a_peer_alive() -> None:
+    clock, ident = Clock(), Identity.generate()
+    table = PeerTable(clock)
+    for seq in range(1, 10):
+        table.update(announce(ident, "alpha", seq), "10.0.0.1", "multicast")
+        clock.now += 10
+        assert table.expire() == []
+
+
+def test_replayed_datagram_does_not_keep_a_peer_alive() -> None:
+    clock, ident = Clock(), Identity.generate()
+    table = PeerTable(clock)
+    old = announce(ident, "alpha", 1)
+    table.update(old, "10.0.0.1", "multicast")
+    clock.now += 25
+    table.update(old, "10.0.0.1", "multicast")
+    clock.now += 6
+    assert [p.name for p in table.expire()] == ["alpha"]
+
+
+def test_goodbye_removes_only_the_same_instance() -> None:
+    clock, ident = Clock(), Identity.generate()
+    table = PeerTable(clock)
+    table.update(announce(ident, "alpha", 5, instance="b" * 16), "10.0.0.1", "multicast")
+    assert table.goodbye(announce(ident, "alpha", 1, instance="c" * 16)) is None
+    assert table.goodbye(announce(ident, "alpha", 6, instance="b" * 16)) is not None
+    assert table.all() == []
+
+
+def test_restarted_peer_with_new_instance_is_accepted() -> None:
+    clock, ident = Clock(), Identity.generate()
+    table = PeerTable(clock)
+    table.update(announce(ident, "alpha", 50, instance="b" * 16), "10.0.0.1", "multicast")
+    assert (
+        table.update(announce(ident, "alpha", 1, instance="c" * 16), "10.0.0.1", "multicast")
+        == "updated"
+    )
+
+
+def test_resolve_by_name_and_id_prefix() -> None:
+    table = PeerTable(Clock())
+    a, b, c = Identity.generate(), Identity.generate(), Identity.generate()
+    table.update(announce(a, "alpha", 1), "10.0.0.1", "multicast")
+    table.update(announce(b, "beta", 1), "10.0.0.2", "multicast")
+    table.update(announce(c, "beta", 1), "10.0.0.3", "multicast")
+    assert table.resolve("alpha").node_id == a.node_id
+    assert table.resolve(b.node_id[:12]).node_id == b.node_id
+    with pytest.raises(InvalidInput, match="several peers are named"):
+        table.resolve("beta")
+    with pytest.raises(NotFound, match="no peer 'gamma'"):
+        table.resolve("gamma")
