@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from aienv.runtime.machine import EnvState, can_transition
@@ -26,7 +28,7 @@ HAPPY = [
 
 
 def test_clone_happy_path() -> None:
-    for a, b in zip(HAPPY, HAPPY[1:], strict=False):
+    for a, b in pairwise(HAPPY):
         check_transition(a, b)
     check_transition(CloneState.ADAPTING, CloneState.INSTALLED)
 
@@ -66,7 +68,7 @@ def test_environment_lifecycle() -> None:
         EnvState.STOPPING,
         EnvState.STOPPED,
     ]
-    for a, b in zip(path, path[1:], strict=False):
+    for a, b in pairwise(path):
         assert can_transition(a, b)
     assert can_transition(EnvState.STOPPED, EnvState.PLANNED)
     assert not can_transition(EnvState.STOPPED, EnvState.RUNNING)

@@ -114,7 +114,7 @@ def test_top_level_must_be_mapping() -> None:
 
 
 def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(WorkspaceError, match="no workspace.yaml"):
+    with pytest.raises(WorkspaceError, match=r"no workspace\.yaml"):
         load_manifest(tmp_path)
     (tmp_path / "workspace.yaml").write_text("a: [unclosed")
     with pytest.raises(WorkspaceError, match="not valid YAML"):
