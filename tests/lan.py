@@ -96,6 +96,13 @@ class Host:
             self.proc.kill()
             return self.proc.wait()
 
+    def reset(self) -> None:
+        """Stop the node and empty its home, for the next test."""
+        self.stop()
+        if self.home.exists():
+            shutil.rmtree(self.home)
+        self.home.mkdir(parents=True)
+
     def cli(
         self, *args: str, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:

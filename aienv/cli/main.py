@@ -333,6 +333,23 @@ def _follow_clone(client: Client, job: dict[str, Any], quiet: bool) -> dict[str,
 
 
 @app.command()
+def clones(as_json: JsonOpt = False) -> None:
+    """Clone jobs of this node: state, bytes, rate, and the error of failed ones."""
+    jobs = Client().get("/clones")["clones"]
+    if as_json:
+        emit_json(jobs)
+        return
+    table = Table("id", "source", "into", "state", "progress", "rate", "error", box=None)
+    for j in jobs:
+        progress = f"{human_size(j['bytes_done'])}/{human_size(j['bytes_total'])}"
+        rate = f"{human_size(j['rate'])}/s" if j["state"] == "downloading" else ""
+        table.add_row(
+            j["id"], j["source"], j["target"], j["state"], progress, rate, j["error"] or ""
+        )
+    out.print(table if jobs else "no clones yet")
+
+
+@app.command()
 def launch(
     workspace: str,
     environment: Annotated[str | None, typer.Argument()] = None,

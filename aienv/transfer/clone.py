@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shutil
 import time
 import uuid
@@ -49,10 +50,20 @@ DISK_MARGIN = 64 * 1024 * 1024
 METADATA_TIMEOUT = 10.0
 
 
+HOST_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,252}))(:[0-9]{1,5})?$")
+
+
 def parse_source(source: str) -> tuple[str, str]:
-    peer, sep, workspace = source.rpartition("/")
-    if not sep or not peer or not workspace:
-        raise InvalidInput(f"clone source {source!r} must look like PEER/WORKSPACE")
+    """Split ``PEER/WORKSPACE``; PEER is a node name, a node-id prefix or HOST[:PORT]."""
+    parts = source.split("/")
+    if len(parts) != 2 or not all(parts):
+        raise InvalidInput(
+            f"clone source {source!r} must look like PEER/WORKSPACE "
+            "(PEER: a node name, a node-id prefix or HOST[:PORT])"
+        )
+    peer, workspace = parts
+    if not HOST_RE.fullmatch(peer) or ".." in peer:
+        raise InvalidInput(f"{peer!r} is not a node name, node-id prefix or HOST[:PORT]")
     return peer, check_name(workspace, "workspace name")
 
 

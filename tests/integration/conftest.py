@@ -1,0 +1,42 @@
+"""A LAN of three hosts (network namespaces on one bridge), shared by a module's tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.lan import Host, Lan
+
+REPO = Path(__file__).resolve().parents[2]
+HELLO = REPO / "workspaces" / "hello-web"
+
+
+@pytest.fixture(scope="module")
+def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
+    net = Lan(tmp_path_factory.mktemp("lan"), 3)
+    try:
+        yield net
+    finally:
+        net.close()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> float:
+    """Poll until ``predicate`` is true; return the seconds it took, fail after ``timeout``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def shared_by(observer: Host, peer_name: str) -> set[str]:
+    peers = observer.api("/peers").json()["peers"]
+    return {w["name"] for p in peers if p["name"] == peer_name for w in p["workspaces"]}
+
+
+def peer_names(observer: Host) -> set[str]:
+    return {p["name"] for p in observer.api("/peers").json()["peers"]}

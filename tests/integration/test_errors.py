@@ -1,0 +1,208 @@
+"""Every failure a person can hit in the core loop: a clear message, a non-zero
+exit or a 4xx, and nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.conftest import HELLO, shared_by, wait_for
+from tests.lan import Host, Lan
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def nodes(lan: Lan) -> Lan:
+    a, b, _ = lan.hosts
+    a.start("alpha")
+    b.start("beta")
+    a.cli("create", "hello", "--from", str(HELLO))
+    a.cli("share", "hello")
+    wait_for(lambda: "hello" in shared_by(b, "alpha"), 3.0, "beta sees alpha/hello")
+    return lan
+
+
+def fails(host: Host, *args: str, code: int) -> str:
+    res = host.cli(*args, check=False)
+    assert res.returncode == code, (res.returncode, res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr + res.stdout
+    return " ".join(res.stderr.split())
+
+
+def no_leftovers(host: Host) -> None:
+    assert list((host.home / "tmp").iterdir()) == []
+
+
+def test_unknown_peer(nodes: Lan) -> None:
+    _, b, _ = nodes.hosts
+    msg = fails(b, "clone", "nobody/hello", code=4)
+    assert "no peer 'nobody'" in msg and "alpha" in msg
+
+
+def test_unknown_workspace(nodes: Lan) -> None:
+    _, b, _ = nodes.hosts
+    msg = fails(b, "clone", "alpha/nothing", code=1)
+    assert "does not share a workspace 'nothing'" in msg and "hello" in msg
+    assert b.api("/workspaces").json()["workspaces"] == []
+    no_leftovers(b)
+
+
+def test_name_taken(nodes: Lan) -> None:
+    a, _, _ = nodes.hosts
+    msg = fails(a, "clone", "10.77.0.1/hello", code=5)
+    assert "already exists" in msg
+
+
+def test_peer_gone(nodes: Lan) -> None:
+    _, b, _ = nodes.hosts
+    msg = fails(b, "clone", "10.77.0.99:37778/hello", code=1)
+    assert "cannot reach peer" in msg
+    no_leftovers(b)
+
+
+def test_bad_source_and_names(nodes: Lan) -> None:
+    _, b, _ = nodes.hosts
+    assert "PEER/WORKSPACE" in fails(b, "clone", "justaname", code=1)
+    assert "PEER/WORKSPACE" in fails(b, "clone", "alpha/../etc", code=1)
+    assert "not a node name" in fails(b, "clone", "al pha/hello", code=1)
+    assert "1-63 characters" in fails(b, "clone", "alpha/Hello", code=1)
+    assert "1-63 characters" in fails(b, "create", "Bad Name", code=1)
+    assert "1-63 characters" in fails(b, "clone", "alpha/hello", "--as", "x/y", code=1)
+
+
+def test_create_errors(nodes: Lan, tmp_path: Path) -> None:
+    _, b, _ = nodes.hosts
+    assert "is not a folder" in fails(b, "create", "x", "--from", str(tmp_path / "missing"), code=1)
+    assert "has no workspace.yaml" in fails(b, "create", "x", "--from", str(tmp_path), code=1)
+    (tmp_path / "workspace.yaml").write_text("apiVersion: aienv/v1\nname: x\nbogus: 1\n")
+    assert "bogus: unknown key" in fails(b, "create", "x", "--from", str(tmp_path), code=1)
+    assert "no template 'nope'" in fails(b, "create", "x", "--template", "nope", code=4)
+    assert b.api("/workspaces").json()["workspaces"] == []
+    no_leftovers(b)
+
+
+def test_create_from_template_then_delete(nodes: Lan) -> None:
+    _, b, _ = nodes.hosts
+    b.cli("create", "tpl")
+    listed = json.loads(b.cli("list", "--json").stdout)
+    assert [w["name"] for w in listed] == ["tpl"]
+    assert "already exists" in fails(b, "create", "tpl", code=5)
+    b.cli("delete", "tpl", "--yes")
+    assert json.loads(b.cli("list", "--json").stdout) == []
+    assert not (b.home / "workspaces" / "tpl").exists()
+    assert "no workspace 'tpl'" in fails(b, "delete", "tpl", "--yes", code=4)
+
+
+def test_cli_without_a_node(nodes: Lan) -> None:
+    _, _, c = nodes.hosts  # gamma runs no node in this module
+    msg = fails(c, "list", code=3)
+    assert "cannot reach the aienv node" in msg and "aienv serve" in msg
+
+
+def test_stop_and_logs_unknown(nodes: Lan) -> None:
+    _, b, _ = nodes.hosts
+    assert "no environment" in fails(b, "stop", "ghost", code=4)
+    assert "no environment" in fails(b, "logs", "ghost.web", code=4)
+
+
+def test_api_errors_are_json_4xx(nodes: Lan) -> None:
+    a, _, _ = nodes.hosts
+    base = f"{a.url}/api/v1"
+    r = httpx.get(f"{base}/nope")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = httpx.get(f"{base}/workspaces/..%2F..%2Fetc")
+    assert r.status_code in (400, 404) and "error" in r.json()
+    r = httpx.get(f"{base}/workspaces/Bad%20Name")
+    assert r.status_code == 400 and "1-63 characters" in r.json()["error"]["message"]
+    r = httpx.put(f"{base}/workspaces")
+    assert r.status_code == 405 and "error" in r.json()
+
+
+def test_admin_actions_are_refused_from_the_lan(nodes: Lan) -> None:
+    a, _, _ = nodes.hosts
+    base = f"{a.url}/api/v1"  # the test runs on the bridge: a LAN address, not loopback
+    for method, path in [
+        ("POST", "/workspaces"),
+        ("POST", "/workspaces/hello/unshare"),
+        ("DELETE", "/workspaces/hello"),
+        ("POST", "/clones"),
+        ("GET", "/environments"),
+    ]:
+        r = httpx.request(method, base + path, json={"name": "x"})
+        assert r.status_code == 403, (method, path)
+        assert r.json()["error"]["code"] == "admin_only"
+    # what is shared stays readable by peers; what is not shared is invisible
+    assert [w["name"] for w in httpx.get(f"{base}/workspaces").json()["workspaces"]] == ["hello"]
+    assert "path" not in httpx.get(f"{base}/workspaces/hello").json()
+
+
+def test_bad_bodies_from_localhost(nodes: Lan) -> None:
+    a, _, _ = nodes.hosts
+    script = """
+import httpx, json
+b = "http://127.0.0.1:37778/api/v1"
+out = []
+out.append(httpx.post(b + "/workspaces", content=b"{not json").status_code)
+out.append(httpx.post(b + "/workspaces", json=["a"]).status_code)
+r = httpx.post(b + "/workspaces", json={"name": "x", "colour": 1})
+out.append(r.json()["error"]["message"])
+out.append(httpx.post(b + "/workspaces", json={"name": 5}).status_code)
+out.append(httpx.post(b + "/clones", json={"source": "alpha/x", "launch": "maybe"}).status_code)
+out.append(httpx.post(b + "/workspaces", content=b"x" * 100000).status_code)
+print(json.dumps(out))
+"""
+    res = a.run(sys.executable, "-c", script)
+    codes = json.loads(res.stdout)
+    assert codes[0] == 400 and codes[1] == 400
+    assert "colour: unknown field" in codes[2]
+    assert codes[3] == 400 and codes[4] == 400
+    assert codes[5] in (400, 413)
+
+
+def test_bad_datagrams_are_counted_not_fatal(nodes: Lan) -> None:
+    a, _, _ = nodes.hosts
+    before = a.api("/node").json()["discovery"]["counters"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("10.77.0.254"))
+        for payload in (b"", b"AIEN", b"garbage" * 40, b"AIEN\x01\x01\x00\x10" + bytes(200)):
+            sock.sendto(payload, (a.ip, 37777))
+            sock.sendto(payload, ("239.255.77.77", 37777))
+    wait_for(
+        lambda: (
+            a.api("/node").json()["discovery"]["counters"].get("dropped", 0)
+            >= before.get("dropped", 0) + 6
+        ),
+        3.0,
+        "drops counted",
+    )
+    counters = a.api("/node").json()["discovery"]["counters"]
+    assert counters.get("dropped_too_short", 0) >= 2
+    assert counters.get("dropped_bad_magic", 0) >= 1
+    assert counters.get("dropped_bad_signature", 0) + counters.get("dropped_bad_length", 0) >= 1
+    assert "hello" in shared_by(nodes.hosts[1], "alpha")  # still announcing
+
+
+def test_hash_mismatch_from_a_lying_peer(nodes: Lan, tmp_path: Path) -> None:
+    """A peer whose signed announcement names one digest but whose archive is another."""
+    _, b, c = nodes.hosts
+    liar = Path(__file__).with_name("liar_peer.py")
+    proc = subprocess.Popen(c.nsenter(sys.executable, str(liar)), stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        msg = fails(b, "clone", f"{c.ip}:37778/evil", code=1)
+        assert "sha256" in msg and "nothing was installed" in msg
+        assert b.api("/workspaces").json()["workspaces"] == []
+        no_leftovers(b)
+    finally:
+        proc.terminate()
+        proc.wait(5)
+        assert proc.stdout is not None
+        proc.stdout.close()

@@ -1,0 +1,151 @@
+"""Finding peers where multicast announcements do not arrive, and clones that
+cannot finish: disk full, node killed mid-download."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import HELLO, peer_names, shared_by, wait_for
+from tests.lan import AIENV, Host, Lan, sh
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stopped(lan: Lan) -> Iterator[Lan]:
+    yield lan
+    for host in lan.hosts:
+        host.reset()
+
+
+def sources_of(observer: Host, name: str) -> list[str]:
+    for peer in observer.api("/peers").json()["peers"]:
+        if peer["name"] == name:
+            return list(peer["sources"])
+    return []
+
+
+def test_dnssd_finds_peers_when_announcements_do_not_arrive(stopped: Lan) -> None:
+    a, b, _ = stopped.hosts
+    # different announcement ports: the beacons never hear each other
+    a.start("alpha", "--discovery-port", "41001")
+    b.start("beta", "--discovery-port", "41002")
+    wait_for(lambda: "alpha" in peer_names(b), 10.0, "beta finds alpha through DNS-SD")
+    assert sources_of(b, "alpha") == ["dnssd"]
+    a.cli("create", "hello", "--from", str(HELLO))
+    a.cli("share", "hello")
+    wait_for(lambda: "hello" in shared_by(b, "alpha"), 5.0, "beta sees alpha/hello via polling")
+
+
+def test_manual_peer_when_multicast_and_mdns_are_blocked(stopped: Lan) -> None:
+    a, b, _ = stopped.hosts
+    a.start("alpha", "--discovery-port", "41001", "--no-dnssd")
+    b.start("beta", "--discovery-port", "41002", "--no-dnssd")
+    a.cli("create", "hello", "--from", str(HELLO))
+    a.cli("share", "hello")
+    assert "alpha" not in peer_names(b)
+    out = b.cli("peer", "add", a.ip).stdout
+    assert "added" in out and "not reachable" not in out
+    wait_for(lambda: "alpha" in peer_names(b), 3.0, "beta sees manual peer alpha")
+    assert sources_of(b, "alpha") == ["manual"]
+    assert b.cli("peer", "list").stdout.strip() == a.ip
+    # the manual peer survives a restart of beta
+    b.stop()
+    b.start("beta", "--discovery-port", "41002", "--no-dnssd")
+    wait_for(lambda: "alpha" in peer_names(b), 5.0, "manual peer polled after restart")
+    res = b.cli("clone", "alpha/hello", "--no-launch")
+    assert "installed" in res.stdout
+    b.cli("peer", "remove", a.ip)
+    assert b.cli("peer", "add", "bad host!", check=False).returncode == 1
+
+
+def make_big_workspace(root: Path, size: int) -> Path:
+    root.mkdir(parents=True)
+    (root / "workspace.yaml").write_text("apiVersion: aienv/v1\nname: big\n")
+    with (root / "weights.bin").open("wb") as out:
+        out.write(os.urandom(size))
+    return root
+
+
+def test_disk_full_fails_cleanly(stopped: Lan, tmp_path: Path) -> None:
+    a, _, c = stopped.hosts
+    small = tmp_path / "small-home"
+    small.mkdir()
+    sh("mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", str(small))
+    try:
+        a.start("alpha")
+        a.cli("create", "big", "--from", str(make_big_workspace(tmp_path / "big", 32 << 20)))
+        a.cli("share", "big")
+        old_home = c.home
+        c.home = small
+        try:
+            c.start("gamma")
+            wait_for(lambda: "big" in shared_by(c, "alpha"), 3.0, "gamma sees big")
+            res = c.cli("clone", "alpha/big", check=False)
+            assert res.returncode == 1
+            msg = " ".join(res.stderr.split())
+            assert "not enough disk space" in msg and "free at least" in msg
+            assert c.api("/workspaces").status_code == 200
+            assert list((small / "tmp").iterdir()) == []
+            assert list((small / "workspaces").iterdir()) == []
+        finally:
+            c.stop()
+            c.home = old_home
+    finally:
+        sh("umount", str(small), check=False)
+
+
+def test_node_killed_mid_clone_leaves_no_half_workspace(stopped: Lan, tmp_path: Path) -> None:
+    a, b, _ = stopped.hosts
+    a.start("alpha")
+    b.start("beta")
+    a.cli("create", "big", "--from", str(make_big_workspace(tmp_path / "big", 8 << 20)))
+    a.cli("share", "big")
+    wait_for(lambda: "big" in shared_by(b, "alpha"), 3.0, "beta sees big")
+    veth = f"ae{stopped.tag}h{a.index}"
+    sh(
+        "tc",
+        "qdisc",
+        "add",
+        "dev",
+        veth,
+        "root",
+        "tbf",
+        "rate",
+        "8mbit",
+        "burst",
+        "32kb",
+        "latency",
+        "400ms",
+    )
+    try:
+        env = {**os.environ, "AIENV_URL": "http://127.0.0.1:37778"}
+        cli = subprocess.Popen(
+            b.nsenter(AIENV, "clone", "alpha/big", "--json"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        wait_for(
+            lambda: any(p.name.endswith(".part") for p in (b.home / "tmp").iterdir()),
+            10.0,
+            "download under way",
+        )
+        b.stop(signal.SIGKILL)
+        cli.wait(10)
+    finally:
+        sh("tc", "qdisc", "del", "dev", veth, "root", check=False)
+    b.start("beta")
+    (job,) = json.loads(b.cli("clones", "--json").stdout)
+    assert job["state"] == "failed" and "interrupted while downloading" in job["error"]
+    assert json.loads(b.cli("ps", "--json").stdout) == []
+    assert b.api("/workspaces").json()["workspaces"] == []
+    assert list((b.home / "tmp").iterdir()) == []
+    assert list((b.home / "workspaces").iterdir()) == []
