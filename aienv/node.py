@@ -57,7 +57,9 @@ class Node:
             self.state,
             self.workspaces,
             self.runtimes,
-            lan_address=self.interfaces[0].address if self.interfaces else None,
+            lan_address=next(
+                (i.address for i in self.interfaces if not i.address.startswith("127.")), None
+            ),
         )
         self.discovery = DiscoveryService(
             identity=self.identity,

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Set up an aienv node on this machine: system packages, a virtualenv holding
+# aienv, the `aienv` command on PATH, and a systemd service that runs the node.
+# Safe to run again: every step checks what is already there.
+#
+#   ./install.sh                         install and start the node as a service
+#   ./install.sh --run                   install, then run the node in the foreground
+#   ./install.sh --skip-system-deps      do not install distribution packages
+#   ./install.sh --skip-service-install  do not install the systemd unit
+#   ./install.sh --non-interactive       never ask (for scripts and CI)
+#   ./install.sh --dev                   editable install with the test tools
+#   ./install.sh --venv DIR              where the virtualenv goes
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SKIP_SYSTEM=0 SKIP_SERVICE=0 INTERACTIVE=1 DEV=0 RUN=0 VENV=""
+[ -t 0 ] || INTERACTIVE=0
+
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --skip-system-deps) SKIP_SYSTEM=1 ;;
+    --skip-service-install) SKIP_SERVICE=1 ;;
+    --non-interactive) INTERACTIVE=0 ;;
+    --dev) DEV=1 ;;
+    --run) RUN=1 ;;
+    --venv) shift; VENV=${1:?--venv needs a folder} ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+say() { printf '\033[1m==>\033[0m %s\n' "$*"; }
+die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
+confirm() {
+  [ "$INTERACTIVE" -eq 1 ] || return 0
+  read -r -p "$1 [Y/n] " answer
+  case "$answer" in n|N|no|NO) return 1 ;; *) return 0 ;; esac
+}
+
+if [ "$(id -u)" -eq 0 ]; then
+  SUDO="" ; ROOT=1
+  VENV=${VENV:-/opt/aienv/venv}; BIN_DIR=/usr/local/bin
+else
+  SUDO=$(command -v sudo || true); ROOT=0
+  VENV=${VENV:-$HOME/.local/share/aienv/venv}; BIN_DIR=$HOME/.local/bin
+fi
+
+# -- 1. system packages --------------------------------------------------------
+if [ "$SKIP_SYSTEM" -eq 0 ]; then
+  . /etc/os-release 2>/dev/null || true
+  family="${ID:-} ${ID_LIKE:-}"
+  if [ "$ROOT" -eq 0 ] && [ -z "$SUDO" ]; then
+    die "installing system packages needs root or sudo (or use --skip-system-deps)"
+  fi
+  case "$family" in
+    *debian*|*ubuntu*)
+      pkgs="python3 python3-venv python3-pip iproute2 curl util-linux ca-certificates"
+      missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
+      if [ -n "$missing" ]; then
+        confirm "Install system packages: $(echo $missing)?" || die "cancelled"
+        say "installing $(echo $missing)"
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+      fi ;;
+    *fedora*|*rhel*|*centos*)
+      pkgs="python3 python3-pip iproute curl util-linux"
+      missing=$(for p in $pkgs; do rpm -q "$p" >/dev/null 2>&1 || echo "$p"; done)
+      if [ -n "$missing" ]; then
+        confirm "Install system packages: $(echo $missing)?" || die "cancelled"
+        say "installing $(echo $missing)"
+        $SUDO dnf install -y -q $missing
+      fi ;;
+    *) say "unknown distribution '${ID:-?}': skipping system packages (need Python >= 3.11 with venv)" ;;
+  esac
+fi
+
+# -- 2. the virtualenv and the package ----------------------------------------------
+PYTHON=${PYTHON:-python3}
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || die "aienv needs Python >= 3.11; $("$PYTHON" --version 2>&1) found (set PYTHON=...)"
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating virtualenv $VENV"
+  mkdir -p "$(dirname "$VENV")"
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+if [ "$DEV" -eq 1 ]; then
+  say "installing aienv from $REPO (editable, with test tools)"
+  "$VENV/bin/python" -m pip install -q -e "$REPO[test]"
+else
+  say "installing aienv from $REPO"
+  "$VENV/bin/python" -m pip install -q "$REPO"
+fi
+mkdir -p "$BIN_DIR"
+ln -sfn "$VENV/bin/aienv" "$BIN_DIR/aienv"
+say "aienv $("$VENV/bin/aienv" --help >/dev/null && "$VENV/bin/python" -c 'import aienv; print(aienv.__version__)') installed: $BIN_DIR/aienv"
+
+# -- 3. the service --------------------------------------------------------------
+if [ "$SKIP_SERVICE" -eq 0 ] && [ "$RUN" -eq 0 ]; then
+  if [ -d /run/systemd/system ]; then
+    if [ "$ROOT" -eq 1 ]; then
+      unit=/etc/systemd/system/aienv.service; ctl="systemctl"; home=/var/lib/aienv; target=multi-user.target
+    else
+      unit=$HOME/.config/systemd/user/aienv.service; ctl="systemctl --user"; home=$HOME/.local/share/aienv; target=default.target
+    fi
+    mkdir -p "$(dirname "$unit")"
+    cat > "$unit.new" <<UNIT
+[Unit]
+Description=aienv node: share and clone AI environments on the LAN
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+ExecStart=$VENV/bin/aienv serve
+Environment=AIENV_HOME=$home
+Restart=on-failure
+RestartSec=3
+KillMode=mixed
+TimeoutStopSec=30
+
+[Install]
+WantedBy=$target
+UNIT
+    if ! cmp -s "$unit.new" "$unit" 2>/dev/null; then
+      confirm "Install and start the systemd service $unit?" || { rm -f "$unit.new"; die "cancelled"; }
+      mv "$unit.new" "$unit"
+      $ctl daemon-reload
+    else
+      rm -f "$unit.new"
+    fi
+    $ctl enable --now aienv.service >/dev/null 2>&1 || $ctl restart aienv.service
+    say "node running as $unit (logs: ${ctl/systemctl/journalctl} -u aienv -f)"
+  else
+    say "systemd is not running here: start the node with 'aienv serve' (or ./install.sh --run)"
+  fi
+fi
+
+if [ "$RUN" -eq 1 ]; then
+  say "starting the node (Ctrl-C to stop)"
+  exec "$VENV/bin/aienv" serve
+fi
