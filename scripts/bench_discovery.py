@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -178,11 +177,12 @@ def main() -> None:
         )
     ratio = statistics.median(share) / statistics.median(base)
     print(
-        f"\nshare→visible p50 is {ratio:.0f}× the raw datagram p50 "
+        f"\nshare→visible p50 is {ratio:.0f}x the raw datagram p50 "
         "(it includes the share request, packing, the HTTP reply and the peer's API poll)."
     )
     print(
-        f"\nidle node over {args.idle_seconds:.0f} s: RSS median {statistics.median(rss) / 2**20:.1f} MiB "
+        f"\nidle node over {args.idle_seconds:.0f} s: "
+        f"RSS median {statistics.median(rss) / 2**20:.1f} MiB "
         f"(bar < 60 MB), CPU {cpu * 100:.2f} % of a core (bar < 0.5 %)"
     )
     print("\n" + json.dumps({"share": share, "baseline": base, "leave": leave, "crash": crash}))
