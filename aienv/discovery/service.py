@@ -10,7 +10,6 @@ logged once per reason at debug level, and never raised.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections import Counter
@@ -25,6 +24,7 @@ from aienv.discovery.beacon import Beacon
 from aienv.discovery.dnssd import DnsSd
 from aienv.discovery.interfaces import Interface
 from aienv.discovery.peers import PeerTable
+from aienv.errors import PeerUnreachable
 from aienv.identity import Identity
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,30 @@ def split_host_port(address: str, default_port: int) -> tuple[str, int]:
     if not sep or "]" in port:
         return address.strip("[]"), default_port
     return host.strip("[]"), int(port)
+
+
+def http_base(address: str, default_port: int) -> tuple[str, str]:
+    """(host, base URL) for a ``HOST[:PORT]`` address."""
+    host, port = split_host_port(address, default_port)
+    url_host = f"[{host}]" if ":" in host else host
+    return host, f"http://{url_host}:{port}"
+
+
+async def fetch_announcement(
+    session: aiohttp.ClientSession, base_url: str, timeout: float = POLL_TIMEOUT
+) -> bytes:
+    """The raw signed announcement a node serves over HTTP (not yet decoded)."""
+    try:
+        async with session.get(
+            f"{base_url}/api/v1/node/announcement", timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as resp:
+            if resp.status != 200:
+                raise PeerUnreachable(f"{base_url} answered HTTP {resp.status}")
+            return await resp.content.read(codec.MAX_HTTP_ANNOUNCEMENT + 1)
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise PeerUnreachable(
+            f"cannot reach peer at {base_url} ({exc or type(exc).__name__}): is it still up?"
+        ) from exc
 
 
 class DiscoveryService:
@@ -162,13 +186,25 @@ class DiscoveryService:
         ]
 
     async def _announce_loop(self) -> None:
+        """A burst, then one datagram per interval; a change restarts the burst at once,
+        even in the middle of one (so a change never waits for the burst's tail)."""
+        burst = True  # the first announcement after start is a burst too
         while True:
-            for delay in BURST_DELAYS:
-                await asyncio.sleep(delay)
-                self._send(codec.KIND_ANNOUNCE)
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+            interrupted = False
+            for delay in BURST_DELAYS if burst else (0.0,):
+                if delay and await self._woken_within(delay):
+                    interrupted = True
+                    break
+                self._send(codec.KIND_ANNOUNCE)
+            burst = interrupted or await self._woken_within(self.interval)
+
+    async def _woken_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
 
     def _send(self, kind: int) -> None:
         try:
@@ -196,17 +232,11 @@ class DiscoveryService:
     async def poll(self, address: str, source: str = "manual") -> bool:
         """Fetch one peer's signed announcement over HTTP; True if it was accepted."""
         assert self._session is not None
-        host, port = split_host_port(address, self.http_port)
-        url_host = f"[{host}]" if ":" in host else host
+        host, url = http_base(address, self.http_port)
         try:
-            async with self._session.get(
-                f"http://{url_host}:{port}/api/v1/node/announcement"
-            ) as resp:
-                if resp.status != 200:
-                    return False
-                data = await resp.content.read(codec.MAX_HTTP_ANNOUNCEMENT + 1)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            log.debug("poll of %s failed: %s", address, exc)
+            data = await fetch_announcement(self._session, url)
+        except PeerUnreachable as exc:
+            log.debug("poll of %s failed: %s", address, exc.message)
             return False
         before = self.counters["accepted"]
         self.handle_datagram(data, host, source)

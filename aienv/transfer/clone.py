@@ -24,7 +24,7 @@ from aienv.archive.extract import safe_extract
 from aienv.config import NodeSettings
 from aienv.discovery import codec
 from aienv.discovery.peers import Peer
-from aienv.discovery.service import DiscoveryService, split_host_port
+from aienv.discovery.service import DiscoveryService, fetch_announcement, http_base
 from aienv.errors import (
     AienvError,
     Conflict,
@@ -284,27 +284,14 @@ class CloneManager:
         """The peer's current signed announcement, fetched over HTTP, with the full list."""
         discovery = self.discovery()
         if looks_like_address(ref):
-            host, port = split_host_port(ref, self.settings.http_port)
-            url_host = f"[{host}]" if ":" in host else host
-            url = f"http://{url_host}:{port}"
+            host, url = http_base(ref, self.settings.http_port)
             expected_id = None
         else:
             known = discovery.peers.resolve(ref)
             if known.url is None:
                 raise PeerUnreachable(f"peer {ref} does not serve HTTP")
             url, host, expected_id = known.url, known.address, known.node_id
-        try:
-            async with self._client().get(
-                f"{url}/api/v1/node/announcement",
-                timeout=aiohttp.ClientTimeout(total=METADATA_TIMEOUT),
-            ) as resp:
-                if resp.status != 200:
-                    raise PeerUnreachable(f"peer {ref} answered HTTP {resp.status}")
-                data = await resp.content.read(codec.MAX_HTTP_ANNOUNCEMENT + 1)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise PeerUnreachable(
-                f"cannot reach peer {ref} at {url} ({exc or type(exc).__name__}): is it still up?"
-            ) from exc
+        data = await fetch_announcement(self._client(), url, METADATA_TIMEOUT)
         ann = codec.decode(data, max_size=codec.MAX_HTTP_ANNOUNCEMENT)
         if isinstance(ann, codec.Invalid):
             raise PeerUnreachable(f"peer {ref} sent an invalid announcement ({ann.reason})")
