@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from itertools import pairwise
 
 from aienv.discovery.service import DiscoveryService
 from aienv.identity import Identity
@@ -39,7 +40,7 @@ async def test_burst_then_one_per_interval() -> None:
     burst, periodic = sent[:3], sent[3:]
     assert burst[0] < 0.05 and 0.1 < burst[1] < 0.3 and 0.55 < burst[2] < 0.8
     assert 1 <= len(periodic) <= 3
-    gaps = [b - a for a, b in zip(sent[2:], sent[3:], strict=False)]
+    gaps = [b - a for a, b in pairwise(sent[2:])]
     assert all(g > 0.35 for g in gaps)  # single datagrams, not bursts
 
 
