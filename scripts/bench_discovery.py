@@ -144,9 +144,11 @@ def main() -> None:
                 while not any(p["name"] == "alpha" for p in b.api("/peers").json()["peers"]):
                     time.sleep(0.01)
                 time.sleep(0.5)
+                assert a.proc is not None
                 t0 = time.time()
-                a.stop(sig)
+                a.proc.send_signal(sig)  # measure what the peer sees, not the node's exit
                 bucket.append(alpha_gone(b) - t0)
+                a.proc.wait(30)
                 a.start("alpha", interval=10.0)
 
         time.sleep(5)
