@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aienv.api.common import is_local, node_of, parse_body, reply, require_admin
 from aienv.errors import Conflict, NotFound
 from aienv.names import check_name
+from aienv.runtime.machine import LIVE, EnvState
 from aienv.transfer.progress import Transfer
 from aienv.workspace.store import Workspace, template_names
 
@@ -71,7 +72,7 @@ async def delete_workspace(request: web.Request) -> web.Response:
     running = [
         d["id"]
         for d in node.environments.all()
-        if d["workspace"] == name and d["state"] != "stopped" and d["state"] != "failed"
+        if d["workspace"] == name and EnvState(d["state"]) in LIVE
     ]
     if running:
         raise Conflict(

@@ -149,3 +149,28 @@ def test_node_killed_mid_clone_leaves_no_half_workspace(stopped: Lan, tmp_path: 
     assert b.api("/workspaces").json()["workspaces"] == []
     assert list((b.home / "tmp").iterdir()) == []
     assert list((b.home / "workspaces").iterdir()) == []
+
+
+def test_environments_across_node_restarts(stopped: Lan) -> None:
+    _, b, _ = stopped.hosts
+    b.start("beta")
+    b.cli("create", "hello", "--from", str(HELLO))
+    (env,) = [json.loads(b.cli("launch", "hello", "--json").stdout)]
+    url = env["endpoints"][0]["url"]
+    pid = env["handle"]["pid"]
+    # a crashed node: the process lives on, and the restarted node adopts it
+    b.stop(signal.SIGKILL)
+    assert b.run("curl", "-sf", url).returncode == 0
+    b.start("beta")
+    (adopted,) = json.loads(b.cli("ps", "--json").stdout)
+    assert adopted["state"] == "running" and adopted["handle"]["pid"] == pid
+    b.cli("stop", "hello")
+    assert b.run("curl", "-sf", url).returncode != 0
+    # a graceful stop of the node stops what it launched
+    b.cli("launch", "hello")
+    assert b.run("curl", "-sf", url).returncode == 0
+    b.stop(signal.SIGTERM)
+    assert b.run("curl", "-sf", url).returncode != 0
+    b.start("beta")
+    (env,) = json.loads(b.cli("ps", "--all", "--json").stdout)
+    assert env["state"] == "stopped"
