@@ -23,6 +23,7 @@ from rich.table import Table
 
 from aienv.cli.client import Client, CliError
 from aienv.cli.render import endpoints_text, human_size
+from aienv.errors import AienvError
 
 app = typer.Typer(
     help="Share, discover, clone and launch AI development environments on your LAN.",
@@ -420,6 +421,9 @@ def main() -> None:
     except CliError as exc:
         err.print(f"[red]aienv: {exc.message}[/]", highlight=False)
         sys.exit(exc.exit_code)
+    except AienvError as exc:  # raised by `serve` itself: settings, interfaces, ports
+        err.print(f"[red]aienv: {exc.message}[/]", highlight=False)
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # never a traceback for a person; the node log has details

@@ -206,3 +206,15 @@ def test_hash_mismatch_from_a_lying_peer(nodes: Lan, tmp_path: Path) -> None:
         proc.wait(5)
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+def test_serve_errors_are_one_line(nodes: Lan, tmp_path: Path) -> None:
+    a, _, c = nodes.hosts
+    home = str(tmp_path / "home")
+    msg = fails(c, "serve", "--home", home, "--interface", "nope0", code=1)
+    assert "no IPv4 interface 'nope0'" in msg
+    msg = fails(c, "serve", "--home", home, "--name", "Bad Name", code=1)
+    assert "invalid node name" in msg
+    # alpha's node already listens on 37778 in its namespace
+    msg = fails(a, "serve", "--home", home, "--no-dnssd", code=1)
+    assert "is another aienv node running" in msg
