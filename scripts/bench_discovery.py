@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import statistics
 import subprocess
@@ -106,7 +107,8 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=60)
     args = parser.parse_args()
 
-    lan = Lan(Path(tempfile.mkdtemp(prefix="aienv-bench-")), 2)
+    root = Path(tempfile.mkdtemp(prefix="aienv-bench-"))
+    lan = Lan(root, 2)
     a, b = lan.hosts
     try:
         a.start("alpha", interval=10.0)
@@ -163,6 +165,7 @@ def main() -> None:
         cpu = (sum(node.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0)
     finally:
         lan.close()
+        shutil.rmtree(root, ignore_errors=True)
 
     rows = [
         ("raw multicast datagram A→B (baseline)", base, None),

@@ -171,9 +171,7 @@ class Lan:
 
     def close(self) -> None:
         for host in self.hosts:
-            host.stop(
-                signal.SIGKILL if host.proc and host.proc.poll() is None else signal.SIGTERM, 5
-            )
+            host.stop(signal.SIGTERM, 15)  # graceful: the node stops what it launched
             sh("ip", "netns", "del", host.ns, check=False)
             shutil.rmtree(host.home, ignore_errors=True)
         sh("ip", "link", "del", self.bridge, check=False)
