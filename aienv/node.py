@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import shutil
 import signal
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
@@ -36,10 +39,24 @@ from aienv.workspace.store import WorkspaceStore
 log = logging.getLogger(__name__)
 
 
+def _lock_home(home: Path) -> int:
+    """Hold an exclusive lock on the home folder for the node's lifetime."""
+    fd = os.open(home / "node.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise AienvError(
+            f"another aienv node is already running with the home folder {home}"
+        ) from exc
+    return fd
+
+
 class Node:
     def __init__(self, settings: NodeSettings) -> None:
         self.settings = settings
         settings.make_dirs()
+        self._lock = _lock_home(settings.home)
         for stale in settings.tmp_dir.iterdir():  # staging left by a crash: never a workspace
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
@@ -175,6 +192,7 @@ class Node:
         finally:
             await runner.cleanup()
             self.db.close()
+            os.close(self._lock)
 
 
 def run_node(settings: NodeSettings) -> None:

@@ -34,12 +34,31 @@ def is_local(request: web.Request) -> bool:
         return False
 
 
+def _loopback_name(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
+    return name == "localhost" or name.startswith(("127.", "[::1]")) or name == "::1"
+
+
 def require_admin(request: web.Request) -> None:
+    """Admin actions: from the node's own machine, and not driven by a web page.
+
+    A loopback source alone is not enough: a page in a local browser could post
+    to 127.0.0.1 (or reach it by DNS rebinding). So the Host header must name
+    loopback, and a browser's Origin, when sent, must be the node's own.
+    """
     if not is_local(request):
         raise Forbidden(
             "this action changes the node and is allowed only from the node's own machine",
             code="admin_only",
         )
+    host = request.headers.get("Host", "")
+    if not _loopback_name(host):
+        raise Forbidden(
+            f"admin requests must address the node as localhost, not {host!r}", code="admin_only"
+        )
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.split("://", 1)[-1] != host:
+        raise Forbidden(f"requests from the web origin {origin!r} are refused", code="admin_only")
 
 
 def reply(data: Any, status: int = 200) -> web.Response:
@@ -50,10 +69,12 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise InvalidInput(f"request body larger than {MAX_BODY} bytes")
     raw = await request.read()
+    if raw and request.content_type != "application/json":
+        raise InvalidInput("request body must be sent as Content-Type: application/json")
     try:
         data = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise InvalidInput(f"request body is not valid JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc or 'nested too deeply'}") from exc
     if not isinstance(data, dict):
         raise InvalidInput("request body must be a JSON object")
     try:

@@ -68,7 +68,7 @@ async def delete_workspace(request: web.Request) -> web.Response:
     require_admin(request)
     node = node_of(request)
     name = request.match_info["name"]
-    ws = node.workspaces.get(name)
+    record = node.workspaces.record(name)
     running = [
         d["id"]
         for d in node.environments.all()
@@ -81,7 +81,7 @@ async def delete_workspace(request: web.Request) -> web.Response:
     for doc in node.environments.all():
         if doc["workspace"] == name:
             await node.environments.remove(doc["id"])
-    was_shared = ws.record.shared
+    was_shared = record.shared
     await node.workspaces.delete(name)
     if was_shared:
         node.discovery.announce_now()

@@ -22,7 +22,7 @@ from aienv.errors import UnsafeArchive
 
 CHUNK = 1024 * 1024
 MAX_ENTRIES = 200_000
-MAX_RATIO = 1000  # uncompressed / compressed for one entry of any real size
+MAX_RATIO = 1000  # uncompressed / compressed, for entries over 1 MiB
 
 
 def _check_name(name: str) -> PurePosixPath:
@@ -124,4 +124,6 @@ def _extract(archive: Path, root: Path, max_total: int) -> int:
         raise UnsafeArchive(f"corrupt data in archive: {exc}") from exc
     except FileExistsError as exc:
         raise UnsafeArchive(f"archive entry {exc.filename!r} appears twice") from exc
+    except (NotADirectoryError, IsADirectoryError) as exc:
+        raise UnsafeArchive(f"archive entry {exc.filename!r} is both a file and a folder") from exc
     return written

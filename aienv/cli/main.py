@@ -297,8 +297,12 @@ def clone(
     try:
         job = _follow_clone(client, job, quiet=as_json)
     except KeyboardInterrupt:
-        job = client.delete(f"/clones/{job['id']}")
-        raise CliError("clone cancelled", 130) from None
+        try:
+            client.delete(f"/clones/{job['id']}")
+            message = "clone cancelled"
+        except CliError as exc:
+            message = f"interrupted; the clone goes on in the node ({exc.message})"
+        raise CliError(message, 130) from None
     if as_json:
         emit_json(job)
     if job["state"] in ("failed", "cancelled"):

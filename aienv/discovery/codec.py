@@ -55,7 +55,7 @@ InvalidReason = Literal[
 class _Wire(BaseModel):
     # Unknown keys are ignored so that a newer node's additions do not make
     # older nodes drop its announcements (same protocol version).
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
 
 class SharedWorkspace(_Wire):
@@ -151,8 +151,8 @@ def decode(data: bytes, *, max_size: int = MAX_DATAGRAM) -> Announcement | Inval
         return Invalid("bad_compression", f"body expands beyond {limit} bytes")
     try:
         obj = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        return Invalid("bad_json", str(exc))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return Invalid("bad_json", str(exc) or "nested too deeply")
     if not isinstance(obj, dict):
         return Invalid("bad_json", "body is not an object")
     try:

@@ -91,6 +91,14 @@ class PeerTable:
             # proves nothing new, but record that this source reaches the peer.
             peer.sources.add(source)
             return None
+        if (
+            body.more
+            and not peer.body.more
+            and body.instance == peer.body.instance
+            and peer.body.workspaces[: len(body.workspaces)] == body.workspaces
+        ):
+            # a datagram-sized cut of the full list we already hold: keep the full list
+            body = body.model_copy(update={"workspaces": peer.body.workspaces, "more": False})
         changed = (
             body.workspaces != peer.body.workspaces
             or body.name != peer.body.name

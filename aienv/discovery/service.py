@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import aiohttp
 import psutil
 
+from aienv.config import DEFAULT_HTTP_PORT
 from aienv.discovery import codec
 from aienv.discovery.beacon import Beacon
 from aienv.discovery.dnssd import DnsSd
@@ -57,7 +59,12 @@ async def fetch_announcement(
         ) as resp:
             if resp.status != 200:
                 raise PeerUnreachable(f"{base_url} answered HTTP {resp.status}")
-            return await resp.content.read(codec.MAX_HTTP_ANNOUNCEMENT + 1)
+            data = bytearray()
+            async for chunk in resp.content.iter_chunked(64 * 1024):
+                data += chunk
+                if len(data) > codec.MAX_HTTP_ANNOUNCEMENT:
+                    break  # decode reports it as oversized
+            return bytes(data)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise PeerUnreachable(
             f"cannot reach peer at {base_url} ({exc or type(exc).__name__}): is it still up?"
@@ -108,6 +115,8 @@ class DiscoveryService:
         self._dnssd_peers: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._polls: set[asyncio.Task[bool]] = set()
+        self._full_fetched: dict[str, float] = {}
         self._session: aiohttp.ClientSession | None = None
         self._stopped = False
 
@@ -160,12 +169,24 @@ class DiscoveryService:
                 self.on_peer_change("left", peer.node_id, f"peer {peer.name} left")
             return
         change = self.peers.update(result, address, source)
+        if result.body.more and source == "multicast" and result.body.http is not None:
+            self._fetch_full_list(result.node_id, f"{address}:{result.body.http.port}")
         if change == "joined":
             self.on_peer_change(
                 "joined", result.node_id, f"peer {result.body.name} joined ({address})"
             )
         elif change == "updated":
             self.on_peer_change("updated", result.node_id, f"peer {result.body.name} updated")
+
+    def _fetch_full_list(self, node_id: str, address: str) -> None:
+        """The peer's list did not fit a datagram: fetch it over HTTP (at most once a second)."""
+        now = time.monotonic()
+        if now - self._full_fetched.get(node_id, 0.0) < 1.0:
+            return
+        self._full_fetched[node_id] = now
+        task = asyncio.get_running_loop().create_task(self.poll(address, "multicast"))
+        self._polls.add(task)
+        task.add_done_callback(self._polls.discard)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -232,7 +253,7 @@ class DiscoveryService:
     async def poll(self, address: str, source: str = "manual") -> bool:
         """Fetch one peer's signed announcement over HTTP; True if it was accepted."""
         assert self._session is not None
-        host, url = http_base(address, self.http_port)
+        host, url = http_base(address, DEFAULT_HTTP_PORT)
         try:
             data = await fetch_announcement(self._session, url)
         except PeerUnreachable as exc:
@@ -245,7 +266,8 @@ class DiscoveryService:
     def _dnssd_found(self, name: str, address: str) -> None:
         self._dnssd_peers[name] = address
         task = asyncio.get_running_loop().create_task(self.poll(address, "dnssd"))
-        self._tasks.append(task)  # type: ignore[arg-type]
+        self._polls.add(task)
+        task.add_done_callback(self._polls.discard)
 
     def _dnssd_lost(self, name: str) -> None:
         self._dnssd_peers.pop(name, None)
@@ -255,9 +277,9 @@ class DiscoveryService:
         if self._stopped:
             return
         self._stopped = True
-        for task in self._tasks:
+        for task in [*self._tasks, *self._polls]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._polls, return_exceptions=True)
         self._send(codec.KIND_GOODBYE)
         await asyncio.sleep(0.05)
         self._send(codec.KIND_GOODBYE)

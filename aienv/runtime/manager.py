@@ -229,7 +229,14 @@ class EnvironmentManager:
         doc["exit_code"] = code
         if current["state"] == EnvState.STOPPING.value:
             return  # stop() records the end
-        if code == 0:
+        if current["state"] == EnvState.STARTING.value:
+            self._set(
+                doc,
+                EnvState.FAILED,
+                f"exited with code {code} before its endpoints "
+                f"answered; last output: {self._tail(doc)}",
+            )
+        elif code == 0:
             self._set(doc, EnvState.STOPPED, "the process ended by itself (exit code 0)")
         else:
             self._set(

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from aienv.archive.extract import safe_extract
-from aienv.config import NodeSettings
+from aienv.config import DEFAULT_HTTP_PORT, NodeSettings
 from aienv.discovery import codec
 from aienv.discovery.peers import Peer
 from aienv.discovery.service import DiscoveryService, fetch_announcement, http_base
@@ -185,7 +185,10 @@ class CloneManager:
         try:
             await self._steps(doc, part, staged)
         except asyncio.CancelledError:
-            self._move(doc, CloneState.CANCELLED, "cancelled by the user")
+            if CloneState(doc["state"]) in CANCELLABLE:
+                self._move(doc, CloneState.CANCELLED, "cancelled")
+            else:  # node shutdown after the workspace was installed
+                self._move(doc, CloneState.FAILED, f"interrupted while {doc['state']}")
         except AienvError as exc:
             self._move(doc, CloneState.FAILED, exc.message)
         except Exception as exc:  # a bug must still end the job visibly
@@ -241,8 +244,14 @@ class CloneManager:
         progress(offer.size)
         self._move(doc, CloneState.VERIFYING)  # the digest was checked while streaming
         self._move(doc, CloneState.EXTRACTING)
-        limit = max(unpacked, shutil.disk_usage(self.settings.tmp_dir).free - DISK_MARGIN)
-        await asyncio.to_thread(safe_extract, part, staged, limit)
+        limit = shutil.disk_usage(self.settings.tmp_dir).free - DISK_MARGIN
+        extraction = asyncio.ensure_future(asyncio.to_thread(safe_extract, part, staged, limit))
+        try:
+            await asyncio.shield(extraction)
+        except asyncio.CancelledError:
+            # the thread cannot be interrupted: let it end before the cleanup removes its folder
+            await asyncio.gather(extraction, return_exceptions=True)
+            raise
         part.unlink(missing_ok=True)
         load_manifest(staged)
         origin = {
@@ -284,13 +293,14 @@ class CloneManager:
         """The peer's current signed announcement, fetched over HTTP, with the full list."""
         discovery = self.discovery()
         if looks_like_address(ref):
-            host, url = http_base(ref, self.settings.http_port)
-            expected_id = None
+            host, url = http_base(ref, DEFAULT_HTTP_PORT)
+            expected_id, expected = None, None
         else:
             known = discovery.peers.resolve(ref)
             if known.url is None:
                 raise PeerUnreachable(f"peer {ref} does not serve HTTP")
             url, host, expected_id = known.url, known.address, known.node_id
+            expected = known.body
         data = await fetch_announcement(self._client(), url, METADATA_TIMEOUT)
         ann = codec.decode(data, max_size=codec.MAX_HTTP_ANNOUNCEMENT)
         if isinstance(ann, codec.Invalid):
@@ -298,6 +308,13 @@ class CloneManager:
         if expected_id is not None and ann.node_id != expected_id:
             raise PeerUnreachable(
                 f"the node at {url} is {ann.node_id[:12]}, not the peer {ref} ({expected_id[:12]})"
+            )
+        if expected is not None and (
+            ann.body.instance != expected.instance or ann.body.seq < expected.seq
+        ):
+            raise PeerUnreachable(
+                f"the node at {url} answered with an older announcement than the one "
+                f"{ref} multicast (a replay, or the peer restarted): try again in a moment"
             )
         now = time.monotonic()
         return Peer(ann.node_id, host, ann.body, now, now, {"http"})
@@ -309,8 +326,9 @@ class CloneManager:
             ) as resp:
                 if resp.status == 200:
                     meta = await resp.json()
-                    return int((meta.get("archive") or {}).get("unpacked_size") or size)
-        except (aiohttp.ClientError, TimeoutError, ValueError, TypeError) as exc:
+                    value = int((meta.get("archive") or {}).get("unpacked_size") or size)
+                    return max(value, 0)
+        except (aiohttp.ClientError, TimeoutError, ValueError, TypeError, AttributeError) as exc:
             raise TransferError(f"cannot read the workspace's metadata: {exc}") from exc
         return size
 

@@ -112,7 +112,9 @@ class Environment(_Model):
 class Manifest(_Model):
     api_version: Literal["aienv/v1"] = Field(alias="apiVersion")
     name: Name
-    version: str = Field(default="0.1.0", min_length=1, max_length=64)
+    version: str = Field(
+        default="0.1.0", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
+    )
     description: str = Field(default="", max_length=4096)
     tags: list[Label] = Field(default_factory=list, max_length=32)
     languages: list[Label] = Field(default_factory=list, max_length=32)
@@ -184,6 +186,6 @@ def load_manifest(folder: Path) -> Manifest:
         raise WorkspaceError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes")
     try:
         data = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise WorkspaceError(f"{path}: not valid YAML ({exc})") from exc
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise WorkspaceError(f"{path}: not valid YAML ({exc or 'nested too deeply'})") from exc
     return parse_manifest(data, str(path))

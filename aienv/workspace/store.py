@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from aienv.state.store import ArchiveRecord, StateStore, WorkspaceRecord
 from aienv.workspace.manifest import Manifest, load_manifest
 
 DEFAULT_TEMPLATE = "hello-web"
+PRUNE_GRACE = 600.0  # seconds
 
 
 def templates_dir() -> Path:
@@ -105,10 +107,7 @@ class WorkspaceStore:
         return self.settings.tmp_dir / f"{purpose}-{uuid.uuid4().hex[:12]}"
 
     def get(self, name: str) -> Workspace:
-        check_name(name, "workspace name")
-        record = self.state.workspace(name)
-        if record is None:
-            raise NotFound(f"no workspace {name!r} on this node", code="workspace_not_found")
+        record = self.record(name)
         path = self.path(name)
         return Workspace(record, load_manifest(path), path, self.state.archive(name))
 
@@ -177,10 +176,19 @@ class WorkspaceStore:
         self.state.event("workspace", f"workspace {name} created ({origin['kind']})")
         return self.get(name)
 
+    def record(self, name: str) -> WorkspaceRecord:
+        """The workspace's record, without reading its files (which may be broken)."""
+        check_name(name, "workspace name")
+        record = self.state.workspace(name)
+        if record is None:
+            raise NotFound(f"no workspace {name!r} on this node", code="workspace_not_found")
+        return record
+
     async def delete(self, name: str) -> None:
-        self.get(name)
+        self.record(name)
         trash = self.staging("delete")
-        os.replace(self.path(name), trash)
+        if self.path(name).exists():
+            os.replace(self.path(name), trash)
         self.state.remove_workspace(name)
         self._prune_archives()
         await asyncio.to_thread(shutil.rmtree, trash, True)
@@ -219,6 +227,8 @@ class WorkspaceStore:
 
     def _prune_archives(self) -> None:
         keep = {f"{a.digest}.zip" for a in self.state.archives()}
+        recent = time.time() - PRUNE_GRACE
         for path in self.settings.archives_dir.glob("*.zip"):
-            if path.name not in keep:
+            # a pack running in a thread renames its archive in before it is recorded
+            if path.name not in keep and path.stat().st_mtime < recent:
                 path.unlink(missing_ok=True)

@@ -7,11 +7,13 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from aienv.discovery import codec
 from tests.integration.conftest import HELLO, shared_by, wait_for
 from tests.lan import Host, Lan
 
@@ -156,6 +158,13 @@ out.append(r.json()["error"]["message"])
 out.append(httpx.post(b + "/workspaces", json={"name": 5}).status_code)
 out.append(httpx.post(b + "/clones", json={"source": "alpha/x", "launch": "maybe"}).status_code)
 out.append(httpx.post(b + "/workspaces", content=b"x" * 100000).status_code)
+# a web page in a local browser: a text/plain "simple request", a foreign Origin, a rebound Host
+out.append(httpx.post(b + "/clones", content=b'{"source": "10.9.9.9/x"}',
+                      headers={"Content-Type": "text/plain"}).status_code)
+out.append(httpx.post(b + "/workspaces/hello/unshare", json={},
+                      headers={"Origin": "http://evil.example"}).status_code)
+out.append(httpx.post(b + "/workspaces/hello/unshare", json={},
+                      headers={"Host": "evil.example:37778"}).status_code)
 print(json.dumps(out))
 """
     res = a.run(sys.executable, "-c", script)
@@ -164,6 +173,8 @@ print(json.dumps(out))
     assert "colour: unknown field" in codes[2]
     assert codes[3] == 400 and codes[4] == 400
     assert codes[5] in (400, 413)
+    assert codes[6] == 400 and codes[7] == 403 and codes[8] == 403
+    assert "hello" in shared_by(nodes.hosts[1], "alpha")  # nothing was changed
 
 
 def test_bad_datagrams_are_counted_not_fatal(nodes: Lan) -> None:
@@ -218,3 +229,65 @@ def test_serve_errors_are_one_line(nodes: Lan, tmp_path: Path) -> None:
     # alpha's node already listens on 37778 in its namespace
     msg = fails(a, "serve", "--home", home, "--no-dnssd", code=1)
     assert "is another aienv node running" in msg
+    # a second node on alpha's home folder is refused before it touches anything
+    msg = fails(c, "serve", "--home", str(a.home), "--no-dnssd", code=1)
+    assert "already running with the home folder" in msg
+    assert json.loads(a.cli("list", "--json").stdout)  # alpha is unharmed
+
+
+MANY = """
+import httpx, os, pathlib, shutil, sys, tempfile
+b = "http://127.0.0.1:37778/api/v1/workspaces"
+for i in range(40):
+    src = pathlib.Path(tempfile.mkdtemp()) / "ws"
+    shutil.copytree(sys.argv[1], src)
+    (src / "data" / "unique.bin").write_bytes(os.urandom(64))  # a distinct digest each
+    httpx.post(b, json={"name": f"many-{i:02d}", "from": str(src)}, timeout=30).raise_for_status()
+    shutil.rmtree(src.parent)
+    httpx.post(f"{b}/many-{i:02d}/share", json={}, timeout=30).raise_for_status()
+"""
+
+
+def test_clone_from_a_peer_whose_list_does_not_fit_a_datagram(nodes: Lan) -> None:
+    a, b, _ = nodes.hosts
+    res = a.run(sys.executable, "-c", MANY, str(HELLO))
+    assert res.returncode == 0, res.stderr
+    # on the wire, alpha's datagram cannot hold 41 workspaces ...
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("", 37777))
+        mreq = socket.inet_aton("239.255.77.77") + socket.inet_aton("10.77.0.254")
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        sock.settimeout(5)
+        while True:
+            ann = codec.decode(sock.recvfrom(2000)[0])
+            if isinstance(ann, codec.Announcement) and ann.body.name == "alpha":
+                break
+    assert ann.body.more and len(ann.body.workspaces) < 41
+    # ... so beta fetches the full, signed list over HTTP (several TCP segments) and keeps it
+    names = lambda: {  # noqa: E731
+        w["name"]
+        for p in b.api("/peers").json()["peers"]
+        if p["name"] == "alpha"
+        for w in p["workspaces"]
+    }
+    wait_for(lambda: "many-39" in names(), 3.0, "beta holds alpha's full list")
+    time.sleep(2.5)  # more truncated datagrams arrive meanwhile
+    assert len(names()) == 41
+    res = b.cli("clone", "alpha/many-39", "--no-launch")
+    assert "installed" in res.stdout
+
+
+def test_process_that_exits_before_it_is_ready(nodes: Lan, tmp_path: Path) -> None:
+    _, b, _ = nodes.hosts
+    (tmp_path / "workspace.yaml").write_text(
+        "apiVersion: aienv/v1\nname: quitter\nenvironments:\n"
+        '  - name: web\n    process: {command: ["sh", "-c", "echo bye; exit 0"]}\n'
+        "    endpoints: [{name: http, port: 8000}]\n"
+    )
+    b.cli("create", "quitter", "--from", str(tmp_path))
+    msg = fails(b, "launch", "quitter", code=1)
+    assert "before its endpoints answered" in msg and "bye" in msg
+    (env,) = json.loads(b.cli("ps", "--json").stdout)
+    assert env["state"] == "failed"
+    b.cli("delete", "quitter", "--yes")

@@ -164,3 +164,8 @@ def test_not_a_zip(tmp_path: Path) -> None:
     archive = tmp_path / "x.zip"
     archive.write_bytes(b"this is not a zip file")
     assert_refused(archive, tmp_path, "not a valid ZIP")
+
+
+def test_entry_both_file_and_folder_refused(tmp_path: Path) -> None:
+    archive = write_zip(tmp_path / "x.zip", [("x", b"file"), ("x/y/z", b"under it")])
+    assert_refused(archive, tmp_path, "both a file and a folder")

@@ -210,3 +210,21 @@ def test_fuzz_single_byte_flips_are_rejected(position: int, value: int) -> None:
         return
     data[position] = value
     assert isinstance(codec.decode(bytes(data)), codec.Invalid)
+
+
+def test_deeply_nested_json_is_invalid_not_an_exception(ident: Identity) -> None:
+    raw = zstandard.ZstdCompressor().compress(b"[" * 5000)
+    assert reason(frame(ident, raw)) == "bad_json"
+
+
+@pytest.mark.parametrize("mutation", [{"seq": "5"}, {"more": 1}, {"interval": "10"}])
+def test_wire_types_are_strict(ident: Identity, mutation: dict[str, object]) -> None:
+    obj = body().model_dump(mode="json") | mutation
+    raw = zstandard.ZstdCompressor().compress(json.dumps(obj).encode())
+    assert reason(frame(ident, raw)) == "bad_fields"
+
+
+def test_integer_interval_is_a_number(ident: Identity) -> None:
+    obj = body().model_dump(mode="json") | {"interval": 10}
+    raw = zstandard.ZstdCompressor().compress(json.dumps(obj).encode())
+    assert isinstance(codec.decode(frame(ident, raw)), codec.Announcement)

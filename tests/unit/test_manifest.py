@@ -132,3 +132,14 @@ def test_environment_lookup() -> None:
     with pytest.raises(WorkspaceError, match="has no environment 'nope'"):
         m.environment("nope")
     assert yaml.safe_dump(m.model_dump(by_alias=True))
+
+
+def test_deeply_nested_yaml_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "workspace.yaml").write_text("a: " + "[" * 5000)
+    with pytest.raises(WorkspaceError):
+        load_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("version", ['1.0"', "1.0\r\nX-Evil: 1", " 1", ""])
+def test_version_is_a_safe_label(version: str) -> None:
+    assert "version" in error_of(minimal(version=version))

@@ -107,3 +107,19 @@ def test_resolve_by_name_and_id_prefix() -> None:
         table.resolve("beta")
     with pytest.raises(NotFound, match="no peer 'gamma'"):
         table.resolve("gamma")
+
+
+def test_truncated_datagram_does_not_replace_the_full_list() -> None:
+    clock, ident = Clock(), Identity.generate()
+    table = PeerTable(clock)
+    full = [
+        codec.SharedWorkspace(name=f"w{i}", version="1", digest=f"{i:064x}", size=1)
+        for i in range(5)
+    ]
+    table.update(announce(ident, "alpha", 1, workspaces=full), "10.0.0.1", "http")
+    cut = announce(ident, "alpha", 2, workspaces=full[:2], more=True)
+    assert table.update(cut, "10.0.0.1", "multicast") is None
+    assert len(table.all()[0].workspaces) == 5
+    changed = announce(ident, "alpha", 3, workspaces=[full[4]], more=True)
+    assert table.update(changed, "10.0.0.1", "multicast") == "updated"
+    assert [w.name for w in table.all()[0].workspaces] == ["w4"]
