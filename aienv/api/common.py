@@ -24,19 +24,19 @@ def node_of(request: web.Request) -> Node:
     return request.app[NODE]
 
 
-def is_local(request: web.Request) -> bool:
-    remote = request.remote
-    if not remote:
+def _is_loopback(host: str | None) -> bool:
+    if not host:
         return False
+    if host == "localhost":
+        return True
     try:
-        return ipaddress.ip_address(remote).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
 
-def _loopback_name(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
-    return name == "localhost" or name.startswith(("127.", "[::1]")) or name == "::1"
+def is_local(request: web.Request) -> bool:
+    return _is_loopback(request.remote)
 
 
 def require_admin(request: web.Request) -> None:
@@ -52,7 +52,7 @@ def require_admin(request: web.Request) -> None:
             code="admin_only",
         )
     host = request.headers.get("Host", "")
-    if not _loopback_name(host):
+    if not _is_loopback(request.url.host):
         raise Forbidden(
             f"admin requests must address the node as localhost, not {host!r}", code="admin_only"
         )

@@ -25,13 +25,8 @@ class CreateWorkspace(BaseModel):
 
 def _visible(request: web.Request, name: str) -> Workspace:
     """A workspace the caller may see: any from this machine, only shared ones from peers."""
-    node = node_of(request)
-    check_name(name, "workspace name")
-    try:
-        ws = node.workspaces.get(name)
-    except NotFound:
-        ws = None
-    if ws is None or (not ws.record.shared and not is_local(request)):
+    ws = node_of(request).workspaces.get(name)
+    if not ws.record.shared and not is_local(request):
         raise NotFound(f"no workspace {name!r} on this node", code="workspace_not_found")
     return ws
 

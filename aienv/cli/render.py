@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from aienv.units import human_size
 
-def human_size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
+__all__ = ["endpoints_text", "human_size"]
 
 
 def endpoints_text(endpoints: list[dict[str, Any]]) -> str:

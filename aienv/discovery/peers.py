@@ -132,9 +132,6 @@ class PeerTable:
             key=lambda p: (p.name, p.node_id),
         )
 
-    def get(self, node_id: str) -> Peer | None:
-        return self._peers.get(node_id)
-
     def resolve(self, ref: str) -> Peer:
         """Find a live peer by node name or by a node-id prefix (at least 4 hex digits)."""
         peers = self.all()

@@ -56,18 +56,6 @@ class EnvironmentManager:
             raise NotFound(f"no environment {env_id!r} on this node", code="environment_not_found")
         return doc
 
-    def resolve(self, ref: str) -> list[dict[str, Any]]:
-        """Environments named by an id (``ws.env``) or by a workspace name."""
-        if "." in ref:
-            return [self.get(ref)]
-        found = [d for d in self.all() if d["workspace"] == ref]
-        if not found:
-            raise NotFound(
-                f"no environment of workspace {ref!r} has been launched here",
-                code="environment_not_found",
-            )
-        return found
-
     def logs(self, env_id: str, tail: int = 200) -> str:
         doc = self.get(env_id)
         try:

@@ -40,6 +40,7 @@ from aienv.state.store import StateStore
 from aienv.transfer.fetch import fetch_archive
 from aienv.transfer.machine import CANCELLABLE, TERMINAL, CloneState, check_transition
 from aienv.transfer.progress import Transfers
+from aienv.units import human_size
 from aienv.workspace.manifest import load_manifest
 from aienv.workspace.store import WorkspaceStore
 
@@ -263,14 +264,10 @@ class CloneManager:
             "version": offer.version,
             "digest": offer.digest,
         }
-        await self.workspaces.install(doc["target"], staged, origin)
+        installed = await self.workspaces.install(doc["target"], staged, origin)
         self._move(doc, CloneState.ADAPTING)
-        if not doc["launch"]:
+        if not doc["launch"] or not installed.manifest.environments:
             self._move(doc, CloneState.INSTALLED)
-            return
-        ws = self.workspaces.get(doc["target"])
-        if not ws.manifest.environments:
-            self._move(doc, CloneState.INSTALLED, None)
             return
         self._move(doc, CloneState.LAUNCHING)
         try:
@@ -338,7 +335,8 @@ class CloneManager:
             missing = needed + DISK_MARGIN - free
             raise DiskFull(
                 f"not enough disk space in {self.settings.home}: the clone needs "
-                f"{_size(needed)}, {_size(free)} is free; free at least {_size(missing)}"
+                f"{human_size(needed)}, {human_size(free)} is free; "
+                f"free at least {human_size(missing)}"
             )
 
     # -- node lifecycle ------------------------------------------------------
@@ -368,12 +366,3 @@ class CloneManager:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.1f} {unit}" if unit != "B" else f"{n} B"
-        value /= 1024
-    return f"{n} B"
