@@ -44,6 +44,11 @@ class NodeSettings(BaseSettings):
     announce_interval: float = Field(default=DEFAULT_ANNOUNCE_INTERVAL, gt=0.05, le=3600)
     dnssd: bool = True
     ready_timeout: float = Field(default=60.0, gt=0)
+    # transfers
+    max_uploads: int = Field(default=4, ge=1, le=1024)
+    max_sources: int = Field(default=8, ge=1, le=64)
+    archive_cache: int = Field(default=20 * 1024**3, ge=0)
+    stall_timeout: float = Field(default=60.0, gt=0)
 
     @field_validator("name")
     @classmethod
@@ -65,6 +70,11 @@ class NodeSettings(BaseSettings):
         return self.home / "tmp"
 
     @property
+    def partial_dir(self) -> Path:
+        """Downloads in progress; kept across restarts so a clone resumes."""
+        return self.home / "partial"
+
+    @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
 
@@ -82,6 +92,7 @@ class NodeSettings(BaseSettings):
             self.workspaces_dir,
             self.archives_dir,
             self.tmp_dir,
+            self.partial_dir,
             self.logs_dir,
         ):
             path.mkdir(parents=True, exist_ok=True)

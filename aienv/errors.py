@@ -37,6 +37,22 @@ class Conflict(AienvError):
     status = 409
 
 
+class Cancelled(AienvError):
+    code = "cancelled"
+    status = 409
+
+
+class Busy(AienvError):
+    """The node is at its limit for this kind of work; the client should retry later."""
+
+    code = "busy"
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Forbidden(AienvError):
     code = "forbidden"
     status = 403

@@ -33,7 +33,9 @@ from aienv.runtime.registry import load_runtimes
 from aienv.state.db import Database
 from aienv.state.store import StateStore
 from aienv.transfer.clone import CloneManager
+from aienv.transfer.holdings import Holdings
 from aienv.transfer.progress import Transfers
+from aienv.transfer.serve import UploadSlots
 from aienv.workspace.store import WorkspaceStore
 
 log = logging.getLogger(__name__)
@@ -65,9 +67,11 @@ class Node:
         self.identity = Identity.load_or_create(settings.key_path)
         self.db = Database(settings.db_path)
         self.state = StateStore(self.db)
-        self.workspaces = WorkspaceStore(settings, self.state)
-        self.runtimes = load_runtimes()
         self.transfers = Transfers()
+        self.holdings = Holdings(settings, self.state, self._archives_changed)
+        self.uploads = UploadSlots(settings.max_uploads, self.transfers)
+        self.workspaces = WorkspaceStore(settings, self.state, self.holdings, self.transfers)
+        self.runtimes = load_runtimes()
         self.interfaces = select_interfaces(settings.interfaces)
         self.environments = EnvironmentManager(
             settings,
@@ -90,6 +94,7 @@ class Node:
             manual_peers=self.state.manual_peers,
             on_peer_change=self._peer_changed,
             dnssd=settings.dnssd,
+            archives=self.holdings.announced,
         )
         self.clones = CloneManager(
             settings,
@@ -98,6 +103,7 @@ class Node:
             self.environments,
             lambda: self.discovery,
             self.transfers,
+            self.holdings,
         )
         self.started = time.monotonic()
 
@@ -116,6 +122,11 @@ class Node:
                     )
                 )
         return out
+
+    def _archives_changed(self) -> None:
+        discovery = getattr(self, "discovery", None)
+        if discovery is not None:
+            discovery.announce_now()
 
     def _peer_changed(self, change: str, node_id: str, message: str) -> None:
         self.state.changed("peer", node_id)

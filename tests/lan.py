@@ -8,6 +8,7 @@ interfaces.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -166,6 +167,14 @@ class Lan:
         self.hosts.append(host)
         return host
 
+    def shape(self, host: Host, rate: str | None) -> None:
+        """Limit what ``host`` sends (its uploads) to ``rate`` (tc units, e.g. 40mbit)."""
+        enter = host.nsenter("tc", "qdisc")
+        sh(*enter, "del", "dev", "eth0", "root", check=False)
+        if rate is not None:
+            sh(*enter, "add", "dev", "eth0", "root", "tbf", "rate", rate,
+               "burst", "64kb", "latency", "50ms")  # fmt: skip
+
     def set_link(self, host: Host, up: bool) -> None:
         sh("ip", "link", "set", f"ae{self.tag}h{host.index}", "up" if up else "down")
 
@@ -175,3 +184,20 @@ class Lan:
             sh("ip", "netns", "del", host.ns, check=False)
             shutil.rmtree(host.home, ignore_errors=True)
         sh("ip", "link", "del", self.bridge, check=False)
+
+
+def admin_call(host: Host, method: str, path: str, body: object = None) -> tuple[int, object]:
+    """An admin API call made from inside the host's namespace (admin needs loopback)."""
+    code = (
+        "import httpx, json, sys; "
+        "r = httpx.request(sys.argv[1], 'http://127.0.0.1:37778/api/v1' + sys.argv[2], "
+        "json=json.loads(sys.argv[3]), timeout=60); print(r.status_code); print(r.text)"
+    )
+    res = subprocess.run(
+        host.nsenter(sys.executable, "-c", code, method, path, json.dumps(body)),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    status, _, text = res.stdout.partition("\n")
+    return int(status), json.loads(text) if text.strip() else None

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from aienv.api import environments, network, workspaces
+from aienv.api import archives, environments, network, workspaces
 from aienv.api.common import MAX_BODY, NODE, reply
-from aienv.errors import AienvError
+from aienv.errors import AienvError, Busy
 
 if TYPE_CHECKING:
     from aienv.node import Node
@@ -20,14 +21,21 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    return reply({"error": {"code": code, "message": message}}, status=status)
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    resp = reply({"error": {"code": code, "message": message}}, status=status)
+    resp.headers.update(headers or {})
+    return resp
 
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except Busy as exc:
+        retry = str(max(1, math.ceil(exc.retry_after)))
+        return _error(exc.status, exc.code, exc.message, {"Retry-After": retry})
     except AienvError as exc:
         return _error(exc.status, exc.code, exc.message)
     except web.HTTPException as exc:
@@ -40,7 +48,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             404: f"no such route: {request.method} {request.path}",
             405: f"{request.method} is not allowed on {request.path}",
         }.get(exc.status, exc.reason)
-        return _error(exc.status, code, message)
+        return _error(exc.status, code, message, dict(exc.headers))
     except ConnectionResetError:
         raise
     except Exception:
@@ -54,4 +62,5 @@ def create_app(node: Node) -> web.Application:
     network.add_routes(app.router)
     workspaces.add_routes(app.router)
     environments.add_routes(app.router)
+    archives.add_routes(app.router)
     return app

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aienv import __version__
 from aienv.api.common import is_local, node_of, parse_body, reply, require_admin
 from aienv.discovery.service import split_host_port
-from aienv.errors import InvalidInput, NotFound
+from aienv.errors import Conflict, InvalidInput, NotFound
 
 
 class AddPeer(BaseModel):
@@ -32,6 +32,11 @@ async def get_node(request: web.Request) -> web.Response:
         "runtimes": {
             name: dict(zip(("available", "reason"), rt.available(), strict=True))
             for name, rt in node.runtimes.items()
+        },
+        "uploads": {
+            "peers": node.uploads.peers(),
+            "limit": node.uploads.limit,
+            "refused": node.uploads.refused,
         },
     }
     if is_local(request):
@@ -91,6 +96,21 @@ async def list_transfers(request: web.Request) -> web.Response:
     return reply({"transfers": [t.to_json() for t in node_of(request).transfers.all()]})
 
 
+async def cancel_transfer(request: web.Request) -> web.Response:
+    require_admin(request)
+    node = node_of(request)
+    try:
+        transfer = node.transfers.get(int(request.match_info["id"]))
+    except ValueError:
+        transfer = None
+    if transfer is None:
+        raise NotFound(f"no transfer {request.match_info['id'][:20]!r}")
+    if transfer.state != "active" or transfer.cancel is None:
+        raise Conflict(f"transfer {transfer.id} is {transfer.state} and cannot be cancelled")
+    transfer.cancel()
+    return reply(transfer.to_json())
+
+
 async def list_events(request: web.Request) -> web.Response:
     require_admin(request)
     return reply({"events": node_of(request).state.events()})
@@ -103,4 +123,5 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/api/v1/peers", add_peer)
     router.add_delete("/api/v1/peers/{address}", remove_peer)
     router.add_get("/api/v1/transfers", list_transfers)
+    router.add_post("/api/v1/transfers/{id}/cancel", cancel_transfer)
     router.add_get("/api/v1/events", list_events)

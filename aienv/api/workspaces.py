@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 from pydantic import BaseModel, ConfigDict, Field
 
 from aienv.api.common import is_local, node_of, parse_body, reply, require_admin
 from aienv.errors import Conflict, NotFound
 from aienv.names import check_name
 from aienv.runtime.machine import LIVE, EnvState
-from aienv.transfer.progress import Transfer
+from aienv.transfer.holdings import Holding
+from aienv.transfer.serve import send_archive
 from aienv.workspace.store import Workspace, template_names
 
 
@@ -116,35 +116,15 @@ async def get_archive(request: web.Request) -> web.StreamResponse:
             f"workspace {ws.record.name} changed: its archive is now {record.digest[:16]}…",
             code="workspace_changed",
         )
-    transfer = node.transfers.start("upload", request.remote or "?", ws.record.name, record.size)
-    return _TrackedFileResponse(
-        node.workspaces.archive_path(record.digest),
-        transfer,
-        headers={
-            "X-Aienv-Digest": record.digest,
-            "Content-Disposition": (
-                f'attachment; filename="{ws.record.name}-{ws.manifest.version}.zip"'
-            ),
-        },
+    holding = Holding(
+        record.digest, record.size, node.workspaces.archive_path(record.digest), ws.record.name
     )
-
-
-class _TrackedFileResponse(web.FileResponse):
-    """A file response (sendfile, Range) that records the upload in the node's transfers."""
-
-    def __init__(self, path: Path, transfer: Transfer, headers: dict[str, str]) -> None:
-        super().__init__(path, headers=headers)
-        self._transfer = transfer
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        try:
-            writer = await super().prepare(request)
-        except BaseException:
-            self._transfer.finish("aborted")
-            raise
-        self._transfer.done = self.content_length or 0
-        self._transfer.finish("done")
-        return writer
+    filename = f"{ws.record.name}-{ws.manifest.version}.zip"
+    with node.holdings.using(record.digest):
+        if is_local(request):
+            return await send_archive(request, holding, None, filename)
+        with node.uploads.acquire(request.remote or "?", holding) as transfer:
+            return await send_archive(request, holding, transfer, filename)
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

@@ -1,7 +1,12 @@
 """Pack a workspace folder into a deterministic ZIP named by its sha256.
 
 The same files give the same bytes (sorted entries, fixed timestamps, only the
-permission bits kept), so the digest names the content. A cheap fingerprint
+permission bits kept, the same compression decisions), so the digest names the
+content. Each file is deflated or stored by the policy in ``policy.py`` (deflate at
+zlib's default level 6); ZIP64
+records are written for members and archives over 4 GiB. The archive is hashed
+while it is written (whole file and pieces, see ``pieces.py``), so packing reads
+the workspace once and never reads the archive back. A cheap fingerprint
 (paths, sizes, mtimes, modes) tells whether a cached archive is still current.
 Symbolic links and special files are refused: a workspace carries regular
 files and folders only.
@@ -12,15 +17,19 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from aienv.errors import WorkspaceError
+from aienv.archive import pieces as piecemod
+from aienv.archive.policy import should_compress
+from aienv.errors import Cancelled, WorkspaceError
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 CHUNK = 1024 * 1024
+ZIP64_LIMIT = 0xFFFFFFFF
 
 
 @dataclass(slots=True, frozen=True)
@@ -30,7 +39,9 @@ class PackResult:
     size: int
     unpacked_size: int
     files: int
+    stored: int
     fingerprint: str
+    pieces: piecemod.Pieces
 
 
 def walk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
@@ -79,41 +90,118 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def pack_workspace(root: Path, out_dir: Path) -> PackResult:
-    """Pack ``root`` into ``out_dir/<sha256>.zip`` (blocking; run it in a thread)."""
+class _HashingWriter:
+    """A write-only, unseekable file that hashes what passes through it.
+
+    ``zipfile`` then writes each member's sizes and CRC in a data descriptor
+    after its data instead of seeking back, so the bytes go out in one pass.
+    """
+
+    def __init__(self, out: object, piece_size: int) -> None:
+        self._out = out
+        self._piece_size = piece_size
+        self._whole = hashlib.sha256()
+        self._piece = hashlib.sha256()
+        self._in_piece = 0
+        self.hashes: list[str] = []
+        self.position = 0
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        self._out.write(view)  # type: ignore[attr-defined]
+        self._whole.update(view)
+        while view:
+            take = min(len(view), self._piece_size - self._in_piece)
+            self._piece.update(view[:take])
+            self._in_piece += take
+            view = view[take:]
+            if self._in_piece == self._piece_size:
+                self.hashes.append(self._piece.hexdigest())
+                self._piece = hashlib.sha256()
+                self._in_piece = 0
+        self.position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, *_: object) -> int:
+        raise OSError("not seekable")
+
+    def flush(self) -> None:
+        self._out.flush()  # type: ignore[attr-defined]
+
+    def finish(self) -> tuple[str, tuple[str, ...]]:
+        if self._in_piece or not self.hashes:
+            self.hashes.append(self._piece.hexdigest())
+        return self._whole.hexdigest(), tuple(self.hashes)
+
+
+def pack_workspace(
+    root: Path,
+    out_dir: Path,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+    piece_size: int = piecemod.PIECE_SIZE,
+) -> PackResult:
+    """Pack ``root`` into ``out_dir/<sha256>.zip`` (blocking; run it in a thread).
+
+    ``progress(done, total)`` is called with bytes of files read so far; setting
+    ``cancel`` stops the packing with ``Cancelled`` and leaves nothing behind.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".pack-{os.getpid()}-{id(root):x}.tmp"
-    unpacked = 0
+    entries = list(walk(root))
+    total = sum(st.st_size for _, st in entries if stat.S_ISREG(st.st_mode))
+    tmp = out_dir / f".pack-{os.getpid()}-{threading.get_ident():x}.tmp"
+    done = 0
     files = 0
+    stored = 0
     fp = hashlib.sha256()
     try:
-        with zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
-            for rel, st in walk(root):
-                fp.update(_fingerprint_line(rel, st))
-                if stat.S_ISDIR(st.st_mode):
-                    info = zipfile.ZipInfo(rel + "/", ZIP_EPOCH)
-                    info.external_attr = (stat.S_IFDIR | 0o755) << 16 | 0x10
-                    zf.writestr(info, b"")
-                    continue
-                info = zipfile.ZipInfo(rel, ZIP_EPOCH)
-                info.external_attr = (stat.S_IFREG | (st.st_mode & 0o777)) << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.file_size = st.st_size
-                with (root / rel).open("rb") as src, zf.open(info, "w") as dst:
-                    while chunk := src.read(CHUNK):
-                        dst.write(chunk)
-                unpacked += st.st_size
-                files += 1
-        digest = sha256_file(tmp)
+        with tmp.open("wb") as raw:
+            writer = _HashingWriter(raw, piece_size)
+            with zipfile.ZipFile(writer, "w", allowZip64=True) as zf:  # type: ignore[call-overload]
+                for rel, st in entries:
+                    fp.update(_fingerprint_line(rel, st))
+                    if stat.S_ISDIR(st.st_mode):
+                        info = zipfile.ZipInfo(rel + "/", ZIP_EPOCH)
+                        info.external_attr = (stat.S_IFDIR | 0o755) << 16 | 0x10
+                        zf.writestr(info, b"")
+                        continue
+                    info = zipfile.ZipInfo(rel, ZIP_EPOCH)
+                    info.external_attr = (stat.S_IFREG | (st.st_mode & 0o777)) << 16
+                    if should_compress(root / rel, st.st_size):
+                        info.compress_type = zipfile.ZIP_DEFLATED
+                    else:
+                        info.compress_type = zipfile.ZIP_STORED
+                        stored += 1
+                    info.file_size = st.st_size
+                    big = st.st_size >= ZIP64_LIMIT
+                    with (root / rel).open("rb") as src, zf.open(info, "w", force_zip64=big) as dst:
+                        while chunk := src.read(CHUNK):
+                            if cancel is not None and cancel.is_set():
+                                raise Cancelled("packing cancelled")
+                            dst.write(chunk)
+                            done += len(chunk)
+                            if progress is not None:
+                                progress(done, total)
+                    files += 1
+            digest, hashes = writer.finish()
         final = out_dir / f"{digest}.zip"
+        size = tmp.stat().st_size
+        result_pieces = piecemod.Pieces(digest, size, piece_size, hashes)
+        piecemod.save(result_pieces, final)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
     return PackResult(
         path=final,
         digest=digest,
-        size=final.stat().st_size,
-        unpacked_size=unpacked,
+        size=size,
+        unpacked_size=total,
         files=files,
+        stored=stored,
         fingerprint=fp.hexdigest(),
+        pieces=result_pieces,
     )

@@ -27,7 +27,7 @@ def node_url() -> str:
 
 
 class Client:
-    def __init__(self, url: str | None = None, timeout: float = 120.0) -> None:
+    def __init__(self, url: str | None = None, timeout: float | None = 120.0) -> None:
         self.url = url or node_url()
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
 

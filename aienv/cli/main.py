@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -207,10 +208,66 @@ def delete(
 
 @app.command()
 def share(name: str) -> None:
-    """Share a workspace: every node on the LAN sees it at once."""
-    ws = Client().post(f"/workspaces/{name}/share")
-    a = ws["archive"]
+    """Share a workspace: every node on the LAN sees it at once.
+
+    The first share (and one after the files changed) packs the workspace, with a
+    progress bar; Ctrl-C cancels the packing and shares nothing.
+    """
+    result: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            result["ws"] = Client(timeout=None).post(f"/workspaces/{name}/share")
+        except CliError as exc:
+            result["error"] = exc
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    try:
+        _follow_pack(name, worker)
+    except KeyboardInterrupt:
+        for pack in _active_packs(Client(), name):
+            Client().post(f"/transfers/{pack['id']}/cancel")
+        worker.join(10)
+        raise CliError(
+            "sharing cancelled: the packing stopped and nothing was shared", 130
+        ) from None
+    if "error" in result:
+        raise result["error"]
+    a = result["ws"]["archive"]
     out.print(f"sharing [bold]{name}[/] ({human_size(a['size'])}, sha256 {a['digest'][:16]}…)")
+
+
+def _active_packs(client: Client, name: str) -> list[dict[str, Any]]:
+    return [
+        t
+        for t in client.get("/transfers")["transfers"]
+        if t["direction"] == "pack" and t["workspace"] == name and t["state"] == "active"
+    ]
+
+
+def _follow_pack(name: str, worker: threading.Thread) -> None:
+    client = Client()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = None
+        while worker.is_alive():
+            worker.join(0.2)
+            try:
+                packs = _active_packs(client, name)
+            except CliError:
+                continue
+            if packs:
+                if task is None:
+                    task = progress.add_task(f"packing {name}", total=packs[0]["total"])
+                progress.update(task, completed=packs[0]["bytes"], total=packs[0]["total"])
 
 
 @app.command()
@@ -286,14 +343,28 @@ def clone(
     no_launch: Annotated[
         bool, typer.Option("--no-launch", help="Install only; do not launch.")
     ] = False,
+    detach: Annotated[
+        bool,
+        typer.Option("--detach", help="Start the clone and return; follow it with `aienv clones`."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Download, verify, install and launch a workspace shared by a peer."""
+    """Download, verify, install and launch a workspace shared by a peer.
+
+    The download uses every peer that holds the same archive, resumes after
+    interruptions (even a restart of this node) and is checked piece by piece.
+    """
     client = Client()
     body: dict[str, Any] = {"source": source, "launch": not no_launch}
     if as_name:
         body["as"] = as_name
     job = client.post("/clones", body)
+    if detach:
+        if as_json:
+            emit_json(job)
+        else:
+            out.print(f"clone [bold]{job['id']}[/] started: {source} → {job['target']}")
+        return
     try:
         job = _follow_clone(client, job, quiet=as_json)
     except KeyboardInterrupt:
@@ -328,9 +399,11 @@ def _follow_clone(client: Client, job: dict[str, Any], quiet: bool) -> dict[str,
         while job["state"] not in TERMINAL_CLONE:
             time.sleep(0.2)
             job = client.get(f"/clones/{job['id']}")
+            active = sum(1 for s in job.get("sources", []) if s.get("bytes"))
+            via = f" from {active} sources" if active > 1 else ""
             progress.update(
                 task,
-                description=f"{job['source']}: {job['state']}",
+                description=f"{job['source']}: {job['state']}{via}",
                 total=job["bytes_total"],
                 completed=job["bytes_done"],
             )

@@ -67,6 +67,13 @@ class SharedWorkspace(_Wire):
     tags: list[str] = Field(default_factory=list, max_length=32)
 
 
+class HeldArchive(_Wire):
+    """An archive the node serves beyond its shared workspaces (kept or being cloned)."""
+
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    complete: bool = True
+
+
 class HttpInfo(_Wire):
     port: int = Field(ge=1, le=65535)
     scheme: Literal["http", "https"] = "http"
@@ -80,6 +87,7 @@ class Body(_Wire):
     interval: float = Field(default=10.0, gt=0, le=3600)
     resources: dict[str, int] = Field(default_factory=dict, max_length=16)
     workspaces: list[SharedWorkspace] = Field(default_factory=list)
+    archives: list[HeldArchive] = Field(default_factory=list)
     more: bool = False
 
 
@@ -105,7 +113,11 @@ def _frame(kind: int, body: bytes, identity: Identity) -> bytes:
 def encode(
     body: Body, identity: Identity, *, kind: int = KIND_ANNOUNCE, max_size: int = MAX_DATAGRAM
 ) -> bytes:
-    """Sign and encode ``body``; drop trailing workspaces (setting ``more``) to fit ``max_size``."""
+    """Sign and encode ``body``, dropping list items (setting ``more``) to fit ``max_size``.
+
+    Held archives go first (a peer that needs them fetches the full list over
+    HTTP), then trailing workspaces.
+    """
     compressor = zstandard.ZstdCompressor(level=9)
     current = body
     while True:
@@ -113,6 +125,10 @@ def encode(
         packed = compressor.compress(raw)
         if OVERHEAD + len(packed) <= max_size and len(packed) <= 0xFFFF:
             return _frame(kind, packed, identity)
+        if current.archives:
+            keep = len(current.archives) - max(1, len(current.archives) // 4)
+            current = current.model_copy(update={"archives": current.archives[:keep], "more": True})
+            continue
         if not current.workspaces:
             raise ValueError("announcement does not fit even without workspaces")
         keep = len(current.workspaces) - max(1, len(current.workspaces) // 8)

@@ -65,7 +65,17 @@ class Peer:
             "expires_in": round(max(0.0, self.expires_at - now), 3),
             "more_workspaces": self.body.more,
             "workspaces": [w.model_dump(mode="json") for w in self.body.workspaces],
+            "archives": [a.model_dump(mode="json") for a in self.body.archives],
         }
+
+    def holds(self, digest: str) -> bool | None:
+        """True if the peer has all of archive ``digest``, False if part, None if none."""
+        if any(w.digest == digest for w in self.body.workspaces):
+            return True
+        for held in self.body.archives:
+            if held.digest == digest:
+                return held.complete
+        return None
 
 
 class PeerTable:
@@ -96,11 +106,19 @@ class PeerTable:
             and not peer.body.more
             and body.instance == peer.body.instance
             and peer.body.workspaces[: len(body.workspaces)] == body.workspaces
+            and peer.body.archives[: len(body.archives)] == body.archives
         ):
-            # a datagram-sized cut of the full list we already hold: keep the full list
-            body = body.model_copy(update={"workspaces": peer.body.workspaces, "more": False})
+            # a datagram-sized cut of the full lists we already hold: keep the full lists
+            body = body.model_copy(
+                update={
+                    "workspaces": peer.body.workspaces,
+                    "archives": peer.body.archives,
+                    "more": False,
+                }
+            )
         changed = (
             body.workspaces != peer.body.workspaces
+            or body.archives != peer.body.archives
             or body.name != peer.body.name
             or body.http != peer.body.http
             or body.instance != peer.body.instance
@@ -111,6 +129,11 @@ class PeerTable:
         peer.last_seen = now
         peer.sources.add(source)
         return "updated" if changed else None
+
+    def holders(self, digest: str) -> list[Peer]:
+        """Peers that announce all or part of archive ``digest``, complete ones first."""
+        found = [p for p in self._peers.values() if p.url and p.holds(digest) is not None]
+        return sorted(found, key=lambda p: (not p.holds(digest), p.node_id))
 
     def goodbye(self, ann: Announcement) -> Peer | None:
         peer = self._peers.get(ann.node_id)

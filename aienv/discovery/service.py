@@ -85,6 +85,7 @@ class DiscoveryService:
         manual_peers: Callable[[], list[str]],
         on_peer_change: Callable[[str, str, str], None],
         dnssd: bool = True,
+        archives: Callable[[], list[codec.HeldArchive]] = list,
     ) -> None:
         self.identity = identity
         self.node_name = node_name
@@ -92,6 +93,7 @@ class DiscoveryService:
         self.interval = interval
         self.interfaces = interfaces
         self.shared = shared
+        self.archives = archives
         self.manual_peers = manual_peers
         self.on_peer_change = on_peer_change
         self.instance = secrets.token_hex(8)
@@ -135,6 +137,7 @@ class DiscoveryService:
                 "memory": psutil.virtual_memory().total,
             },
             workspaces=self.shared(),
+            archives=self.archives(),
         )
 
     def datagram(self, max_size: int = codec.MAX_DATAGRAM) -> bytes:

@@ -29,6 +29,13 @@ CREATE TABLE IF NOT EXISTS archives (
     unpacked_size INTEGER NOT NULL,
     files INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS held_archives (
+    digest TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    workspace TEXT NOT NULL,
+    added_at REAL NOT NULL,
+    used_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS manual_peers (address TEXT PRIMARY KEY, added_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS clones (
     id TEXT PRIMARY KEY,

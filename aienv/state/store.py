@@ -46,6 +46,15 @@ class ArchiveRecord:
     files: int
 
 
+@dataclass(slots=True, frozen=True)
+class HeldRecord:
+    digest: str
+    size: int
+    workspace: str
+    added_at: float
+    used_at: float
+
+
 class StateStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -124,6 +133,33 @@ class StateStore:
                 ),
             )
         self.changed("archive", record.name)
+
+    # -- archives kept from clones (this node serves them to others) ----------
+
+    def held_archives(self) -> list[HeldRecord]:
+        rows = self.db.query("SELECT * FROM held_archives ORDER BY used_at")
+        return [HeldRecord(**dict(r)) for r in rows]
+
+    def hold_archive(self, digest: str, size: int, workspace: str) -> None:
+        now = time.time()
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO held_archives VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(digest) DO UPDATE SET used_at = excluded.used_at",
+                (digest, size, workspace, now, now),
+            )
+        self.changed("held_archive", digest)
+
+    def touch_held_archive(self, digest: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE held_archives SET used_at = ? WHERE digest = ?", (time.time(), digest)
+            )
+
+    def drop_held_archive(self, digest: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM held_archives WHERE digest = ?", (digest,))
+        self.changed("held_archive", digest)
 
     # -- manual peers --------------------------------------------------------
 

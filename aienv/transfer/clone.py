@@ -1,18 +1,23 @@
 """Clone jobs: resolve the peer, fetch, verify, extract, install, launch.
 
 Each job walks the clone state machine (``machine.py``) and persists every step.
-Files are downloaded and extracted under ``<home>/tmp`` and the workspace is
-moved into place in one rename, so a failed, cancelled or killed clone leaves
-no half workspace; a node that restarts marks unfinished jobs failed and clears
-their files.
+The archive is fetched from every source of its digest at once (``swarm.py``)
+into ``<home>/partial``; the set of verified pieces is saved with the job, so
+a node that restarts puts unfinished jobs back in the queue and they resume
+from what is on disk. The finished archive joins the node's cache (it is
+served to others from then on), is extracted under ``<home>/tmp`` and moved
+into place in one rename: a failed, cancelled or killed clone leaves no half
+workspace.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import shutil
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -21,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from aienv.archive.extract import safe_extract
+from aienv.archive.pieces import Pieces
 from aienv.config import DEFAULT_HTTP_PORT, NodeSettings
 from aienv.discovery import codec
 from aienv.discovery.peers import Peer
@@ -37,9 +43,16 @@ from aienv.errors import (
 from aienv.names import check_name
 from aienv.runtime.manager import EnvironmentManager
 from aienv.state.store import StateStore
-from aienv.transfer.fetch import fetch_archive
-from aienv.transfer.machine import CANCELLABLE, TERMINAL, CloneState, check_transition
-from aienv.transfer.progress import Transfers
+from aienv.transfer.holdings import Holdings, Partial, parse_bitfield
+from aienv.transfer.machine import (
+    CANCELLABLE,
+    RESUMABLE,
+    TERMINAL,
+    CloneState,
+    check_transition,
+)
+from aienv.transfer.progress import Transfer, Transfers
+from aienv.transfer.swarm import Source, SwarmDownload
 from aienv.units import human_size
 from aienv.workspace.manifest import load_manifest
 from aienv.workspace.store import WorkspaceStore
@@ -81,6 +94,7 @@ class CloneManager:
         environments: EnvironmentManager,
         discovery: Callable[[], DiscoveryService],
         transfers: Transfers,
+        holdings: Holdings,
     ) -> None:
         self.settings = settings
         self.state = state
@@ -88,8 +102,11 @@ class CloneManager:
         self.environments = environments
         self.discovery = discovery
         self.transfers = transfers
+        self.holdings = holdings
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._closing = False
+        self._saved: dict[str, float] = {}
 
     # -- queries -------------------------------------------------------------
 
@@ -130,8 +147,12 @@ class CloneManager:
             "digest": None,
             "bytes_done": 0,
             "bytes_total": None,
+            "bytes_received": 0,
             "rate": 0,
             "eta": None,
+            "have": None,
+            "sources": [],
+            "resumed": 0,
             "environment": None,
             "endpoints": [],
             "created_at": now,
@@ -139,10 +160,13 @@ class CloneManager:
         }
         self.state.save_document(TABLE, doc)
         self.state.event("clone", f"clone {doc['id']}: {source} → {target} queued")
+        self._spawn(doc)
+        return doc
+
+    def _spawn(self, doc: dict[str, Any]) -> None:
         task = asyncio.get_running_loop().create_task(self._run(doc), name=f"clone-{doc['id']}")
         self._tasks[doc["id"]] = task
         task.add_done_callback(lambda _: self._tasks.pop(doc["id"], None))
-        return doc
 
     async def cancel(self, clone_id: str) -> dict[str, Any]:
         doc = self.get(clone_id)
@@ -159,6 +183,11 @@ class CloneManager:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         return self.get(clone_id)
+
+    def _cancel_task(self, clone_id: str) -> None:
+        task = self._tasks.get(clone_id)
+        if task is not None:
+            task.cancel()
 
     # -- the job -------------------------------------------------------------
 
@@ -177,27 +206,40 @@ class CloneManager:
             detail = f": {error}" if error else ""
             self.state.event("clone", f"clone {doc['id']} ({doc['source']}) {new.value}{detail}")
 
-    def _files(self, doc: dict[str, Any]) -> tuple[Any, Any]:
-        base = self.settings.tmp_dir / f"clone-{doc['id']}"
-        return base.with_suffix(".zip.part"), base.with_suffix(".d")
+    def _part(self, doc: dict[str, Any]) -> Any:
+        return self.settings.partial_dir / f"clone-{doc['id']}.zip.part"
 
     async def _run(self, doc: dict[str, Any]) -> None:
-        part, staged = self._files(doc)
+        part = self._part(doc)
+        staged = self.settings.tmp_dir / f"clone-{doc['id']}.d"
+        outcome: tuple[CloneState, str] | None = None
+        keep_part = False
         try:
             await self._steps(doc, part, staged)
         except asyncio.CancelledError:
-            if CloneState(doc["state"]) in CANCELLABLE:
-                self._move(doc, CloneState.CANCELLED, "cancelled")
+            if self._closing and CloneState(doc["state"]) in RESUMABLE:
+                keep_part = True  # the node is stopping: resume on the next start
+            elif CloneState(doc["state"]) in CANCELLABLE:
+                outcome = (CloneState.CANCELLED, "cancelled")
             else:  # node shutdown after the workspace was installed
-                self._move(doc, CloneState.FAILED, f"interrupted while {doc['state']}")
+                outcome = (CloneState.FAILED, f"interrupted while {doc['state']}")
         except AienvError as exc:
-            self._move(doc, CloneState.FAILED, exc.message)
+            outcome = (CloneState.FAILED, exc.message)
         except Exception as exc:  # a bug must still end the job visibly
             log.exception("clone %s crashed", doc["id"])
-            self._move(doc, CloneState.FAILED, f"internal error: {exc!r}")
+            outcome = (CloneState.FAILED, f"internal error: {exc!r}")
         finally:
-            part.unlink(missing_ok=True)
+            # files first: on a full disk, freeing them lets the failure be recorded
+            if doc.get("digest"):
+                partial = self.holdings.partial.get(doc["digest"])
+                if partial is not None and partial.path == part:
+                    self.holdings.remove_partial(doc["digest"])
+            if not keep_part:
+                part.unlink(missing_ok=True)
             await asyncio.to_thread(shutil.rmtree, staged, True)
+            self._saved.pop(doc["id"], None)
+        if outcome is not None:
+            self._move(doc, *outcome)
 
     async def _steps(self, doc: dict[str, Any], part: Any, staged: Any) -> None:
         session = self._client()
@@ -212,48 +254,52 @@ class CloneManager:
                 f"(it shares: {names})",
                 code="workspace_not_found",
             )
+        if doc["digest"] not in (None, offer.digest):
+            raise TransferError(
+                f"workspace {doc['workspace']} changed on {peer.name} while this clone was "
+                "interrupted: clone it again to get the new version"
+            )
         doc.update(
             peer_id=peer.node_id, peer_name=peer.name, peer_url=peer.url, digest=offer.digest
         )
         doc["bytes_total"] = offer.size
         base = f"{peer.url}/api/v1/workspaces/{doc['workspace']}"
         unpacked = await self._unpacked_size(session, base, offer.size)
-        self._check_disk(offer.size + unpacked)
-
-        self._move(doc, CloneState.DOWNLOADING)
-        transfer = self.transfers.start("download", peer.name, doc["workspace"], offer.size)
-        last_save = 0.0
-
-        def progress(done: int) -> None:
-            nonlocal last_save
-            transfer.done = done
-            doc["bytes_done"] = done
-            doc["rate"] = round(transfer.rate)
-            doc["eta"] = transfer.eta
-            if time.monotonic() - last_save > 0.25:
-                last_save = time.monotonic()
-                self.state.save_document(TABLE, doc)
-
-        try:
-            await fetch_archive(
-                session, f"{base}/archive", part, offer.digest, offer.size, progress
-            )
-        except BaseException:
-            transfer.finish("failed")
-            raise
-        transfer.finish("done")
-        progress(offer.size)
-        self._move(doc, CloneState.VERIFYING)  # the digest was checked while streaming
+        cached = self.holdings.find(offer.digest)
+        if cached is not None and cached.partial is None:
+            self._check_disk(unpacked)
+            self._move(doc, CloneState.DOWNLOADING)
+            doc["bytes_done"] = offer.size
+            doc["sources"] = [{"name": "local cache", "state": "done", "bytes": offer.size}]
+        else:
+            if offer.digest in self.holdings.partial:
+                raise Conflict(
+                    f"this node is already downloading {doc['workspace']} from {peer.name} "
+                    "in another clone: wait for it to finish",
+                    code="clone_running",
+                )
+            pieces = await self._pieces(session, peer.url or "", offer.digest, offer.size)
+            already = part.stat().st_size if part.exists() else 0
+            self._check_disk(offer.size - min(already, offer.size) + unpacked)
+            self._move(doc, CloneState.DOWNLOADING)
+            await self._download(doc, peer, pieces, part)
+        self._move(doc, CloneState.VERIFYING)  # the digest was checked while downloading
         self._move(doc, CloneState.EXTRACTING)
-        limit = shutil.disk_usage(self.settings.tmp_dir).free - DISK_MARGIN
-        extraction = asyncio.ensure_future(asyncio.to_thread(safe_extract, part, staged, limit))
-        try:
-            await asyncio.shield(extraction)
-        except asyncio.CancelledError:
-            # the thread cannot be interrupted: let it end before the cleanup removes its folder
-            await asyncio.gather(extraction, return_exceptions=True)
-            raise
-        part.unlink(missing_ok=True)
+        archive = self.holdings.path(offer.digest)
+        with self.holdings.using(offer.digest):
+            limit = shutil.disk_usage(self.settings.tmp_dir).free - DISK_MARGIN
+            extraction = asyncio.ensure_future(
+                asyncio.to_thread(safe_extract, archive, staged, limit)
+            )
+            try:
+                await asyncio.shield(extraction)
+            except asyncio.CancelledError:
+                # the thread cannot be interrupted: let it end before the cleanup removes its folder
+                await asyncio.gather(extraction, return_exceptions=True)
+                raise
+            except AienvError:
+                self.holdings.forget(offer.digest)  # signed, yet unsafe: never serve it on
+                raise
         load_manifest(staged)
         origin = {
             "kind": "clone",
@@ -278,6 +324,92 @@ class CloneManager:
         doc["environment"] = env["id"]
         doc["endpoints"] = env["endpoints"]
         self._move(doc, CloneState.RUNNING)
+
+    async def _pieces(
+        self, session: aiohttp.ClientSession, url: str, digest: str, size: int
+    ) -> Pieces:
+        try:
+            async with session.get(
+                f"{url}/api/v1/archives/{digest}/pieces",
+                timeout=aiohttp.ClientTimeout(total=METADATA_TIMEOUT),
+            ) as resp:
+                if resp.status == 404:
+                    raise TransferError(
+                        "the peer no longer shares this version of the workspace: clone again"
+                    )
+                if resp.status != 200:
+                    raise TransferError(f"the peer answered HTTP {resp.status} for the piece list")
+                return Pieces.from_json(await resp.json(), digest, size)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise PeerUnreachable(f"cannot read the archive's piece list: {exc}") from exc
+        except ValueError as exc:
+            raise TransferError(f"the peer sent an invalid piece list: {exc}") from exc
+
+    async def _download(self, doc: dict[str, Any], peer: Peer, pieces: Pieces, part: Any) -> None:
+        partial = Partial(pieces, part)
+        if doc.get("have") and part.exists():
+            with contextlib.suppress(ValueError):  # a bad saved set: every piece is re-fetched
+                partial.have = parse_bitfield(doc["have"], pieces.count)
+        discovery = self.discovery()
+        own = discovery.identity.node_id
+
+        def others() -> list[tuple[str, str]]:
+            return [
+                (p.url, p.name)
+                for p in discovery.peers.holders(pieces.digest)
+                if p.url and p.node_id not in (own, peer.node_id)
+            ]
+
+        transfer = self.transfers.start("download", peer.name, doc["workspace"], pieces.size)
+        transfer.digest = pieces.digest
+        transfer.cancel = lambda: self._cancel_task(doc["id"])
+        received_before = doc.get("bytes_received") or 0
+        download = SwarmDownload(
+            self._client(),
+            partial,
+            Source(peer.url or "", peer.name, origin=True),
+            others,
+            max_sources=self.settings.max_sources,
+            stall_timeout=self.settings.stall_timeout,
+            rotation=int(own[:8], 16),
+            on_progress=lambda d: self._progress(doc, d, transfer, received_before),
+        )
+        self.holdings.add_partial(partial)
+        try:
+            await download.run()
+        except BaseException as exc:
+            transfer.finish("failed", getattr(exc, "message", None) or type(exc).__name__)
+            self._progress(doc, download, transfer, received_before, force=True)
+            raise
+        transfer.finish("done")
+        self._progress(doc, download, transfer, received_before, force=True)
+        self.holdings.keep(partial, doc["workspace"])
+
+    def _progress(
+        self,
+        doc: dict[str, Any],
+        d: SwarmDownload,
+        transfer: Transfer,
+        received_before: int,
+        force: bool = False,
+    ) -> None:
+        done = d.verified_bytes
+        transfer.done = done
+        rate = d.rate
+        doc["bytes_done"] = done
+        doc["bytes_received"] = received_before + d.received
+        doc["rate"] = round(rate)
+        doc["eta"] = round((d.pieces.size - done) / rate, 1) if rate > 0 else None
+        doc["resumed"] = d.resumed_bytes
+        doc["sources"] = [s.to_json() for s in d.sources.values()]
+        now = time.monotonic()
+        if force or now - self._saved.get(doc["id"], 0.0) > 0.25:
+            self._saved[doc["id"]] = now
+            doc["have"] = d.partial.bitfield()
+            try:
+                self.state.save_document(TABLE, doc)
+            except sqlite3.Error as exc:  # e.g. a full disk: progress is saved again later
+                log.warning("cannot save the progress of clone %s: %s", doc["id"], exc)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -342,7 +474,8 @@ class CloneManager:
     # -- node lifecycle ------------------------------------------------------
 
     def recover(self) -> None:
-        """After a restart: an unfinished clone cannot have a half workspace; mark it failed."""
+        """After a restart: resume unfinished downloads, settle the rest, clear strays."""
+        resumable: set[str] = set()
         for doc in self.all():
             state = CloneState(doc["state"])
             if state in TERMINAL:
@@ -353,12 +486,23 @@ class CloneManager:
                 doc["error"] = "installed; the launch was interrupted by a node restart"
                 self.state.save_document(TABLE, doc)
                 continue
+            if state in RESUMABLE or state is CloneState.QUEUED:
+                if state is not CloneState.QUEUED:
+                    self._move(doc, CloneState.QUEUED)
+                self.state.event("clone", f"clone {doc['id']} ({doc['source']}) resumes")
+                resumable.add(f"clone-{doc['id']}.zip.part")
+                self._spawn(doc)
+                continue
             doc["error"] = f"interrupted while {state}: the node stopped; clone again"
             doc["state"] = CloneState.FAILED.value
             doc["updated_at"] = time.time()
             self.state.save_document(TABLE, doc)
+        for stray in self.settings.partial_dir.iterdir():
+            if stray.name not in resumable:
+                stray.unlink(missing_ok=True)
 
     async def async_close(self) -> None:
+        self._closing = True
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()

@@ -3,6 +3,8 @@
 queued → connecting → downloading → verifying → extracting → adapting
        → launching → running          (or → installed with --no-launch)
 any state before running/installed → failed (with a reason) | cancelled
+connecting, downloading, verifying, extracting → queued  (the node restarted:
+                                                   the job resumes from its partial file)
 """
 
 from __future__ import annotations
@@ -38,9 +40,12 @@ TERMINAL = frozenset({S.RUNNING, S.INSTALLED, S.FAILED, S.CANCELLED})
 # Once the workspace is installed (after extracting) a cancel no longer undoes it.
 CANCELLABLE = frozenset({S.QUEUED, S.CONNECTING, S.DOWNLOADING, S.VERIFYING, S.EXTRACTING})
 
+RESUMABLE = frozenset({S.CONNECTING, S.DOWNLOADING, S.VERIFYING, S.EXTRACTING})
+
 TRANSITIONS: dict[CloneState, frozenset[CloneState]] = {
     state: frozenset(
         _FLOW.get(state, set())
+        | ({S.QUEUED} if state in RESUMABLE else set())
         | ({S.FAILED} if state not in TERMINAL else set())
         | ({S.CANCELLED} if state in CANCELLABLE else set())
     )

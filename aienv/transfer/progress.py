@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Direction = Literal["upload", "download"]
+Direction = Literal["upload", "download", "pack"]
 _ids = itertools.count(1)
 
 
@@ -21,6 +22,9 @@ class Transfer:
     state: str = "active"
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
+    digest: str | None = None
+    error: str | None = None
+    cancel: Callable[[], None] | None = field(default=None, repr=False)
     id: int = field(default_factory=lambda: next(_ids))
 
     @property
@@ -35,9 +39,11 @@ class Transfer:
             return None
         return max(0.0, (self.total - self.done) / rate)
 
-    def finish(self, state: str) -> None:
-        self.state = state
-        self.finished = time.monotonic()
+    def finish(self, state: str, error: str | None = None) -> None:
+        if self.state == "active":
+            self.state = state
+            self.error = error
+            self.finished = time.monotonic()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +56,9 @@ class Transfer:
             "rate": round(self.rate),
             "eta": None if self.eta is None else round(self.eta, 1),
             "state": self.state,
+            "digest": self.digest,
+            "error": self.error,
+            "cancellable": self.state == "active" and self.cancel is not None,
         }
 
 
@@ -71,3 +80,6 @@ class Transfers:
 
     def all(self) -> list[Transfer]:
         return list(self._items)
+
+    def get(self, transfer_id: int) -> Transfer | None:
+        return next((t for t in self._items if t.id == transfer_id), None)

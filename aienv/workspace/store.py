@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import time
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +19,14 @@ from typing import Any
 
 from aienv.archive.pack import PackResult, fingerprint, pack_workspace, walk
 from aienv.config import NodeSettings
-from aienv.errors import Conflict, NotFound, WorkspaceError
+from aienv.errors import AienvError, Cancelled, Conflict, NotFound, WorkspaceError
 from aienv.names import check_name
 from aienv.state.store import ArchiveRecord, StateStore, WorkspaceRecord
+from aienv.transfer.holdings import Holdings
+from aienv.transfer.progress import Transfers
 from aienv.workspace.manifest import Manifest, load_manifest
 
 DEFAULT_TEMPLATE = "hello-web"
-PRUNE_GRACE = 600.0  # seconds
 
 
 def templates_dir() -> Path:
@@ -95,9 +96,17 @@ def _copy_tree(source: Path, dest: Path) -> None:
 
 
 class WorkspaceStore:
-    def __init__(self, settings: NodeSettings, state: StateStore) -> None:
+    def __init__(
+        self,
+        settings: NodeSettings,
+        state: StateStore,
+        holdings: Holdings,
+        transfers: Transfers,
+    ) -> None:
         self.settings = settings
         self.state = state
+        self.holdings = holdings
+        self.transfers = transfers
         self._pack_locks: dict[str, asyncio.Lock] = {}
 
     def path(self, name: str) -> Path:
@@ -190,7 +199,7 @@ class WorkspaceStore:
         if self.path(name).exists():
             os.replace(self.path(name), trash)
         self.state.remove_workspace(name)
-        self._prune_archives()
+        self.holdings.prune()
         await asyncio.to_thread(shutil.rmtree, trash, True)
         self.state.event("workspace", f"workspace {name} deleted")
 
@@ -207,9 +216,7 @@ class WorkspaceStore:
                 and self.archive_path(cached.digest).is_file()
             ):
                 return cached
-            result: PackResult = await asyncio.to_thread(
-                pack_workspace, ws.path, self.settings.archives_dir
-            )
+            result = await self._pack(name, ws.path)
             record = ArchiveRecord(
                 name,
                 result.fingerprint,
@@ -219,16 +226,41 @@ class WorkspaceStore:
                 result.files,
             )
             self.state.set_archive(record)
-            self._prune_archives()
+            self.holdings.prune()
             return record
+
+    async def _pack(self, name: str, path: Path) -> PackResult:
+        """Pack in a thread, visible in the transfers list and cancellable from there."""
+        cancel = threading.Event()
+        transfer = self.transfers.start("pack", "", name, 0)
+        transfer.cancel = cancel.set
+        loop = asyncio.get_running_loop()
+
+        def progress(done: int, total: int) -> None:
+            transfer.done, transfer.total = done, total
+
+        job = loop.run_in_executor(
+            None,
+            lambda: pack_workspace(
+                path, self.settings.archives_dir, progress=progress, cancel=cancel
+            ),
+        )
+        try:
+            result = await asyncio.shield(job)
+        except asyncio.CancelledError:
+            cancel.set()
+            await asyncio.gather(job, return_exceptions=True)
+            transfer.finish("cancelled")
+            raise
+        except AienvError as exc:
+            transfer.finish("cancelled" if isinstance(exc, Cancelled) else "failed", exc.message)
+            raise
+        except OSError as exc:
+            transfer.finish("failed", str(exc))
+            raise WorkspaceError(f"cannot pack workspace {name}: {exc}") from exc
+        transfer.digest = result.digest
+        transfer.finish("done")
+        return result
 
     def archive_path(self, digest: str) -> Path:
         return self.settings.archives_dir / f"{digest}.zip"
-
-    def _prune_archives(self) -> None:
-        keep = {f"{a.digest}.zip" for a in self.state.archives()}
-        recent = time.time() - PRUNE_GRACE
-        for path in self.settings.archives_dir.glob("*.zip"):
-            # a pack running in a thread renames its archive in before it is recorded
-            if path.name not in keep and path.stat().st_mtime < recent:
-                path.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,15 @@ def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
         yield net
     finally:
         net.close()
+
+
+def make_big_workspace(root: Path, size: int, name: str = "big") -> Path:
+    """A workspace of ``size`` random (incompressible) bytes."""
+    root.mkdir(parents=True)
+    (root / "workspace.yaml").write_text(f"apiVersion: aienv/v1\nname: {name}\n")
+    with (root / "weights.bin").open("wb") as out:
+        out.write(os.urandom(size))
+    return root
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> float:

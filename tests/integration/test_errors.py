@@ -40,6 +40,7 @@ def fails(host: Host, *args: str, code: int) -> str:
 
 def no_leftovers(host: Host) -> None:
     assert list((host.home / "tmp").iterdir()) == []
+    assert list((host.home / "partial").iterdir()) == []
 
 
 def test_unknown_peer(nodes: Lan) -> None:
@@ -204,7 +205,7 @@ def test_hash_mismatch_from_a_lying_peer(nodes: Lan, tmp_path: Path) -> None:
     """A peer whose signed announcement names one digest but whose archive is another."""
     _, b, c = nodes.hosts
     liar = Path(__file__).with_name("liar_peer.py")
-    proc = subprocess.Popen(c.nsenter(sys.executable, str(liar)), stdout=subprocess.PIPE)
+    proc = subprocess.Popen(c.nsenter(sys.executable, str(liar), "digest"), stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == b"ready"

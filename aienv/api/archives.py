@@ -1,0 +1,63 @@
+"""Archives by digest: what peers download from (whole, by range, or piece by piece)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from aiohttp import web
+
+from aienv.api.common import is_local, node_of, reply
+from aienv.errors import InvalidInput, NotFound
+from aienv.transfer.holdings import Holding
+from aienv.transfer.serve import send_archive
+
+DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _holding(request: web.Request) -> Holding:
+    digest = request.match_info["digest"]
+    if not DIGEST.fullmatch(digest):
+        raise InvalidInput(f"{digest[:80]!r} is not a sha256 digest (64 lowercase hex digits)")
+    holding = node_of(request).holdings.find(digest)
+    if holding is None:
+        raise NotFound(f"this node does not serve an archive {digest[:16]}…", code="not_held")
+    return holding
+
+
+async def list_archives(request: web.Request) -> web.Response:
+    node = node_of(request)
+    data: dict[str, object] = {
+        "archives": [a.model_dump(mode="json") for a in node.holdings.announced()]
+    }
+    if is_local(request):
+        data["cache"] = node.holdings.usage()
+    return reply(data)
+
+
+async def get_archive(request: web.Request) -> web.StreamResponse:
+    node = node_of(request)
+    holding = _holding(request)
+    with node.holdings.using(holding.digest):
+        if is_local(request):
+            return await send_archive(request, holding, None)
+        with node.uploads.acquire(request.remote or "?", holding) as transfer:
+            return await send_archive(request, holding, transfer)
+
+
+async def get_pieces(request: web.Request) -> web.Response:
+    """The piece list (hashes) and which pieces this node has; ``?fields=have`` for the latter."""
+    node = node_of(request)
+    holding = _holding(request)
+    have = "all" if holding.partial is None else holding.partial.bitfield()
+    if request.query.get("fields") == "have":
+        return reply({"digest": holding.digest, "have": have})
+    with node.holdings.using(holding.digest):
+        pieces = await asyncio.to_thread(node.holdings.pieces, holding)
+    return reply({**pieces.to_json(), "have": have})
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/api/v1/archives", list_archives)
+    router.add_get("/api/v1/archives/{digest}", get_archive)  # HEAD too
+    router.add_get("/api/v1/archives/{digest}/pieces", get_pieces)

@@ -1,0 +1,235 @@
+"""Every archive this node can serve, and the size budget of the archive cache.
+
+Three kinds, all under ``<home>/archives`` or ``<home>/tmp``:
+
+- the current archive of each shared workspace (packed here);
+- archives kept after a clone (``held_archives``): the node re-serves what it
+  downloaded, so a room cloning one workspace spreads the load;
+- partial archives of clones still downloading: their verified pieces are
+  served already.
+
+Held and partial archives are announced (``archives`` in the announcement) so
+that a clone finds every source of a digest. The cache is pruned to the size
+budget (``archive_cache``), least recently used first; archives of shared
+workspaces and archives in use are never pruned.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aienv.archive import pieces as piecemod
+from aienv.archive.pieces import Pieces
+from aienv.config import NodeSettings
+from aienv.discovery.codec import HeldArchive
+from aienv.state.store import StateStore
+
+log = logging.getLogger(__name__)
+
+PRUNE_GRACE = 600.0  # seconds an unrecorded archive (a pack in flight) is left alone
+
+
+@dataclass(slots=True)
+class Partial:
+    """An archive being downloaded: its verified pieces can already be served."""
+
+    pieces: Pieces
+    path: Path
+    have: bytearray = field(default_factory=bytearray)
+
+    def __post_init__(self) -> None:
+        if not self.have:
+            self.have = bytearray(self.pieces.count)
+
+    @property
+    def digest(self) -> str:
+        return self.pieces.digest
+
+    def covers(self, start: int, end: int) -> bool:
+        """True when every piece overlapping bytes ``[start, end)`` is verified."""
+        if end <= start:
+            return True
+        size = self.pieces.piece_size
+        return all(self.have[i] for i in range(start // size, (end - 1) // size + 1))
+
+    def bitfield(self) -> str:
+        bits = bytearray((len(self.have) + 7) // 8)
+        for i, flag in enumerate(self.have):
+            if flag:
+                bits[i // 8] |= 0x80 >> (i % 8)
+        return base64.b64encode(bytes(bits)).decode()
+
+
+def parse_bitfield(value: str, count: int) -> bytearray:
+    """The inverse of ``Partial.bitfield``; raises ValueError on a malformed value."""
+    bits = base64.b64decode(value, validate=True)
+    if len(bits) != (count + 7) // 8:
+        raise ValueError("bitfield length does not match the piece count")
+    return bytearray(1 if bits[i // 8] & (0x80 >> (i % 8)) else 0 for i in range(count))
+
+
+@dataclass(slots=True, frozen=True)
+class Holding:
+    digest: str
+    size: int
+    path: Path
+    label: str
+    partial: Partial | None = None
+
+    def covers(self, start: int, end: int) -> bool:
+        return self.partial is None or self.partial.covers(start, end)
+
+
+class Holdings:
+    def __init__(
+        self, settings: NodeSettings, state: StateStore, on_change: Callable[[], None]
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.on_change = on_change
+        self.partial: dict[str, Partial] = {}
+        self._in_use: Counter[str] = Counter()
+
+    def path(self, digest: str) -> Path:
+        return self.settings.archives_dir / f"{digest}.zip"
+
+    # -- lookup ----------------------------------------------------------------
+
+    def find(self, digest: str) -> Holding | None:
+        """The archive ``digest`` if this node may serve it to peers."""
+        for record in self.state.archives():
+            if record.digest == digest:
+                ws = self.state.workspace(record.name)
+                if ws is not None and ws.shared and self.path(digest).is_file():
+                    return Holding(digest, record.size, self.path(digest), record.name)
+        for held in self.state.held_archives():
+            if held.digest == digest and self.path(digest).is_file():
+                return Holding(digest, held.size, self.path(digest), held.workspace)
+        part = self.partial.get(digest)
+        if part is not None:
+            return Holding(digest, part.pieces.size, part.path, "", part)
+        return None
+
+    def pieces(self, holding: Holding) -> Pieces:
+        """The piece list of a holding (blocking for a complete archive without one)."""
+        if holding.partial is not None:
+            return holding.partial.pieces
+        return piecemod.for_archive(holding.path, holding.digest)
+
+    def announced(self) -> list[HeldArchive]:
+        """Held and partial archives, newest first (shared ones are announced as workspaces)."""
+        shared = {
+            r.digest
+            for r in self.state.archives()
+            if (ws := self.state.workspace(r.name)) is not None and ws.shared
+        }
+        out = [HeldArchive(digest=d, complete=False) for d in self.partial if d not in shared]
+        out += [
+            HeldArchive(digest=h.digest, complete=True)
+            for h in reversed(self.state.held_archives())
+            if h.digest not in shared and h.digest not in self.partial
+        ]
+        return out
+
+    @contextmanager
+    def using(self, digest: str) -> Iterator[None]:
+        """Mark ``digest`` in use (being served or read): the pruner leaves it alone."""
+        self._in_use[digest] += 1
+        try:
+            yield
+        finally:
+            self._in_use[digest] -= 1
+            if self._in_use[digest] <= 0:
+                del self._in_use[digest]
+
+    # -- partial downloads -------------------------------------------------------
+
+    def add_partial(self, partial: Partial) -> None:
+        self.partial[partial.digest] = partial
+        self.on_change()
+
+    def remove_partial(self, digest: str) -> None:
+        if self.partial.pop(digest, None) is not None:
+            self.on_change()
+
+    def keep(self, partial: Partial, workspace: str) -> None:
+        """Move a finished download into the cache and serve it from there."""
+        final = self.path(partial.digest)
+        piecemod.save(partial.pieces, final)
+        partial.path.replace(final)
+        self.state.hold_archive(partial.digest, partial.pieces.size, workspace)
+        self.partial.pop(partial.digest, None)
+        self.prune()
+        self.on_change()
+
+    def forget(self, digest: str) -> None:
+        """Stop serving and delete a kept archive (it proved unusable)."""
+        if any(h.digest == digest for h in self.state.held_archives()):
+            self.state.drop_held_archive(digest)
+            self._delete(digest)
+            self.on_change()
+
+    # -- the size budget ---------------------------------------------------------
+
+    def usage(self) -> dict[str, int]:
+        total = 0
+        count = 0
+        for path in self.settings.archives_dir.glob("*.zip"):
+            try:
+                total += path.stat().st_size
+                count += 1
+            except FileNotFoundError:
+                continue
+        return {"archives": count, "bytes": total, "budget": self.settings.archive_cache}
+
+    def prune(self) -> None:
+        """Delete stray archives, then the least recently used ones beyond the budget."""
+        recorded = {r.digest: r for r in self.state.archives()}
+        held = {h.digest: h for h in self.state.held_archives()}
+        protected = set(self._in_use) | set(self.partial)
+        protected |= {
+            d
+            for d, r in recorded.items()
+            if (ws := self.state.workspace(r.name)) is not None and ws.shared
+        }
+        candidates: list[tuple[float, str, int]] = []
+        total = 0
+        now = time.time()
+        for path in self.settings.archives_dir.glob("*.zip"):
+            digest = path.stem
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            if digest not in recorded and digest not in held and digest not in protected:
+                if st.st_mtime < now - PRUNE_GRACE:  # a pack in flight renames before recording
+                    self._delete(digest)
+                continue
+            total += st.st_size
+            if digest not in protected:
+                used = held[digest].used_at if digest in held else st.st_mtime
+                candidates.append((used, digest, st.st_size))
+        changed = False
+        for _, digest, size in sorted(candidates):
+            if total <= self.settings.archive_cache:
+                break
+            log.info("archive cache over budget: removing %s", digest[:16])
+            self._delete(digest)
+            if digest in held:
+                self.state.drop_held_archive(digest)
+                changed = True
+            total -= size
+        if changed:
+            self.on_change()
+
+    def _delete(self, digest: str) -> None:
+        path = self.path(digest)
+        path.unlink(missing_ok=True)
+        piecemod.sidecar(path).unlink(missing_ok=True)

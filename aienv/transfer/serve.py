@@ -1,0 +1,183 @@
+"""Serving archives: sendfile with ``Range``, ``ETag`` = digest, and upload slots.
+
+An archive goes out with ``loop.sendfile`` in slices, so the bytes never pass
+through Python and the upload's progress is visible between slices. At most
+``max_uploads`` peers are served at once; a peer keeps its slot while it has a
+request in flight and for a short linger after (a clone is a run of range
+requests), and anyone beyond the limit gets ``503`` with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from aienv.errors import Busy, Conflict
+from aienv.transfer.holdings import Holding
+from aienv.transfer.progress import Transfer, Transfers
+
+log = logging.getLogger(__name__)
+
+SLICE = 4 * 1024 * 1024
+LINGER = 1.0  # seconds a peer keeps its slot after its last request
+RETRY_AFTER = 1.0
+
+
+@dataclass(slots=True)
+class _Slot:
+    peer: str
+    digest: str
+    transfer: Transfer
+    active: int = 0
+    idle_since: float = 0.0
+
+
+class UploadSlots:
+    """Who is being served now; refuses a new peer beyond ``limit``."""
+
+    def __init__(self, limit: int, transfers: Transfers) -> None:
+        self.limit = limit
+        self.transfers = transfers
+        self._slots: dict[tuple[str, str], _Slot] = {}
+        self.refused = 0
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for key, slot in list(self._slots.items()):
+            if slot.active == 0 and now - slot.idle_since >= LINGER:
+                slot.transfer.finish("done")
+                del self._slots[key]
+
+    def peers(self) -> int:
+        self._expire()
+        return len({peer for peer, _ in self._slots})
+
+    @contextmanager
+    def acquire(self, peer: str, holding: Holding) -> Iterator[Transfer]:
+        self._expire()
+        key = (peer, holding.digest)
+        slot = self._slots.get(key)
+        if slot is None:
+            busy = {p for p, _ in self._slots} - {peer}
+            if len(busy) >= self.limit:
+                self.refused += 1
+                raise Busy(
+                    f"this node is serving {len(busy)} peers, its limit: "
+                    f"retry in {RETRY_AFTER:g} s or fetch from another source",
+                    retry_after=RETRY_AFTER,
+                )
+            transfer = self.transfers.start("upload", peer, holding.label, holding.size)
+            transfer.digest = holding.digest
+            slot = self._slots[key] = _Slot(peer, holding.digest, transfer)
+        slot.active += 1
+        try:
+            yield slot.transfer
+        finally:
+            slot.active -= 1
+            slot.idle_since = time.monotonic()
+
+
+def _parse_range(request: web.Request, size: int, etag: str) -> tuple[int, int] | None:
+    """The single byte range asked for, as ``[start, end)``; None for the whole file."""
+    header = request.headers.get("Range")
+    if not header:
+        return None
+    if_range = request.headers.get("If-Range")
+    if if_range is not None and if_range != etag:
+        return None  # the client's partial copy is of another version: send it all
+    try:
+        rng = request.http_range
+    except ValueError:
+        raise web.HTTPRequestRangeNotSatisfiable(
+            headers={"Content-Range": f"bytes */{size}"}
+        ) from None
+    start, stop = rng.start, rng.stop
+    if start is None and stop is None:
+        return None
+    if start is None:  # a suffix: the last N bytes
+        start, stop = max(0, size + (stop or 0)), size
+    stop = size if stop is None else min(stop, size)
+    if start >= size or start >= stop:
+        raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+    return start, stop
+
+
+async def send_archive(
+    request: web.Request,
+    holding: Holding,
+    transfer: Transfer | None,
+    filename: str | None = None,
+) -> web.StreamResponse:
+    """Send the archive (or the asked range of it) with sendfile."""
+    size = holding.size
+    etag = f'"{holding.digest}"'
+    if request.headers.get("If-None-Match") in (etag, "*"):
+        return web.Response(status=304, headers={"ETag": etag})
+    span = _parse_range(request, size, etag)
+    start, stop = span if span is not None else (0, size)
+    if not holding.covers(start, stop):
+        raise Conflict(
+            "this node does not have that part of the archive yet: ask another source",
+            code="range_not_held",
+        )
+    resp = web.StreamResponse(status=206 if span is not None else 200)
+    resp.headers["ETag"] = etag
+    resp.headers["Accept-Ranges"] = "bytes"
+    resp.headers["Content-Type"] = "application/zip"
+    resp.headers["X-Aienv-Digest"] = holding.digest
+    if filename:
+        resp.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    if span is not None:
+        resp.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    resp.content_length = stop - start
+    await resp.prepare(request)
+    if request.method == "HEAD" or stop == start:
+        await resp.write_eof()
+        return resp
+    await _send_span(request, resp, holding, start, stop, transfer)
+    await resp.write_eof()
+    return resp
+
+
+async def _send_span(
+    request: web.Request,
+    resp: web.StreamResponse,
+    holding: Holding,
+    start: int,
+    stop: int,
+    transfer: Transfer | None,
+) -> None:
+    loop = asyncio.get_running_loop()
+    use_sendfile = (
+        request.transport is not None and request.transport.get_extra_info("sslcontext") is None
+    )
+    with holding.path.open("rb") as handle:
+        offset = start
+        while offset < stop:
+            count = min(SLICE, stop - offset)
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError("the peer closed the connection")
+            if use_sendfile:
+                try:
+                    await loop.sendfile(transport, handle, offset, count)
+                except NotImplementedError:
+                    use_sendfile = False
+                    continue
+            else:
+                data = await asyncio.to_thread(_read_at, handle, offset, count)
+                await resp.write(data)
+            offset += count
+            if transfer is not None:
+                transfer.done += count
+
+
+def _read_at(handle: object, offset: int, count: int) -> bytes:
+    handle.seek(offset)  # type: ignore[attr-defined]
+    return handle.read(count)  # type: ignore[attr-defined,no-any-return]

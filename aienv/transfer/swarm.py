@@ -1,0 +1,472 @@
+"""Fetch one archive from several sources at once, piece by piece.
+
+The archive is cut into pieces (``archive/pieces.py``). Every source (the
+origin peer, and any peer that holds all or part of the same digest) gets up
+to ``PER_SOURCE`` range requests in flight; each request asks for a run of
+pieces that the source has and nobody is fetching yet, sized to take about
+``RUN_SECONDS`` at the source's measured rate, so faster sources take more of
+the work and a slow one never holds much of it. Bytes are written straight
+into the partial file at their offset and hashed on the fly; a piece counts only once its sha256 matches the
+list, so a source that sends corrupt bytes is caught on the piece, dropped,
+and the piece fetched again from another source. A source that fails (refused,
+reset, timed out, busy) backs off and is tried again; the download fails only
+when no source has delivered anything for ``stall_timeout`` seconds, or no
+trustworthy source is left.
+
+The whole file's sha256 is computed over the verified prefix as it grows and
+checked against the signed digest at the end. Verified pieces are served to
+other peers while the download runs (``Partial``), and the set of verified
+pieces is saved, so a node that restarts resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from aienv.archive.pieces import READ
+from aienv.errors import DiskFull, IntegrityError, PeerUnreachable, TransferError
+from aienv.transfer.holdings import Partial, parse_bitfield
+
+log = logging.getLogger(__name__)
+
+PER_SOURCE = 2  # range requests in flight per source
+RUN_MAX = 8  # pieces per request, at most
+RUN_SECONDS = 1.5  # a request should take about this long at the source's rate
+BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)
+MAX_BAD_PIECES = 2  # corrupt pieces before a source is dropped
+REFRESH = 1.0  # seconds between refreshes of the source list and bitfields
+CHUNK = 256 * 1024
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=10)
+
+
+@dataclass(slots=True)
+class Source:
+    url: str
+    name: str
+    origin: bool = False
+    have: bytearray | None = None  # None: the source has every piece
+    rate: float = 0.0  # bytes/s, smoothed
+    delivered: int = 0
+    failures: int = 0
+    bad_pieces: int = 0
+    in_flight: int = 0
+    retry_at: float = 0.0
+    state: str = "ready"  # ready | busy | backoff | dropped
+    error: str | None = None
+
+    def has(self, index: int) -> bool:
+        return self.have is None or bool(self.have[index])
+
+    def usable(self, now: float) -> bool:
+        return self.state != "dropped" and now >= self.retry_at
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "url": self.url,
+            "origin": self.origin,
+            "complete": self.have is None,
+            "state": self.state,
+            "bytes": self.delivered,
+            "rate": round(self.rate),
+            "error": self.error,
+        }
+
+
+class _SourceFailed(Exception):
+    def __init__(self, message: str, *, retry_after: float | None = None, drop: bool = False):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.drop = drop
+
+
+@dataclass(slots=True)
+class _Prefix:
+    """sha256 over the verified prefix of the file, advanced as pieces land."""
+
+    hasher: Any = field(default_factory=hashlib.sha256)
+    hashed: int = 0  # bytes hashed so far
+    next_piece: int = 0
+
+
+SourceFinder = Callable[[], list[tuple[str, str]]]  # (base url, name) of other holders
+
+
+class SwarmDownload:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        partial: Partial,
+        origin: Source,
+        find_sources: SourceFinder,
+        *,
+        max_sources: int,
+        stall_timeout: float,
+        rotation: int = 0,
+        on_progress: Callable[[SwarmDownload], None] = lambda _: None,
+    ) -> None:
+        self.session = session
+        self.partial = partial
+        self.pieces = partial.pieces
+        self.sources: dict[str, Source] = {origin.url: origin}
+        self.find_sources = find_sources
+        self.max_sources = max_sources
+        self.stall_timeout = stall_timeout
+        self.rotation = rotation % max(1, self.pieces.count)
+        self.on_progress = on_progress
+        self.in_flight: set[int] = set()
+        self.refused: dict[int, set[str]] = {}  # piece -> sources that sent it corrupt
+        self.received = 0  # bytes off the wire, wasted ones included
+        self.started = time.monotonic()
+        self.resumed_bytes = 0
+        self.last_delivery = time.monotonic()
+        self._prefix = _Prefix()
+        self._wake = asyncio.Event()
+        self._fd = -1
+        self._closing = False
+
+    # -- progress ------------------------------------------------------------------
+
+    @property
+    def have_count(self) -> int:
+        return sum(self.partial.have)
+
+    @property
+    def verified_bytes(self) -> int:
+        p = self.pieces
+        return sum(p.span(i)[1] - p.span(i)[0] for i, flag in enumerate(self.partial.have) if flag)
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return max(0.0, self.verified_bytes - self.resumed_bytes) / elapsed if elapsed > 0 else 0.0
+
+    def done(self) -> bool:
+        return all(self.partial.have)
+
+    # -- the whole download ----------------------------------------------------------
+
+    async def run(self) -> None:
+        """Fetch every missing piece and check the whole digest; raise on failure."""
+        path = self.partial.path
+        try:
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise TransferError(f"cannot create {path}: {exc.strerror}") from exc
+        try:
+            if os.fstat(self._fd).st_size != self.pieces.size:
+                os.ftruncate(self._fd, self.pieces.size)
+            await asyncio.to_thread(self._recheck)
+            self.resumed_bytes = self.verified_bytes
+            self.on_progress(self)
+            await self._fetch_all()
+            await asyncio.to_thread(self._advance_prefix)
+            got = self._prefix.hasher.hexdigest()
+            if got != self.pieces.digest:
+                raise IntegrityError(
+                    f"the archive's sha256 is {got[:16]}…, not the announced "
+                    f"{self.pieces.digest[:16]}…: the peer's piece list does not match its "
+                    "signed digest; nothing was installed"
+                )
+        except OSError as exc:
+            if exc.errno == 28:
+                raise DiskFull(f"the disk filled up while downloading into {path}") from exc
+            raise TransferError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _recheck(self) -> None:
+        """Keep only the pieces on disk whose hash matches (a resumed download)."""
+        for index, flag in enumerate(self.partial.have):
+            if not flag:
+                continue
+            start, end = self.pieces.span(index)
+            data = os.pread(self._fd, end - start, start)
+            self.partial.have[index] = 1 if self.pieces.check(index, data) else 0
+
+    async def _fetch_all(self) -> None:
+        workers: dict[tuple[str, int], asyncio.Task[None]] = {}
+        hashing: asyncio.Future[None] | None = None
+        try:
+            while not self.done():
+                self._spawn(workers)
+                if hashing is None or hashing.done():
+                    if hashing is not None:
+                        hashing.result()
+                    hashing = self._hash_prefix()
+                idle = all(t.done() for t in workers.values())
+                if idle and all(s.state == "dropped" for s in self.sources.values()):
+                    raise self._no_source_left()
+                if time.monotonic() - self.last_delivery > self.stall_timeout:
+                    raise PeerUnreachable(
+                        f"no source delivered anything for {self.stall_timeout:g} s "
+                        f"({self.verified_bytes} of {self.pieces.size} bytes verified; "
+                        f"{self._source_errors()}): is the peer still up? "
+                        "Clone again to resume"
+                    )
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), REFRESH)
+                await self._refresh_sources()
+                self.on_progress(self)  # sources' states change without a piece landing
+        finally:
+            for task in workers.values():
+                task.cancel()
+            await asyncio.gather(*workers.values(), return_exceptions=True)
+            self._closing = True
+            if hashing is not None:
+                await asyncio.gather(hashing, return_exceptions=True)
+            self._closing = False
+
+    def _hash_prefix(self) -> asyncio.Future[None] | None:
+        """Hash newly verified pieces at the front of the file, in a thread."""
+        nxt = self._prefix.next_piece
+        if nxt >= self.pieces.count or not self.partial.have[nxt]:
+            return None
+        return asyncio.get_running_loop().run_in_executor(None, self._advance_prefix)
+
+    def _no_source_left(self) -> AienvErrorLike:
+        if any(s.bad_pieces for s in self.sources.values()):
+            return IntegrityError(
+                "every source sent corrupted data (pieces whose sha256 did not match); "
+                f"nothing was installed ({self._source_errors()})"
+            )
+        return PeerUnreachable(f"no source can serve this archive ({self._source_errors()})")
+
+    def _source_errors(self) -> str:
+        parts = [f"{s.name}: {s.error}" for s in self.sources.values() if s.error]
+        return "; ".join(parts) or "no error reported"
+
+    def _spawn(self, workers: dict[tuple[str, int], asyncio.Task[None]]) -> None:
+        for source in list(self.sources.values()):
+            for slot in range(PER_SOURCE):
+                key = (source.url, slot)
+                task = workers.get(key)
+                if task is None or task.done():
+                    if task is not None and not task.cancelled() and task.exception():
+                        raise task.exception()  # type: ignore[misc]
+                    if source.state == "dropped":
+                        continue
+                    workers[key] = asyncio.get_running_loop().create_task(
+                        self._worker(source), name=f"fetch-{source.name}-{slot}"
+                    )
+
+    # -- sources -----------------------------------------------------------------------
+
+    async def _refresh_sources(self) -> None:
+        if self.max_sources > 1:
+            for url, name in self.find_sources():
+                if url not in self.sources and len(self.sources) < self.max_sources:
+                    self.sources[url] = Source(url, name, have=bytearray(self.pieces.count))
+        partial = [
+            s for s in self.sources.values() if s.have is not None and s.usable(time.monotonic())
+        ]
+        await asyncio.gather(*(self._refresh_bitfield(s) for s in partial))
+
+    async def _refresh_bitfield(self, source: Source) -> None:
+        url = f"{source.url}/api/v1/archives/{self.pieces.digest}/pieces"
+        try:
+            async with self.session.get(
+                url, params={"fields": "have"}, timeout=aiohttp.ClientTimeout(total=3)
+            ) as resp:
+                if resp.status == 404:
+                    source.state, source.error = "dropped", "no longer holds the archive"
+                    return
+                if resp.status != 200:
+                    return
+                data = await resp.json()
+            have = data.get("have")
+            if have == "all":
+                source.have = None
+            elif isinstance(have, str):
+                source.have = parse_bitfield(have, self.pieces.count)
+            self._wake.set()
+        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
+            return
+
+    def _pick(self, source: Source) -> list[int]:
+        """The next run of pieces for ``source``: rarest first, then in order."""
+        count = self.pieces.count
+        have = self.partial.have
+        swarm = any(s.have is not None for s in self.sources.values())
+        best: int | None = None
+        best_key: tuple[int, int] | None = None
+        for offset in range(count):
+            index = (offset + self.rotation) % count if swarm else offset
+            if have[index] or index in self.in_flight or not source.has(index):
+                continue
+            if source.url in self.refused.get(index, ()):
+                continue
+            if not swarm:
+                best = index
+                break
+            holders = sum(1 for s in self.sources.values() if s.state != "dropped" and s.has(index))
+            key = (holders, offset)
+            if best_key is None or key < best_key:
+                best, best_key = index, key
+                if holders <= 1:
+                    break
+        if best is None:
+            return []
+        run = [best]
+        # small runs until the source's speed is known, then about RUN_SECONDS' worth:
+        # a slow source never sits on much of the work
+        limit = max(1, min(RUN_MAX, int(source.rate * RUN_SECONDS / self.pieces.piece_size)))
+        while len(run) < limit:
+            nxt = run[-1] + 1
+            if nxt >= count or have[nxt] or nxt in self.in_flight or not source.has(nxt):
+                break
+            if source.url in self.refused.get(nxt, ()):
+                break
+            run.append(nxt)
+        return run
+
+    async def _worker(self, source: Source) -> None:
+        while not self.done() and source.state != "dropped":
+            now = time.monotonic()
+            if not source.usable(now):
+                await asyncio.sleep(source.retry_at - now)
+                continue
+            run = self._pick(source)
+            if not run:
+                return  # nothing this source can give now; respawned on the next refresh
+            self.in_flight.update(run)
+            source.in_flight += 1
+            try:
+                await self._fetch_run(source, run)
+                source.failures = 0
+                source.state, source.error = "ready", None
+            except _SourceFailed as exc:
+                self._failed(source, exc)
+            except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+                self._failed(source, _SourceFailed(str(exc) or type(exc).__name__))
+            finally:
+                source.in_flight -= 1
+                self.in_flight.difference_update(run)
+                self._wake.set()
+
+    def _failed(self, source: Source, exc: _SourceFailed) -> None:
+        source.error = str(exc)
+        if exc.drop:
+            source.state = "dropped"
+            log.info("dropping source %s: %s", source.name, exc)
+            return
+        if exc.retry_after is not None:
+            source.state = "busy"
+            source.retry_at = time.monotonic() + exc.retry_after * random.uniform(1.0, 1.3)
+            return
+        delay = BACKOFF[min(source.failures, len(BACKOFF) - 1)]
+        source.failures += 1
+        source.state = "backoff"
+        source.retry_at = time.monotonic() + delay
+        log.info("source %s failed (%s); retrying in %.1f s", source.name, exc, delay)
+
+    async def _fetch_run(self, source: Source, run: list[int]) -> None:
+        start = self.pieces.span(run[0])[0]
+        end = self.pieces.span(run[-1])[1]
+        url = f"{source.url}/api/v1/archives/{self.pieces.digest}"
+        headers = {"Range": f"bytes={start}-{end - 1}", "If-Range": f'"{self.pieces.digest}"'}
+        t0 = time.monotonic()
+        async with self.session.get(url, headers=headers, timeout=REQUEST_TIMEOUT) as resp:
+            if resp.status == 503:
+                retry = _retry_after(resp.headers.get("Retry-After"))
+                raise _SourceFailed("busy serving other peers", retry_after=retry)
+            if resp.status == 409:
+                source.have = bytearray(self.pieces.count) if source.have is None else source.have
+                for index in run:
+                    source.have[index] = 0
+                raise _SourceFailed("does not have those pieces yet", retry_after=REFRESH)
+            if resp.status == 404:
+                raise _SourceFailed("does not hold the archive", drop=True)
+            if resp.status != 206 or resp.headers.get("Content-Range", "").split("/")[0] != (
+                f"bytes {start}-{end - 1}"
+            ):
+                raise _SourceFailed(f"answered HTTP {resp.status} to a range request", drop=True)
+            await self._receive(source, resp, run, start)
+        elapsed = max(time.monotonic() - t0, 1e-3)
+        sample = (end - start) / elapsed
+        source.rate = sample if source.rate == 0 else 0.7 * source.rate + 0.3 * sample
+
+    async def _receive(
+        self, source: Source, resp: aiohttp.ClientResponse, run: list[int], offset: int
+    ) -> None:
+        pieces = self.pieces
+        index = run[0]
+        piece_end = pieces.span(index)[1]
+        hasher = hashlib.sha256()
+        async for chunk in resp.content.iter_chunked(CHUNK):
+            self.received += len(chunk)
+            view = memoryview(chunk)
+            while view:
+                take = min(len(view), piece_end - offset)
+                if take <= 0:
+                    raise _SourceFailed("sent more bytes than asked", drop=True)
+                part = view[:take]
+                os.pwrite(self._fd, part, offset)
+                hasher.update(part)
+                offset += take
+                view = view[take:]
+                if offset == piece_end:
+                    self._piece_done(source, index, hasher.hexdigest())
+                    if index == run[-1]:
+                        if view:
+                            raise _SourceFailed("sent more bytes than asked", drop=True)
+                        break
+                    index += 1
+                    piece_end = pieces.span(index)[1]
+                    hasher = hashlib.sha256()
+        if index != run[-1] or offset != pieces.span(run[-1])[1]:
+            raise _SourceFailed("the connection closed before the end of the range")
+
+    def _piece_done(self, source: Source, index: int, digest: str) -> None:
+        if digest != self.pieces.hashes[index]:
+            source.bad_pieces += 1
+            self.refused.setdefault(index, set()).add(source.url)
+            log.warning("piece %d from %s is corrupt", index, source.name)
+            if source.bad_pieces >= MAX_BAD_PIECES or (source.origin and len(self.sources) == 1):
+                raise _SourceFailed(f"sent {source.bad_pieces} corrupt piece(s)", drop=True)
+            raise _SourceFailed(f"sent a corrupt piece ({index})")
+        start, end = self.pieces.span(index)
+        self.partial.have[index] = 1
+        source.delivered += end - start
+        self.last_delivery = time.monotonic()
+        self.on_progress(self)
+
+    # -- the whole-file digest over the verified prefix ------------------------------
+
+    def _advance_prefix(self) -> None:
+        prefix = self._prefix
+        have = self.partial.have
+        while (
+            prefix.next_piece < self.pieces.count and have[prefix.next_piece] and not self._closing
+        ):
+            end = self.pieces.span(prefix.next_piece)[1]
+            while prefix.hashed < end:
+                data = os.pread(self._fd, min(READ, end - prefix.hashed), prefix.hashed)
+                if not data:
+                    raise OSError(5, "short read")
+                prefix.hasher.update(data)
+                prefix.hashed += len(data)
+            prefix.next_piece += 1
+
+
+AienvErrorLike = IntegrityError | PeerUnreachable
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return min(max(float(value or 1), 0.2), 30.0)
+    except ValueError:
+        return 1.0

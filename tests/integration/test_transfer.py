@@ -1,0 +1,300 @@
+"""The transfer engine on the namespace LAN: serving with Range/ETag and upload
+slots, resuming after either side restarts, several sources, corrupt sources,
+and a disk that fills up mid-download."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import make_big_workspace, shared_by, wait_for
+from tests.lan import Host, Lan, admin_call, sh
+
+pytestmark = pytest.mark.integration
+
+MIB = 1 << 20
+LIAR = Path(__file__).with_name("liar_peer.py")
+
+
+@pytest.fixture
+def stopped(lan: Lan) -> Iterator[Lan]:
+    yield lan
+    for host in lan.hosts:
+        lan.shape(host, None)
+        lan.set_link(host, True)
+        host.reset()
+
+
+def share_big(host: Host, root: Path, size: int, name: str = "big") -> dict[str, Any]:
+    host.cli("create", name, "--from", str(make_big_workspace(root, size, name)))
+    host.cli("share", name, timeout=300)
+    archive: dict[str, Any] = host.api(f"/workspaces/{name}").json()["archive"]
+    return archive
+
+
+def start_clone(host: Host, source: str, as_name: str | None = None) -> str:
+    body: dict[str, Any] = {"source": source, "launch": False}
+    if as_name:
+        body["as"] = as_name
+    status, doc = admin_call(host, "POST", "/clones", body)
+    assert status in (200, 201, 202), doc
+    assert isinstance(doc, dict)
+    return str(doc["id"])
+
+
+def clone_doc(host: Host, clone_id: str) -> dict[str, Any]:
+    status, doc = admin_call(host, "GET", f"/clones/{clone_id}")
+    assert status == 200 and isinstance(doc, dict), doc
+    return doc
+
+
+def wait_clone(host: Host, clone_id: str, timeout: float = 120.0) -> dict[str, Any]:
+    wait_for(
+        lambda: clone_doc(host, clone_id)["state"] in ("installed", "failed", "cancelled"),
+        timeout,
+        f"clone {clone_id} ends",
+    )
+    return clone_doc(host, clone_id)
+
+
+def no_leftovers(host: Host) -> None:
+    assert list((host.home / "tmp").iterdir()) == []
+    assert list((host.home / "partial").iterdir()) == []
+
+
+def same_files(a: Host, b: Host, name: str, as_name: str | None = None) -> bool:
+    left = (a.home / "workspaces" / name / "weights.bin").read_bytes()
+    right = (b.home / "workspaces" / (as_name or name) / "weights.bin").read_bytes()
+    return hashlib.sha256(left).digest() == hashlib.sha256(right).digest()
+
+
+def test_archive_is_served_with_range_etag_and_length(stopped: Lan, tmp_path: Path) -> None:
+    a, b, _ = stopped.hosts
+    a.start("alpha")
+    archive = share_big(a, tmp_path / "big", 3 * MIB)
+    digest, size = archive["digest"], archive["size"]
+    url = f"{a.url}/api/v1/archives/{digest}"
+    # from another host on the LAN (not loopback): a peer's download
+    whole = b.run("curl", "-sf", "-D", "-", "-o", "/dev/null", url).stdout.lower()
+    assert f'etag: "{digest}"' in whole and f"content-length: {size}" in whole
+    part = b.run("curl", "-s", "-D", "-", "-o", "/dev/null", "-r", "100-199", url).stdout.lower()
+    assert "206" in part.split("\r\n")[0]
+    assert f"content-range: bytes 100-199/{size}" in part and "content-length: 100" in part
+    stale = b.run(
+        "curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+        "-r", "0-9", "-H", 'If-Range: "0000"', url,
+    ).stdout  # fmt: skip
+    assert stale == f"200 {size}"  # another version asked for: the whole file
+    beyond = b.run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-r", f"{size}-", url)
+    assert beyond.stdout == "416"
+    with httpx.Client() as http:
+        r = http.get(f"{a.url}/api/v1/archives/{'0' * 64}")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_held"
+        assert http.get(f"{a.url}/api/v1/archives/zz").status_code == 400
+        pieces = http.get(f"{url}/pieces").json()
+        assert pieces["have"] == "all" and len(pieces["pieces"]) == 1
+
+
+def test_uploads_beyond_the_limit_get_503_and_queue(stopped: Lan, tmp_path: Path) -> None:
+    a, b, c = stopped.hosts
+    a.extra_env = {"AIENV_MAX_UPLOADS": "1"}
+    try:
+        a.start("alpha")
+    finally:
+        a.extra_env = {}
+    b.extra_env = c.extra_env = {"AIENV_MAX_SOURCES": "1"}
+    try:
+        b.start("beta")
+        c.start("gamma")
+    finally:
+        b.extra_env = c.extra_env = {}
+    archive = share_big(a, tmp_path / "big", 24 * MIB)
+    stopped.shape(a, "60mbit")
+    first = start_clone(b, f"{a.ip}/big")
+    wait_for(lambda: clone_doc(b, first)["bytes_done"] > 0, 20, "beta downloading")
+    busy = c.run(
+        "curl", "-s", "-D", "-", f"{a.url}/api/v1/archives/{archive['digest']}", "-r", "0-99",
+    ).stdout  # fmt: skip
+    assert busy.startswith("HTTP/1.1 503") and "retry-after: 1" in busy.lower()
+    assert '"code": "busy"' in busy
+    second = start_clone(c, f"{a.ip}/big")
+    wait_for(
+        lambda: any(s["state"] == "busy" for s in clone_doc(c, second)["sources"]),
+        20,
+        "gamma waits for a free upload slot",
+    )
+    assert wait_clone(b, first)["state"] == "installed"
+    done = wait_clone(c, second)
+    assert done["state"] == "installed", done["error"]
+    assert a.api("/node").json()["uploads"]["refused"] >= 2
+    assert same_files(a, c, "big")
+
+
+def test_clone_resumes_after_the_client_node_is_killed(stopped: Lan, tmp_path: Path) -> None:
+    a, b, _ = stopped.hosts
+    a.start("alpha")
+    b.start("beta")
+    archive = share_big(a, tmp_path / "big", 40 * MIB)
+    stopped.shape(a, "40mbit")
+    clone_id = start_clone(b, f"{a.ip}/big")
+    wait_for(lambda: clone_doc(b, clone_id)["bytes_done"] >= 12 * MIB, 30, "a third arrived")
+    b.stop(signal.SIGKILL)
+    b.start("beta")
+    done = wait_clone(b, clone_id)
+    assert done["state"] == "installed", done["error"]
+    assert done["resumed"] >= 8 * MIB  # what was verified before the kill was kept
+    assert done["bytes_received"] < archive["size"] + 12 * MIB
+    assert same_files(a, b, "big")
+    no_leftovers(b)
+
+
+def test_clone_resumes_after_the_serving_node_restarts(stopped: Lan, tmp_path: Path) -> None:
+    a, b, _ = stopped.hosts
+    a.start("alpha")
+    b.start("beta")
+    archive = share_big(a, tmp_path / "big", 40 * MIB)
+    stopped.shape(a, "40mbit")
+    clone_id = start_clone(b, f"{a.ip}/big")
+    wait_for(lambda: clone_doc(b, clone_id)["bytes_done"] >= 12 * MIB, 30, "a third arrived")
+    a.stop(signal.SIGKILL)
+    wait_for(
+        lambda: any(s["error"] for s in clone_doc(b, clone_id)["sources"]),
+        15,
+        "beta notices alpha is gone",
+    )
+    a.start("alpha")
+    done = wait_clone(b, clone_id)
+    assert done["state"] == "installed", done["error"]
+    assert done["bytes_received"] < archive["size"] + 12 * MIB
+    assert same_files(a, b, "big")
+
+
+def test_failover_to_a_second_source(stopped: Lan, tmp_path: Path) -> None:
+    a, b, c = stopped.hosts
+    a.start("alpha")
+    b.start("beta")
+    c.start("gamma")
+    archive = share_big(a, tmp_path / "big", 32 * MIB)
+    # gamma clones first, so it holds the archive and announces it
+    assert wait_clone(c, start_clone(c, f"{a.ip}/big"))["state"] == "installed"
+    wait_for(
+        lambda: any(
+            x["digest"] == archive["digest"]
+            for p in b.api("/peers").json()["peers"]
+            if p["name"] == "gamma"
+            for x in p["archives"]
+        ),
+        5,
+        "beta hears that gamma holds the archive",
+    )
+    stopped.shape(a, "30mbit")
+    stopped.shape(c, "30mbit")
+    clone_id = start_clone(b, "alpha/big")
+    wait_for(lambda: clone_doc(b, clone_id)["bytes_done"] >= 8 * MIB, 30, "download under way")
+    stopped.set_link(a, False)  # alpha drops off the LAN mid-transfer
+    done = wait_clone(b, clone_id)
+    assert done["state"] == "installed", done["error"]
+    by_name = {s["name"]: s for s in done["sources"]}
+    assert by_name["gamma"]["bytes"] > 0 and by_name["alpha"]["bytes"] > 0
+    assert by_name["gamma"]["bytes"] + by_name["alpha"]["bytes"] == archive["size"]
+    assert same_files(a, b, "big")
+
+
+def run_liar(host: Host, *args: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(host.nsenter(sys.executable, str(LIAR), *args), stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"ready"
+    return proc
+
+
+def stop_liar(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(5)
+    assert proc.stdout is not None
+    proc.stdout.close()
+
+
+def test_corrupt_source_is_caught_and_its_pieces_fetched_elsewhere(
+    stopped: Lan, tmp_path: Path
+) -> None:
+    a, b, c = stopped.hosts
+    a.start("alpha")
+    b.start("beta")
+    archive = share_big(a, tmp_path / "big", 24 * MIB)
+    copy = tmp_path / "archive.zip"
+    copy.write_bytes((a.home / "archives" / f"{archive['digest']}.zip").read_bytes())
+    liar = run_liar(c, "corrupt", str(copy))
+    try:
+        wait_for(
+            lambda: any(p["name"] == "liar" for p in b.api("/peers").json()["peers"]),
+            5,
+            "beta hears the liar",
+        )
+        stopped.shape(a, "40mbit")  # the honest origin is slower: the liar gets asked
+        done = wait_clone(b, start_clone(b, f"{a.ip}/big"))
+        assert done["state"] == "installed", done["error"]
+        by_name = {s["name"]: s for s in done["sources"]}
+        assert by_name["liar"]["state"] == "dropped" and by_name["liar"]["bytes"] == 0
+        assert "corrupt" in by_name["liar"]["error"]
+        assert by_name["alpha"]["bytes"] == archive["size"]
+        assert same_files(a, b, "big")
+    finally:
+        stop_liar(liar)
+
+
+def test_corrupt_only_source_fails_with_a_clear_error(stopped: Lan, tmp_path: Path) -> None:
+    a, b, c = stopped.hosts
+    a.start("alpha")
+    b.start("beta")
+    archive = share_big(a, tmp_path / "big", 6 * MIB)
+    copy = tmp_path / "archive.zip"
+    copy.write_bytes((a.home / "archives" / f"{archive['digest']}.zip").read_bytes())
+    a.stop()  # the honest holder leaves: the liar is the only source
+    wait_for(lambda: not b.api("/peers").json()["peers"], 5, "beta forgets alpha")
+    liar = run_liar(c, "corrupt", str(copy), "origin")
+    try:
+        res = b.cli("clone", f"{c.ip}/evil", check=False)
+        assert res.returncode == 1
+        msg = " ".join(res.stderr.split())
+        assert "corrupted data" in msg and "nothing was installed" in msg, msg
+        assert b.api("/workspaces").json()["workspaces"] == []
+        no_leftovers(b)
+    finally:
+        stop_liar(liar)
+
+
+def test_disk_filling_up_mid_download_fails_cleanly(stopped: Lan, tmp_path: Path) -> None:
+    a, _, c = stopped.hosts
+    small = tmp_path / "small-home"
+    small.mkdir()
+    sh("mount", "-t", "tmpfs", "-o", "size=150m", "tmpfs", str(small))
+    old_home = c.home
+    try:
+        a.start("alpha")
+        share_big(a, tmp_path / "big", 32 * MIB)
+        c.home = small
+        c.start("gamma")
+        stopped.shape(a, "40mbit")
+        wait_for(lambda: "big" in shared_by(c, "alpha"), 3.0, "gamma sees big")
+        clone_id = start_clone(c, "alpha/big")
+        wait_for(lambda: clone_doc(c, clone_id)["bytes_done"] > 0, 20, "download under way")
+        # something else fills the disk while the clone runs
+        sh("dd", "if=/dev/zero", f"of={small}/filler", "bs=1M", "count=200", check=False)
+        done = wait_clone(c, clone_id)
+        assert done["state"] == "failed" and "disk filled up" in done["error"], done["error"]
+        (small / "filler").unlink()
+        assert c.api("/workspaces").json()["workspaces"] == []
+        no_leftovers(c)
+        assert list((small / "workspaces").iterdir()) == []
+    finally:
+        c.stop()
+        c.home = old_home
+        sh("umount", str(small), check=False)
