@@ -6,12 +6,16 @@ to ``PER_SOURCE`` range requests in flight; each request asks for a run of
 pieces that the source has and nobody is fetching yet, sized to take about
 ``RUN_SECONDS`` at the source's measured rate, so faster sources take more of
 the work and a slow one never holds much of it. Bytes are written straight
-into the partial file at their offset and hashed on the fly; a piece counts only once its sha256 matches the
-list, so a source that sends corrupt bytes is caught on the piece, dropped,
-and the piece fetched again from another source. A source that fails (refused,
-reset, timed out, busy) backs off and is tried again; the download fails only
-when no source has delivered anything for ``stall_timeout`` seconds, or no
-trustworthy source is left.
+into the partial file at their offset and hashed on the fly; a piece counts
+only once its sha256 matches the list, so a source that sends corrupt bytes
+is caught on the piece, dropped, and the piece fetched again from another
+source. A source that fails (refused, reset, timed out, busy) backs off and is
+tried again; the download fails only when no source has delivered anything
+for ``stall_timeout`` seconds, or no trustworthy source is left.
+
+When other peers are downloading the same digest, pieces are taken rarest
+first, starting at a node-specific offset, so the peers hold different pieces
+early and serve them to each other instead of all waiting on the origin.
 
 The whole file's sha256 is computed over the verified prefix as it grows and
 checked against the signed digest at the end. Verified pieces are served to
