@@ -1,0 +1,233 @@
+"""The transfer engine's parts without a network: compression policy, packing
+with pieces, progress and cancel, ZIP64, the archive cache budget, bitfields,
+the piece picker and upload slots."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from aienv.archive import pack as packmod
+from aienv.archive import pieces as piecemod
+from aienv.archive.extract import safe_extract
+from aienv.archive.pack import pack_workspace
+from aienv.archive.policy import should_compress
+from aienv.config import NodeSettings
+from aienv.errors import Busy, Cancelled
+from aienv.state.db import Database
+from aienv.state.store import ArchiveRecord, StateStore
+from aienv.transfer.holdings import Holding, Holdings, Partial, parse_bitfield
+from aienv.transfer.progress import Transfers
+from aienv.transfer.serve import UploadSlots
+from aienv.transfer.swarm import Source, SwarmDownload
+
+MIB = 1 << 20
+TEXT = "".join(f"def function_{i}(x):\n    return x * {i} + {i % 7}\n" for i in range(20000))
+
+
+def workspace(root: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "workspace.yaml").write_text("apiVersion: aienv/v1\nname: t\n")
+    (root / "code.py").write_text(TEXT)
+    (root / "model.safetensors").write_bytes(TEXT.encode()[:200_000])  # dense by name
+    (root / "noise.dat").write_bytes(os.urandom(300_000))  # dense by sample
+    return root
+
+
+def test_policy_stores_dense_files_and_deflates_the_rest(tmp_path: Path) -> None:
+    src = workspace(tmp_path / "ws")
+    assert should_compress(src / "code.py", (src / "code.py").stat().st_size)
+    assert not should_compress(src / "model.safetensors", 200_000)
+    assert not should_compress(src / "noise.dat", 300_000)
+    (src / "tiny.bin.txt").write_bytes(os.urandom(100))
+    assert should_compress(src / "tiny.bin.txt", 100)  # too small to sample: deflate
+    with zipfile.ZipFile(pack_workspace(src, tmp_path / "out").path) as zf:
+        kinds = {i.filename: i.compress_type for i in zf.infolist()}
+    assert kinds["code.py"] == zipfile.ZIP_DEFLATED
+    assert kinds["model.safetensors"] == kinds["noise.dat"] == zipfile.ZIP_STORED
+
+
+def test_pack_hashes_while_writing_and_saves_the_piece_list(tmp_path: Path) -> None:
+    src = workspace(tmp_path / "ws")
+    (src / "big.bin").write_bytes(os.urandom(3 * 64 * 1024 + 5))
+    seen: list[tuple[int, int]] = []
+    result = pack_workspace(
+        src, tmp_path / "out", piece_size=64 * 1024, progress=lambda d, t: seen.append((d, t))
+    )
+    data = result.path.read_bytes()
+    assert result.digest == hashlib.sha256(data).hexdigest()
+    assert result.stored == 3
+    whole, hashes = piecemod.hash_file(result.path, 64 * 1024)
+    assert whole == result.digest and hashes == result.pieces.hashes
+    assert piecemod.load(result.path, result.digest, result.size) == result.pieces
+    assert seen[-1] == (result.unpacked_size, result.unpacked_size)
+    assert pack_workspace(src, tmp_path / "again").digest == result.digest  # deterministic
+    extracted = tmp_path / "x"
+    safe_extract(result.path, extracted, 100 * MIB)
+    assert (extracted / "code.py").read_text() == TEXT
+
+
+def test_cancelled_pack_leaves_nothing(tmp_path: Path) -> None:
+    src = workspace(tmp_path / "ws")
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        pack_workspace(src, tmp_path / "out", cancel=cancel)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_zip64_members_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Members over the limit get ZIP64 records; the extractor reads them."""
+    monkeypatch.setattr(packmod, "ZIP64_LIMIT", 1000)
+    src = workspace(tmp_path / "ws")
+    result = pack_workspace(src, tmp_path / "out")
+    raw = result.path.read_bytes()
+    with zipfile.ZipFile(result.path) as zf:
+        info = zf.getinfo("code.py")
+    name_len, extra_len = struct.unpack_from("<HH", raw, info.header_offset + 26)
+    extra_at = info.header_offset + 30 + name_len
+    assert extra_len and raw[extra_at : extra_at + 2] == b"\x01\x00"  # the ZIP64 field
+    safe_extract(result.path, tmp_path / "x", 100 * MIB)
+    assert (tmp_path / "x" / "noise.dat").read_bytes() == (src / "noise.dat").read_bytes()
+
+
+@pytest.mark.slow
+def test_zip64_for_a_member_over_4_gib(tmp_path: Path) -> None:
+    src = tmp_path / "ws"
+    src.mkdir()
+    (src / "workspace.yaml").write_text("apiVersion: aienv/v1\nname: t\n")
+    size = 4 * 1024**3 + 4096
+    with (src / "sparse.dat").open("wb") as out:
+        out.truncate(size)  # zeros, without the disk space
+    result = pack_workspace(src, tmp_path / "out")
+    assert result.unpacked_size == size + len("apiVersion: aienv/v1\nname: t\n")
+    with zipfile.ZipFile(result.path) as zf:
+        info = zf.getinfo("sparse.dat")
+        assert info.file_size == size and info.extra[:2] == b"\x01\x00"
+        count = 0
+        with zf.open(info) as member:  # inflates and checks the CRC
+            while chunk := member.read(MIB):
+                count += len(chunk)
+    assert count == size
+
+
+def test_piece_list_from_a_peer_is_checked() -> None:
+    good = {"digest": "a" * 64, "size": 10, "piece_size": 65536, "pieces": ["b" * 64]}
+    assert piecemod.Pieces.from_json(good, "a" * 64, 10).count == 1
+    for bad in (
+        {**good, "digest": "c" * 64},
+        {**good, "size": 11},
+        {**good, "piece_size": 1},
+        {**good, "pieces": ["b" * 64, "b" * 64]},
+        {**good, "pieces": ["B" * 64]},
+        [],
+    ):
+        with pytest.raises(ValueError):
+            piecemod.Pieces.from_json(bad, "a" * 64, 10)
+
+
+def test_bitfield_round_trip_and_coverage(tmp_path: Path) -> None:
+    pieces = piecemod.Pieces("a" * 64, 10 * 100, 100, tuple("b" * 64 for _ in range(10)))
+    part = Partial(pieces, tmp_path / "p")
+    part.have[0] = part.have[3] = part.have[9] = 1
+    assert parse_bitfield(part.bitfield(), 10) == part.have
+    assert part.covers(0, 100) and part.covers(300, 400) and not part.covers(0, 101)
+    assert part.covers(950, 1000) and not part.covers(250, 350)
+    with pytest.raises(ValueError):
+        parse_bitfield(part.bitfield(), 20)
+
+
+def settings_for(home: Path, budget: int) -> NodeSettings:
+    settings = NodeSettings(home=home, name="t", archive_cache=budget)
+    settings.make_dirs()
+    return settings
+
+
+def test_cache_is_pruned_to_its_budget_least_recently_used_first(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path / "home", budget=3000)
+    state = StateStore(Database(settings.db_path))
+    changes: list[int] = []
+    holdings = Holdings(settings, state, lambda: changes.append(1))
+    d0, d1, d2, d3 = (c * 64 for c in "abcd")
+    for d in (d0, d1, d2, d3):
+        (settings.archives_dir / f"{d}.zip").write_bytes(b"x" * 1000)
+    state.add_workspace("shared")
+    state.set_shared("shared", True)
+    state.set_archive(ArchiveRecord("shared", "f", d0, 1000, 1000, 1))
+    for d in (d1, d2, d3):
+        state.hold_archive(d, 1000, "w")
+        time.sleep(0.01)
+    state.touch_held_archive(d1)  # used lately: d2 and d3 are older
+    with holdings.using(d2):
+        holdings.prune()  # 4000 > 3000: the oldest that is neither shared nor in use goes
+    assert {p.stem for p in settings.archives_dir.glob("*.zip")} == {d0, d1, d2}
+    assert d3 not in {h.digest for h in state.held_archives()}
+    assert changes  # what the node announces changed
+    settings.archive_cache = 2000
+    holdings.prune()  # d2 is no longer in use and older than d1
+    assert {p.stem for p in settings.archives_dir.glob("*.zip")} == {d0, d1}
+    settings.archive_cache = 0
+    holdings.prune()  # a shared workspace's archive stays, whatever the budget
+    assert {p.stem for p in settings.archives_dir.glob("*.zip")} == {d0}
+    assert holdings.find(d0) is not None and holdings.find(d1) is None
+
+
+def fake_download(
+    count: int, sources: list[Source], tmp_path: Path, rotation: int = 0
+) -> SwarmDownload:
+    pieces = piecemod.Pieces("a" * 64, count * 65536, 65536, tuple("b" * 64 for _ in range(count)))
+    download = SwarmDownload(
+        None,  # type: ignore[arg-type]  # the picker needs no network
+        Partial(pieces, tmp_path / "p"),
+        sources[0],
+        list,
+        max_sources=8,
+        stall_timeout=60,
+        rotation=rotation,
+    )
+    for source in sources[1:]:
+        download.sources[source.url] = source
+    return download
+
+
+def test_picker_goes_in_order_from_complete_sources(tmp_path: Path) -> None:
+    origin = Source("http://o", "o", origin=True)
+    d = fake_download(20, [origin], tmp_path, rotation=7)
+    assert d._pick(origin) == [0]  # speed unknown: one piece
+    origin.rate = 10 * 65536  # ~15 pieces in RUN_SECONDS, capped
+    d.partial.have[0] = 1
+    assert d._pick(origin) == list(range(1, 9))
+    d.in_flight.update(range(1, 9))
+    assert d._pick(origin)[0] == 9
+
+
+def test_picker_spreads_a_swarm_rarest_first(tmp_path: Path) -> None:
+    origin = Source("http://o", "o", origin=True)
+    peer = Source("http://p", "p", have=bytearray(20))
+    for i in range(10):
+        peer.have[i] = 1  # type: ignore[index]
+    d = fake_download(20, [origin, peer], tmp_path, rotation=3)
+    first = d._pick(origin)
+    assert first[0] >= 10  # pieces only the origin has go first
+    assert d._pick(peer)[0] == 3  # from the node-specific offset
+    d.refused[3] = {peer.url}
+    assert d._pick(peer)[0] == 4  # never re-asked for a piece it corrupted
+
+
+def test_upload_slots_limit_peers_not_requests() -> None:
+    slots = UploadSlots(1, Transfers())
+    held = Holding("a" * 64, 10, Path("/nonexistent"), "w")
+    with slots.acquire("10.0.0.1", held), slots.acquire("10.0.0.1", held):
+        with pytest.raises(Busy) as busy, slots.acquire("10.0.0.2", held):
+            pass
+        assert busy.value.retry_after > 0
+    with pytest.raises(Busy), slots.acquire("10.0.0.2", held):
+        pass  # the first peer keeps its slot for a short linger
+    assert slots.refused == 2
