@@ -218,7 +218,7 @@ class SwarmDownload:
                         f"no source delivered anything for {self.stall_timeout:g} s "
                         f"({self.verified_bytes} of {self.pieces.size} bytes verified; "
                         f"{self._source_errors()}): is the peer still up? "
-                        "Clone again to resume"
+                        "Clone again once it is back"
                     )
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
