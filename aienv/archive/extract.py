@@ -11,16 +11,23 @@ folder is removed, so nothing half-extracted survives.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import stat
+import struct
 import zipfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from aienv.errors import UnsafeArchive
 
 CHUNK = 1024 * 1024
+COPY_MIN = 1024 * 1024  # stored entries from this size are copied in the kernel
+LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
 MAX_ENTRIES = 200_000
 MAX_RATIO = 1000  # uncompressed / compressed, for entries over 1 MiB
 
@@ -75,6 +82,61 @@ def check_entries(zf: zipfile.ZipFile, max_total: int) -> int:
     return total
 
 
+def _inflate(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: BinaryIO) -> int:
+    """Decompress one entry through ``zipfile`` (which checks its CRC)."""
+    name = info.filename
+    produced = 0
+    with zf.open(info) as src:
+        while chunk := src.read(CHUNK):
+            produced += len(chunk)
+            if produced > info.file_size:
+                raise UnsafeArchive(f"archive entry {name!r} holds more data than it declares")
+            out.write(chunk)
+    if produced != info.file_size:
+        raise UnsafeArchive(f"archive entry {name!r} is truncated")
+    return produced
+
+
+def _copy_stored(archive_fd: int, info: zipfile.ZipInfo, out_fd: int) -> int:
+    """Copy a stored entry's bytes in the kernel (copy_file_range), checking its CRC.
+
+    The local header is checked against the central directory as ``zipfile``
+    would; the entry's bytes are then copied without passing through Python
+    buffers, and read back from the page cache for the CRC.
+    """
+    name = info.filename
+    if info.compress_size != info.file_size:
+        raise UnsafeArchive(f"archive entry {name!r} is stored but its sizes differ")
+    header = os.pread(archive_fd, LOCAL_HEADER.size, info.header_offset)
+    if len(header) != LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+        raise UnsafeArchive(f"archive entry {name!r} has no valid local header")
+    name_len, extra_len = LOCAL_HEADER.unpack(header)[-2:]
+    start = info.header_offset + LOCAL_HEADER.size
+    if os.pread(archive_fd, name_len, start) != info.orig_filename.encode(
+        "utf-8" if info.flag_bits & 0x800 else "cp437"
+    ):
+        raise UnsafeArchive(f"archive entry {name!r}: local and central names differ")
+    offset = start + name_len + extra_len
+    left = info.file_size
+    while left:
+        copied = os.copy_file_range(archive_fd, out_fd, min(left, 1 << 30), offset)
+        if copied == 0:
+            raise UnsafeArchive(f"archive entry {name!r} is truncated")
+        offset += copied
+        left -= copied
+    crc = 0
+    done = 0
+    while done < info.file_size:
+        chunk = os.pread(out_fd, min(CHUNK * 4, info.file_size - done), done)
+        if not chunk:
+            raise UnsafeArchive(f"archive entry {name!r} is truncated")
+        crc = zlib.crc32(chunk, crc)
+        done += len(chunk)
+    if crc != info.CRC:
+        raise UnsafeArchive(f"archive entry {name!r} fails its CRC check")
+    return info.file_size
+
+
 def safe_extract(archive: Path, target: Path, max_total: int) -> int:
     """Extract ``archive`` into the new folder ``target``; return bytes written.
 
@@ -82,42 +144,20 @@ def safe_extract(archive: Path, target: Path, max_total: int) -> int:
     """
     target.mkdir(parents=True, exist_ok=False)
     try:
-        return _extract(archive, target.resolve(), max_total)
+        with Extraction(archive, target, max_total) as extraction:
+            for info in extraction.entries:
+                extraction.extract(info)
+            return extraction.written
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
 
 
-def _extract(archive: Path, root: Path, max_total: int) -> int:
-    written = 0
+@contextmanager
+def _as_unsafe() -> Iterator[None]:
+    """Map the ways a bad archive makes ``zipfile`` and the OS fail to ``UnsafeArchive``."""
     try:
-        with zipfile.ZipFile(archive) as zf:
-            check_entries(zf, max_total)
-            for info in zf.infolist():
-                name = info.filename.rstrip("/")
-                dest = (root / name).resolve()
-                if not dest.is_relative_to(root) or dest == root:
-                    raise UnsafeArchive(f"archive entry {info.filename!r} would escape the target")
-                if info.is_dir():
-                    dest.mkdir(parents=True, exist_ok=True)
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                mode = (info.external_attr >> 16) & 0o755 or 0o644
-                produced = 0
-                fd = os.open(
-                    dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode | 0o600
-                )
-                with os.fdopen(fd, "wb") as out, zf.open(info) as src:
-                    while chunk := src.read(CHUNK):
-                        produced += len(chunk)
-                        if produced > info.file_size:
-                            raise UnsafeArchive(
-                                f"archive entry {name!r} holds more data than it declares"
-                            )
-                        out.write(chunk)
-                if produced != info.file_size:
-                    raise UnsafeArchive(f"archive entry {name!r} is truncated")
-                written += produced
+        yield
     except zipfile.BadZipFile as exc:
         raise UnsafeArchive(f"not a valid ZIP archive: {exc}") from exc
     except (zlib.error, EOFError) as exc:
@@ -126,4 +166,82 @@ def _extract(archive: Path, root: Path, max_total: int) -> int:
         raise UnsafeArchive(f"archive entry {exc.filename!r} appears twice") from exc
     except (NotADirectoryError, IsADirectoryError) as exc:
         raise UnsafeArchive(f"archive entry {exc.filename!r} is both a file and a folder") from exc
-    return written
+
+
+class Extraction:
+    """An archive opened for extraction into ``target`` (an existing, empty folder).
+
+    Opening reads the central directory and runs every check on it; then each
+    entry can be extracted on its own — in order by ``safe_extract``, or as its
+    bytes arrive by a clone that extracts while it downloads (``entries`` are
+    sorted by their position in the file; ``span`` says which bytes an entry
+    needs). The caller removes ``target`` if anything fails.
+    """
+
+    def __init__(self, archive: Path, target: Path, max_total: int) -> None:
+        self.root = target.resolve()
+        self.written = 0
+        with _as_unsafe():
+            self._raw = archive.open("rb")
+            try:
+                self._zf = zipfile.ZipFile(self._raw)
+                check_entries(self._zf, max_total)
+            except BaseException:
+                self._raw.close()
+                raise
+        self.entries = sorted(self._zf.infolist(), key=lambda i: i.header_offset)
+        self._ends = {id(info): nxt.header_offset for info, nxt in itertools.pairwise(self.entries)}
+        self._cd_start = self._zf.start_dir
+
+    def span(self, info: zipfile.ZipInfo) -> tuple[int, int]:
+        """The bytes of the file the entry needs: its local header up to the next entry."""
+        return info.header_offset, self._ends.get(id(info), self._cd_start)
+
+    def extract(self, info: zipfile.ZipInfo) -> None:
+        with _as_unsafe():
+            name = info.filename.rstrip("/")
+            dest = (self.root / name).resolve()
+            if not dest.is_relative_to(self.root) or dest == self.root:
+                raise UnsafeArchive(f"archive entry {info.filename!r} would escape the target")
+            if info.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+                return
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            mode = (info.external_attr >> 16) & 0o755 or 0o644
+            fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode | 0o600)
+            with os.fdopen(fd, "wb") as out:
+                if info.compress_type == zipfile.ZIP_STORED and info.file_size >= COPY_MIN:
+                    self.written += _copy_stored(self._raw.fileno(), info, out.fileno())
+                else:
+                    self.written += _inflate(self._zf, info, out)
+
+    def close(self) -> None:
+        self._zf.close()
+        self._raw.close()
+
+    def __enter__(self) -> Extraction:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def find_central_directory(tail: bytes, size: int) -> int | None:
+    """The offset of the central directory, read from the last bytes of an archive.
+
+    ``tail`` holds the archive's last ``len(tail)`` bytes (of ``size``). None if
+    the end records are not in ``tail`` or are malformed.
+    """
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        return None
+    cd_offset = struct.unpack_from("<L", tail, at + 16)[0]
+    if cd_offset == 0xFFFFFFFF:  # ZIP64: the locator sits just before the end record
+        loc = at - 20
+        if loc < 0 or tail[loc : loc + 4] != b"PK\x06\x07":
+            return None
+        record = struct.unpack_from("<Q", tail, loc + 8)[0] - (size - len(tail))
+        if record < 0 or tail[record : record + 4] != b"PK\x06\x06":
+            return None
+        cd_offset = struct.unpack_from("<Q", tail, record + 48)[0]
+    return cd_offset if 0 <= cd_offset <= size else None

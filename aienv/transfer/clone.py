@@ -21,6 +21,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -39,6 +40,7 @@ from aienv.errors import (
     NotFound,
     PeerUnreachable,
     TransferError,
+    UnsafeArchive,
 )
 from aienv.names import check_name
 from aienv.runtime.manager import EnvironmentManager
@@ -53,6 +55,7 @@ from aienv.transfer.machine import (
 )
 from aienv.transfer.progress import Transfer, Transfers
 from aienv.transfer.swarm import Source, SwarmDownload
+from aienv.transfer.unpack import StreamingExtract, shielded
 from aienv.units import human_size
 from aienv.workspace.manifest import load_manifest
 from aienv.workspace.store import WorkspaceStore
@@ -266,11 +269,21 @@ class CloneManager:
         base = f"{peer.url}/api/v1/workspaces/{doc['workspace']}"
         unpacked = await self._unpacked_size(session, base, offer.size)
         cached = self.holdings.find(offer.digest)
+        archive = self.holdings.path(offer.digest)
         if cached is not None and cached.partial is None:
             self._check_disk(unpacked)
             self._move(doc, CloneState.DOWNLOADING)
             doc["bytes_done"] = offer.size
             doc["sources"] = [{"name": "local cache", "state": "done", "bytes": offer.size}]
+            self._move(doc, CloneState.VERIFYING)
+            self._move(doc, CloneState.EXTRACTING)
+            with self.holdings.using(offer.digest):
+                limit = shutil.disk_usage(self.settings.tmp_dir).free - DISK_MARGIN
+                try:
+                    await shielded(asyncio.to_thread(safe_extract, archive, staged, limit))
+                except UnsafeArchive:
+                    self.holdings.forget(offer.digest)  # signed, yet unsafe: never serve it on
+                    raise
         else:
             if offer.digest in self.holdings.partial:
                 raise Conflict(
@@ -282,24 +295,7 @@ class CloneManager:
             already = part.stat().st_size if part.exists() else 0
             self._check_disk(offer.size - min(already, offer.size) + unpacked)
             self._move(doc, CloneState.DOWNLOADING)
-            await self._download(doc, peer, pieces, part)
-        self._move(doc, CloneState.VERIFYING)  # the digest was checked while downloading
-        self._move(doc, CloneState.EXTRACTING)
-        archive = self.holdings.path(offer.digest)
-        with self.holdings.using(offer.digest):
-            limit = shutil.disk_usage(self.settings.tmp_dir).free - DISK_MARGIN
-            extraction = asyncio.ensure_future(
-                asyncio.to_thread(safe_extract, archive, staged, limit)
-            )
-            try:
-                await asyncio.shield(extraction)
-            except asyncio.CancelledError:
-                # the thread cannot be interrupted: let it end before the cleanup removes its folder
-                await asyncio.gather(extraction, return_exceptions=True)
-                raise
-            except AienvError:
-                self.holdings.forget(offer.digest)  # signed, yet unsafe: never serve it on
-                raise
+            await self._download(doc, peer, pieces, part, staged)
         load_manifest(staged)
         origin = {
             "kind": "clone",
@@ -345,9 +341,12 @@ class CloneManager:
         except ValueError as exc:
             raise TransferError(f"the peer sent an invalid piece list: {exc}") from exc
 
-    async def _download(self, doc: dict[str, Any], peer: Peer, pieces: Pieces, part: Any) -> None:
+    async def _download(
+        self, doc: dict[str, Any], peer: Peer, pieces: Pieces, part: Path, staged: Path
+    ) -> None:
+        """Download (and extract at the same time) into ``staged``; keep the archive."""
         partial = Partial(pieces, part)
-        if doc.get("have") and part.exists():
+        if doc.get("have") and await asyncio.to_thread(part.exists):
             with contextlib.suppress(ValueError):  # a bad saved set: every piece is re-fetched
                 partial.have = parse_bitfield(doc["have"], pieces.count)
         discovery = self.discovery()
@@ -372,17 +371,33 @@ class CloneManager:
             max_sources=self.settings.max_sources,
             stall_timeout=self.settings.stall_timeout,
             rotation=int(own[:8], 16),
-            on_progress=lambda d: self._progress(doc, d, transfer, received_before),
+            on_progress=lambda d: self._progress(doc, d, transfer, received_before, unpack),
         )
+        limit = shutil.disk_usage(self.settings.tmp_dir).free - DISK_MARGIN - pieces.size
+        unpack = StreamingExtract(partial, staged, limit)
+        download.first = unpack.first
         self.holdings.add_partial(partial)
+        loop = asyncio.get_running_loop()
+        fetching = loop.create_task(download.run(), name=f"fetch-{doc['id']}")
+        extracting = loop.create_task(unpack.run(), name=f"unpack-{doc['id']}")
         try:
-            await download.run()
+            await asyncio.wait({fetching, extracting}, return_when=asyncio.FIRST_EXCEPTION)
+            if extracting.done() and extracting.exception() is not None:
+                await extracting  # an unsafe archive: stop downloading it
+            await fetching
+            self._move(doc, CloneState.VERIFYING)  # the digest matched the signed one
+            self._move(doc, CloneState.EXTRACTING)
+            unpack.progress.set()
+            await extracting
         except BaseException as exc:
+            fetching.cancel()
+            extracting.cancel()
+            await asyncio.gather(fetching, extracting, return_exceptions=True)
             transfer.finish("failed", getattr(exc, "message", None) or type(exc).__name__)
-            self._progress(doc, download, transfer, received_before, force=True)
+            self._progress(doc, download, transfer, received_before, unpack, force=True)
             raise
         transfer.finish("done")
-        self._progress(doc, download, transfer, received_before, force=True)
+        self._progress(doc, download, transfer, received_before, unpack, force=True)
         self.holdings.keep(partial, doc["workspace"])
 
     def _progress(
@@ -391,8 +406,10 @@ class CloneManager:
         d: SwarmDownload,
         transfer: Transfer,
         received_before: int,
+        unpack: StreamingExtract,
         force: bool = False,
     ) -> None:
+        unpack.progress.set()
         done = d.verified_bytes
         transfer.done = done
         rate = d.rate

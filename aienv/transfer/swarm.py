@@ -130,6 +130,7 @@ class SwarmDownload:
         self.rotation = rotation % max(1, self.pieces.count)
         self.on_progress = on_progress
         self.in_flight: set[int] = set()
+        self.first: list[int] = []  # pieces wanted before any other (the archive's end)
         self.refused: dict[int, set[str]] = {}  # piece -> sources that sent it corrupt
         self.received = 0  # bytes off the wire, wasted ones included
         self.started = time.monotonic()
@@ -303,15 +304,15 @@ class SwarmDownload:
     def _pick(self, source: Source) -> list[int]:
         """The next run of pieces for ``source``: rarest first, then in order."""
         count = self.pieces.count
-        have = self.partial.have
+        for index in self.first:
+            if self._wanted(source, index):
+                return [index]
         swarm = any(s.have is not None for s in self.sources.values())
         best: int | None = None
         best_key: tuple[int, int] | None = None
         for offset in range(count):
             index = (offset + self.rotation) % count if swarm else offset
-            if have[index] or index in self.in_flight or not source.has(index):
-                continue
-            if source.url in self.refused.get(index, ()):
+            if not self._wanted(source, index):
                 continue
             if not swarm:
                 best = index
@@ -330,12 +331,19 @@ class SwarmDownload:
         limit = max(1, min(RUN_MAX, int(source.rate * RUN_SECONDS / self.pieces.piece_size)))
         while len(run) < limit:
             nxt = run[-1] + 1
-            if nxt >= count or have[nxt] or nxt in self.in_flight or not source.has(nxt):
-                break
-            if source.url in self.refused.get(nxt, ()):
+            if nxt >= count or not self._wanted(source, nxt):
                 break
             run.append(nxt)
         return run
+
+    def _wanted(self, source: Source, index: int) -> bool:
+        """Piece ``index`` is missing, nobody fetches it, and ``source`` may give it."""
+        return (
+            not self.partial.have[index]
+            and index not in self.in_flight
+            and source.has(index)
+            and source.url not in self.refused.get(index, ())
+        )
 
     async def _worker(self, source: Source) -> None:
         while not self.done() and source.state != "dropped":
@@ -452,9 +460,10 @@ class SwarmDownload:
 
     def _advance_prefix(self) -> None:
         prefix = self._prefix
-        have = self.partial.have
         while (
-            prefix.next_piece < self.pieces.count and have[prefix.next_piece] and not self._closing
+            prefix.next_piece < self.pieces.count
+            and self.partial.have[prefix.next_piece]
+            and not self._closing
         ):
             end = self.pieces.span(prefix.next_piece)[1]
             while prefix.hashed < end:

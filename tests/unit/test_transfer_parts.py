@@ -16,7 +16,7 @@ import pytest
 
 from aienv.archive import pack as packmod
 from aienv.archive import pieces as piecemod
-from aienv.archive.extract import safe_extract
+from aienv.archive.extract import find_central_directory, safe_extract
 from aienv.archive.pack import pack_workspace
 from aienv.archive.policy import should_compress
 from aienv.config import NodeSettings
@@ -231,3 +231,22 @@ def test_upload_slots_limit_peers_not_requests() -> None:
     with pytest.raises(Busy), slots.acquire("10.0.0.2", held):
         pass  # the first peer keeps its slot for a short linger
     assert slots.refused == 2
+
+
+def test_central_directory_is_found_from_the_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = workspace(tmp_path / "ws")
+    plain = pack_workspace(src, tmp_path / "a").path.read_bytes()
+    with zipfile.ZipFile(tmp_path / "a" / f"{hashlib.sha256(plain).hexdigest()}.zip") as zf:
+        assert find_central_directory(plain[-200:], len(plain)) == zf.start_dir
+    assert find_central_directory(b"no end record here", 100) is None
+    # an archive with ZIP64 end records
+    zip64 = tmp_path / "z.zip"
+    with zipfile.ZipFile(zip64, "w") as zf:
+        zf.writestr("a", b"x")
+        monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 0)  # force the ZIP64 end records
+    data = zip64.read_bytes()
+    assert b"PK\x06\x06" in data[-200:]
+    with zipfile.ZipFile(zip64) as zf:
+        assert find_central_directory(data[-200:], len(data)) == zf.start_dir
