@@ -9,11 +9,12 @@
 #   ./install.sh --skip-service-install  do not install the systemd unit
 #   ./install.sh --non-interactive       never ask (for scripts and CI)
 #   ./install.sh --dev                   editable install with the test tools
+#   ./install.sh --bench                 also nginx and tc, for scripts/bench (Debian/Ubuntu)
 #   ./install.sh --venv DIR              where the virtualenv goes
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SKIP_SYSTEM=0 SKIP_SERVICE=0 INTERACTIVE=1 DEV=0 RUN=0 VENV=""
+SKIP_SYSTEM=0 SKIP_SERVICE=0 INTERACTIVE=1 DEV=0 BENCH=0 RUN=0 VENV=""
 [ -t 0 ] || INTERACTIVE=0
 
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -24,6 +25,7 @@ while [ $# -gt 0 ]; do
     --skip-service-install) SKIP_SERVICE=1 ;;
     --non-interactive) INTERACTIVE=0 ;;
     --dev) DEV=1 ;;
+    --bench) BENCH=1 ;;
     --run) RUN=1 ;;
     --venv) shift; VENV=${1:?--venv needs a folder} ;;
     -h|--help) usage; exit 0 ;;
@@ -58,12 +60,22 @@ if [ "$SKIP_SYSTEM" -eq 0 ]; then
   case "$family" in
     *debian*|*ubuntu*)
       pkgs="python3 python3-venv python3-pip iproute2 curl util-linux ca-certificates"
+      # the benchmarks' baseline server; its own service must not start (see below)
+      [ "$BENCH" -eq 1 ] && pkgs="$pkgs nginx-light"
       missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
       if [ -n "$missing" ]; then
         confirm "Install system packages: $(echo $missing)?" || die "cancelled"
         say "installing $(echo $missing)"
         $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        # no package may start a daemon on this machine's interfaces (nginx would
+        # listen on :80): block service starts for the install unless a policy exists
+        guard=0
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+          printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+          $SUDO chmod 755 /usr/sbin/policy-rc.d; guard=1
+        fi
         $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+        [ "$guard" -eq 1 ] && $SUDO rm -f /usr/sbin/policy-rc.d
       fi ;;
     *fedora*|*rhel*|*centos*)
       pkgs="python3 python3-pip iproute curl util-linux"
