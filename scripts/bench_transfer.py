@@ -107,6 +107,7 @@ def clone(a):
             emit("result", start=t0, end=time.time(), doc={"state": "failed", "error": r.text})
             return
         doc, mark, deadline = r.json(), a.get("mark"), t0 + a["timeout"]
+        seen, timeline, downloaded = {}, [], None
         while doc["state"] not in DONE:
             if time.time() > deadline:
                 c.delete(f"/clones/{doc['id']}")
@@ -114,11 +115,19 @@ def clone(a):
                 break
             time.sleep(a["poll"])
             doc = c.get(f"/clones/{doc['id']}").json()
-            total = doc.get("bytes_total") or 0
-            if mark is not None and total and doc.get("bytes_done", 0) >= mark * total:
-                emit("mark", bytes_done=doc["bytes_done"])
+            now, done, total = time.time(), doc.get("bytes_done", 0), doc.get("bytes_total") or 0
+            new = doc["state"] not in seen
+            seen.setdefault(doc["state"], now - t0)
+            if new or not timeline or now - t0 - timeline[-1][0] >= 0.25:
+                timeline.append([round(now - t0, 3), done])
+            if downloaded is None and total and done >= total:
+                downloaded = now - t0
+            if mark is not None and total and done >= mark * total:
+                emit("mark", bytes_done=done)
                 mark = None
-        emit("result", start=t0, end=time.time(), doc=doc)
+        end = time.time()
+        emit("result", start=t0, end=end, doc=doc, seen=seen, timeline=timeline,
+             downloaded=downloaded)
 
 
 def curl(a):
@@ -399,6 +408,11 @@ class Timed:
     doc: dict[str, Any] = field(default_factory=dict)
     cpu: dict[str, float | None] = field(default_factory=dict)  # fraction of one core
     seeder_sent: int | None = None  # bytes on the seeder's link during the whole call
+    event: dict[str, Any] | None = None  # what was done to it half way, if anything
+    downloaded: float | None = None  # seconds from the start until bytes_done = total
+    seen: dict[str, float] = field(default_factory=dict)  # state -> first seen (s)
+    timeline: list[list[float]] = field(default_factory=list)  # [s, bytes_done]
+    log_tail: str = ""  # the end of the client node's log, when it failed
 
     @property
     def seconds(self) -> float:
@@ -406,13 +420,18 @@ class Timed:
 
     def raw(self) -> dict[str, Any]:
         out: dict[str, Any] = {"seconds": round(self.seconds, 4), "bytes": self.bytes}
+        out |= {"start": self.start, "end": self.end}
+        if self.seen:
+            out |= {"downloaded": self.downloaded, "seen": self.seen, "timeline": self.timeline}
         if not self.ok:
-            out["error"] = self.error
+            out |= {"error": self.error, "log_tail": self.log_tail}
         if "bytes_received" in self.doc:
             out["bytes_received"] = self.doc["bytes_received"]
         if self.seeder_sent is not None:
             out["seeder_sent"] = self.seeder_sent
         out["cpu"] = self.cpu
+        if self.event is not None:
+            out["event"] = self.event
         if self.doc:
             out["doc"] = self.doc
         return out
@@ -427,17 +446,51 @@ def aggregate(items: list[Timed]) -> float:
     return sum(t.bytes for t in items if t.ok) / span(items)
 
 
+def machine_cpu() -> tuple[float, float, float, float]:
+    """CPU seconds (all cores): in processes, in interrupts (the network), stolen by the
+    hypervisor; and wall seconds times cores."""
+    t = psutil.cpu_times()
+    cores = os.cpu_count() or 1
+    return t.user + t.nice + t.system, t.irq + t.softirq, t.steal, time.monotonic() * cores
+
+
+def own_cpu() -> float:
+    """CPU seconds of this benchmark and everything it started (nodes, nginx, curl...).
+
+    A live process counts itself; one that ended counts in its parent's children times.
+    """
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
 class CpuMeter:
-    """The machine's busy fraction (all cores) since the meter was made."""
+    """The machine's CPU since the meter was made: how busy, and how much of it was not us."""
 
     def __init__(self) -> None:
-        self.t0 = psutil.cpu_times()
+        self.machine = machine_cpu()
+        self.own = own_cpu()
 
     def busy(self) -> float:
-        t1 = psutil.cpu_times()
-        total = sum(t1) - sum(self.t0)
-        idle = (t1.idle + t1.iowait) - (self.t0.idle + self.t0.iowait)
-        return 1 - idle / total if total > 0 else 0.0
+        """The busy fraction of all cores."""
+        return self.report()["busy"]
+
+    def report(self) -> dict[str, float]:
+        now = machine_cpu()
+        procs, irq, steal, capacity = (b - a for a, b in zip(self.machine, now, strict=True))
+        own = own_cpu() - self.own
+        capacity = max(capacity, 1e-9)
+        return {
+            "busy": (procs + irq) / capacity,
+            "steal": steal / capacity,
+            "others": max(0.0, procs - own) / capacity,  # processes this benchmark did not start
+        }
 
 
 def node_pid(host: Host) -> int:
@@ -507,6 +560,9 @@ class Archive:
     @property
     def ratio(self) -> float:
         return self.unpacked / self.size
+
+
+Disruption = Callable[[Job], dict[str, Any] | None]
 
 
 class Fleet:
@@ -665,10 +721,8 @@ class Fleet:
 
     # transfers
 
-    def clones(
-        self, hosts: list[Host], ar: Archive, mark: Callable[[Job], None] | None = None
-    ) -> list[Timed]:
-        """Clone ``ar`` on every host at once."""
+    def clones(self, hosts: list[Host], ar: Archive, mark: Disruption | None = None) -> list[Timed]:
+        """Clone ``ar`` on every host at once; ``mark`` acts on the first one half way."""
         timeout = 120 + 30 * len(hosts) * ar.size / (rate_bits(self.rate) / 8)
         jobs = []
         for host in hosts:
@@ -683,17 +737,21 @@ class Fleet:
         cpu0 = [cpu_seconds(pid) for pid in [seeder, *pids]]
         sent = self.sent(self.seeder)
         together(jobs)
-        if mark is not None:
-            mark(jobs[0])
+        event = mark(jobs[0]) if mark is not None else None
         out = []
         for job in jobs:
             res = job.result()
             doc = res["doc"]
             ok = doc["state"] in ("installed", "running")
-            out.append(Timed(res["start"], res["end"], ar.size, ok, doc.get("error") or "", doc))
+            t = Timed(res["start"], res["end"], ar.size, ok, doc.get("error") or "", doc)
+            t.seen, t.timeline = res.get("seen", {}), res.get("timeline", [])
+            t.downloaded = res.get("downloaded")
+            out.append(t)
             if not ok:
                 log(f"clone on {job.host.ns} {doc['state']}: {doc.get('error')}")
+                t.log_tail = job.host.log()[-4000:]  # the home is wiped by the next fresh()
         sent = self.sent(self.seeder) - sent
+        out[0].event = event
         whole = span(out)
         for t, pid, before in zip(out, pids, cpu0[1:], strict=True):
             t.cpu = {"seeder": core_share(seeder, cpu0[0], whole)}
@@ -935,28 +993,25 @@ def cut(fleet: Fleet, opts: Options) -> dict[str, Any]:
     if not fleet.solo.get(ar.name):
         base = [fleet.clones(fleet.fresh(1, {}), ar)[0] for _ in range(opts.runs)]
         fleet.solo[ar.name] = [t for t in base if t.ok]
-    events: list[dict[str, Any]] = []
 
-    def link_down(job: Job) -> None:
+    def link_down(job: Job) -> dict[str, Any] | None:
         if (at := wait_mark(job)) is None:
-            return
-        events.append(at | {"kind": "link"})
+            return None
         fleet.lan.set_link(fleet.seeder, False)
         time.sleep(OUTAGE)
         fleet.lan.set_link(fleet.seeder, True)
         if not fleet.shaped(fleet.seeder):
             log("the seeder's tc qdisc was lost with the link: shaping it again")
             fleet.shape(fleet.seeder)
+        return at | {"up": time.time()}
 
-    def restart(job: Job) -> None:
+    def restart(job: Job) -> dict[str, Any] | None:
         if (at := wait_mark(job)) is None:
-            return
-        events.append(at | {"kind": "restart"})
-        t0 = time.monotonic()
+            return None
         fleet.seeder.stop()
-        t1 = time.monotonic()
+        stopped = time.time()
         fleet.start_seeder()
-        events[-1] |= {"stop_s": t1 - t0, "start_s": time.monotonic() - t1}
+        return at | {"stopped": stopped, "up": time.time()}
 
     link: list[Timed] = []
     again: list[Timed] = []
@@ -969,7 +1024,6 @@ def cut(fleet: Fleet, opts: Options) -> dict[str, Any]:
         "uninterrupted": [t.raw() for t in fleet.solo[ar.name]],
         "link": [t.raw() | redownload(t, ar) for t in link],
         "restart": [t.raw() | redownload(t, ar) for t in again],
-        "events": events,
     }
 
 
@@ -980,7 +1034,7 @@ def wait_mark(job: Job) -> dict[str, Any] | None:
         job.stashed = payload
         log("the clone ended before half way: nothing interrupted")
         return None
-    return {"at_bytes": payload["bytes_done"], "at": time.time()}
+    return {"at_bytes": payload["bytes_done"], "at": time.time()}  # "at" as the driver's clock
 
 
 def redownload(t: Timed, ar: Archive) -> dict[str, Any]:
@@ -998,6 +1052,12 @@ def redownload(t: Timed, ar: Archive) -> dict[str, Any]:
 Row = tuple[str, str, str, str, str]
 
 
+def code_note(code: dict[str, Any]) -> str:
+    dirty = " plus uncommitted changes" if code.get("dirty") else ""
+    how = "a copy of `aienv/` taken at the start" if code["snapshot"] else "the working tree"
+    return f"Nodes ran {how} (commit {code['commit']}{dirty})."
+
+
 def report(results: dict[str, Any], opts: Options, hosts: int) -> Iterator[str]:
     link = results["link"]
     yield f"## Transfer ({datetime.date.today().isoformat()})"
@@ -1012,7 +1072,7 @@ def report(results: dict[str, Any], opts: Options, hosts: int) -> Iterator[str]:
         "Clone time runs from `POST /api/v1/clones` to the poll that sees `installed` "
         f"(download, verification and extraction). Medians of {opts.runs} runs. "
         f"Machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / GiB:.0f} GiB, "
-        f"Linux {platform.release()}."
+        f"Linux {platform.release()}. {code_note(results['code'])}"
     )
     yield ""
     yield (
@@ -1024,6 +1084,18 @@ def report(results: dict[str, Any], opts: Options, hosts: int) -> Iterator[str]:
         if name in results:
             yield ""
             yield from SECTIONS[name](results[name], opts)
+            yield from disturbed(results[name]["machine"])
+
+
+def disturbed(machine: dict[str, float]) -> Iterator[str]:
+    """A warning when processes this benchmark did not start, or the hypervisor, took CPU."""
+    if machine["others"] > 0.03 or machine["steal"] > 0.03:
+        yield ""
+        yield (
+            f"**Disturbed:** during this scenario other processes used "
+            f"{100 * machine['others']:.0f} % and the hypervisor stole "
+            f"{100 * machine['steal']:.0f} % of the machine's CPU."
+        )
 
 
 def table(rows: list[Row]) -> Iterator[str]:
@@ -1034,7 +1106,7 @@ def table(rows: list[Row]) -> Iterator[str]:
 
 
 def timed_row(label: str, items: list[dict[str, Any]], key: str = "seconds") -> Row:
-    values = [x[key] for x in items if "error" not in x]
+    values = [x[key] for x in items if "error" not in x and x.get(key) is not None]
     failed = sum("error" in x for x in items)
     note = f" ({failed} failed)" if failed else ""
     return (label, secs(median(values)), runs_text(values) + note, "", "")
@@ -1075,6 +1147,7 @@ def md_incompressible(r: dict[str, Any], opts: Options) -> Iterator[str]:
         [
             (curl[0], f"{curl[1]} ({mbit(r['curl_rate'] or 0)})", *curl[2:]),
             timed_row("aienv clone", r["clone"]),
+            timed_row("  ... its download done at", r["clone"], "downloaded"),
             ("clone / curl", times(r["ratio"]), "", "<= 1.10x", met(r["met"])),
         ]
     )
@@ -1099,6 +1172,7 @@ def md_compressible(r: dict[str, Any], opts: Options) -> Iterator[str]:
         [
             (curl[0], f"{curl[1]} ({mbit(r['curl_rate'] or 0)})", *curl[2:]),
             timed_row("aienv clone", r["clone"]),
+            timed_row("  ... its download done at", r["clone"], "downloaded"),
             ("effective rate: unpacked bytes / clone time", rate, "", "", ""),
             ("  ... vs link", times(r["vs_link"]), "", ">= 2x link", met(r["met"])),
         ]
@@ -1222,12 +1296,24 @@ def md_cut(r: dict[str, Any], opts: Options) -> Iterator[str]:
             wire_row(r["restart"], size),
         ]
     )
-    stop = median([e["stop_s"] for e in r["events"] if e["kind"] == "restart"])
-    start = median([e["start_s"] for e in r["events"] if e["kind"] == "restart"])
+    events = [(x["event"], x) for x in r["restart"] if x.get("event")]
+    stop = median([e["stopped"] - e["at"] for e, _ in events])
+    start = median([e["up"] - e["stopped"] for e, _ in events])
+    drained = sum(
+        x.get("downloaded") is not None and x["start"] + x["downloaded"] <= e["stopped"]
+        for e, x in events
+    )
     yield ""
     yield (
-        f"Restart: the seeder's graceful stop took {secs(stop)} and its start "
-        f"{secs(start)} (medians), both inside the clone's time. The bytes the seeder sent "
+        f"Restart: the seeder's graceful stop (SIGTERM) took {secs(stop)} and its start "
+        f"{secs(start)} (medians), both inside the clone's time"
+        + (
+            f"; in {drained} of {len(events)} runs the download had finished before the "
+            "node was down (the graceful stop let it drain), so nothing was interrupted. "
+            if drained
+            else ". "
+        )
+        + "The bytes the seeder sent "
         "on its link (IP packets, counted on the bridge side) check `bytes_received` "
         "independently of the engine: an uninterrupted clone shows the protocol overhead."
     )
@@ -1256,6 +1342,29 @@ def nginx_version() -> str:
     return out.strip().rpartition("/")[2].split()[0] if "/" in out else ""
 
 
+def git(*args: str) -> str:
+    res = subprocess.run(["git", "-C", str(REPO), *args], check=False, capture_output=True)
+    return res.stdout.decode().strip() if res.returncode == 0 else "unknown"
+
+
+def snapshot(root: Path) -> dict[str, Any]:
+    """Copy aienv/ and put it first on PYTHONPATH: every node of the run imports the same
+    code, even while the working tree changes."""
+    code = root / "code"
+    shutil.copytree(REPO / "aienv", code / "aienv", ignore=shutil.ignore_patterns("__pycache__"))
+    os.environ["PYTHONPATH"] = str(code)
+    where = subprocess.run(
+        [sys.executable, "-c", "import aienv; print(aienv.__file__)"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    if not where.startswith(str(code)):
+        raise RuntimeError(f"the snapshot is not what nodes import (they import {where})")
+    dirty = git("status", "--porcelain", "--", "aienv") not in ("", "unknown")
+    return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": dirty, "snapshot": True}
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenario", action="append", choices=SCENARIOS)
@@ -1264,6 +1373,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rate", default="1gbit", help="tc rate of every link (default 1gbit)")
     parser.add_argument("--cut-size", type=int, default=2048, help="MiB for 'cut' (times --scale)")
     parser.add_argument("--json", type=Path, help="write the raw numbers here")
+    parser.add_argument(
+        "--no-snapshot",
+        action="store_true",
+        help="run nodes from the working tree instead of a copy of aienv/ taken at start",
+    )
     args = parser.parse_args()
     rate_bits(args.rate)
     return args
@@ -1279,15 +1393,20 @@ def main() -> None:
     started = time.monotonic()
     fleet: Fleet | None = None
     try:
+        if args.no_snapshot:
+            results["code"] = {"commit": git("rev-parse", "--short", "HEAD"), "snapshot": False}
+        else:
+            results["code"] = snapshot(root)
         fleet = Fleet(root, clients, args.rate)
         probe = scaled(256 * MiB, args.scale)
         fleet.start_nginx(probe)
         fleet.start_seeder()
         results["link"] = link_check(fleet, opts, probe)
         for name in chosen:
-            t0 = time.monotonic()
+            t0, cpu = time.monotonic(), CpuMeter()
             results[name] = RUNNERS[name](fleet, opts)
-            log(f"{name} done in {time.monotonic() - t0:.0f} s")
+            results[name]["machine"] = cpu.report() | {"seconds": time.monotonic() - t0}
+            log(f"{name} done in {time.monotonic() - t0:.0f} s; CPU {results[name]['machine']}")
     finally:
         if fleet is not None:
             fleet.close()
