@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -144,10 +145,6 @@ class SwarmDownload:
     # -- progress ------------------------------------------------------------------
 
     @property
-    def have_count(self) -> int:
-        return sum(self.partial.have)
-
-    @property
     def verified_bytes(self) -> int:
         p = self.pieces
         return sum(p.span(i)[1] - p.span(i)[0] for i, flag in enumerate(self.partial.have) if flag)
@@ -185,7 +182,7 @@ class SwarmDownload:
                     "signed digest; nothing was installed"
                 )
         except OSError as exc:
-            if exc.errno == 28:
+            if exc.errno == errno.ENOSPC:
                 raise DiskFull(f"the disk filled up while downloading into {path}") from exc
             raise TransferError(f"cannot write {path}: {exc.strerror or exc}") from exc
         finally:
