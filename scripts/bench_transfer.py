@@ -12,15 +12,15 @@ Scenarios (``--scenario``, repeatable; all by default):
 - ``incompressible``: 2 GiB of random ``*.safetensors``; clone wall time vs curl wall
   time of its archive. Bar: clone <= 1.10 x curl.
 - ``compressible``: 500 MiB of generated source code, JSON lines and Markdown (seeded,
-  deflates ~3.5x); effective rate = unpacked bytes / clone wall time, vs the nominal
+  deflates ~3.1x); effective rate = unpacked bytes / clone wall time, vs the nominal
   link rate and vs curl's rate on the archive. Bar: >= 2 x the link rate.
 - ``concurrent``: 10 clients (``AIENV_MAX_SOURCES=1``) clone one 200 MiB workspace at
   once; aggregate = bytes / (last finish - first start), vs the link and vs 10 parallel
   curls; the seeder node's peak RSS (``VmHWM``, reset just before). Bars: >= 95 % of the
   link; RSS < 150 MB.
 - ``swarm``: 8 clients clone one 1 GiB workspace at once, with default settings (many
-  sources) and with ``AIENV_MAX_SOURCES=1``, vs one clone alone. Bar: many sources
-  <= 3 x one clone.
+  sources) and with ``AIENV_MAX_SOURCES=1`` (``--reference-runs`` times), vs one clone
+  alone. Bar: many sources <= 3 x one clone.
 - ``cut``: one 2 GiB clone (``--cut-size``) whose seeder link goes down for 5 s at half
   way, and one whose seeder node restarts at half way; wall time vs an uninterrupted
   clone, and bytes downloaded twice (the clone's ``bytes_received`` - archive size).
@@ -28,9 +28,18 @@ Scenarios (``--scenario``, repeatable; all by default):
 
 A clone is timed inside the client's namespace, from just before ``POST /api/v1/clones``
 to the first poll (every 30 ms) that sees ``installed``; it includes verification and
-extraction, as a user waits for them. ``--scale`` multiplies every size (``--scale 0.05``
-is a quick smoke run). Medians over ``--runs``. Prints a Markdown section for
-docs/benchmarks.md; ``--json PATH`` writes the raw numbers.
+extraction, as a user waits for them. Every measured clone runs on client nodes started
+afresh with empty homes (a node keeps what it downloaded and would serve a second clone
+of the same digest from its own cache), after one warm-up clone and curl per archive
+that fill the seeder's caches. Nodes import a copy of ``aienv/`` taken at the start, so a
+run measures one version of the code even while the tree changes (``--no-snapshot``).
+CPU is accounted per process (client node, seeder node, curl, nginx) and for the whole
+machine; a scenario during which processes this benchmark did not start took CPU is
+flagged as disturbed.
+
+``--scale`` multiplies every size (``--scale 0.05`` is a quick smoke run). Medians over
+``--runs``. Prints a Markdown section for docs/benchmarks.md (progress goes to stderr);
+``--json PATH`` writes the raw numbers, with each clone's final document and progress.
 """
 
 from __future__ import annotations
@@ -422,7 +431,9 @@ class Timed:
         out: dict[str, Any] = {"seconds": round(self.seconds, 4), "bytes": self.bytes}
         out |= {"start": self.start, "end": self.end}
         if self.seen:
-            out |= {"downloaded": self.downloaded, "seen": self.seen, "timeline": self.timeline}
+            first = next((t for t, done in self.timeline if done > 0), None)
+            out |= {"downloaded": self.downloaded, "first_byte": first, "seen": self.seen}
+            out["timeline"] = self.timeline
         if not self.ok:
             out |= {"error": self.error, "log_tail": self.log_tail}
         if "bytes_received" in self.doc:
@@ -556,10 +567,6 @@ class Archive:
     size: int
     unpacked: int
     files: int
-
-    @property
-    def ratio(self) -> float:
-        return self.unpacked / self.size
 
 
 Disruption = Callable[[Job], dict[str, Any] | None]
@@ -768,6 +775,7 @@ class Fleet:
             "failed": sum(not t.ok for t in items),
             "seeder_sent": items[0].seeder_sent,
             "seeder_cpu": items[0].cpu["seeder"],
+            "clients_cpu_s": sum((t.cpu["client"] or 0) * t.seconds for t in items),
             "cpu_busy": cpu.busy(),
             "clones": [t.raw() for t in items],
         }
@@ -816,6 +824,7 @@ class Options:
     scale: float
     rate: str
     cut_size: int
+    reference_runs: int
 
     @property
     def link(self) -> float:
@@ -965,7 +974,7 @@ def swarm(fleet: Fleet, opts: Options) -> dict[str, Any]:
         log(f"swarm run {run + 1}: one {single[-1].seconds:.2f} s, 8 {many[-1]['total']:.2f} s")
     fleet.solo.setdefault(ar.name, []).extend(t for t in single if t.ok)
     one: list[dict[str, Any]] = []
-    for run in range(opts.runs):
+    for run in range(opts.reference_runs):  # a reference, not a bar: the slowest part
         one.append(fleet.group(fleet.fresh(8, SINGLE_SOURCE), ar))
         log(f"swarm run {run + 1}: 8 single-source {one[-1]['total']:.2f} s")
     s = median(ok_seconds(single))
@@ -1070,7 +1079,8 @@ def report(results: dict[str, Any], opts: Options, hosts: int) -> Iterator[str]:
         "`curl -s -o FILE` in the client's namespace fetching the same archive file from "
         f"nginx {nginx_version()} (`sendfile on`) in the seeder's namespace, in the same run. "
         "Clone time runs from `POST /api/v1/clones` to the poll that sees `installed` "
-        f"(download, verification and extraction). Medians of {opts.runs} runs. "
+        f"(download, verification and extraction). Medians of {opts.runs} runs "
+        f"({opts.reference_runs} for the single-source swarm, a reference). "
         f"Machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / GiB:.0f} GiB, "
         f"Linux {platform.release()}. {code_note(results['code'])}"
     )
@@ -1147,7 +1157,7 @@ def md_incompressible(r: dict[str, Any], opts: Options) -> Iterator[str]:
         [
             (curl[0], f"{curl[1]} ({mbit(r['curl_rate'] or 0)})", *curl[2:]),
             timed_row("aienv clone", r["clone"]),
-            timed_row("  ... its download done at", r["clone"], "downloaded"),
+            timed_row("  ... its `bytes_done` reached the size at", r["clone"], "downloaded"),
             ("clone / curl", times(r["ratio"]), "", "<= 1.10x", met(r["met"])),
         ]
     )
@@ -1172,7 +1182,7 @@ def md_compressible(r: dict[str, Any], opts: Options) -> Iterator[str]:
         [
             (curl[0], f"{curl[1]} ({mbit(r['curl_rate'] or 0)})", *curl[2:]),
             timed_row("aienv clone", r["clone"]),
-            timed_row("  ... its download done at", r["clone"], "downloaded"),
+            timed_row("  ... its `bytes_done` reached the size at", r["clone"], "downloaded"),
             ("effective rate: unpacked bytes / clone time", rate, "", "", ""),
             ("  ... vs link", times(r["vs_link"]), "", ">= 2x link", met(r["met"])),
         ]
@@ -1220,13 +1230,16 @@ def md_concurrent(r: dict[str, Any], opts: Options) -> Iterator[str]:
     )
     yield ""
     spread = ", ".join(f"{x['clone_spread'][0]:.1f}-{x['clone_spread'][1]:.1f} s" for x in runs)
+    firsts = [c["first_byte"] for x in runs for c in x["clone"] if c.get("first_byte") is not None]
+    waited = f"{min(firsts):.1f}-{max(firsts):.1f} s" if firsts else "n/a"
     idle = statistics.median(x["rss_idle"] for x in runs) / MiB
     busy = statistics.median(x["cpu_busy"] for x in runs)
     clones = [c for x in runs for c in x["clone"]]
     curls = [c for x in runs for c in x["curl"]]
     sent = [x["clone"][0].get("seeder_sent") or 0 for x in runs]
     yield (
-        f"Each clone's own time, fastest-slowest per run: {spread}. Seeder RSS before the "
+        f"Each clone's own time, fastest-slowest per run: {spread}; its first byte came "
+        f"{waited} after its POST. Seeder RSS before the "
         f"clones {idle:.1f} MiB (VmHWM reset through `clear_refs` just before). While "
         f"serving, the seeder node used {core(clones, 'seeder')} of a core and nginx "
         f"{core(curls, 'nginx')}; the seeder sent {statistics.median(sent) / ar['size']:.2f}x "
@@ -1253,9 +1266,11 @@ def md_swarm(r: dict[str, Any], opts: Options) -> Iterator[str]:
     for label, key in (("many sources", "many"), ("one source", "one_source")):
         sent = statistics.median(x["seeder_sent"] for x in r[key]) / size
         busy = statistics.median(x["cpu_busy"] for x in r[key])
+        cpu_s = statistics.median(x["clients_cpu_s"] for x in r[key])
         yield (
-            f"- {label}: the seeder sent {sent:.2f}x the archive per run; machine CPU busy "
-            f"{100 * busy:.0f} %."
+            f"- {label}: the seeder sent {sent:.2f}x the archive per run; the client nodes "
+            f"used {cpu_s:.0f} CPU-seconds in all (at least {cpu_s / (os.cpu_count() or 1):.0f} s"
+            f" of this machine's {os.cpu_count()} cores); machine CPU busy {100 * busy:.0f} %."
         )
     if r["failed"]:
         yield f"- {r['failed']} clones failed (see the JSON)."
@@ -1353,11 +1368,10 @@ def snapshot(root: Path) -> dict[str, Any]:
     code = root / "code"
     shutil.copytree(REPO / "aienv", code / "aienv", ignore=shutil.ignore_patterns("__pycache__"))
     os.environ["PYTHONPATH"] = str(code)
+    probe = root / "where.py"  # run as a script, like the aienv entry point: no cwd on sys.path
+    probe.write_text("import aienv\nprint(aienv.__file__)\n")
     where = subprocess.run(
-        [sys.executable, "-c", "import aienv; print(aienv.__file__)"],
-        check=True,
-        capture_output=True,
-        text=True,
+        [sys.executable, str(probe)], check=True, capture_output=True, text=True
     ).stdout.strip()
     if not where.startswith(str(code)):
         raise RuntimeError(f"the snapshot is not what nodes import (they import {where})")
@@ -1372,6 +1386,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every size")
     parser.add_argument("--rate", default="1gbit", help="tc rate of every link (default 1gbit)")
     parser.add_argument("--cut-size", type=int, default=2048, help="MiB for 'cut' (times --scale)")
+    parser.add_argument(
+        "--reference-runs",
+        type=int,
+        default=1,
+        help="runs of the single-source swarm, a reference for no bar (default 1: ~100 s each)",
+    )
     parser.add_argument("--json", type=Path, help="write the raw numbers here")
     parser.add_argument(
         "--no-snapshot",
@@ -1379,14 +1399,19 @@ def parse_args() -> argparse.Namespace:
         help="run nodes from the working tree instead of a copy of aienv/ taken at start",
     )
     args = parser.parse_args()
-    rate_bits(args.rate)
+    try:
+        rate_bits(args.rate)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
+    if args.runs < 1 or args.scale <= 0:
+        parser.error("--runs must be at least 1 and --scale positive")
     return args
 
 
 def main() -> None:
     args = parse_args()
     chosen = [s for s in SCENARIOS if s in (args.scenario or SCENARIOS)]
-    opts = Options(args.runs, args.scale, args.rate, args.cut_size * MiB)
+    opts = Options(args.runs, args.scale, args.rate, args.cut_size * MiB, args.reference_runs)
     clients = max(CLIENTS_NEEDED[s] for s in chosen)
     root = Path(tempfile.mkdtemp(prefix="aienv-bench-transfer-"))
     results: dict[str, Any] = {}
