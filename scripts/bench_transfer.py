@@ -1144,8 +1144,8 @@ def cpu_note(r: dict[str, Any]) -> str:
     )
 
 
-def times(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.2f}x"
+def times(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}x"
 
 
 def md_incompressible(r: dict[str, Any], opts: Options) -> Iterator[str]:
@@ -1158,7 +1158,7 @@ def md_incompressible(r: dict[str, Any], opts: Options) -> Iterator[str]:
             (curl[0], f"{curl[1]} ({mbit(r['curl_rate'] or 0)})", *curl[2:]),
             timed_row("aienv clone", r["clone"]),
             timed_row("  ... its `bytes_done` reached the size at", r["clone"], "downloaded"),
-            ("clone / curl", times(r["ratio"]), "", "<= 1.10x", met(r["met"])),
+            ("clone / curl", times(r["ratio"], 3), "", "<= 1.10x", met(r["met"])),
         ]
     )
     yield ""
