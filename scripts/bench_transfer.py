@@ -873,12 +873,11 @@ def solo_vs_curl(fleet: Fleet, opts: Options, ar: Archive) -> tuple[list[Timed],
     return clone, curl
 
 
-def incompressible(fleet: Fleet, opts: Options) -> dict[str, Any]:
-    ar = fleet.archive("random", scaled(2 * GiB, opts.scale))
+def solo_figures(fleet: Fleet, opts: Options, ar: Archive) -> dict[str, Any]:
+    """One client at a time: clones and curls of ``ar``, their raw runs and medians."""
     cpu = CpuMeter()
     clone, curl = solo_vs_curl(fleet, opts, ar)
     c, b = median(ok_seconds(clone)), median(ok_seconds(curl))
-    ratio = c / b if c and b else None
     return {
         "archive": fleet.describe(ar),
         "clone": [t.raw() for t in clone],
@@ -886,31 +885,31 @@ def incompressible(fleet: Fleet, opts: Options) -> dict[str, Any]:
         "clone_median": c,
         "curl_median": b,
         "curl_rate": ar.size / b if b else None,
-        "ratio": ratio,
-        "met": None if ratio is None else ratio <= 1.10 and all(t.ok for t in clone),
+        "all_ok": all(t.ok for t in clone),
         "cpu_busy": cpu.busy(),
     }
 
 
+def incompressible(fleet: Fleet, opts: Options) -> dict[str, Any]:
+    ar = fleet.archive("random", scaled(2 * GiB, opts.scale))
+    r = solo_figures(fleet, opts, ar)
+    c, b = r["clone_median"], r["curl_median"]
+    ratio = c / b if c and b else None
+    met = None if ratio is None else ratio <= 1.10 and r["all_ok"]
+    return {**r, "ratio": ratio, "met": met}
+
+
 def compressible(fleet: Fleet, opts: Options) -> dict[str, Any]:
     ar = fleet.archive("text", scaled(500 * MiB, opts.scale))
-    cpu = CpuMeter()
-    clone, curl = solo_vs_curl(fleet, opts, ar)
-    c, b = median(ok_seconds(clone)), median(ok_seconds(curl))
+    r = solo_figures(fleet, opts, ar)
+    c, curl_rate = r["clone_median"], r["curl_rate"]
     effective = ar.unpacked / c if c else None
-    curl_rate = ar.size / b if b else None
     return {
-        "archive": fleet.describe(ar),
-        "clone": [t.raw() for t in clone],
-        "curl": [t.raw() for t in curl],
-        "clone_median": c,
-        "curl_median": b,
+        **r,
         "effective_rate": effective,
-        "curl_rate": curl_rate,
         "vs_link": effective / opts.link if effective else None,
         "vs_curl": effective / curl_rate if effective and curl_rate else None,
         "met": None if effective is None else effective >= 2 * opts.link,
-        "cpu_busy": cpu.busy(),
     }
 
 

@@ -35,14 +35,20 @@ async def list_archives(request: web.Request) -> web.Response:
     return reply(data)
 
 
-async def get_archive(request: web.Request) -> web.StreamResponse:
+async def serve(
+    request: web.Request, holding: Holding, filename: str | None = None
+) -> web.StreamResponse:
+    """Send an archive: to a peer within an upload slot, to this machine (an export) freely."""
     node = node_of(request)
-    holding = _holding(request)
     with node.holdings.using(holding.digest):
         if is_local(request):
-            return await send_archive(request, holding, None)
+            return await send_archive(request, holding, None, filename)
         with node.uploads.acquire(request.remote or "?", holding) as transfer:
-            return await send_archive(request, holding, transfer)
+            return await send_archive(request, holding, transfer, filename)
+
+
+async def get_archive(request: web.Request) -> web.StreamResponse:
+    return await serve(request, _holding(request))
 
 
 async def get_pieces(request: web.Request) -> web.Response:

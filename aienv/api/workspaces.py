@@ -7,12 +7,12 @@ from pathlib import Path
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from aienv.api import archives
 from aienv.api.common import is_local, node_of, parse_body, reply, require_admin
 from aienv.errors import Conflict, NotFound
 from aienv.names import check_name
 from aienv.runtime.machine import LIVE, EnvState
 from aienv.transfer.holdings import Holding
-from aienv.transfer.serve import send_archive
 from aienv.workspace.store import Workspace, template_names
 
 
@@ -119,12 +119,7 @@ async def get_archive(request: web.Request) -> web.StreamResponse:
     holding = Holding(
         record.digest, record.size, node.workspaces.archive_path(record.digest), ws.record.name
     )
-    filename = f"{ws.record.name}-{ws.manifest.version}.zip"
-    with node.holdings.using(record.digest):
-        if is_local(request):
-            return await send_archive(request, holding, None, filename)
-        with node.uploads.acquire(request.remote or "?", holding) as transfer:
-            return await send_archive(request, holding, transfer, filename)
+    return await archives.serve(request, holding, f"{ws.record.name}-{ws.manifest.version}.zip")
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

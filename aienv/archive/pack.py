@@ -82,14 +82,6 @@ def fingerprint(root: Path) -> str:
     return h.hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class _HashingWriter:
     """A write-only, unseekable file that hashes what passes through it.
 

@@ -246,17 +246,23 @@ def _active_packs(client: Client, name: str) -> list[dict[str, Any]]:
     ]
 
 
-def _follow_pack(name: str, worker: threading.Thread) -> None:
-    client = Client()
-    with Progress(
+def _byte_progress(*, transient: bool, disable: bool = False) -> Progress:
+    """The progress bar of byte transfers (packing, cloning), drawn on stderr."""
+    return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         console=err,
-        transient=True,
-    ) as progress:
+        disable=disable,
+        transient=transient,
+    )
+
+
+def _follow_pack(name: str, worker: threading.Thread) -> None:
+    client = Client()
+    with _byte_progress(transient=True) as progress:
         task = None
         while worker.is_alive():
             worker.join(0.2)
@@ -385,16 +391,7 @@ def clone(
 
 
 def _follow_clone(client: Client, job: dict[str, Any], quiet: bool) -> dict[str, Any]:
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=quiet,
-        transient=False,
-    ) as progress:
+    with _byte_progress(transient=False, disable=quiet) as progress:
         task = progress.add_task(f"{job['source']}: {job['state']}", total=None)
         while job["state"] not in TERMINAL_CLONE:
             time.sleep(0.2)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from aiohttp import web
 
@@ -178,6 +179,6 @@ async def _send_span(
                 transfer.done += count
 
 
-def _read_at(handle: object, offset: int, count: int) -> bytes:
-    handle.seek(offset)  # type: ignore[attr-defined]
-    return handle.read(count)  # type: ignore[attr-defined,no-any-return]
+def _read_at(handle: BinaryIO, offset: int, count: int) -> bytes:
+    handle.seek(offset)
+    return handle.read(count)

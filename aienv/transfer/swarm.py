@@ -239,7 +239,7 @@ class SwarmDownload:
             return None
         return asyncio.get_running_loop().run_in_executor(None, self._advance_prefix)
 
-    def _no_source_left(self) -> AienvErrorLike:
+    def _no_source_left(self) -> TransferError | PeerUnreachable:
         if any(s.bad_pieces for s in self.sources.values()):
             return IntegrityError(
                 "every source sent corrupted data (pieces whose sha256 did not match); "
@@ -470,9 +470,6 @@ class SwarmDownload:
                 prefix.hasher.update(data)
                 prefix.hashed += len(data)
             prefix.next_piece += 1
-
-
-AienvErrorLike = IntegrityError | PeerUnreachable
 
 
 def _retry_after(value: str | None) -> float:

@@ -138,14 +138,20 @@ def test_uploads_beyond_the_limit_get_503_and_queue(stopped: Lan, tmp_path: Path
     assert same_files(a, c, "big")
 
 
-def test_clone_resumes_after_the_client_node_is_killed(stopped: Lan, tmp_path: Path) -> None:
-    a, b, _ = stopped.hosts
+def clone_under_way(lan: Lan, tmp_path: Path) -> tuple[Host, Host, dict[str, Any], str]:
+    """alpha shares 40 MiB over a 40 Mbit/s uplink; beta's clone of it is a third done."""
+    a, b, _ = lan.hosts
     a.start("alpha")
     b.start("beta")
     archive = share_big(a, tmp_path / "big", 40 * MIB)
-    stopped.shape(a, "40mbit")
+    lan.shape(a, "40mbit")
     clone_id = start_clone(b, f"{a.ip}/big")
     wait_for(lambda: clone_doc(b, clone_id)["bytes_done"] >= 12 * MIB, 30, "a third arrived")
+    return a, b, archive, clone_id
+
+
+def test_clone_resumes_after_the_client_node_is_killed(stopped: Lan, tmp_path: Path) -> None:
+    a, b, archive, clone_id = clone_under_way(stopped, tmp_path)
     b.stop(signal.SIGKILL)
     b.start("beta")
     done = wait_clone(b, clone_id)
@@ -157,13 +163,7 @@ def test_clone_resumes_after_the_client_node_is_killed(stopped: Lan, tmp_path: P
 
 
 def test_clone_resumes_after_the_serving_node_restarts(stopped: Lan, tmp_path: Path) -> None:
-    a, b, _ = stopped.hosts
-    a.start("alpha")
-    b.start("beta")
-    archive = share_big(a, tmp_path / "big", 40 * MIB)
-    stopped.shape(a, "40mbit")
-    clone_id = start_clone(b, f"{a.ip}/big")
-    wait_for(lambda: clone_doc(b, clone_id)["bytes_done"] >= 12 * MIB, 30, "a third arrived")
+    a, b, archive, clone_id = clone_under_way(stopped, tmp_path)
     a.stop(signal.SIGKILL)
     wait_for(
         lambda: any(s["error"] for s in clone_doc(b, clone_id)["sources"]),
