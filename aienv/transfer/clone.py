@@ -381,9 +381,8 @@ class CloneManager:
         fetching = loop.create_task(download.run(), name=f"fetch-{doc['id']}")
         extracting = loop.create_task(unpack.run(), name=f"unpack-{doc['id']}")
         try:
-            await asyncio.wait({fetching, extracting}, return_when=asyncio.FIRST_EXCEPTION)
-            if extracting.done() and extracting.exception() is not None:
-                await extracting  # an unsafe archive: stop downloading it
+            # the download's verdict comes first: bytes that do not match the signed
+            # digest are reported as such, even if they also failed to extract
             await fetching
             self._move(doc, CloneState.VERIFYING)  # the digest matched the signed one
             self._move(doc, CloneState.EXTRACTING)
