@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field, field_validator
@@ -49,6 +50,16 @@ class NodeSettings(BaseSettings):
     max_sources: int = Field(default=8, ge=1, le=64)
     archive_cache: int = Field(default=20 * 1024**3, ge=0)
     stall_timeout: float = Field(default=60.0, gt=0)
+    # runtimes
+    docker_host: str | None = Field(
+        default=None, description="the Docker engine's address; default: DOCKER_HOST or its socket"
+    )
+    libvirt_uri: str | None = Field(
+        default=None,
+        description="libvirt's URI; default qemu:///system as root, qemu:///session otherwise",
+    )
+    vm_accel: Literal["auto", "kvm", "tcg"] = "auto"
+    cgroups: bool = Field(default=True, description="limit process environments with cgroups")
 
     @field_validator("name")
     @classmethod
@@ -79,6 +90,11 @@ class NodeSettings(BaseSettings):
         return self.home / "logs"
 
     @property
+    def environments_dir(self) -> Path:
+        """Each environment's own files (VM overlays, generated configs), by id."""
+        return self.home / "environments"
+
+    @property
     def db_path(self) -> Path:
         return self.home / "state.sqlite3"
 
@@ -94,6 +110,7 @@ class NodeSettings(BaseSettings):
             self.tmp_dir,
             self.partial_dir,
             self.logs_dir,
+            self.environments_dir,
         ):
             path.mkdir(parents=True, exist_ok=True)
         self.home.chmod(0o700)

@@ -13,6 +13,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -22,6 +23,7 @@ from pydantic import (
 
 from aienv.errors import WorkspaceError
 from aienv.names import NAME_RE, NAME_RULE
+from aienv.units import parse_size
 
 MANIFEST_FILE = "workspace.yaml"
 API_VERSION = "aienv/v1"
@@ -74,38 +76,120 @@ class Endpoint(_Model):
         return value
 
 
+def _check_env_names(cls: Any, value: dict[str, str]) -> dict[str, str]:
+    for key in value:
+        if (
+            not key
+            or not (key[0].isalpha() or key[0] == "_")
+            or not all(c.isalnum() or c == "_" for c in key)
+        ):
+            raise ValueError(f"{key!r} is not a valid environment variable name")
+    return value
+
+
 class ProcessSpec(_Model):
     command: list[str] = Field(min_length=1)
     workdir: RelPath = "."
     env: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("env")
+    _env_names = field_validator("env")(_check_env_names)
+
+
+def _size(value: Any) -> int:
+    return parse_size(value)
+
+
+Size = Annotated[int, BeforeValidator(_size)]
+GpuPolicy = Literal["none", "optional", "required"]
+
+
+class Resources(_Model):
+    """What an environment needs (``requires``) or would like (``recommends``)."""
+
+    cpus: float | None = Field(default=None, gt=0, le=1024)
+    memory: Size | None = Field(default=None, gt=0)
+    disk: Size | None = Field(default=None, gt=0)
+    gpu: GpuPolicy | None = None
+
+
+class Mount(_Model):
+    source: RelPath = Field(description="a folder of the workspace")
+    target: str = Field(description="where it appears in the container")
+    read_only: bool = False
+
+    @field_validator("target")
     @classmethod
-    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if (
-                not key
-                or not (key[0].isalpha() or key[0] == "_")
-                or not all(c.isalnum() or c == "_" for c in key)
-            ):
-                raise ValueError(f"{key!r} is not a valid environment variable name")
+    def _target(cls, value: str) -> str:
+        if not value.startswith("/") or ".." in PurePosixPath(value).parts:
+            raise ValueError("must be an absolute path inside the container, without '..'")
         return value
+
+
+class ContainerSpec(_Model):
+    image: str = Field(
+        min_length=1, max_length=255, pattern=r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]*)?$"
+    )
+    image_archive: RelPath | None = Field(
+        default=None, description="a `docker save` tar inside the workspace, loaded when needed"
+    )
+    command: list[str] | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = None
+    mounts: list[Mount] = Field(default_factory=list)
+
+    _env_names = field_validator("env")(_check_env_names)
+
+
+class VmSpec(_Model):
+    disk: RelPath | None = Field(default=None, description="a qcow2 or raw disk image")
+    kernel: RelPath | None = None
+    initrd: RelPath | None = None
+    cmdline: str = Field(default="", max_length=4096)
+
+    @model_validator(mode="after")
+    def _boot(self) -> VmSpec:
+        if self.disk is None and self.kernel is None:
+            raise ValueError("a vm needs a 'disk' image, a 'kernel', or both")
+        if self.kernel is None and (self.initrd is not None or self.cmdline):
+            raise ValueError("'initrd' and 'cmdline' need a 'kernel'")
+        return self
+
+
+BUILTIN_BLOCKS = {"process": "process", "container": "container", "vm": "vm"}
 
 
 class Environment(_Model):
     name: Name
-    runtime: Literal["process"] = "process"
+    runtime: Name = "process"
     description: str = ""
+    autostart: bool = False
+    requires: Resources = Field(default_factory=Resources)
+    recommends: Resources = Field(default_factory=Resources)
     endpoints: list[Endpoint] = Field(default_factory=list)
     process: ProcessSpec | None = None
+    container: ContainerSpec | None = None
+    vm: VmSpec | None = None
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="a plugin runtime's own settings, checked by it"
+    )
 
     @model_validator(mode="after")
     def _runtime_block(self) -> Environment:
-        if self.runtime == "process" and self.process is None:
-            raise ValueError("runtime 'process' needs a 'process' block with a 'command'")
+        for block in BUILTIN_BLOCKS:
+            given = getattr(self, block) is not None
+            if block == self.runtime and not given:
+                raise ValueError(f"runtime {block!r} needs a {block!r} block")
+            if block != self.runtime and given:
+                raise ValueError(f"a {block!r} block does not belong to runtime {self.runtime!r}")
+        if self.runtime in BUILTIN_BLOCKS and self.options:
+            raise ValueError("'options' are for plugin runtimes; use the runtime's own block")
         names = [e.name for e in self.endpoints]
         if len(names) != len(set(names)):
             raise ValueError("endpoint names must be unique")
+        for key in ("cpus", "memory", "disk"):
+            low, high = getattr(self.requires, key), getattr(self.recommends, key)
+            if low is not None and high is not None and high < low:
+                raise ValueError(f"recommends.{key} is below requires.{key}")
         return self
 
 

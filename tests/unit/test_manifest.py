@@ -85,10 +85,49 @@ def test_process_runtime_needs_a_command() -> None:
     assert "needs a 'process' block" in error_of(data)
 
 
-def test_unknown_runtime() -> None:
+def test_plugin_runtime_takes_options_not_builtin_blocks() -> None:
     data = minimal()
     data["environments"][0]["runtime"] = "teleport"
+    # a plugin runtime's settings go under `options`; the process block is not its own
+    assert "does not belong to runtime 'teleport'" in error_of(data)
+    del data["environments"][0]["process"]
+    data["environments"][0]["options"] = {"speed": "warp"}
+    assert parse_manifest(data).environments[0].options == {"speed": "warp"}
+    data["environments"][0]["runtime"] = "Tele Port"
     assert "environments.0.runtime" in error_of(data)
+
+
+def test_runtime_blocks_and_resources() -> None:
+    data = minimal()
+    env = data["environments"][0]
+    env["requires"] = {"memory": "2GiB", "cpus": 2, "gpu": "optional"}
+    env["recommends"] = {"memory": "1GiB"}
+    assert "recommends.memory is below requires.memory" in error_of(data)
+    env["recommends"] = {"memory": "4G", "cpus": 3.5, "disk": "10GB"}
+    parsed = parse_manifest(data).environments[0]
+    assert parsed.requires.memory == 2 * 1024**3
+    assert parsed.recommends.memory == 4 * 1024**3
+    assert parsed.recommends.disk == 10 * 1000**3
+    env["requires"] = {"memory": "lots"}
+    assert "is not a size" in error_of(data)
+    env["requires"] = {}
+    env["runtime"] = "vm"
+    assert "runtime 'vm' needs a 'vm' block" in error_of(data)
+    del env["process"]
+    env["vm"] = {"initrd": "boot/initrd"}
+    assert "a vm needs a 'disk' image, a 'kernel', or both" in error_of(data)
+    env["vm"] = {"kernel": "boot/vmlinuz", "disk": "../disk.qcow2"}
+    assert "environments.0.vm.disk" in error_of(data)
+    del env["vm"]
+    env["runtime"] = "container"
+    env["container"] = {"image": "Hello World"}
+    assert "environments.0.container.image" in error_of(data)
+    env["container"] = {
+        "image": "hello:1",
+        "image_archive": "images/hello.tar",
+        "mounts": [{"source": "data", "target": "data"}],
+    }
+    assert "environments.0.container.mounts.0.target" in error_of(data)
 
 
 def test_duplicate_names() -> None:

@@ -1,0 +1,217 @@
+"""What this machine has: CPUs, memory, disks, network interfaces, GPUs, KVM,
+and which runtimes can run here.
+
+Everything is read with psutil and the kernel's own interfaces; GPUs come from
+NVML (``nvidia-ml-py``) when it is installed and a driver answers — no GPU is a
+normal answer, not an error. Each probe is cheap and never raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import platform
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+KVM_GET_API_VERSION = 0xAE00
+KVM_CREATE_VM = 0xAE01
+KVM_API_VERSION = 12
+# what the node keeps back for the machine itself when it plans memory
+HOST_RESERVE_FRACTION = 0.10
+HOST_RESERVE_MAX = 1024**3
+
+
+@dataclass(slots=True, frozen=True)
+class Gpu:
+    index: int
+    name: str
+    memory: int
+    vendor: str = "nvidia"
+
+
+@dataclass(slots=True, frozen=True)
+class Capacity:
+    """What the planner may hand out here (pure data, so plans can be tested anywhere)."""
+
+    cpus: int
+    memory_free: int
+    disk_free: int
+    gpus: tuple[Gpu, ...] = ()
+    kvm: bool = False
+    memory_total: int = 0
+    notes: tuple[str, ...] = field(default=())
+
+
+def kvm_status() -> tuple[bool, str]:
+    """Whether a KVM virtual machine can be created here, and why not."""
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False, "/dev/kvm does not exist (no hardware virtualisation, or kvm not loaded)"
+    except PermissionError:
+        return False, "/dev/kvm is not accessible to this user (join the 'kvm' group)"
+    except OSError as exc:
+        return False, f"/dev/kvm cannot be opened: {exc.strerror}"
+    try:
+        if fcntl.ioctl(fd, KVM_GET_API_VERSION) != KVM_API_VERSION:
+            return False, "/dev/kvm speaks an unexpected API version"
+        vm = fcntl.ioctl(fd, KVM_CREATE_VM, 0)
+        os.close(vm)
+    except OSError as exc:
+        return False, f"/dev/kvm refused to create a VM: {exc.strerror}"
+    finally:
+        os.close(fd)
+    return True, ""
+
+
+def gpus() -> list[Gpu]:
+    """NVIDIA GPUs through NVML; an empty list when there is no library, driver or GPU."""
+    try:
+        import pynvml  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # no driver: NVMLError_LibraryNotFound, DriverNotLoaded, ...
+        return []
+    found: list[Gpu] = []
+    try:
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            dev = pynvml.nvmlDeviceGetHandleByIndex(i)
+            name = pynvml.nvmlDeviceGetName(dev)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(dev).total
+            found.append(Gpu(i, name.decode() if isinstance(name, bytes) else str(name), int(mem)))
+    except Exception:
+        return found
+    finally:
+        with contextlib.suppress(Exception):
+            pynvml.nvmlShutdown()
+    return found
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def host_reserve(total: int) -> int:
+    return min(int(total * HOST_RESERVE_FRACTION), HOST_RESERVE_MAX)
+
+
+def capacity(home: Path, *, kvm: bool | None = None) -> Capacity:
+    mem = psutil.virtual_memory()
+    disk = psutil.disk_usage(str(home))
+    return Capacity(
+        cpus=len(os.sched_getaffinity(0)) or psutil.cpu_count() or 1,
+        memory_free=max(0, mem.available - host_reserve(mem.total)),
+        memory_total=mem.total,
+        disk_free=disk.free,
+        gpus=tuple(gpus()),
+        kvm=kvm_status()[0] if kvm is None else kvm,
+    )
+
+
+def _disks() -> list[dict[str, Any]]:
+    out = []
+    for part in psutil.disk_partitions(all=False):
+        try:
+            usage = psutil.disk_usage(part.mountpoint)
+        except OSError:
+            continue
+        out.append(
+            {
+                "device": part.device,
+                "mount": part.mountpoint,
+                "fstype": part.fstype,
+                "total": usage.total,
+                "free": usage.free,
+                "used_percent": usage.percent,
+            }
+        )
+    return out
+
+
+def _interfaces() -> list[dict[str, Any]]:
+    stats = psutil.net_if_stats()
+    out = []
+    for name, addrs in sorted(psutil.net_if_addrs().items()):
+        st = stats.get(name)
+        out.append(
+            {
+                "name": name,
+                "up": bool(st and st.isup),
+                "speed_mbit": st.speed if st else 0,
+                "mtu": st.mtu if st else 0,
+                "addresses": [
+                    a.address
+                    for a in addrs
+                    if a.family in (socket.AF_INET, socket.AF_INET6)
+                ],
+            }
+        )
+    return out
+
+
+def inventory(home: Path, runtimes: dict[str, tuple[bool, str]]) -> dict[str, Any]:
+    """The whole picture, as ``aienv system --json`` and ``GET /api/v1/system`` show it."""
+    mem = psutil.virtual_memory()
+    kvm_ok, kvm_why = kvm_status()
+    cap = capacity(home, kvm=kvm_ok)
+    load = os.getloadavg()
+    return {
+        "host": socket.gethostname(),
+        "platform": {
+            "system": platform.system(),
+            "release": platform.release(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+        },
+        "uptime": round(time.time() - psutil.boot_time()),
+        "cpu": {
+            "model": cpu_model(),
+            "logical": psutil.cpu_count() or 1,
+            "physical": psutil.cpu_count(logical=False),
+            "usable": cap.cpus,
+            "load": [round(x, 2) for x in load],
+        },
+        "memory": {
+            "total": mem.total,
+            "available": mem.available,
+            "plannable": cap.memory_free,
+            "reserve": host_reserve(mem.total),
+        },
+        "disks": _disks(),
+        "home_disk_free": cap.disk_free,
+        "interfaces": _interfaces(),
+        "gpus": [asdict(g) for g in cap.gpus],
+        "kvm": {"usable": kvm_ok, "reason": kvm_why},
+        "runtimes": {
+            name: {"available": ok, "reason": why} for name, (ok, why) in sorted(runtimes.items())
+        },
+    }
+
+
+def summary(cap: Capacity, runtimes: dict[str, tuple[bool, str]]) -> dict[str, int]:
+    """The few numbers an announcement carries (see docs/protocol.md)."""
+    out = {
+        "cpus": cap.cpus,
+        "memory": cap.memory_total,
+        "memory_free": cap.memory_free,
+        "disk_free": cap.disk_free,
+        "gpus": len(cap.gpus),
+        "kvm": int(cap.kvm),
+    }
+    for name in ("process", "container", "vm"):
+        if name in runtimes:
+            out[f"rt_{name}"] = int(runtimes[name][0])
+    return out
