@@ -8,6 +8,8 @@ they are caught, with ``raise ... from exc``.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class AienvError(Exception):
     """Base of every error aienv reports to a person."""
@@ -20,6 +22,10 @@ class AienvError(Exception):
         self.message = message
         if code is not None:
             self.code = code
+
+    def details(self) -> dict[str, Any]:
+        """Fields the API adds beside ``error`` (a refused plan, say); none by default."""
+        return {}
 
 
 class InvalidInput(AienvError):

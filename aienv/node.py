@@ -32,6 +32,7 @@ from aienv.runtime.manager import EnvironmentManager
 from aienv.runtime.registry import load_runtimes
 from aienv.state.db import Database
 from aienv.state.store import StateStore
+from aienv.system import inventory
 from aienv.transfer.clone import CloneManager
 from aienv.transfer.holdings import Holdings
 from aienv.transfer.progress import Transfers
@@ -39,6 +40,7 @@ from aienv.transfer.serve import UploadSlots
 from aienv.workspace.store import WorkspaceStore
 
 log = logging.getLogger(__name__)
+PROBE_INTERVAL = 30.0  # seconds between runtime health checks
 
 
 def _lock_home(home: Path) -> int:
@@ -71,7 +73,11 @@ class Node:
         self.holdings = Holdings(settings, self.state, self._archives_changed)
         self.uploads = UploadSlots(settings.max_uploads, self.transfers)
         self.workspaces = WorkspaceStore(settings, self.state, self.holdings, self.transfers)
-        self.runtimes = load_runtimes()
+        self.runtimes, self.broken_runtimes = load_runtimes(settings)
+        self.runtime_health: dict[str, tuple[bool, str]] = {
+            name: (False, "not probed yet") for name in self.runtimes
+        }
+        self.capacity = inventory.capacity(settings.home, kvm=False)
         self.interfaces = select_interfaces(settings.interfaces)
         self.environments = EnvironmentManager(
             settings,
@@ -81,6 +87,8 @@ class Node:
             lan_address=next(
                 (i.address for i in self.interfaces if not i.address.startswith("127.")), None
             ),
+            node_id=self.identity.node_id,
+            broken=self.broken_runtimes,
         )
         self.discovery = DiscoveryService(
             identity=self.identity,
@@ -95,6 +103,7 @@ class Node:
             on_peer_change=self._peer_changed,
             dnssd=settings.dnssd,
             archives=self.holdings.announced,
+            resources=lambda: inventory.summary(self.capacity, self.runtime_health),
         )
         self.clones = CloneManager(
             settings,
@@ -152,9 +161,45 @@ class Node:
 
     # -- cleanup contexts, in start order (aiohttp runs them in reverse on stop) ----
 
+    def probe(self) -> None:
+        """Ask every runtime whether it can run here, and measure the machine (blocking)."""
+        health = {}
+        for name, runtime in self.runtimes.items():
+            try:
+                health[name] = runtime.available()
+            except Exception as exc:  # a plugin's probe must not break the node
+                health[name] = (False, f"its availability check failed: {exc}")
+        for name, why in self.broken_runtimes.items():
+            health[name] = (False, why)
+        self.runtime_health = health
+        self.capacity = inventory.capacity(self.settings.home)
+
+    async def _probe_loop(self) -> None:
+        """Keep runtime health and free resources fresh for announcements and the API."""
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL)
+            before = self.runtime_health
+            await asyncio.to_thread(self.probe)
+            if before != self.runtime_health:
+                self.state.event("node", f"runtimes now: {self._health_text()}")
+                self.discovery.announce_now()
+
+    def _health_text(self) -> str:
+        return ", ".join(
+            f"{name} {'available' if ok else 'unavailable'}"
+            for name, (ok, _) in sorted(self.runtime_health.items())
+        )
+
     async def _runtimes_ctx(self, app: web.Application) -> AsyncIterator[None]:
-        self.environments.recover()
+        await asyncio.to_thread(self.probe)
+        log.info("runtimes: %s", self._health_text())
+        await self.environments.recover()
+        prober = asyncio.get_running_loop().create_task(self._probe_loop())
+        starter = asyncio.get_running_loop().create_task(self.environments.autostart())
         yield
+        for task in (prober, starter):
+            task.cancel()
+        await asyncio.gather(prober, starter, return_exceptions=True)
         await self.environments.stop_all()
 
     async def _clones_ctx(self, app: web.Application) -> AsyncIterator[None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -22,9 +22,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> web.Response:
-    resp = reply({"error": {"code": code, "message": message}}, status=status)
+    resp = reply({"error": {"code": code, "message": message}, **(extra or {})}, status=status)
     resp.headers.update(headers or {})
     return resp
 
@@ -37,7 +41,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         retry = str(max(1, math.ceil(exc.retry_after)))
         return _error(exc.status, exc.code, exc.message, {"Retry-After": retry})
     except AienvError as exc:
-        return _error(exc.status, exc.code, exc.message)
+        return _error(exc.status, exc.code, exc.message, extra=exc.details())
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -1,18 +1,28 @@
-"""Environments (launch, stop, logs) and clones (the clone jobs of this node)."""
+"""Environments (plan, launch, stop, logs, snapshots), this machine's inventory,
+and clones (the clone jobs of this node)."""
 
 from __future__ import annotations
+
+import asyncio
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from aienv.api.common import node_of, parse_body, reply, require_admin
+from aienv.api.common import is_local, node_of, parse_body, reply, require_admin
 from aienv.names import check_name
+from aienv.system import inventory
 
 
 class Launch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     workspace: str
     environment: str | None = None
+    force: bool = False
+
+
+class SnapshotBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=63)
 
 
 class StartClone(BaseModel):
@@ -33,8 +43,57 @@ async def launch(request: web.Request) -> web.Response:
     check_name(body.workspace, "workspace name")
     if body.environment is not None:
         check_name(body.environment, "environment name")
-    doc = await node_of(request).environments.launch(body.workspace, body.environment)
+    doc = await node_of(request).environments.launch(
+        body.workspace, body.environment, force=body.force
+    )
     return reply(doc, status=201)
+
+
+async def get_plan(request: web.Request) -> web.Response:
+    """The plan for a local workspace's environment; 409 ``does_not_fit`` carries it too."""
+    require_admin(request)
+    name = check_name(request.match_info["name"], "workspace name")
+    env = request.query.get("environment")
+    if env is not None:
+        check_name(env, "environment name")
+    force = request.query.get("force", "false").lower() in ("1", "true", "yes")
+    plan = await node_of(request).environments.plan(name, env, force=force)
+    return reply(plan.model_dump())
+
+
+async def get_system(request: web.Request) -> web.Response:
+    node = node_of(request)
+    data = await asyncio.to_thread(inventory.inventory, node.settings.home, node.runtime_health)
+    if not is_local(request):  # a peer sees resources and runtimes, not names and addresses
+        for key in ("host", "disks", "interfaces"):
+            data.pop(key, None)
+    return reply(data)
+
+
+async def list_snapshots(request: web.Request) -> web.Response:
+    require_admin(request)
+    env_id = request.match_info["id"]
+    return reply({"snapshots": await node_of(request).environments.snapshots(env_id)})
+
+
+async def create_snapshot(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await parse_body(request, SnapshotBody)
+    env_id = request.match_info["id"]
+    doc = await node_of(request).environments.snapshot(env_id, "create", body.name)
+    return reply(doc, status=201)
+
+
+async def revert_snapshot(request: web.Request) -> web.Response:
+    require_admin(request)
+    env_id, name = request.match_info["id"], request.match_info["name"]
+    return reply(await node_of(request).environments.snapshot(env_id, "revert", name))
+
+
+async def delete_snapshot(request: web.Request) -> web.Response:
+    require_admin(request)
+    env_id, name = request.match_info["id"], request.match_info["name"]
+    return reply(await node_of(request).environments.snapshot(env_id, "delete", name))
 
 
 async def get_environment(request: web.Request) -> web.Response:
@@ -85,6 +144,12 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/api/v1/environments/{id}", get_environment)
     router.add_post("/api/v1/environments/{id}/stop", stop_environment)
     router.add_get("/api/v1/environments/{id}/logs", environment_logs)
+    router.add_get("/api/v1/environments/{id}/snapshots", list_snapshots)
+    router.add_post("/api/v1/environments/{id}/snapshots", create_snapshot)
+    router.add_post("/api/v1/environments/{id}/snapshots/{name}/revert", revert_snapshot)
+    router.add_delete("/api/v1/environments/{id}/snapshots/{name}", delete_snapshot)
+    router.add_get("/api/v1/workspaces/{name}/plan", get_plan)
+    router.add_get("/api/v1/system", get_system)
     router.add_get("/api/v1/clones", list_clones)
     router.add_post("/api/v1/clones", start_clone)
     router.add_get("/api/v1/clones/{id}", get_clone)

@@ -30,8 +30,8 @@ async def get_node(request: web.Request) -> web.Response:
         "state_version": node.state.version,
         "discovery": node.discovery.to_json(),
         "runtimes": {
-            name: dict(zip(("available", "reason"), rt.available(), strict=True))
-            for name, rt in node.runtimes.items()
+            name: {"available": ok, "reason": why}
+            for name, (ok, why) in sorted(node.runtime_health.items())
         },
         "uploads": {
             "peers": node.uploads.peers(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -11,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -22,8 +20,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from aienv.cli import runtimes
 from aienv.cli.client import Client, CliError
-from aienv.cli.render import endpoints_text, human_size
+from aienv.cli.render import JsonOpt, emit_json, endpoints_text, err, human_size, out
 from aienv.errors import AienvError
 
 app = typer.Typer(
@@ -36,16 +35,9 @@ peer_app = typer.Typer(
     help="Manually added peers, for networks that block multicast.", no_args_is_help=True
 )
 app.add_typer(peer_app, name="peer")
+app.add_typer(runtimes.snapshot_app, name="snapshot")
 
-out = Console()
-err = Console(stderr=True)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 TERMINAL_CLONE = {"running", "installed", "failed", "cancelled"}
-
-
-def emit_json(data: Any) -> None:
-    out.print_json(json.dumps(data, default=str))
 
 
 # -- the node ------------------------------------------------------------------
@@ -424,69 +416,16 @@ def clones(as_json: JsonOpt = False) -> None:
     out.print(table if jobs else "no clones yet")
 
 
-@app.command()
-def launch(
-    workspace: str,
-    environment: Annotated[str | None, typer.Argument()] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Launch an environment of a local workspace (the first one by default)."""
-    env = Client().post("/environments", {"workspace": workspace, "environment": environment})
-    if as_json:
-        emit_json(env)
-        return
-    out.print(f"[green]{env['id']}[/] {env['state']}")
-    out.print(endpoints_text(env["endpoints"]))
-
-
-@app.command()
-def ps(
-    as_json: JsonOpt = False,
-    all_: Annotated[bool, typer.Option("--all", "-a", help="Include stopped ones.")] = False,
-) -> None:
-    """Environments on this node and their endpoint URLs."""
-    envs = Client().get("/environments")["environments"]
-    if not all_:
-        envs = [e for e in envs if e["state"] not in ("stopped",)]
-    if as_json:
-        emit_json(envs)
-        return
-    table = Table("id", "runtime", "state", "endpoints", box=None)
-    for e in envs:
-        urls = " ".join(ep["url"] for ep in e["endpoints"])
-        state = e["state"] + (
-            f" ({e['error']})" if e.get("error") and e["state"] == "failed" else ""
-        )
-        table.add_row(e["id"], e["runtime"], state, urls)
-    out.print(table if envs else "no environments running")
-
-
-def _env_ids(client: Client, ref: str) -> list[str]:
-    if "." in ref:
-        return [ref]
-    envs = [e["id"] for e in client.get("/environments")["environments"] if e["workspace"] == ref]
-    if not envs:
-        raise CliError(f"no environment of workspace {ref!r} has been launched here", 4)
-    return envs
-
-
-@app.command()
-def stop(
-    name: Annotated[str, typer.Argument(help="A workspace name or an environment id (WS.ENV).")],
-) -> None:
-    """Stop a workspace's environments."""
-    client = Client()
-    for env_id in _env_ids(client, name):
-        env = client.post(f"/environments/{env_id}/stop")
-        out.print(f"{env['id']} {env['state']}")
-
-
-@app.command()
-def logs(name: str, tail: Annotated[int, typer.Option(help="Lines to show.")] = 200) -> None:
-    """Show an environment's output (stdout and stderr)."""
-    client = Client()
-    for env_id in _env_ids(client, name):
-        sys.stdout.write(client.get(f"/environments/{env_id}/logs", params={"tail": tail}))
+# the machine and its environments (aienv/cli/runtimes.py), after the workspace commands
+for command in (
+    runtimes.system,
+    runtimes.plan,
+    runtimes.launch,
+    runtimes.ps,
+    runtimes.stop,
+    runtimes.logs,
+):
+    app.command()(command)
 
 
 def main() -> None:

@@ -71,6 +71,10 @@ async def fetch_announcement(
         ) from exc
 
 
+def _basic_resources() -> dict[str, int]:
+    return {"cpus": psutil.cpu_count() or 1, "memory": psutil.virtual_memory().total}
+
+
 class DiscoveryService:
     def __init__(
         self,
@@ -86,6 +90,7 @@ class DiscoveryService:
         on_peer_change: Callable[[str, str, str], None],
         dnssd: bool = True,
         archives: Callable[[], list[codec.HeldArchive]] = list,
+        resources: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         self.identity = identity
         self.node_name = node_name
@@ -94,6 +99,7 @@ class DiscoveryService:
         self.interfaces = interfaces
         self.shared = shared
         self.archives = archives
+        self.resources = resources or _basic_resources
         self.manual_peers = manual_peers
         self.on_peer_change = on_peer_change
         self.instance = secrets.token_hex(8)
@@ -132,10 +138,7 @@ class DiscoveryService:
             seq=self._seq,
             http=codec.HttpInfo(port=self.http_port),
             interval=self.interval,
-            resources={
-                "cpus": psutil.cpu_count() or 1,
-                "memory": psutil.virtual_memory().total,
-            },
+            resources=self.resources(),
             workspaces=self.shared(),
             archives=self.archives(),
         )

@@ -83,7 +83,7 @@ class Runtime(ABC):
     def is_running(self, handle: dict[str, Any]) -> bool:
         """Whether what ``handle`` names is still running (used after a node restart)."""
 
-    async def async_remove(self, handle: dict[str, Any]) -> None:
+    async def async_remove(self, handle: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Forget a stopped environment for good: delete what ``launch`` created
         outside ``state_dir`` (containers, VM definitions). The default does nothing."""
 

@@ -9,17 +9,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 from collections import deque
 from typing import Any
 
+from pydantic import ValidationError
+
 from aienv.config import NodeSettings
-from aienv.errors import Conflict, NotFound, RuntimeFailure
+from aienv.errors import Conflict, NotFound, RuntimeFailure, WorkspaceError
+from aienv.names import check_name
 from aienv.runtime import ports as portalloc
 from aienv.runtime.base import LaunchSpec, Runtime
 from aienv.runtime.machine import LIVE, EnvState, can_transition
 from aienv.state.store import StateStore
-from aienv.workspace.store import WorkspaceStore
+from aienv.system import inventory
+from aienv.system.plan import Plan, make_plan
+from aienv.workspace.manifest import Environment
+from aienv.workspace.store import Workspace, WorkspaceStore
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +43,16 @@ class EnvironmentManager:
         workspaces: WorkspaceStore,
         runtimes: dict[str, Runtime],
         lan_address: str | None = None,
+        node_id: str = "",
+        broken: dict[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
         self.workspaces = workspaces
         self.runtimes = runtimes
+        self.broken = broken or {}
         self.lan_address = lan_address
+        self.node_id = node_id
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -102,8 +113,88 @@ class EnvironmentManager:
             out.append(item)
         return out
 
-    async def launch(self, workspace: str, environment: str | None = None) -> dict[str, Any]:
-        """Launch an environment of ``workspace`` and wait until it answers (or fails)."""
+    # -- planning ------------------------------------------------------------
+
+    def runtime_for(self, env: Environment) -> Runtime:
+        """The runtime ``env`` names, or a launch error saying why it cannot run here."""
+        runtime = self.runtimes.get(env.runtime)
+        if runtime is None:
+            if env.runtime in self.broken:
+                why = f"its plugin {self.broken[env.runtime]}"
+            else:
+                known = ", ".join(sorted(self.runtimes)) or "none"
+                why = f"no such runtime is installed (installed: {known})"
+            raise RuntimeFailure(
+                f"runtime {env.runtime!r} is not available on this node: {why}",
+                code="runtime_unavailable",
+            )
+        ok, why = runtime.available()
+        if not ok:
+            raise RuntimeFailure(
+                f"runtime {env.runtime!r} is not available on this node: {why}",
+                code="runtime_unavailable",
+            )
+        return runtime
+
+    def _check(self, runtime: Runtime, env: Environment, ws: Workspace) -> None:
+        if runtime.options_model is not None:
+            try:
+                runtime.options_model.model_validate(env.options)
+            except ValidationError as exc:
+                where = "; ".join(
+                    f"options.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+                )
+                raise WorkspaceError(f"environment {env.name!r}: {where}") from exc
+        runtime.check(env, ws.path)
+
+    def _taken_ports(self) -> set[int]:
+        return {p for d in self.all() if EnvState(d["state"]) in LIVE for p in d["ports"].values()}
+
+    async def plan(
+        self, workspace: str, environment: str | None = None, *, force: bool = False
+    ) -> Plan:
+        """What ``environment`` would get here now; raises ``DoesNotFit`` unless forced."""
+        ws = self.workspaces.get(workspace)
+        env = ws.manifest.environment(environment)
+        runtime = await asyncio.to_thread(self.runtime_for, env)
+        self._check(runtime, env, ws)
+        return await self._plan(env, runtime, force)
+
+    async def _plan(self, env: Environment, runtime: Runtime, force: bool) -> Plan:
+        cap = await asyncio.to_thread(inventory.capacity, self.settings.home)
+        if runtime.wants_accel and getattr(self.settings, "vm_accel", "auto") != "auto":
+            cap = inventory.Capacity(**{**cap.__dict__, "kvm": self.settings.vm_accel == "kvm"})
+        ports = portalloc.allocate(((e.name, e.port) for e in env.endpoints), self._taken_ports())
+        return make_plan(
+            env,
+            cap,
+            ports=ports,
+            defaults=runtime.defaults,
+            wants_accel=runtime.wants_accel,
+            force=force,
+        )
+
+    @staticmethod
+    def plan_variables(plan: Plan) -> dict[str, str]:
+        """Variables that tell the environment what it got (thread pools, GPUs)."""
+        threads = str(plan.threads)
+        out = {
+            "AIENV_CPUS": "" if plan.cpus is None else f"{plan.cpus:g}",
+            "AIENV_MEMORY": "" if plan.memory is None else str(plan.memory),
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "OPENBLAS_NUM_THREADS": threads,
+            "NUMEXPR_MAX_THREADS": threads,
+            "CUDA_VISIBLE_DEVICES": ",".join(map(str, plan.gpu.devices)) if plan.gpu.use else "",
+        }
+        return out
+
+    # -- launching -----------------------------------------------------------
+
+    async def launch(
+        self, workspace: str, environment: str | None = None, *, force: bool = False
+    ) -> dict[str, Any]:
+        """Plan and launch an environment of ``workspace``; wait until it answers (or fails)."""
         ws = self.workspaces.get(workspace)
         env = ws.manifest.environment(environment)
         env_id = f"{workspace}.{env.name}"
@@ -117,18 +208,13 @@ class EnvironmentManager:
                     f"environment {env_id} is already {existing['state']}: stop it first",
                     code="already_running",
                 )
-            runtime = self.runtimes.get(env.runtime)
-            if runtime is None:
-                known = ", ".join(sorted(self.runtimes)) or "none"
-                raise RuntimeFailure(
-                    f"runtime {env.runtime!r} is not available on this node (available: {known})",
-                    code="runtime_unavailable",
-                )
-            taken = {
-                p for d in self.all() if EnvState(d["state"]) in LIVE for p in d["ports"].values()
-            }
-            ports = portalloc.allocate(((e.name, e.port) for e in env.endpoints), taken)
+            runtime = await asyncio.to_thread(self.runtime_for, env)
+            self._check(runtime, env, ws)
+            plan = await self._plan(env, runtime, force)
+            ports = plan.ports
             now = time.time()
+            state_dir = self.settings.environments_dir / env_id
+            state_dir.mkdir(parents=True, exist_ok=True)
             doc: dict[str, Any] = {
                 "id": env_id,
                 "workspace": workspace,
@@ -136,15 +222,22 @@ class EnvironmentManager:
                 "runtime": env.runtime,
                 "state": EnvState.PLANNED.value,
                 "error": None,
+                "plan": plan.model_dump(),
                 "ports": ports,
                 "endpoints": self._endpoints(env, ports),
-                "handle": None,
+                "handle": existing["handle"] if existing else None,
+                "details": {},
                 "exit_code": None,
                 "log_path": str(self.settings.logs_dir / f"{env_id}.log"),
                 "created_at": existing["created_at"] if existing else now,
                 "updated_at": now,
             }
             self.state.save_document(TABLE, doc)
+            self.state.event(
+                "environment",
+                f"environment {env_id} planned: {plan.describe()}"
+                + (f" ({'; '.join(plan.notes)})" if plan.notes else ""),
+            )
             self._set(doc, EnvState.STARTING)
             spec = LaunchSpec(
                 env_id=env_id,
@@ -160,13 +253,23 @@ class EnvironmentManager:
                         f"AIENV_PORT_{n.upper().replace('-', '_')}": str(p)
                         for n, p in ports.items()
                     },
+                    **self.plan_variables(plan),
                 },
+                plan=plan,
+                state_dir=state_dir,
+                node_id=self.node_id,
+                previous=existing["handle"] if existing else None,
             )
             try:
                 doc["handle"] = await runtime.async_launch(spec)
             except RuntimeFailure as exc:
                 self._set(doc, EnvState.FAILED, exc.message)
                 raise
+            except Exception as exc:  # a plugin's bug must still end in a recorded failure
+                log.exception("runtime %s failed to launch %s", env.runtime, env_id)
+                self._set(doc, EnvState.FAILED, f"the {env.runtime} runtime failed: {exc}")
+                raise RuntimeFailure(f"the {env.runtime} runtime failed: {exc}") from exc
+            doc["details"] = runtime.details(doc["handle"])
             self.state.save_document(TABLE, doc)
             watcher = asyncio.get_running_loop().create_task(self._watch(doc, runtime))
             self._watchers[env_id] = watcher
@@ -249,18 +352,80 @@ class EnvironmentManager:
         return self.get(env_id)
 
     async def remove(self, env_id: str) -> None:
-        await self.stop(env_id)
+        """Stop the environment and forget it: what its runtime made, its folder, its record."""
+        doc = await self.stop(env_id)
+        runtime = self.runtimes.get(doc["runtime"])
+        if runtime is not None and doc["handle"]:
+            try:
+                await runtime.async_remove(doc["handle"])
+            except Exception as exc:  # the record goes anyway; say what may be left
+                log.warning("environment %s: its runtime could not clean up: %s", env_id, exc)
+        shutil.rmtree(self.settings.environments_dir / env_id, ignore_errors=True)
         self.state.delete_document(TABLE, env_id)
+
+    # -- snapshots -----------------------------------------------------------
+
+    def _runtime_of(self, env_id: str) -> tuple[dict[str, Any], Runtime]:
+        doc = self.get(env_id)
+        runtime = self.runtimes.get(doc["runtime"])
+        if runtime is None or not doc["handle"]:
+            raise Conflict(
+                f"environment {env_id} has not been launched on this node with an installed "
+                f"runtime ({doc['runtime']})",
+                code="no_instance",
+            )
+        return doc, runtime
+
+    async def snapshots(self, env_id: str) -> list[dict[str, Any]]:
+        doc, runtime = self._runtime_of(env_id)
+        return await runtime.async_snapshot_list(doc["handle"])
+
+    async def snapshot(self, env_id: str, action: str, name: str) -> dict[str, Any]:
+        """Create, revert to or delete the snapshot ``name`` of an environment."""
+        check_name(name, "snapshot name")
+        doc, runtime = self._runtime_of(env_id)
+        lock = self._locks.setdefault(env_id, asyncio.Lock())
+        async with lock:
+            if action == "create":
+                result = await runtime.async_snapshot_create(doc["handle"], name)
+            elif action == "revert":
+                await runtime.async_snapshot_revert(doc["handle"], name)
+                result = {"name": name}
+            elif action == "delete":
+                await runtime.async_snapshot_delete(doc["handle"], name)
+                result = {"name": name}
+            else:  # pragma: no cover - the API and CLI only pass the three above
+                raise ValueError(action)
+        self.state.event("environment", f"environment {env_id}: snapshot {name} {action}d")
+        if action == "revert":  # a running snapshot brings a stopped VM back up
+            await self._resync(doc, runtime)
+        return result
+
+    async def _resync(self, doc: dict[str, Any], runtime: Runtime) -> None:
+        running = await asyncio.to_thread(runtime.is_running, doc["handle"])
+        state = EnvState(doc["state"])
+        if running and state not in LIVE:
+            doc["state"] = EnvState.RUNNING.value
+            doc["error"] = None
+            self.state.save_document(TABLE, doc)
+            task = asyncio.get_running_loop().create_task(self._watch(doc, runtime))
+            self._watchers[doc["id"]] = task
 
     # -- node lifecycle ------------------------------------------------------
 
-    def recover(self) -> None:
+    async def recover(self) -> None:
         """After a node restart: adopt what still runs, mark the rest stopped."""
         for doc in self.all():
             if EnvState(doc["state"]) not in LIVE:
                 continue
             runtime = self.runtimes.get(doc["runtime"])
-            if runtime is not None and doc["handle"] and runtime.is_running(doc["handle"]):
+            alive = False
+            if runtime is not None and doc["handle"]:
+                try:
+                    alive = await asyncio.to_thread(runtime.is_running, doc["handle"])
+                except Exception as exc:  # an engine that is down: not running, as far as we know
+                    log.warning("environment %s: cannot ask its runtime: %s", doc["id"], exc)
+            if runtime is not None and alive:
                 doc["state"] = EnvState.RUNNING.value
                 self.state.save_document(TABLE, doc)
                 task = asyncio.get_running_loop().create_task(self._watch(doc, runtime))
@@ -269,6 +434,21 @@ class EnvironmentManager:
                 doc["state"] = EnvState.STOPPED.value
                 doc["error"] = "not running after the node restarted"
                 self.state.save_document(TABLE, doc)
+
+    async def autostart(self) -> None:
+        """Launch every installed environment marked ``autostart: true`` that is not live."""
+        for ws in self.workspaces.all():
+            name = ws.record.name
+            for env in ws.manifest.environments:
+                if not env.autostart:
+                    continue
+                existing = self.state.document(TABLE, f"{name}.{env.name}")
+                if existing and EnvState(existing["state"]) in LIVE:
+                    continue
+                try:
+                    await self.launch(name, env.name)
+                except Exception as exc:  # recorded as the environment's failure and an event
+                    self.state.event("environment", f"autostart of {name}.{env.name} failed: {exc}")
 
     async def stop_all(self) -> None:
         live = [d["id"] for d in self.all() if EnvState(d["state"]) in LIVE]

@@ -2,7 +2,8 @@
 
 stdout and stderr go to the environment's log file. ``{port.NAME}`` in the
 command is replaced by the endpoint's local port; the same ports are passed as
-``AIENV_PORT_<NAME>`` variables.
+``AIENV_PORT_<NAME>`` variables. The plan's CPU and memory are enforced with
+cgroups where possible, else rlimits and affinity (see ``limits``).
 """
 
 from __future__ import annotations
@@ -11,12 +12,19 @@ import asyncio
 import contextlib
 import os
 import signal
-from typing import Any
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from aienv.errors import RuntimeFailure
+from aienv.runtime import limits
 from aienv.runtime.base import LaunchSpec, Runtime
+from aienv.workspace.manifest import Environment
+
+if TYPE_CHECKING:
+    from aienv.config import NodeSettings
 
 POLL = 0.5
 
@@ -32,6 +40,16 @@ class ProcessRuntime(Runtime):
 
     def __init__(self) -> None:
         self._procs: dict[int, asyncio.subprocess.Process] = {}
+        self._use_cgroups = True
+
+    def configure(self, settings: NodeSettings) -> None:
+        self._use_cgroups = settings.cgroups
+
+    def check(self, env: Environment, root: Path) -> None:
+        if env.process is not None and not (root / env.process.workdir).is_dir():
+            raise RuntimeFailure(
+                f"working folder {env.process.workdir!r} does not exist in the workspace"
+            )
 
     async def async_launch(self, spec: LaunchSpec) -> dict[str, Any]:
         block = spec.environment.process
@@ -44,6 +62,21 @@ class ProcessRuntime(Runtime):
                 f"working folder {block.workdir!r} does not exist in the workspace"
             )
         env = {**os.environ, **block.env, **spec.env}
+        return await self.async_spawn(spec, command, cwd, env)
+
+    async def async_spawn(
+        self, spec: LaunchSpec, command: list[str], cwd: Path, env: dict[str, str]
+    ) -> dict[str, Any]:
+        """Run ``command`` under the plan's limits; the handle this runtime understands.
+        Plugins that prepare something first (a virtualenv) call this to run it."""
+        group = limits.group_name(spec.node_id, spec.env_id)
+        applied, enter = await asyncio.to_thread(
+            limits.prepare,
+            group,
+            spec.plan.cpus,
+            spec.plan.memory,
+            use_cgroups=self._use_cgroups,
+        )
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with spec.log_path.open("ab") as log:
             try:
@@ -55,25 +88,41 @@ class ProcessRuntime(Runtime):
                     stdout=log,
                     stderr=asyncio.subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=enter,
                 )
-            except OSError as exc:
-                raise RuntimeFailure(f"cannot run {command[0]!r}: {exc.strerror or exc}") from exc
+            except (OSError, subprocess.SubprocessError) as exc:
+                await asyncio.to_thread(limits.remove_groups, group)
+                why = exc.strerror if isinstance(exc, OSError) else str(exc)
+                raise RuntimeFailure(f"cannot run {command[0]!r}: {why or exc}") from exc
         self._procs[proc.pid] = proc
         try:
             started = psutil.Process(proc.pid).create_time()
         except psutil.Error:
             started = 0.0
-        return {"pid": proc.pid, "pgid": proc.pid, "started": started, "command": command}
+        return {
+            "pid": proc.pid,
+            "pgid": proc.pid,
+            "started": started,
+            "command": command,
+            "limits": applied.as_dict(),
+            "group": group,
+        }
+
+    def details(self, handle: dict[str, Any]) -> dict[str, Any]:
+        return {"pid": handle["pid"], "limits": handle.get("limits", {}).get("kind", "none")}
 
     async def async_wait(self, handle: dict[str, Any]) -> int | None:
         proc = self._procs.get(handle["pid"])
+        code: int | None = None
         if proc is not None:
             code = await proc.wait()
             self._procs.pop(handle["pid"], None)
-            return code
-        while self.is_running(handle):  # adopted after a node restart: not our child
-            await asyncio.sleep(POLL)
-        return None
+        else:
+            while self.is_running(handle):  # adopted after a node restart: not our child
+                await asyncio.sleep(POLL)
+        if handle.get("group"):
+            await asyncio.to_thread(limits.remove_groups, handle["group"])
+        return code
 
     async def async_stop(self, handle: dict[str, Any], timeout: float) -> None:
         pgid = handle["pgid"]
@@ -87,6 +136,8 @@ class ProcessRuntime(Runtime):
             self._signal_group(pgid, signal.SIGKILL)
             await self._wait_gone(handle)
         self._signal_group(pgid, signal.SIGKILL)
+        if handle.get("group"):  # anything that left the process group but not its cgroup
+            await asyncio.to_thread(limits.remove_groups, handle["group"])
 
     async def _wait_gone(self, handle: dict[str, Any]) -> None:
         proc = self._procs.get(handle["pid"])

@@ -153,9 +153,7 @@ def _interfaces() -> list[dict[str, Any]]:
                 "speed_mbit": st.speed if st else 0,
                 "mtu": st.mtu if st else 0,
                 "addresses": [
-                    a.address
-                    for a in addrs
-                    if a.family in (socket.AF_INET, socket.AF_INET6)
+                    a.address for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6)
                 ],
             }
         )

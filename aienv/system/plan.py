@@ -10,7 +10,7 @@ whole table of cases is tested without the machine at hand.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -29,6 +29,9 @@ class DoesNotFit(AienvError):
     def __init__(self, message: str, plan: Plan) -> None:
         super().__init__(message)
         self.plan = plan
+
+    def details(self) -> dict[str, Any]:
+        return {"plan": self.plan.model_dump()}
 
 
 class GpuPlan(BaseModel):
@@ -142,7 +145,9 @@ def make_plan(
         shortfalls.append("needs a GPU, this machine has none")
     elif policy == "optional" and not cap.gpus:
         notes.append("no GPU here: runs on the CPU")
-    gpu = GpuPlan(policy=policy, use=use_gpu, devices=[g.index for g in cap.gpus] if use_gpu else [])
+    gpu = GpuPlan(
+        policy=policy, use=use_gpu, devices=[g.index for g in cap.gpus] if use_gpu else []
+    )
 
     accel: Literal["kvm", "tcg"] | None = None
     if wants_accel:

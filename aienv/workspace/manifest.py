@@ -125,9 +125,15 @@ class Mount(_Model):
         return value
 
 
+# a local image reference: [registry/]repository[:tag], lower-case repository
+IMAGE_RE = r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9](:[A-Za-z0-9_][A-Za-z0-9._-]*)?$"
+
+
 class ContainerSpec(_Model):
     image: str = Field(
-        min_length=1, max_length=255, pattern=r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]*)?$"
+        min_length=1,
+        max_length=255,
+        pattern=r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]*)?$",
     )
     image_archive: RelPath | None = Field(
         default=None, description="a `docker save` tar inside the workspace, loaded when needed"

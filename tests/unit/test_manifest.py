@@ -112,8 +112,9 @@ def test_runtime_blocks_and_resources() -> None:
     assert "is not a size" in error_of(data)
     env["requires"] = {}
     env["runtime"] = "vm"
-    assert "runtime 'vm' needs a 'vm' block" in error_of(data)
+    assert "a 'process' block does not belong to runtime 'vm'" in error_of(data)
     del env["process"]
+    assert "runtime 'vm' needs a 'vm' block" in error_of(data)
     env["vm"] = {"initrd": "boot/initrd"}
     assert "a vm needs a 'disk' image, a 'kernel', or both" in error_of(data)
     env["vm"] = {"kernel": "boot/vmlinuz", "disk": "../disk.qcow2"}

@@ -1,0 +1,203 @@
+"""Commands about this machine and its environments: system, plan, launch, ps,
+stop, logs and snapshots. Registered on the main app by ``aienv.cli.main``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from aienv.cli.client import Client, CliError
+from aienv.cli.render import JsonOpt, emit_json, endpoints_text, human_size, out, plan_text
+
+snapshot_app = typer.Typer(
+    help="Snapshots of an environment (VMs): create, list, revert, delete.",
+    no_args_is_help=True,
+)
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Launch even when requirements are not met here.")
+]
+EnvArg = Annotated[str | None, typer.Argument(help="The environment (default: the first).")]
+
+
+def system(as_json: JsonOpt = False) -> None:
+    """What this machine has and which runtimes can run here."""
+    data = Client().get("/system")
+    if as_json:
+        emit_json(data)
+        return
+    cpu, mem = data["cpu"], data["memory"]
+    out.print(f"[bold]{data.get('host', '')}[/] {data['platform']['system']} "
+              f"{data['platform']['release']} {data['platform']['machine']}")  # fmt: skip
+    out.print(f"CPU     {cpu['model']}: {cpu['logical']} logical, {cpu['usable']} usable, "
+              f"load {' '.join(map(str, cpu['load']))}")  # fmt: skip
+    out.print(f"memory  {human_size(mem['total'])} total, {human_size(mem['available'])} "
+              f"available, {human_size(mem['plannable'])} for environments")  # fmt: skip
+    gpus = ", ".join(f"{g['index']}: {g['name']} ({human_size(g['memory'])})" for g in data["gpus"])
+    out.print(f"GPU     {gpus or 'none'}")
+    kvm = data["kvm"]
+    out.print(f"KVM     {'usable' if kvm['usable'] else 'not usable: ' + kvm['reason']}")
+    for disk in data.get("disks", []):
+        out.print(f"disk    {disk['mount']}: {human_size(disk['free'])} free "
+                  f"of {human_size(disk['total'])}")  # fmt: skip
+    for iface in data.get("interfaces", []):
+        state = "up" if iface["up"] else "down"
+        out.print(f"net     {iface['name']} {state} {' '.join(iface['addresses'])}")
+    table = Table("runtime", "available", "why not", box=None)
+    for name, rt in data["runtimes"].items():
+        table.add_row(name, "yes" if rt["available"] else "[red]no[/]", rt["reason"])
+    out.print(table)
+
+
+def plan(
+    workspace: str,
+    environment: EnvArg = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """How an environment would run here: CPUs, memory, GPU, acceleration, ports."""
+    params: dict[str, str] = {"force": str(force).lower()}
+    if environment:
+        params["environment"] = environment
+    result = Client().get(f"/workspaces/{workspace}/plan", params=params)
+    if as_json:
+        emit_json(result)
+        return
+    out.print(plan_text(result), highlight=False)
+
+
+def launch(
+    workspace: str,
+    environment: EnvArg = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Launch an environment of a local workspace, showing its plan first."""
+    client = Client()
+    params: dict[str, str] = {"force": str(force).lower()}
+    if environment:
+        params["environment"] = environment
+    shown = client.get(f"/workspaces/{workspace}/plan", params=params)
+    if not as_json:
+        out.print(plan_text(shown), highlight=False)
+    env = client.post(
+        "/environments", {"workspace": workspace, "environment": environment, "force": force}
+    )
+    if as_json:
+        emit_json(env)
+        return
+    out.print(f"[green]{env['id']}[/] {env['state']}")
+    out.print(endpoints_text(env["endpoints"]))
+
+
+def _plan_cell(e: dict[str, Any]) -> str:
+    p = e.get("plan")
+    if not p:
+        return "-"
+    cpus = "all" if p["cpus"] is None else f"{p['cpus']:g}"
+    mem = "-" if p["memory"] is None else human_size(p["memory"])
+    extra = " GPU" if p["gpu"]["use"] else ""
+    extra += f" {p['accel']}" if p.get("accel") else ""
+    return f"{cpus} CPU, {mem}{extra}"
+
+
+def ps(
+    as_json: JsonOpt = False,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Include stopped ones.")] = False,
+) -> None:
+    """Environments on this node: runtime, plan, state and endpoint URLs."""
+    envs = Client().get("/environments")["environments"]
+    if not all_:
+        envs = [e for e in envs if e["state"] not in ("stopped",)]
+    if as_json:
+        emit_json(envs)
+        return
+    table = Table("id", "runtime", "plan", "state", "endpoints", box=None)
+    for e in envs:
+        urls = " ".join(ep["url"] for ep in e["endpoints"])
+        state = e["state"] + (
+            f" ({e['error']})" if e.get("error") and e["state"] == "failed" else ""
+        )
+        table.add_row(e["id"], e["runtime"], _plan_cell(e), state, urls)
+    out.print(table if envs else "no environments running")
+
+
+def _env_ids(client: Client, ref: str) -> list[str]:
+    if "." in ref:
+        return [ref]
+    envs = [e["id"] for e in client.get("/environments")["environments"] if e["workspace"] == ref]
+    if not envs:
+        raise CliError(f"no environment of workspace {ref!r} has been launched here", 4)
+    return envs
+
+
+def stop(
+    name: Annotated[str, typer.Argument(help="A workspace name or an environment id (WS.ENV).")],
+) -> None:
+    """Stop a workspace's environments."""
+    client = Client()
+    for env_id in _env_ids(client, name):
+        env = client.post(f"/environments/{env_id}/stop")
+        out.print(f"{env['id']} {env['state']}")
+
+
+def logs(name: str, tail: Annotated[int, typer.Option(help="Lines to show.")] = 200) -> None:
+    """Show an environment's output (stdout and stderr, or a VM's console)."""
+    client = Client()
+    for env_id in _env_ids(client, name):
+        sys.stdout.write(client.get(f"/environments/{env_id}/logs", params={"tail": tail}))
+
+
+EnvId = Annotated[str, typer.Argument(help="The environment id (WS.ENV) or workspace name.")]
+SnapName = Annotated[str, typer.Argument(help="The snapshot's name.")]
+
+
+def _one_env(client: Client, ref: str) -> str:
+    ids = _env_ids(client, ref)
+    if len(ids) > 1:
+        raise CliError(f"workspace {ref!r} has several environments: name one ({', '.join(ids)})")
+    return ids[0]
+
+
+@snapshot_app.command("create")
+def snapshot_create(env: EnvId, name: SnapName) -> None:
+    """Take a snapshot of an environment (a running VM keeps running)."""
+    client = Client()
+    env_id = _one_env(client, env)
+    client.post(f"/environments/{env_id}/snapshots", {"name": name})
+    out.print(f"snapshot {name} of {env_id} created")
+
+
+@snapshot_app.command("list")
+def snapshot_list(env: EnvId, as_json: JsonOpt = False) -> None:
+    """An environment's snapshots."""
+    client = Client()
+    env_id = _one_env(client, env)
+    snaps = client.get(f"/environments/{env_id}/snapshots")["snapshots"]
+    if as_json:
+        emit_json(snaps)
+        return
+    table = Table("name", "created", "state", box=None)
+    for snap in snaps:
+        table.add_row(snap["name"], str(snap.get("created", "")), str(snap.get("state", "")))
+    out.print(table if snaps else f"{env_id} has no snapshots")
+
+
+@snapshot_app.command("revert")
+def snapshot_revert(env: EnvId, name: SnapName) -> None:
+    """Bring an environment back to a snapshot (its disk, and memory if it was running)."""
+    client = Client()
+    env_id = _one_env(client, env)
+    client.post(f"/environments/{env_id}/snapshots/{name}/revert")
+    out.print(f"{env_id} reverted to {name}")
+
+
+@snapshot_app.command("delete")
+def snapshot_delete(env: EnvId, name: SnapName) -> None:
+    """Delete a snapshot."""
+    client = Client()
+    env_id = _one_env(client, env)
+    client.delete(f"/environments/{env_id}/snapshots/{name}")
+    out.print(f"snapshot {name} of {env_id} deleted")

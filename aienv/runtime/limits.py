@@ -1,0 +1,145 @@
+"""CPU and memory limits for a process environment.
+
+cgroups where the node may create them (v2 unified, or the v1 ``cpu`` and
+``memory`` hierarchies), one group per environment under ``aienv/``; the child
+moves itself into its groups before it runs the command, so nothing it starts
+escapes them. Elsewhere the fallback is an address-space rlimit and CPU affinity
+(coarser: RLIMIT_AS counts virtual memory, affinity whole cores).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import resource
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CFS_PERIOD = 100_000  # µs
+
+
+@dataclass(slots=True)
+class Limits:
+    """What was applied, recorded in the environment's handle."""
+
+    kind: str  # "cgroup2" | "cgroup1" | "rlimit" | "none"
+    cpus: float | None
+    memory: int | None
+    groups: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "cpus": self.cpus, "memory": self.memory, "groups": self.groups}
+
+
+def cgroup_version(root: Path = CGROUP_ROOT) -> int | None:
+    """2 or 1 when this process may create cgroups there, else None."""
+    if (root / "cgroup.controllers").exists():
+        return 2 if os.access(root, os.W_OK) else None
+    if (root / "memory").is_dir() and (root / "cpu").is_dir():
+        ok = os.access(root / "memory", os.W_OK) and os.access(root / "cpu", os.W_OK)
+        return 1 if ok else None
+    return None
+
+
+def _write(path: Path, value: str) -> None:
+    path.write_text(value)
+
+
+def _enable_v2(parent: Path) -> None:
+    wanted = {"cpu", "memory"} & set((parent / "cgroup.controllers").read_text().split())
+    with contextlib.suppress(OSError):
+        _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted)))
+
+
+def make_groups(name: str, cpus: float | None, memory: int | None, version: int) -> Limits:
+    """Create the environment's groups and set their limits (raises OSError)."""
+    if version == 2:
+        top = CGROUP_ROOT / "aienv"
+        top.mkdir(exist_ok=True)
+        _enable_v2(CGROUP_ROOT)
+        _enable_v2(top)
+        group = top / name
+        group.mkdir(exist_ok=True)
+        if memory is not None:
+            _write(group / "memory.max", str(memory))
+            with contextlib.suppress(OSError):
+                _write(group / "memory.swap.max", "0")
+        quota = "max" if cpus is None else str(math.ceil(cpus * CFS_PERIOD))
+        _write(group / "cpu.max", f"{quota} {CFS_PERIOD}")
+        return Limits("cgroup2", cpus, memory, [str(group)])
+    mem_group = CGROUP_ROOT / "memory" / "aienv" / name
+    cpu_group = CGROUP_ROOT / "cpu" / "aienv" / name
+    mem_group.mkdir(parents=True, exist_ok=True)
+    cpu_group.mkdir(parents=True, exist_ok=True)
+    _write(mem_group / "memory.limit_in_bytes", str(memory if memory is not None else -1))
+    _write(cpu_group / "cpu.cfs_period_us", str(CFS_PERIOD))
+    _write(
+        cpu_group / "cpu.cfs_quota_us", str(-1 if cpus is None else math.ceil(cpus * CFS_PERIOD))
+    )
+    return Limits("cgroup1", cpus, memory, [str(mem_group), str(cpu_group)])
+
+
+def prepare(
+    name: str, cpus: float | None, memory: int | None, *, use_cgroups: bool
+) -> tuple[Limits, Callable[[], None]]:
+    """Set up limits for an environment; return them and a function the child runs
+    (``preexec_fn``) to put itself under them."""
+    if cpus is None and memory is None:
+        return Limits("none", None, None), lambda: None
+    version = cgroup_version() if use_cgroups else None
+    if version is not None:
+        try:
+            limits = make_groups(name, cpus, memory, version)
+        except OSError:
+            remove_groups(name)
+        else:
+            procs = [Path(g) / "cgroup.procs" for g in limits.groups]
+
+            def join() -> None:
+                pid = str(os.getpid())
+                for path in procs:
+                    path.write_text(pid)
+
+            return limits, join
+    allowed = sorted(os.sched_getaffinity(0))
+    cores = allowed[: max(1, math.ceil(cpus))] if cpus is not None else allowed
+
+    def restrict() -> None:
+        if memory is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        os.sched_setaffinity(0, cores)
+
+    return Limits("rlimit", cpus, memory), restrict
+
+
+def remove_groups(name: str) -> None:
+    """Delete an environment's groups, killing anything left in them first."""
+    for group in (
+        CGROUP_ROOT / "aienv" / name,
+        CGROUP_ROOT / "memory" / "aienv" / name,
+        CGROUP_ROOT / "cpu" / "aienv" / name,
+    ):
+        if not group.is_dir():
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            for pid in (group / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(pid), signal.SIGKILL)
+        for _ in range(40):  # the killed processes leave the group within moments
+            try:
+                group.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.025)
+
+
+def group_name(node_id: str, env_id: str) -> str:
+    """Unique per node, so two nodes on one machine (tests) never share a group."""
+    return f"{node_id[:12] or 'node'}-{env_id}"
