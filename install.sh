@@ -8,16 +8,18 @@
 #   ./install.sh --skip-system-deps      do not install distribution packages
 #   ./install.sh --skip-service-install  do not install the systemd unit
 #   ./install.sh --non-interactive       never ask (for scripts and CI)
-#   ./install.sh --dev                   editable install with the test tools
+#   ./install.sh --dev                   editable install with the test tools, the example
+#                                        plugin, and what the system tests build VMs and images from
+#   ./install.sh --no-runtimes           skip Docker, libvirt and qemu (process runtime only)
 #   ./install.sh --bench                 also nginx and tc, for scripts/bench (Debian/Ubuntu)
 #   ./install.sh --venv DIR              where the virtualenv goes
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SKIP_SYSTEM=0 SKIP_SERVICE=0 INTERACTIVE=1 DEV=0 BENCH=0 RUN=0 VENV=""
+SKIP_SYSTEM=0 SKIP_SERVICE=0 INTERACTIVE=1 DEV=0 BENCH=0 RUN=0 RUNTIMES=1 VENV=""
 [ -t 0 ] || INTERACTIVE=0
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -26,6 +28,7 @@ while [ $# -gt 0 ]; do
     --non-interactive) INTERACTIVE=0 ;;
     --dev) DEV=1 ;;
     --bench) BENCH=1 ;;
+    --no-runtimes) RUNTIMES=0 ;;
     --run) RUN=1 ;;
     --venv) shift; VENV=${1:?--venv needs a folder} ;;
     -h|--help) usage; exit 0 ;;
@@ -60,6 +63,13 @@ if [ "$SKIP_SYSTEM" -eq 0 ]; then
   case "$family" in
     *debian*|*ubuntu*)
       pkgs="python3 python3-venv python3-pip iproute2 curl util-linux ca-certificates"
+      # libvirt-python is built against the installed libvirt
+      pkgs="$pkgs gcc pkg-config python3-dev libvirt-dev"
+      # the container and VM runtimes: engines are installed, not started (see below)
+      [ "$RUNTIMES" -eq 1 ] && pkgs="$pkgs docker.io iptables libvirt-daemon \
+        libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils"
+      # what the system tests build a container image and a VM from
+      [ "$DEV" -eq 1 ] && pkgs="$pkgs busybox-static linux-image-cloud-$(dpkg --print-architecture)"
       # the benchmarks' baseline server; its own service must not start (see below)
       [ "$BENCH" -eq 1 ] && pkgs="$pkgs nginx-light"
       missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
@@ -68,17 +78,22 @@ if [ "$SKIP_SYSTEM" -eq 0 ]; then
         say "installing $(echo $missing)"
         $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
         # no package may start a daemon on this machine's interfaces (nginx would
-        # listen on :80): block service starts for the install unless a policy exists
+        # listen on :80; dockerd and libvirtd would add bridges and NAT rules): block
+        # service starts for the install unless a policy exists. Start the engines you
+        # want yourself: systemctl enable --now docker libvirtd
         guard=0
         if [ ! -e /usr/sbin/policy-rc.d ]; then
           printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
           $SUDO chmod 755 /usr/sbin/policy-rc.d; guard=1
         fi
-        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+          $missing >/dev/null
         [ "$guard" -eq 1 ] && $SUDO rm -f /usr/sbin/policy-rc.d
       fi ;;
     *fedora*|*rhel*|*centos*)
-      pkgs="python3 python3-pip iproute curl util-linux"
+      pkgs="python3 python3-pip iproute curl util-linux gcc pkgconf-pkg-config python3-devel libvirt-devel"
+      [ "$RUNTIMES" -eq 1 ] && pkgs="$pkgs moby-engine iptables libvirt-daemon-driver-qemu \
+        libvirt-client qemu-kvm qemu-img"
       missing=$(for p in $pkgs; do rpm -q "$p" >/dev/null 2>&1 || echo "$p"; done)
       if [ -n "$missing" ]; then
         confirm "Install system packages: $(echo $missing)?" || die "cancelled"
@@ -102,6 +117,7 @@ fi
 if [ "$DEV" -eq 1 ]; then
   say "installing aienv from $REPO (editable, with test tools)"
   "$VENV/bin/python" -m pip install -q -e "$REPO[test]"
+  "$VENV/bin/python" -m pip install -q -e "$REPO/plugins/aienv-venv"
 else
   say "installing aienv from $REPO"
   "$VENV/bin/python" -m pip install -q "$REPO"

@@ -88,11 +88,12 @@ async def share(request: web.Request) -> web.Response:
     node = node_of(request)
     name = request.match_info["name"]
     node.workspaces.get(name)
+    added = await node.environments.prepare_share(name)  # e.g. a local image, saved in
     await node.workspaces.ensure_archive(name)  # the digest is known before peers hear of it
     node.state.set_shared(name, True)
     node.state.event("share", f"workspace {name} shared")
     node.discovery.announce_now()
-    return reply(node.workspaces.get(name).to_json(local=True))
+    return reply({**node.workspaces.get(name).to_json(local=True), "added": added})
 
 
 async def unshare(request: web.Request) -> web.Response:

@@ -227,6 +227,8 @@ def share(name: str) -> None:
     if "error" in result:
         raise result["error"]
     a = result["ws"]["archive"]
+    for path in result["ws"].get("added", []):
+        out.print(f"added {path} to the workspace (from this machine)")
     out.print(f"sharing [bold]{name}[/] ({human_size(a['size'])}, sha256 {a['digest'][:16]}…)")
 
 

@@ -87,6 +87,11 @@ class Runtime(ABC):
         """Forget a stopped environment for good: delete what ``launch`` created
         outside ``state_dir`` (containers, VM definitions). The default does nothing."""
 
+    async def async_prepare_share(self, env: Environment, root: Path) -> list[str]:
+        """Before ``root`` is packed for sharing, bring in what ``env`` needs from this
+        machine (a local container image); return the workspace paths it wrote."""
+        return []
+
     def details(self, handle: dict[str, Any]) -> dict[str, Any]:
         """Runtime facts worth showing in ``aienv ps`` (container id, domain name)."""
         return {}

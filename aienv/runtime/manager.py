@@ -189,6 +189,19 @@ class EnvironmentManager:
         }
         return out
 
+    async def prepare_share(self, workspace: str) -> list[str]:
+        """Let each environment's runtime add what it needs to the workspace before it
+        is packed (``aienv share`` carrying a local image); the paths written."""
+        ws = self.workspaces.get(workspace)
+        written: list[str] = []
+        for env in ws.manifest.environments:
+            runtime = self.runtimes.get(env.runtime)
+            if runtime is not None:
+                written += await runtime.async_prepare_share(env, ws.path)
+        for path in written:
+            self.state.event("share", f"workspace {workspace}: added {path} from this machine")
+        return written
+
     # -- launching -----------------------------------------------------------
 
     async def launch(
@@ -436,7 +449,8 @@ class EnvironmentManager:
                 self.state.save_document(TABLE, doc)
 
     async def autostart(self) -> None:
-        """Launch every installed environment marked ``autostart: true`` that is not live."""
+        """Launch every environment marked ``autostart: true`` that is not live: those of
+        workspaces made here, and those of clones once they have been launched here."""
         for ws in self.workspaces.all():
             name = ws.record.name
             for env in ws.manifest.environments:
@@ -445,6 +459,8 @@ class EnvironmentManager:
                 existing = self.state.document(TABLE, f"{name}.{env.name}")
                 if existing and EnvState(existing["state"]) in LIVE:
                     continue
+                if ws.record.origin and existing is None:
+                    continue  # a peer's workspace runs nothing until someone here launched it
                 try:
                     await self.launch(name, env.name)
                 except Exception as exc:  # recorded as the environment's failure and an event
