@@ -201,6 +201,11 @@ class Node:
             task.cancel()
         await asyncio.gather(prober, starter, return_exceptions=True)
         await self.environments.stop_all()
+        for runtime in self.runtimes.values():
+            try:
+                runtime.close()
+            except Exception as exc:  # a plugin's close must not stop the shutdown
+                log.warning("runtime %s did not close cleanly: %s", runtime.kind, exc)
 
     async def _clones_ctx(self, app: web.Application) -> AsyncIterator[None]:
         self.clones.recover()

@@ -92,6 +92,10 @@ class Runtime(ABC):
         machine (a local container image); return the workspace paths it wrote."""
         return []
 
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Let go of engine connections when the node stops (idempotent; what runs
+        is stopped by the node before, through ``async_stop``)."""
+
     def details(self, handle: dict[str, Any]) -> dict[str, Any]:
         """Runtime facts worth showing in ``aienv ps`` (container id, domain name)."""
         return {}

@@ -25,7 +25,7 @@ from aienv.runtime.machine import LIVE, EnvState, can_transition
 from aienv.state.store import StateStore
 from aienv.system import inventory
 from aienv.system.plan import Plan, make_plan
-from aienv.workspace.manifest import Environment
+from aienv.workspace.manifest import Environment, format_errors
 from aienv.workspace.store import Workspace, WorkspaceStore
 
 log = logging.getLogger(__name__)
@@ -141,9 +141,7 @@ class EnvironmentManager:
             try:
                 runtime.options_model.model_validate(env.options)
             except ValidationError as exc:
-                where = "; ".join(
-                    f"options.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-                )
+                where = format_errors(exc, prefix="options.")
                 raise WorkspaceError(f"environment {env.name!r}: {where}") from exc
         runtime.check(env, ws.path)
 
@@ -291,14 +289,14 @@ class EnvironmentManager:
 
     async def _wait_ready(self, doc: dict[str, Any], watcher: asyncio.Task[None]) -> None:
         deadline = time.monotonic() + self.settings.ready_timeout
-        targets = [ep["port"] for ep in doc["endpoints"]]
+        targets = doc["endpoints"]
         while time.monotonic() < deadline:
             if watcher.done():
                 current = self.get(doc["id"])
                 raise RuntimeFailure(
                     f"environment {doc['id']} exited before it was ready: {current['error']}"
                 )
-            if all([await self._answers(p) for p in targets]):
+            if all([await self._answers(ep) for ep in targets]):
                 self._set(doc, EnvState.RUNNING)
                 return
             await asyncio.sleep(0.1)
@@ -312,15 +310,27 @@ class EnvironmentManager:
         raise RuntimeFailure(f"environment {doc['id']} failed: {reason}; see `aienv logs`")
 
     @staticmethod
-    async def _answers(port: int) -> bool:
+    async def _answers(endpoint: dict[str, Any]) -> bool:
+        """An http endpoint answers when an HTTP response comes back (a VM's port forward
+        accepts connections before the guest listens); others when TCP connects."""
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", endpoint["port"]), 1.0
+            )
         except (OSError, TimeoutError):
             return False
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return True
+        try:
+            if endpoint["protocol"] != "http":
+                return True
+            writer.write(b"HEAD / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            await writer.drain()
+            return (await asyncio.wait_for(reader.read(5), 2.0)) == b"HTTP/"
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
     def _tail(self, doc: dict[str, Any]) -> str:
         lines = self.logs(doc["id"], LOG_TAIL).strip().splitlines()
@@ -459,7 +469,8 @@ class EnvironmentManager:
                 existing = self.state.document(TABLE, f"{name}.{env.name}")
                 if existing and EnvState(existing["state"]) in LIVE:
                     continue
-                if ws.record.origin and existing is None:
+                cloned = (ws.record.origin or {}).get("kind") in ("clone", "import")
+                if cloned and existing is None:
                     continue  # a peer's workspace runs nothing until someone here launched it
                 try:
                     await self.launch(name, env.name)

@@ -242,10 +242,11 @@ class Manifest(_Model):
         )
 
 
-def _format_errors(exc: ValidationError) -> str:
+def format_errors(exc: ValidationError, prefix: str = "") -> str:
+    """pydantic's errors as one line, each naming the path of its key."""
     lines = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        where = prefix + ".".join(str(p) for p in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":
             lines.append(f"{where}: unknown key")
         elif err["type"] == "missing":
@@ -263,7 +264,7 @@ def parse_manifest(data: Any, source: str = MANIFEST_FILE) -> Manifest:
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        raise WorkspaceError(f"{source}: {_format_errors(exc)}") from exc
+        raise WorkspaceError(f"{source}: {format_errors(exc)}") from exc
 
 
 def load_manifest(folder: Path) -> Manifest:

@@ -1,0 +1,146 @@
+"""The venv runtime: build the environment's virtualenv, then run its command there.
+
+Running, waiting and stopping are the process runtime's: this class holds a
+``ProcessRuntime`` and hands it the command through ``async_spawn``, so the
+plan's limits, the process group and the log file behave exactly as for
+``runtime: process``. The handle is the process runtime's plus where the venv is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aienv.errors import RuntimeFailure
+from aienv.runtime.base import LaunchSpec, Runtime
+from aienv.runtime.process import ProcessRuntime, expand
+from aienv.workspace.manifest import Environment
+
+from aienv_venv.builder import Recipe, async_ensure, bin_dir
+from aienv_venv.options import (
+    InvalidOptions,
+    VenvOptions,
+    is_workspace_path,
+    parse_options,
+    path_values,
+    resolve_pip_args,
+)
+
+if TYPE_CHECKING:
+    from aienv.config import NodeSettings
+
+VENV_DIR = "venv"  # inside the environment's state folder
+
+
+class VenvRuntime(Runtime):
+    kind = "venv"
+    options_model = VenvOptions
+
+    def __init__(self) -> None:
+        self._process = ProcessRuntime()
+
+    def configure(self, settings: NodeSettings) -> None:
+        self._process.configure(settings)
+
+    def available(self) -> tuple[bool, str]:
+        """The node's own interpreter can create venvs with pip (a workspace naming
+        another ``python`` finds out when its venv is built)."""
+        if importlib.util.find_spec("venv") is None:
+            return False, f"{sys.executable} has no venv module"
+        try:
+            import ensurepip
+
+            ensurepip.version()
+        except Exception as exc:
+            return False, (
+                f"ensurepip does not work with {sys.executable} "
+                f"(on Debian: apt install python3-venv): {exc!r}"
+            )
+        return True, ""
+
+    def check(self, env: Environment, root: Path) -> None:
+        check_workspace(env.name, parse_options(env), root)
+
+    async def async_launch(self, spec: LaunchSpec) -> dict[str, Any]:
+        options = parse_options(spec.environment)
+        check_workspace(spec.environment.name, options, spec.root)
+        venv = spec.state_dir / VENV_DIR
+        reused = await async_ensure(venv, venv_recipe(options, spec.root), spec.log_path)
+        command = venv_command(options.command, spec.ports, venv)
+        handle = await self._process.async_spawn(
+            spec, command, spec.root / options.workdir, venv_environ(options, venv, spec.env)
+        )
+        return {**handle, "venv": str(venv), "venv_reused": reused}
+
+    async def async_wait(self, handle: dict[str, Any]) -> int | None:
+        return await self._process.async_wait(handle)
+
+    async def async_stop(self, handle: dict[str, Any], timeout: float) -> None:
+        await self._process.async_stop(handle, timeout)
+
+    def is_running(self, handle: dict[str, Any]) -> bool:
+        return self._process.is_running(handle)
+
+    def details(self, handle: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **self._process.details(handle),
+            "venv": handle.get("venv"),
+            "venv_reused": handle.get("venv_reused"),
+        }
+
+
+def check_workspace(name: str, options: VenvOptions, root: Path) -> None:
+    """Raise naming the option whose file, folder or interpreter is not there."""
+    where = f"environment {name!r} (runtime venv)"
+    if options.requirements is not None and not (root / options.requirements).is_file():
+        raise InvalidOptions(
+            f"{where}: options.requirements: {options.requirements!r} is not a file "
+            "in the workspace"
+        )
+    if not (root / options.workdir).is_dir():
+        raise InvalidOptions(
+            f"{where}: options.workdir: {options.workdir!r} is not a folder in the workspace"
+        )
+    for value in path_values(options.pip_args):
+        if is_workspace_path(value) and not (root / value).exists():
+            raise InvalidOptions(
+                f"{where}: options.pip_args: {value!r} does not exist in the workspace"
+            )
+    if shutil.which(options.python) is None:
+        raise RuntimeFailure(
+            f"{where}: options.python: {options.python!r} is not an interpreter on this node"
+        )
+
+
+def venv_recipe(options: VenvOptions, root: Path) -> Recipe:
+    """What the venv is built from, with the workspace's paths made absolute."""
+    return Recipe(
+        python=options.python,
+        requirements=root / options.requirements if options.requirements else None,
+        pip_args=tuple(resolve_pip_args(options.pip_args, root)),
+        workspace=root,
+    )
+
+
+def venv_command(command: list[str], ports: dict[str, int], venv: Path) -> list[str]:
+    """``command`` with ``{port.NAME}`` expanded and a bare first word that the venv's
+    bin/ holds (``python``, a console script) replaced by its path there."""
+    args = [expand(arg, ports) for arg in command]
+    inside = bin_dir(venv) / args[0]
+    if "/" not in args[0] and inside.is_file():
+        args[0] = str(inside)
+    return args
+
+
+def venv_environ(options: VenvOptions, venv: Path, spec_env: dict[str, str]) -> dict[str, str]:
+    """The node's variables, the options' ``env``, the venv activated (its bin/ first
+    on PATH, VIRTUAL_ENV set, no PYTHONHOME), then the launch's own variables."""
+    env = {**os.environ, **options.env}
+    env.pop("PYTHONHOME", None)
+    path = env.get("PATH", os.defpath)
+    env.update({"VIRTUAL_ENV": str(venv), "PATH": f"{bin_dir(venv)}{os.pathsep}{path}"})
+    return {**env, **spec_env}
