@@ -1,0 +1,113 @@
+"""A workspace of each kind (process, container, VM) shared by one namespace node,
+cloned by another and launched there with a plan that fits the receiving
+machine, against real engines. Each test records the time from the clone's
+start to the endpoint answering."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.integration.conftest import HELLO, shared_by, wait_for
+from tests.lan import Host, Lan, admin_call
+from tests.system.container_image import IMAGE, PAGE, build_image
+from tests.system.container_image import write_workspace as write_container_workspace
+from tests.system.docker_daemon import docker_daemon
+
+pytestmark = [pytest.mark.system]
+
+MiB = 1024**2
+Record = Callable[[str, object], None]
+
+
+@pytest.fixture(scope="module")
+def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
+    net = Lan(tmp_path_factory.mktemp("lan"), 2)
+    try:
+        yield net
+    finally:
+        net.close()
+
+
+@pytest.fixture(scope="module")
+def engine(lan: Lan) -> Iterator[str]:
+    """One dockerd, in the cloning node's namespace (its published ports live there);
+    the sharing node reaches it through its socket to save the image it shares."""
+    with docker_daemon(lan.hosts[1].ns) as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+def nodes(lan: Lan, engine: str) -> tuple[Host, Host]:
+    a, b = lan.hosts
+    for host in (a, b):
+        host.extra_env = {"AIENV_DOCKER_HOST": engine}
+    a.start("alpha")
+    b.start("beta")
+    return a, b
+
+
+def clone_and_answer(
+    b: Host, source: str, check: Callable[[str], bool]
+) -> tuple[float, dict[str, Any]]:
+    """Clone ``source`` on ``b`` (download, verify, plan, launch); return the seconds from
+    the clone's start until its endpoint answered, and the environment."""
+    start = time.monotonic()
+    res = b.cli("clone", source, timeout=300)
+    assert "running" in res.stdout, res.stdout + res.stderr
+    _, envs = admin_call(b, "GET", "/environments")
+    (env,) = [e for e in envs["environments"] if e["workspace"] == source.split("/")[1]]  # type: ignore[index]
+    url = env["endpoints"][0]["url"]
+    while True:
+        page = b.run("curl", "-sf", "--max-time", "2", url)
+        if page.returncode == 0 and check(page.stdout):
+            return time.monotonic() - start, env
+        assert time.monotonic() - start < 120, f"{url} never answered: {page}"
+        time.sleep(0.1)
+
+
+def test_process_workspace(nodes: tuple[Host, Host], record_property: Record) -> None:
+    a, b = nodes
+    a.cli("create", "hello", "--from", str(HELLO))
+    a.cli("share", "hello")
+    wait_for(lambda: "hello" in shared_by(b, "alpha"), 5, "beta sees alpha/hello")
+    took, env = clone_and_answer(b, "alpha/hello", lambda text: "Hello from aienv" in text)
+    record_property("timing: process clone to endpoint answering", took)
+    assert env["runtime"] == "process" and env["plan"]["fit"] in ("fits", "fits with less")
+    b.cli("stop", "hello")
+
+
+def test_container_workspace(
+    nodes: tuple[Host, Host], engine: str, tmp_path: Path, record_property: Record
+) -> None:
+    a, b = nodes
+    client = docker.DockerClient(base_url=engine, timeout=60)
+    try:
+        build_image(client)
+        folder = write_container_workspace(tmp_path / "web", name="web")
+        assert not (folder / "images" / "www.tar").exists()
+        a.cli("create", "web", "--from", str(folder))
+        shared = a.cli("share", "web")
+        assert "added images/www.tar" in shared.stdout  # the local image, carried along
+        wait_for(lambda: "web" in shared_by(b, "alpha"), 5, "beta sees alpha/web")
+        client.images.remove(IMAGE, force=True)  # the clone must load it from the archive
+        took, env = clone_and_answer(b, "alpha/web", lambda text: text == PAGE)
+        record_property("timing: container clone to endpoint answering", took)
+        plan = env["plan"]
+        container = client.containers.get(env["handle"]["container"])
+        host_config = container.attrs["HostConfig"]
+        assert host_config["NanoCpus"] == int(plan["cpus"] * 1e9)
+        assert host_config["Memory"] == plan["memory"]
+        assert client.images.get(IMAGE)  # loaded from the workspace's archive
+        ps = json.loads(b.cli("ps", "--json").stdout)
+        assert [e["details"]["image"] for e in ps if e["id"] == "web.www"] == [IMAGE]
+        b.cli("stop", "web")
+        assert not client.containers.list(all=True, filters={"label": "aienv.env=web.www"})
+    finally:
+        client.close()
