@@ -66,7 +66,7 @@ if [ "$SKIP_SYSTEM" -eq 0 ]; then
       # libvirt-python is built against the installed libvirt
       pkgs="$pkgs gcc pkg-config python3-dev libvirt-dev"
       # the container and VM runtimes: engines are installed, not started (see below)
-      [ "$RUNTIMES" -eq 1 ] && pkgs="$pkgs docker.io iptables libvirt-daemon \
+      [ "$RUNTIMES" -eq 1 ] && pkgs="$pkgs docker.io iptables libvirt-daemon-system \
         libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils"
       # what the system tests build a container image and a VM from
       [ "$DEV" -eq 1 ] && pkgs="$pkgs busybox-static linux-image-cloud-$(dpkg --print-architecture)"

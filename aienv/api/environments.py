@@ -30,6 +30,7 @@ class StartClone(BaseModel):
     source: str = Field(min_length=3, max_length=512)
     as_name: str | None = Field(default=None, alias="as")
     launch: bool = True
+    force: bool = False
 
 
 async def list_environments(request: web.Request) -> web.Response:
@@ -124,7 +125,7 @@ async def list_clones(request: web.Request) -> web.Response:
 async def start_clone(request: web.Request) -> web.Response:
     require_admin(request)
     body = await parse_body(request, StartClone)
-    doc = node_of(request).clones.start(body.source, body.as_name, body.launch)
+    doc = node_of(request).clones.start(body.source, body.as_name, body.launch, body.force)
     return reply(doc, status=202)
 
 

@@ -347,15 +347,18 @@ def clone(
         bool,
         typer.Option("--detach", help="Start the clone and return; follow it with `aienv clones`."),
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Launch even when requirements are not met here.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Download, verify, install and launch a workspace shared by a peer.
+    """Download, verify, install, plan and launch a workspace shared by a peer.
 
     The download uses every peer that holds the same archive, resumes after
     interruptions (even a restart of this node) and is checked piece by piece.
     """
     client = Client()
-    body: dict[str, Any] = {"source": source, "launch": not no_launch}
+    body: dict[str, Any] = {"source": source, "launch": not no_launch, "force": force}
     if as_name:
         body["as"] = as_name
     job = client.post("/clones", body)

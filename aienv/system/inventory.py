@@ -49,8 +49,21 @@ class Capacity:
     notes: tuple[str, ...] = field(default=())
 
 
+def kvm_is_pvm_only() -> bool:
+    """Whether /dev/kvm is served by PVM alone, which boots only PVM-built guest kernels."""
+    modules = Path("/sys/module")
+    return (modules / "kvm_pvm").exists() and not any(
+        (modules / m).exists() for m in ("kvm_intel", "kvm_amd")
+    )
+
+
 def kvm_status() -> tuple[bool, str]:
-    """Whether a KVM virtual machine can be created here, and why not."""
+    """Whether a KVM virtual machine with an ordinary guest kernel can run here, and why not."""
+    if kvm_is_pvm_only():
+        return False, (
+            "/dev/kvm is served by kvm_pvm alone (no kvm_intel or kvm_amd): "
+            "it runs only PVM-built guest kernels"
+        )
     try:
         fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:

@@ -124,7 +124,9 @@ class CloneManager:
 
     # -- start / cancel ------------------------------------------------------
 
-    def start(self, source: str, as_name: str | None, launch: bool) -> dict[str, Any]:
+    def start(
+        self, source: str, as_name: str | None, launch: bool, force: bool = False
+    ) -> dict[str, Any]:
         """Check what can be checked at once, then run the clone in the background."""
         peer_ref, workspace = parse_source(source)
         target = check_name(as_name, "name") if as_name else workspace
@@ -145,6 +147,8 @@ class CloneManager:
             "workspace": workspace,
             "target": target,
             "launch": launch,
+            "force": force,
+            "plan": None,
             "state": CloneState.QUEUED.value,
             "error": None,
             "digest": None,
@@ -311,9 +315,12 @@ class CloneManager:
         if not doc["launch"] or not installed.manifest.environments:
             self._move(doc, CloneState.INSTALLED)
             return
-        self._move(doc, CloneState.LAUNCHING)
+        force = bool(doc.get("force"))
         try:
-            env = await self.environments.launch(doc["target"])
+            plan = await self.environments.plan(doc["target"], force=force)
+            doc["plan"] = plan.model_dump()
+            self._move(doc, CloneState.LAUNCHING)
+            env = await self.environments.launch(doc["target"], force=force)
         except AienvError as exc:
             exc.message = f"installed as {doc['target']!r}, but the launch failed: {exc.message}"
             raise
