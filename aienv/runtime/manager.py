@@ -351,7 +351,7 @@ class EnvironmentManager:
                 f"answered; last output: {self._tail(doc)}",
             )
         elif code == 0:
-            self._set(doc, EnvState.STOPPED, "the process ended by itself (exit code 0)")
+            self._set(doc, EnvState.STOPPED, "it ended by itself (exit code 0)")
         else:
             self._set(
                 doc, EnvState.FAILED, f"exited with code {code}; last output: {self._tail(doc)}"
@@ -425,7 +425,11 @@ class EnvironmentManager:
         return result
 
     async def _resync(self, doc: dict[str, Any], runtime: Runtime) -> None:
-        running = await asyncio.to_thread(runtime.is_running, doc["handle"])
+        try:
+            running = await asyncio.to_thread(runtime.is_running, doc["handle"])
+        except Exception as exc:  # the engine went away after the revert: nothing to adopt
+            log.warning("environment %s: cannot ask its runtime: %s", doc["id"], exc)
+            return
         state = EnvState(doc["state"])
         if running and state not in LIVE:
             doc["state"] = EnvState.RUNNING.value

@@ -39,24 +39,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import math
 import os
 import platform
-import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aienv.errors import Conflict, NotFound, RuntimeFailure
 from aienv.names import check_name
 from aienv.runtime.base import LaunchSpec, Runtime
+from aienv.runtime.vm_disk import OVERLAY_META, prepare_overlay
+from aienv.runtime.vm_domain import DomainConfig, domain_name, domain_xml, guest_domain_types
 from aienv.system.inventory import kvm_is_pvm_only, kvm_status
 from aienv.workspace.manifest import Environment, Resources, VmSpec
 
@@ -74,15 +72,6 @@ T = TypeVar("T")
 
 POLL = 0.5
 CONNECT_TIMEOUT = 5.0
-QEMU_IMG_TIMEOUT = 120.0
-QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
-NIC_SLOT = "0x1f"
-OVERLAY = "disk.qcow2"
-OVERLAY_META = "disk.json"
-BASE_FORMATS = ("raw", "qcow2")
-MAX_DOMAIN_NAME = 64
-
-ET.register_namespace("qemu", QEMU_NS)
 _STATES: dict[int, str] = {}
 if libvirt is not None:
     _STATES = {
@@ -94,101 +83,6 @@ if libvirt is not None:
         libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
         libvirt.VIR_DOMAIN_CRASHED: "crashed",
     }
-
-
-def domain_name(env_id: str, node_id: str = "") -> str:
-    """``aienv-WORKSPACE-ENV-HASH``: readable, at most 64 characters, and distinct for
-    two nodes sharing one libvirt (the hash covers the node id)."""
-    digest = hashlib.sha256(f"{node_id}/{env_id}".encode()).hexdigest()[:8]
-    readable = env_id.replace(".", "-")[: MAX_DOMAIN_NAME - len("aienv--") - len(digest)]
-    return f"aienv-{readable}-{digest}"
-
-
-def kernel_cmdline(cmdline: str) -> str:
-    if any(word.startswith("console=") for word in cmdline.split()):
-        return cmdline
-    return f"console=ttyS0 {cmdline}".strip()
-
-
-@dataclass(slots=True)
-class DomainConfig:
-    """Everything the domain XML says; ``domain_xml`` is a pure function of it."""
-
-    name: str
-    accel: str
-    memory_kib: int
-    vcpus: int
-    log_path: Path
-    disk: Path | None = None
-    kernel: Path | None = None
-    initrd: Path | None = None
-    cmdline: str = ""
-    forwards: list[tuple[int, int]] = field(default_factory=list)  # (host port, guest port)
-    uuid: str | None = None
-    user: tuple[int, int] | None = None  # qemu's uid and gid; None leaves libvirt's choice
-    description: str = ""
-
-
-def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
-    node = ET.SubElement(parent, tag, attrs)
-    if text is not None:
-        node.text = text
-    return node
-
-
-def domain_xml(cfg: DomainConfig) -> str:
-    root = ET.Element("domain", {"type": "kvm" if cfg.accel == "kvm" else "qemu"})
-    _sub(root, "name", cfg.name)
-    if cfg.uuid:
-        _sub(root, "uuid", cfg.uuid)
-    if cfg.description:
-        _sub(root, "description", cfg.description)
-    _sub(root, "memory", str(cfg.memory_kib), unit="KiB")
-    _sub(root, "vcpu", str(cfg.vcpus), placement="static")
-    arch = platform.machine()
-    os_el = _sub(root, "os")
-    if arch == "x86_64":
-        _sub(os_el, "type", "hvm", arch=arch, machine="pc")
-    else:
-        _sub(os_el, "type", "hvm", arch=arch)
-    if cfg.kernel is not None:
-        _sub(os_el, "kernel", str(cfg.kernel))
-        if cfg.initrd is not None:
-            _sub(os_el, "initrd", str(cfg.initrd))
-        _sub(os_el, "cmdline", kernel_cmdline(cfg.cmdline))
-    else:
-        _sub(os_el, "boot", dev="hd")
-    features = _sub(root, "features")
-    _sub(features, "acpi")
-    _sub(features, "apic")
-    if cfg.accel == "kvm":
-        _sub(root, "cpu", mode="host-passthrough", check="none", migratable="on")
-    _sub(root, "on_poweroff", "destroy")
-    _sub(root, "on_reboot", "restart")
-    _sub(root, "on_crash", "destroy")
-    devices = _sub(root, "devices")
-    if cfg.disk is not None:
-        disk = _sub(devices, "disk", type="file", device="disk")
-        _sub(disk, "driver", name="qemu", type="qcow2", discard="unmap")
-        _sub(disk, "source", file=str(cfg.disk))
-        _sub(disk, "target", dev="vda", bus="virtio")
-    _sub(devices, "controller", type="usb", model="none")
-    for tag, target in (("serial", {"port": "0"}), ("console", {"type": "serial", "port": "0"})):
-        chardev = _sub(devices, tag, type="file")
-        _sub(chardev, "source", path=str(cfg.log_path), append="on")
-        _sub(chardev, "target", **target)
-    rng = _sub(devices, "rng", model="virtio")
-    _sub(rng, "backend", "/dev/urandom", model="random")
-    _sub(devices, "memballoon", model="none")
-    if cfg.user is not None:
-        label = _sub(root, "seclabel", type="static", model="dac", relabel="no")
-        _sub(label, "label", f"+{cfg.user[0]}:+{cfg.user[1]}")
-    netdev = "user,id=aienv0" + "".join(f",hostfwd=tcp::{h}-:{g}" for h, g in cfg.forwards)
-    args = ["-netdev", netdev, "-device", f"virtio-net-pci,netdev=aienv0,romfile=,addr={NIC_SLOT}"]
-    commandline = _sub(root, f"{{{QEMU_NS}}}commandline")
-    for arg in args:
-        _sub(commandline, f"{{{QEMU_NS}}}arg", value=arg)
-    return ET.tostring(root, encoding="unicode")
 
 
 def _snapshot_info(snap: Any) -> dict[str, Any]:
@@ -312,7 +206,7 @@ class VmRuntime(Runtime):
         if "error" in box:
             return False, self._unreachable(self.uri, box["error"]).message
         arch = platform.machine()
-        if not _guest_domain_types(box["caps"], arch):
+        if not guest_domain_types(box["caps"], arch):
             return False, (
                 f"libvirt at {self.uri} knows no qemu emulator for {arch}: "
                 "install qemu-system-x86 (or your architecture's qemu-system package)"
@@ -360,7 +254,7 @@ class VmRuntime(Runtime):
                     f"the VM {name} is already running (left from an earlier run?); "
                     f"stop it with: virsh -c {uri} destroy {name}"
                 )
-            if accel == "kvm" and "kvm" not in _guest_domain_types(
+            if accel == "kvm" and "kvm" not in guest_domain_types(
                 conn.getCapabilities(), platform.machine()
             ):
                 if self.accel_setting == "kvm":
@@ -573,78 +467,3 @@ def _known_snapshot(dom: Any, name: str) -> Any:
     if snap is None:
         raise NotFound(f"the VM has no snapshot {name!r}", code="snapshot_not_found")
     return snap
-
-
-def _guest_domain_types(caps_xml: str, arch: str) -> set[str]:
-    """The domain types (``qemu``, ``kvm``) libvirt offers for ``arch`` guests."""
-    found: set[str] = set()
-    for guest in ET.fromstring(caps_xml).iter("guest"):
-        arch_el = guest.find("arch")
-        if arch_el is None or arch_el.get("name") != arch or arch_el.findtext("emulator") is None:
-            continue
-        found.update(d.get("type", "") for d in arch_el.iter("domain"))
-    return found - {""}
-
-
-def _qemu_img(*args: str) -> str:
-    try:
-        done = subprocess.run(
-            ["qemu-img", *args],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=QEMU_IMG_TIMEOUT,
-        )
-    except FileNotFoundError as exc:
-        raise RuntimeFailure("qemu-img is not installed: install qemu-utils") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeFailure(f"qemu-img {args[0]} took longer than {QEMU_IMG_TIMEOUT:g} s") from exc
-    if done.returncode != 0:
-        raise RuntimeFailure(f"qemu-img {args[0]} failed: {done.stderr.strip()}")
-    return done.stdout
-
-
-def base_format(base: Path) -> str:
-    """The format of a workspace's disk image, refusing one that reaches other files."""
-    try:
-        info = json.loads(_qemu_img("info", "--output=json", "--force-share", str(base)))
-    except ValueError as exc:
-        raise RuntimeFailure(f"qemu-img info gave no JSON for {base.name}") from exc
-    fmt = str(info.get("format", ""))
-    if fmt not in BASE_FORMATS:
-        raise RuntimeFailure(
-            f"the disk image {base.name} is {fmt or 'of an unknown format'}; "
-            f"use {' or '.join(BASE_FORMATS)} (qemu-img convert -O qcow2 ...)"
-        )
-    data_file = info.get("format-specific", {}).get("data", {}).get("data-file")
-    if info.get("backing-filename") or info.get("full-backing-filename") or data_file:
-        raise RuntimeFailure(
-            f"the disk image {base.name} refers to another file; flatten it first "
-            "(qemu-img convert -O qcow2 IMAGE FLAT.qcow2)"
-        )
-    return fmt
-
-
-def prepare_overlay(base: Path, state_dir: Path) -> tuple[Path, bool]:
-    """The overlay for ``base`` in ``state_dir``, made now unless one for the same base
-    (path, size and modification time) is there already. Returns it and whether it is new."""
-    overlay = state_dir / OVERLAY
-    meta_path = state_dir / OVERLAY_META
-    st = base.stat()
-    meta = {"base": str(base), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    if overlay.is_file():
-        try:
-            kept = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            kept = None
-        if kept == meta:
-            return overlay, False
-        log.warning("the disk image %s changed: the VM's disk starts afresh from it", base)
-    fmt = base_format(base)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    partial = overlay.with_suffix(".partial")
-    partial.unlink(missing_ok=True)
-    _qemu_img("create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(base), str(partial))
-    partial.replace(overlay)
-    meta_path.write_text(json.dumps(meta))
-    return overlay, True

@@ -26,6 +26,7 @@ KVM_API_VERSION = 12
 # what the node keeps back for the machine itself when it plans memory
 HOST_RESERVE_FRACTION = 0.10
 HOST_RESERVE_MAX = 1024**3
+SUMMARY_KEYS = 16  # codec.Body.resources holds at most this many values
 
 
 @dataclass(slots=True, frozen=True)
@@ -222,7 +223,10 @@ def summary(cap: Capacity, runtimes: dict[str, tuple[bool, str]]) -> dict[str, i
         "gpus": len(cap.gpus),
         "kvm": int(cap.kvm),
     }
-    for name in ("process", "container", "vm"):
-        if name in runtimes:
-            out[f"rt_{name}"] = int(runtimes[name][0])
+    builtin = [n for n in ("process", "container", "vm") if n in runtimes]
+    plugins = sorted(set(runtimes) - set(builtin))
+    for name in builtin + plugins:
+        if len(out) >= SUMMARY_KEYS:  # the announcement's limit
+            break
+        out[f"rt_{name}"] = int(runtimes[name][0])
     return out

@@ -27,7 +27,9 @@ from aienv.config import NodeSettings
 from aienv.errors import Conflict, InvalidInput, NotFound, RuntimeFailure
 from aienv.runtime.base import LaunchSpec
 from aienv.runtime.ports import free_port
-from aienv.runtime.vm import OVERLAY, VmRuntime, base_format, domain_name
+from aienv.runtime.vm import VmRuntime
+from aienv.runtime.vm_disk import OVERLAY, base_format
+from aienv.runtime.vm_domain import domain_name
 from aienv.system.inventory import Capacity, kvm_is_pvm_only, kvm_status
 from aienv.system.plan import make_plan
 from aienv.workspace.manifest import Environment, load_manifest
@@ -133,7 +135,16 @@ async def wait_answering(port: int, log_path: Path, timeout: float = BOOT_TIMEOU
 
 
 def console(log_path: Path) -> str:
-    return log_path.read_text(errors="replace") if log_path.exists() else "(no log)"
+    """The guest's console, and qemu's own log (for a guest that printed nothing)."""
+    text = log_path.read_text(errors="replace") if log_path.exists() else "(no log)"
+    qemu_logs = sorted(Path("/var/log/libvirt/qemu").glob("aienv-*.log"), key=_mtime)
+    if qemu_logs:
+        text += f"\n--- {qemu_logs[-1]}:\n" + qemu_logs[-1].read_text(errors="replace")[-1500:]
+    return text
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime
 
 
 def is_file(path: Path) -> bool:

@@ -91,7 +91,7 @@ environments:
       kernel: vm/vmlinuz
       initrd: vm/initrd.img
       disk: vm/data.qcow2
-      cmdline: "quiet panic=0"
+      cmdline: "panic=0 loglevel=5"
 """
 
 

@@ -147,3 +147,18 @@ def test_ports_are_recorded() -> None:
     plan = make_plan(env(), BIG, ports={"http": 8001})
     assert plan.ports == {"http": 8001}
     assert plan.model_dump()["ports"] == {"http": 8001}
+
+
+def test_announcement_summary_lists_runtimes_within_the_limit() -> None:
+    from aienv.discovery.codec import Body
+    from aienv.system.inventory import SUMMARY_KEYS, summary
+
+    runtimes = {"process": (True, ""), "vm": (False, "no libvirt"), "venv": (True, "")}
+    runtimes |= {f"plugin{i:02d}": (True, "") for i in range(20)}
+    out = summary(BIG, runtimes)
+    assert out["rt_process"] == 1 and out["rt_vm"] == 0 and out["gpus"] == 0
+    assert len(out) == SUMMARY_KEYS
+    assert "rt_plugin00" in out and "rt_venv" not in out  # built-ins first, then by name
+    Body.model_validate(
+        {"name": "n", "instance": "0" * 16, "seq": 1, "interval": 10.0, "resources": out}
+    )
