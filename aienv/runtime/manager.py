@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import shutil
 import time
@@ -160,8 +161,8 @@ class EnvironmentManager:
 
     async def _plan(self, env: Environment, runtime: Runtime, force: bool) -> Plan:
         cap = await asyncio.to_thread(inventory.capacity, self.settings.home)
-        if runtime.wants_accel and getattr(self.settings, "vm_accel", "auto") != "auto":
-            cap = inventory.Capacity(**{**cap.__dict__, "kvm": self.settings.vm_accel == "kvm"})
+        if runtime.wants_accel and self.settings.vm_accel != "auto":
+            cap = dataclasses.replace(cap, kvm=self.settings.vm_accel == "kvm")
         ports = portalloc.allocate(((e.name, e.port) for e in env.endpoints), self._taken_ports())
         return make_plan(
             env,
@@ -176,7 +177,7 @@ class EnvironmentManager:
     def plan_variables(plan: Plan) -> dict[str, str]:
         """Variables that tell the environment what it got (thread pools, GPUs)."""
         threads = str(plan.threads)
-        out = {
+        return {
             "AIENV_CPUS": "" if plan.cpus is None else f"{plan.cpus:g}",
             "AIENV_MEMORY": "" if plan.memory is None else str(plan.memory),
             "OMP_NUM_THREADS": threads,
@@ -185,7 +186,6 @@ class EnvironmentManager:
             "NUMEXPR_MAX_THREADS": threads,
             "CUDA_VISIBLE_DEVICES": ",".join(map(str, plan.gpu.devices)) if plan.gpu.use else "",
         }
-        return out
 
     async def prepare_share(self, workspace: str) -> list[str]:
         """Let each environment's runtime add what it needs to the workspace before it

@@ -162,3 +162,22 @@ def test_announcement_summary_lists_runtimes_within_the_limit() -> None:
     Body.model_validate(
         {"name": "n", "instance": "0" * 16, "seq": 1, "interval": 10.0, "resources": out}
     )
+
+
+async def test_vm_accel_setting_overrides_what_the_machine_offers(tmp_path: Any) -> None:
+    from aienv.config import NodeSettings
+    from aienv.runtime.manager import EnvironmentManager
+    from aienv.runtime.vm import VmRuntime
+    from aienv.state.db import Database
+    from aienv.state.store import StateStore
+
+    db = Database(tmp_path / "state.sqlite3")
+    try:
+        for setting, accel in (("tcg", "tcg"), ("kvm", "kvm")):
+            settings = NodeSettings(home=tmp_path, vm_accel=setting)
+            manager = EnvironmentManager(settings, StateStore(db), None, {})  # type: ignore[arg-type]
+            plan = await manager._plan(env(), VmRuntime(), force=False)
+            assert plan.accel == accel
+            assert (plan.cpus, plan.memory) == (1.0, 512 * MiB)  # the VM runtime's defaults
+    finally:
+        db.close()
