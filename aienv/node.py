@@ -77,7 +77,8 @@ class Node:
         self.runtime_health: dict[str, tuple[bool, str]] = {
             name: (False, "not probed yet") for name in self.runtimes
         }
-        self.capacity = inventory.capacity(settings.home, kvm=False)
+        # measured by probe() at start, before anything announces it
+        self.capacity = inventory.Capacity(cpus=0, memory_free=0, disk_free=0)
         self.interfaces = select_interfaces(settings.interfaces)
         self.environments = EnvironmentManager(
             settings,

@@ -178,6 +178,12 @@ class Lan:
     def set_link(self, host: Host, up: bool) -> None:
         sh("ip", "link", "set", f"ae{self.tag}h{host.index}", "up" if up else "down")
 
+    def __enter__(self) -> Lan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         for host in self.hosts:
             host.stop(signal.SIGTERM, 15)  # graceful: the node stops what it launched

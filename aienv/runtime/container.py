@@ -49,6 +49,7 @@ from docker.types import Mount as DockerMount
 
 from aienv.errors import AienvError, DiskFull, NotFound, RuntimeFailure
 from aienv.runtime.base import LaunchSpec, Runtime
+from aienv.runtime.ports import port_variable
 from aienv.runtime.process import expand
 
 if TYPE_CHECKING:
@@ -288,11 +289,6 @@ async def save_image(docker_host: str | None, image: str, dest: Path) -> int:
 def container_name(env_id: str) -> str:
     """``aienv-WS.ENV``: names cannot hold a dot, so no two environments share one."""
     return f"aienv-{env_id}"
-
-
-def port_variable(endpoint: str) -> str:
-    """The variable the node sets for an endpoint (as the environment manager names it)."""
-    return f"AIENV_PORT_{endpoint.upper().replace('-', '_')}"
 
 
 def _block(env: Environment) -> ContainerSpec:

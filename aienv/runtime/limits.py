@@ -36,8 +36,9 @@ class Limits:
         return {"kind": self.kind, "cpus": self.cpus, "memory": self.memory, "groups": self.groups}
 
 
-def cgroup_version(root: Path = CGROUP_ROOT) -> int | None:
-    """2 or 1 when this process may create cgroups there, else None."""
+def cgroup_version() -> int | None:
+    """2 or 1 when this process may create cgroups, else None."""
+    root = CGROUP_ROOT
     if (root / "cgroup.controllers").exists():
         return 2 if os.access(root, os.W_OK) else None
     if (root / "memory").is_dir() and (root / "cpu").is_dir():

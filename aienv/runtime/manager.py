@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import shutil
 import time
@@ -160,9 +159,10 @@ class EnvironmentManager:
         return await self._plan(env, runtime, force)
 
     async def _plan(self, env: Environment, runtime: Runtime, force: bool) -> Plan:
-        cap = await asyncio.to_thread(inventory.capacity, self.settings.home)
-        if runtime.wants_accel and self.settings.vm_accel != "auto":
-            cap = dataclasses.replace(cap, kvm=self.settings.vm_accel == "kvm")
+        # KVM is probed only for a runtime that chooses it, and only when not set by hand
+        probe = runtime.wants_accel and self.settings.vm_accel == "auto"
+        kvm = None if probe else self.settings.vm_accel == "kvm"
+        cap = await asyncio.to_thread(inventory.capacity, self.settings.home, kvm=kvm)
         ports = portalloc.allocate(((e.name, e.port) for e in env.endpoints), self._taken_ports())
         return make_plan(
             env,
@@ -260,10 +260,7 @@ class EnvironmentManager:
                 env={
                     "AIENV_WORKSPACE": workspace,
                     "AIENV_ENVIRONMENT": env.name,
-                    **{
-                        f"AIENV_PORT_{n.upper().replace('-', '_')}": str(p)
-                        for n, p in ports.items()
-                    },
+                    **{portalloc.port_variable(n): str(p) for n, p in ports.items()},
                     **self.plan_variables(plan),
                 },
                 plan=plan,
@@ -425,18 +422,23 @@ class EnvironmentManager:
         return result
 
     async def _resync(self, doc: dict[str, Any], runtime: Runtime) -> None:
+        if EnvState(doc["state"]) not in LIVE and await self._still_running(doc, runtime):
+            self._adopt(doc, runtime)
+
+    async def _still_running(self, doc: dict[str, Any], runtime: Runtime) -> bool:
         try:
-            running = await asyncio.to_thread(runtime.is_running, doc["handle"])
-        except Exception as exc:  # the engine went away after the revert: nothing to adopt
+            return bool(await asyncio.to_thread(runtime.is_running, doc["handle"]))
+        except Exception as exc:  # an engine that is down: not running, as far as we know
             log.warning("environment %s: cannot ask its runtime: %s", doc["id"], exc)
-            return
-        state = EnvState(doc["state"])
-        if running and state not in LIVE:
-            doc["state"] = EnvState.RUNNING.value
-            doc["error"] = None
-            self.state.save_document(TABLE, doc)
-            task = asyncio.get_running_loop().create_task(self._watch(doc, runtime))
-            self._watchers[doc["id"]] = task
+            return False
+
+    def _adopt(self, doc: dict[str, Any], runtime: Runtime) -> None:
+        """Record ``doc`` as running and watch it until it ends."""
+        doc["state"] = EnvState.RUNNING.value
+        doc["error"] = None
+        self.state.save_document(TABLE, doc)
+        task = asyncio.get_running_loop().create_task(self._watch(doc, runtime))
+        self._watchers[doc["id"]] = task
 
     # -- node lifecycle ------------------------------------------------------
 
@@ -446,17 +448,8 @@ class EnvironmentManager:
             if EnvState(doc["state"]) not in LIVE:
                 continue
             runtime = self.runtimes.get(doc["runtime"])
-            alive = False
-            if runtime is not None and doc["handle"]:
-                try:
-                    alive = await asyncio.to_thread(runtime.is_running, doc["handle"])
-                except Exception as exc:  # an engine that is down: not running, as far as we know
-                    log.warning("environment %s: cannot ask its runtime: %s", doc["id"], exc)
-            if runtime is not None and alive:
-                doc["state"] = EnvState.RUNNING.value
-                self.state.save_document(TABLE, doc)
-                task = asyncio.get_running_loop().create_task(self._watch(doc, runtime))
-                self._watchers[doc["id"]] = task
+            if runtime is not None and doc["handle"] and await self._still_running(doc, runtime):
+                self._adopt(doc, runtime)
             else:
                 doc["state"] = EnvState.STOPPED.value
                 doc["error"] = "not running after the node restarted"

@@ -6,6 +6,11 @@ import socket
 from collections.abc import Iterable
 
 
+def port_variable(endpoint: str) -> str:
+    """The variable that tells an environment an endpoint's port: ``AIENV_PORT_<NAME>``."""
+    return f"AIENV_PORT_{endpoint.upper().replace('-', '_')}"
+
+
 def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -55,12 +55,9 @@ class ProcessRuntime(Runtime):
         block = spec.environment.process
         if block is None:
             raise RuntimeFailure(f"environment {spec.environment.name!r} has no process block")
+        self.check(spec.environment, spec.root)
         command = [expand(a, spec.ports) for a in block.command]
         cwd = spec.root / block.workdir
-        if not cwd.is_dir():
-            raise RuntimeFailure(
-                f"working folder {block.workdir!r} does not exist in the workspace"
-            )
         env = {**os.environ, **block.env, **spec.env}
         return await self.async_spawn(spec, command, cwd, env)
 

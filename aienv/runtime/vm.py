@@ -26,9 +26,9 @@ What a launch makes, and why:
   relabelling (a static DAC label), so it can read the workspace under the
   node's 0700 home and no libvirt setting has to change.
 - **Accelerator.** ``vm_accel = auto`` follows the plan (KVM when usable, else
-  TCG); ``kvm`` or ``tcg`` override it. A host whose /dev/kvm is PVM (the
-  ``kvm_pvm`` module, which only runs guest kernels built for it) or whose
-  libvirt offers no KVM domains gets TCG in ``auto`` mode, with a warning.
+  TCG; a /dev/kvm served only by ``kvm_pvm``, which runs only guest kernels
+  built for it, counts as unusable); ``kvm`` or ``tcg`` override it. A host
+  whose libvirt offers no KVM domains gets TCG in ``auto`` mode, with a warning.
 
 Every libvirt call blocks, so each public coroutine runs its work through
 ``_run`` (one ``asyncio.to_thread``); libvirt errors become ``RuntimeFailure``
@@ -55,7 +55,6 @@ from aienv.names import check_name
 from aienv.runtime.base import LaunchSpec, Runtime
 from aienv.runtime.vm_disk import OVERLAY_META, prepare_overlay
 from aienv.runtime.vm_domain import DomainConfig, domain_name, domain_xml, guest_domain_types
-from aienv.system.inventory import kvm_is_pvm_only, kvm_status
 from aienv.workspace.manifest import Environment, Resources, VmSpec
 
 try:
@@ -226,13 +225,11 @@ class VmRuntime(Runtime):
                 raise RuntimeFailure(f"the vm's {what} {rel!r} points outside the workspace")
 
     def _accel(self, plan: Plan) -> str:
+        """The setting when given, else the plan's choice (``kvm_status`` already counts a
+        PVM-only /dev/kvm as unusable)."""
         if self.accel_setting in ("kvm", "tcg"):
             return self.accel_setting
-        accel = plan.accel or ("kvm" if kvm_status()[0] else "tcg")
-        if accel == "kvm" and kvm_is_pvm_only():
-            log.warning("/dev/kvm is PVM here, which cannot boot ordinary guests: using TCG")
-            accel = "tcg"
-        return accel
+        return plan.accel or "tcg"
 
     # -- launch ----------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import os
 import platform
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ class Capacity:
     gpus: tuple[Gpu, ...] = ()
     kvm: bool = False
     memory_total: int = 0
-    notes: tuple[str, ...] = field(default=())
+    memory_available: int = 0  # before the host reserve
 
 
 def kvm_is_pvm_only() -> bool:
@@ -129,6 +129,7 @@ def capacity(home: Path, *, kvm: bool | None = None) -> Capacity:
         cpus=len(os.sched_getaffinity(0)) or psutil.cpu_count() or 1,
         memory_free=max(0, mem.available - host_reserve(mem.total)),
         memory_total=mem.total,
+        memory_available=mem.available,
         disk_free=disk.free,
         gpus=tuple(gpus()),
         kvm=kvm_status()[0] if kvm is None else kvm,
@@ -176,7 +177,6 @@ def _interfaces() -> list[dict[str, Any]]:
 
 def inventory(home: Path, runtimes: dict[str, tuple[bool, str]]) -> dict[str, Any]:
     """The whole picture, as ``aienv system --json`` and ``GET /api/v1/system`` show it."""
-    mem = psutil.virtual_memory()
     kvm_ok, kvm_why = kvm_status()
     cap = capacity(home, kvm=kvm_ok)
     load = os.getloadavg()
@@ -197,10 +197,10 @@ def inventory(home: Path, runtimes: dict[str, tuple[bool, str]]) -> dict[str, An
             "load": [round(x, 2) for x in load],
         },
         "memory": {
-            "total": mem.total,
-            "available": mem.available,
+            "total": cap.memory_total,
+            "available": cap.memory_available,
             "plannable": cap.memory_free,
-            "reserve": host_reserve(mem.total),
+            "reserve": host_reserve(cap.memory_total),
         },
         "disks": _disks(),
         "home_disk_free": cap.disk_free,

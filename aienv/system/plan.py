@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from aienv.errors import AienvError
 from aienv.system.inventory import Capacity
 from aienv.units import human_size
-from aienv.workspace.manifest import Environment, Resources
+from aienv.workspace.manifest import Environment, GpuPolicy, Resources
 
 Fit = Literal["fits", "fits with less", "does not fit"]
 
@@ -37,7 +37,7 @@ class DoesNotFit(AienvError):
 class GpuPlan(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    policy: Literal["none", "optional", "required"]
+    policy: GpuPolicy
     use: bool
     devices: list[int]
 

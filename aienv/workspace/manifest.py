@@ -95,11 +95,7 @@ class ProcessSpec(_Model):
     _env_names = field_validator("env")(_check_env_names)
 
 
-def _size(value: Any) -> int:
-    return parse_size(value)
-
-
-Size = Annotated[int, BeforeValidator(_size)]
+Size = Annotated[int, BeforeValidator(parse_size)]
 GpuPolicy = Literal["none", "optional", "required"]
 
 
@@ -125,11 +121,8 @@ class Mount(_Model):
         return value
 
 
-# a local image reference: [registry/]repository[:tag], lower-case repository
-IMAGE_RE = r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9](:[A-Za-z0-9_][A-Za-z0-9._-]*)?$"
-
-
 class ContainerSpec(_Model):
+    # a local image reference: [registry/]repository[:tag], lower-case repository
     image: str = Field(
         min_length=1,
         max_length=255,

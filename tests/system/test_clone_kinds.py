@@ -32,11 +32,8 @@ Record = Callable[[str, object], None]
 
 @pytest.fixture(scope="module")
 def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
-    net = Lan(tmp_path_factory.mktemp("lan"), 2)
-    try:
+    with Lan(tmp_path_factory.mktemp("lan"), 2) as net:
         yield net
-    finally:
-        net.close()
 
 
 @pytest.fixture(scope="module")

@@ -41,11 +41,8 @@ PUBLISHED = 28080  # the local port the plan gives the endpoint (not the contain
 
 @pytest.fixture(scope="module")
 def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
-    net = Lan(tmp_path_factory.mktemp("lan"), 1)
-    try:
+    with Lan(tmp_path_factory.mktemp("lan"), 1) as net:
         yield net
-    finally:
-        net.close()
 
 
 @pytest.fixture(scope="module")
