@@ -8,6 +8,7 @@ they are caught, with ``raise ... from exc``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -25,6 +26,10 @@ class AienvError(Exception):
 
     def details(self) -> dict[str, Any]:
         """Fields the API adds beside ``error`` (a refused plan, say); none by default."""
+        return {}
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the API adds to the error answer; none by default."""
         return {}
 
 
@@ -57,6 +62,9 @@ class Busy(AienvError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 class Forbidden(AienvError):

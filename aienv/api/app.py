@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +10,7 @@ from aiohttp import web
 
 from aienv.api import archives, environments, network, workspaces
 from aienv.api.common import MAX_BODY, NODE, reply
-from aienv.errors import AienvError, Busy
+from aienv.errors import AienvError
 
 if TYPE_CHECKING:
     from aienv.node import Node
@@ -37,11 +36,8 @@ def _error(
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except Busy as exc:
-        retry = str(max(1, math.ceil(exc.retry_after)))
-        return _error(exc.status, exc.code, exc.message, {"Retry-After": retry})
     except AienvError as exc:
-        return _error(exc.status, exc.code, exc.message, extra=exc.details())
+        return _error(exc.status, exc.code, exc.message, exc.headers(), exc.details())
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

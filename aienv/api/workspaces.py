@@ -117,9 +117,7 @@ async def get_archive(request: web.Request) -> web.StreamResponse:
             f"workspace {ws.record.name} changed: its archive is now {record.digest[:16]}…",
             code="workspace_changed",
         )
-    holding = Holding(
-        record.digest, record.size, node.workspaces.archive_path(record.digest), ws.record.name
-    )
+    holding = Holding(record.digest, record.size, node.holdings.path(record.digest), ws.record.name)
     return await archives.serve(request, holding, f"{ws.record.name}-{ws.manifest.version}.zip")
 
 

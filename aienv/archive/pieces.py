@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,15 +68,10 @@ class Pieces:
         return cls(digest, size, piece_size, tuple(hashes))
 
 
-def hash_file(
-    path: Path,
-    piece_size: int = PIECE_SIZE,
-    progress: Callable[[int], None] | None = None,
-) -> tuple[str, tuple[str, ...]]:
+def hash_file(path: Path, piece_size: int = PIECE_SIZE) -> tuple[str, tuple[str, ...]]:
     """The sha256 of ``path`` and of each of its pieces, in one read."""
     whole = hashlib.sha256()
     hashes: list[str] = []
-    done = 0
     with path.open("rb") as handle:
         while True:
             piece = hashlib.sha256()
@@ -86,9 +80,6 @@ def hash_file(
                 whole.update(chunk)
                 piece.update(chunk)
                 left -= len(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done)
             if left == piece_size and hashes:
                 break
             hashes.append(piece.hexdigest())

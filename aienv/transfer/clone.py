@@ -213,7 +213,7 @@ class CloneManager:
             detail = f": {error}" if error else ""
             self.state.event("clone", f"clone {doc['id']} ({doc['source']}) {new.value}{detail}")
 
-    def _part(self, doc: dict[str, Any]) -> Any:
+    def _part(self, doc: dict[str, Any]) -> Path:
         return self.settings.partial_dir / f"clone-{doc['id']}.zip.part"
 
     async def _run(self, doc: dict[str, Any]) -> None:
@@ -513,7 +513,7 @@ class CloneManager:
                 if state is not CloneState.QUEUED:
                     self._move(doc, CloneState.QUEUED)
                 self.state.event("clone", f"clone {doc['id']} ({doc['source']}) resumes")
-                resumable.add(f"clone-{doc['id']}.zip.part")
+                resumable.add(self._part(doc).name)
                 self._spawn(doc)
                 continue
             doc["error"] = f"interrupted while {state}: the node stopped; clone again"

@@ -32,8 +32,6 @@ RETRY_AFTER = 1.0
 
 @dataclass(slots=True)
 class _Slot:
-    peer: str
-    digest: str
     transfer: Transfer
     active: int = 0
     idle_since: float = 0.0
@@ -75,7 +73,7 @@ class UploadSlots:
                 )
             transfer = self.transfers.start("upload", peer, holding.label, holding.size)
             transfer.digest = holding.digest
-            slot = self._slots[key] = _Slot(peer, holding.digest, transfer)
+            slot = self._slots[key] = _Slot(transfer)
         slot.active += 1
         try:
             yield slot.transfer

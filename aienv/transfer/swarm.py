@@ -146,8 +146,11 @@ class SwarmDownload:
 
     @property
     def verified_bytes(self) -> int:
-        p = self.pieces
-        return sum(p.span(i)[1] - p.span(i)[0] for i, flag in enumerate(self.partial.have) if flag)
+        """Bytes of verified pieces: every piece is full-size but the last (``have`` holds
+        0 or 1 per piece, so counting is done in C, not per piece in Python)."""
+        have, p = self.partial.have, self.pieces
+        short = p.piece_size - (p.span(p.count - 1)[1] - p.span(p.count - 1)[0])
+        return have.count(1) * p.piece_size - (short if have and have[-1] else 0)
 
     @property
     def rate(self) -> float:
@@ -201,6 +204,7 @@ class SwarmDownload:
     async def _fetch_all(self) -> None:
         workers: dict[tuple[str, int], asyncio.Task[None]] = {}
         hashing: asyncio.Future[None] | None = None
+        refreshed = -REFRESH  # the first pass refreshes at once
         try:
             while not self.done():
                 self._spawn(workers)
@@ -221,7 +225,9 @@ class SwarmDownload:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), REFRESH)
-                await self._refresh_sources()
+                if time.monotonic() - refreshed >= REFRESH:  # not on every finished run
+                    refreshed = time.monotonic()
+                    await self._refresh_sources()
                 self.on_progress(self)  # sources' states change without a piece landing
         finally:
             for task in workers.values():

@@ -34,7 +34,6 @@ class StreamingExtract:
         self.max_total = max_total
         self.first: list[int] = [partial.pieces.count - 1]  # shared with the download
         self.progress = asyncio.Event()
-        self.written = 0
 
     async def _until(self, start: int, end: int) -> None:
         while not self.partial.covers(start, end):
@@ -62,7 +61,6 @@ class StreamingExtract:
             for info in extraction.entries:
                 await self._until(*extraction.span(info))
                 await shielded(asyncio.to_thread(extraction.extract, info))
-            self.written = extraction.written
         finally:
             extraction.close()
 

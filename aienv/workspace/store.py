@@ -213,7 +213,7 @@ class WorkspaceStore:
             if (
                 cached
                 and cached.fingerprint == current
-                and self.archive_path(cached.digest).is_file()
+                and self.holdings.path(cached.digest).is_file()
             ):
                 return cached
             result = await self._pack(name, ws.path)
@@ -261,6 +261,3 @@ class WorkspaceStore:
         transfer.digest = result.digest
         transfer.finish("done")
         return result
-
-    def archive_path(self, digest: str) -> Path:
-        return self.settings.archives_dir / f"{digest}.zip"

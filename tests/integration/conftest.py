@@ -17,11 +17,24 @@ HELLO = REPO / "workspaces" / "hello-web"
 
 @pytest.fixture(scope="module")
 def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
-    net = Lan(tmp_path_factory.mktemp("lan"), 3)
-    try:
+    with Lan(tmp_path_factory.mktemp("lan"), 3) as net:
         yield net
-    finally:
-        net.close()
+
+
+@pytest.fixture
+def stopped(lan: Lan) -> Iterator[Lan]:
+    """The module's LAN, with every node stopped, emptied and its link restored after the test."""
+    yield lan
+    for host in lan.hosts:
+        lan.shape(host, None)
+        lan.set_link(host, True)
+        host.reset()
+
+
+def no_leftovers(host: Host) -> None:
+    """No staging folder or partial download is left in the node's home."""
+    assert list((host.home / "tmp").iterdir()) == []
+    assert list((host.home / "partial").iterdir()) == []
 
 
 def make_big_workspace(root: Path, size: int, name: str = "big") -> Path:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from aienv.discovery import codec
-from tests.integration.conftest import HELLO, shared_by, wait_for
+from tests.integration.conftest import HELLO, no_leftovers, shared_by, wait_for
 from tests.lan import Host, Lan
 
 pytestmark = pytest.mark.integration
@@ -36,11 +36,6 @@ def fails(host: Host, *args: str, code: int) -> str:
     assert res.returncode == code, (res.returncode, res.stdout, res.stderr)
     assert "Traceback" not in res.stderr + res.stdout
     return " ".join(res.stderr.split())
-
-
-def no_leftovers(host: Host) -> None:
-    assert list((host.home / "tmp").iterdir()) == []
-    assert list((host.home / "partial").iterdir()) == []
 
 
 def test_unknown_peer(nodes: Lan) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,6 @@ from tests.integration.conftest import HELLO, make_big_workspace, peer_names, sh
 from tests.lan import Host, Lan, sh
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def stopped(lan: Lan) -> Iterator[Lan]:
-    yield lan
-    for host in lan.hosts:
-        host.reset()
 
 
 def sources_of(observer: Host, name: str) -> list[str]:

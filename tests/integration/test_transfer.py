@@ -8,14 +8,13 @@ import hashlib
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.integration.conftest import make_big_workspace, shared_by, wait_for
+from tests.integration.conftest import make_big_workspace, no_leftovers, shared_by, wait_for
 from tests.lan import Host, Lan, admin_call, sh
 
 pytestmark = pytest.mark.integration
@@ -24,20 +23,23 @@ MIB = 1 << 20
 LIAR = Path(__file__).with_name("liar_peer.py")
 
 
-@pytest.fixture
-def stopped(lan: Lan) -> Iterator[Lan]:
-    yield lan
-    for host in lan.hosts:
-        lan.shape(host, None)
-        lan.set_link(host, True)
-        host.reset()
-
-
 def share_big(host: Host, root: Path, size: int, name: str = "big") -> dict[str, Any]:
     host.cli("create", name, "--from", str(make_big_workspace(root, size, name)))
     host.cli("share", name, timeout=300)
     archive: dict[str, Any] = host.api(f"/workspaces/{name}").json()["archive"]
     return archive
+
+
+def shared_copy(lan: Lan, tmp_path: Path, size: int) -> tuple[dict[str, Any], Path]:
+    """Start alpha and beta, share ``size`` random bytes from alpha; return the archive and
+    a copy of its file (for a lying peer to serve)."""
+    a, b, _ = lan.hosts
+    a.start("alpha")
+    b.start("beta")
+    archive = share_big(a, tmp_path / "big", size)
+    copy = tmp_path / "archive.zip"
+    copy.write_bytes((a.home / "archives" / f"{archive['digest']}.zip").read_bytes())
+    return archive, copy
 
 
 def start_clone(host: Host, source: str, as_name: str | None = None) -> str:
@@ -63,11 +65,6 @@ def wait_clone(host: Host, clone_id: str, timeout: float = 120.0) -> dict[str, A
         f"clone {clone_id} ends",
     )
     return clone_doc(host, clone_id)
-
-
-def no_leftovers(host: Host) -> None:
-    assert list((host.home / "tmp").iterdir()) == []
-    assert list((host.home / "partial").iterdir()) == []
 
 
 def same_files(a: Host, b: Host, name: str, as_name: str | None = None) -> bool:
@@ -226,11 +223,7 @@ def test_corrupt_source_is_caught_and_its_pieces_fetched_elsewhere(
     stopped: Lan, tmp_path: Path
 ) -> None:
     a, b, c = stopped.hosts
-    a.start("alpha")
-    b.start("beta")
-    archive = share_big(a, tmp_path / "big", 24 * MIB)
-    copy = tmp_path / "archive.zip"
-    copy.write_bytes((a.home / "archives" / f"{archive['digest']}.zip").read_bytes())
+    archive, copy = shared_copy(stopped, tmp_path, 24 * MIB)
     liar = run_liar(c, "corrupt", str(copy))
     try:
         wait_for(
@@ -252,11 +245,7 @@ def test_corrupt_source_is_caught_and_its_pieces_fetched_elsewhere(
 
 def test_corrupt_only_source_fails_with_a_clear_error(stopped: Lan, tmp_path: Path) -> None:
     a, b, c = stopped.hosts
-    a.start("alpha")
-    b.start("beta")
-    archive = share_big(a, tmp_path / "big", 6 * MIB)
-    copy = tmp_path / "archive.zip"
-    copy.write_bytes((a.home / "archives" / f"{archive['digest']}.zip").read_bytes())
+    _, copy = shared_copy(stopped, tmp_path, 6 * MIB)
     a.stop()  # the honest holder leaves: the liar is the only source
     wait_for(lambda: not b.api("/peers").json()["peers"], 5, "beta forgets alpha")
     liar = run_liar(c, "corrupt", str(copy), "origin")
