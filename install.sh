@@ -9,7 +9,8 @@
 #   ./install.sh --skip-service-install  do not install the systemd unit
 #   ./install.sh --non-interactive       never ask (for scripts and CI)
 #   ./install.sh --dev                   editable install with the test tools, the example
-#                                        plugin, and what the system tests build VMs and images from
+#                                        plugin, what the system tests build VMs and images
+#                                        from, and Chromium for the web UI tests
 #   ./install.sh --no-runtimes           skip Docker, libvirt and qemu (process runtime only)
 #   ./install.sh --bench                 also nginx and tc, for scripts/bench (Debian/Ubuntu)
 #   ./install.sh --venv DIR              where the virtualenv goes
@@ -68,8 +69,10 @@ if [ "$SKIP_SYSTEM" -eq 0 ]; then
       # the container and VM runtimes: engines are installed, not started (see below)
       [ "$RUNTIMES" -eq 1 ] && pkgs="$pkgs docker.io iptables libvirt-daemon-system \
         libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils"
-      # what the system tests build a container image and a VM from
-      [ "$DEV" -eq 1 ] && pkgs="$pkgs busybox-static linux-image-cloud-$(dpkg --print-architecture)"
+      # what the system tests build a container image and a VM from, and the browser
+      # the web UI tests drive (Playwright uses this Chromium; it downloads none)
+      [ "$DEV" -eq 1 ] && pkgs="$pkgs busybox-static linux-image-cloud-$(dpkg --print-architecture) \
+        chromium fonts-dejavu-core"
       # the benchmarks' baseline server; its own service must not start (see below)
       [ "$BENCH" -eq 1 ] && pkgs="$pkgs nginx-light"
       missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)

@@ -50,6 +50,9 @@ class NodeSettings(BaseSettings):
     max_sources: int = Field(default=8, ge=1, le=64)
     archive_cache: int = Field(default=20 * 1024**3, ge=0)
     stall_timeout: float = Field(default=60.0, gt=0)
+    max_import: int = Field(
+        default=64 * 1024**3, ge=1, description="largest workspace ZIP accepted by an import"
+    )
     # runtimes
     docker_host: str | None = Field(
         default=None, description="the Docker engine's address; default: DOCKER_HOST or its socket"

@@ -38,6 +38,11 @@ class InvalidInput(AienvError):
     status = 400
 
 
+class TooLarge(AienvError):
+    code = "body_too_large"
+    status = 413
+
+
 class NotFound(AienvError):
     code = "not_found"
     status = 404

@@ -129,6 +129,8 @@ class Node:
                         size=ws.archive.size,
                         runtimes=ws.manifest.runtimes,
                         tags=list(ws.manifest.tags),
+                        languages=list(ws.manifest.languages),
+                        tools=list(ws.manifest.tools),
                     )
                 )
         return out

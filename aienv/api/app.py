@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from aienv.api import archives, environments, network, workspaces
+from aienv.api import (
+    archives,
+    environments,
+    network,
+    peer_workspaces,
+    stream,
+    ui,
+    workspaces,
+)
 from aienv.api.common import MAX_BODY, NODE, reply
 from aienv.errors import AienvError
 
@@ -63,4 +71,7 @@ def create_app(node: Node) -> web.Application:
     workspaces.add_routes(app.router)
     environments.add_routes(app.router)
     archives.add_routes(app.router)
+    peer_workspaces.add_routes(app.router)
+    stream.add_routes(app)
+    ui.add_routes(app)
     return app

@@ -39,26 +39,33 @@ def is_local(request: web.Request) -> bool:
     return _is_loopback(request.remote)
 
 
-def require_admin(request: web.Request) -> None:
-    """Admin actions: from the node's own machine, and not driven by a web page.
+def admin_refusal(request: web.Request) -> str | None:
+    """Why this request does not have the admin role, or None when it does.
 
-    A loopback source alone is not enough: a page in a local browser could post
-    to 127.0.0.1 (or reach it by DNS rebinding). So the Host header must name
-    loopback, and a browser's Origin, when sent, must be the node's own.
+    Admin actions: from the node's own machine, and not driven by another web
+    page. A loopback source alone is not enough: a page in a local browser could
+    post to 127.0.0.1 (or reach it by DNS rebinding). So the Host header must
+    name loopback, and a browser's Origin, when sent, must be the node's own.
     """
     if not is_local(request):
-        raise Forbidden(
-            "this action changes the node and is allowed only from the node's own machine",
-            code="admin_only",
-        )
+        return "this action changes the node and is allowed only from the node's own machine"
     host = request.headers.get("Host", "")
     if not _is_loopback(request.url.host):
-        raise Forbidden(
-            f"admin requests must address the node as localhost, not {host!r}", code="admin_only"
-        )
+        return f"admin requests must address the node as localhost, not {host!r}"
     origin = request.headers.get("Origin")
     if origin is not None and origin.split("://", 1)[-1] != host:
-        raise Forbidden(f"requests from the web origin {origin!r} are refused", code="admin_only")
+        return f"requests from the web origin {origin!r} are refused"
+    return None
+
+
+def is_admin(request: web.Request) -> bool:
+    return admin_refusal(request) is None
+
+
+def require_admin(request: web.Request) -> None:
+    refusal = admin_refusal(request)
+    if refusal is not None:
+        raise Forbidden(refusal, code="admin_only")
 
 
 def reply(data: Any, status: int = 200) -> web.Response:

@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from aienv import __version__
-from aienv.api.common import is_local, node_of, parse_body, reply, require_admin
+from aienv.api.common import is_admin, is_local, node_of, parse_body, reply, require_admin
 from aienv.discovery.service import split_host_port
 from aienv.errors import Conflict, InvalidInput, NotFound
 
@@ -26,6 +26,8 @@ async def get_node(request: web.Request) -> web.Response:
         "version": __version__,
         "public_key": node.identity.public_key.hex(),
         "http_port": node.settings.http_port,
+        "addresses": [i.address for i in node.interfaces],
+        "admin": is_admin(request),
         "uptime": round(time.monotonic() - node.started, 1),
         "state_version": node.state.version,
         "discovery": node.discovery.to_json(),

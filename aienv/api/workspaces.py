@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from aienv.api import archives
 from aienv.api.common import is_local, node_of, parse_body, reply, require_admin
-from aienv.errors import Conflict, NotFound
+from aienv.errors import Conflict, InvalidInput, NotFound, TooLarge
 from aienv.names import check_name
 from aienv.runtime.machine import LIVE, EnvState
 from aienv.transfer.holdings import Holding
+from aienv.units import human_size
 from aienv.workspace.store import Workspace, template_names
+
+
+class EditWorkspace(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str | None = Field(default=None, max_length=4096)
+    tags: list[str] | None = Field(default=None, max_length=32)
 
 
 class CreateWorkspace(BaseModel):
@@ -31,13 +40,32 @@ def _visible(request: web.Request, name: str) -> Workspace:
     return ws
 
 
+def _running(request: web.Request) -> dict[str, list[str]]:
+    """The ids of each workspace's live environments."""
+    out: dict[str, list[str]] = {}
+    for doc in node_of(request).environments.all():
+        if EnvState(doc["state"]) in LIVE:
+            out.setdefault(doc["workspace"], []).append(doc["id"])
+    return out
+
+
+def _workspace_json(request: web.Request, ws: Workspace) -> dict[str, Any]:
+    local = is_local(request)
+    data = ws.to_json(local=local)
+    if local:
+        data["running"] = _running(request).get(ws.record.name, [])
+    return data
+
+
 async def list_workspaces(request: web.Request) -> web.Response:
     local = is_local(request)
-    items = [
-        ws.to_json(local=local)
-        for ws in node_of(request).workspaces.all()
-        if local or ws.record.shared
-    ]
+    running = _running(request) if local else {}
+    items = []
+    for ws in node_of(request).workspaces.all():
+        if local:
+            items.append({**ws.to_json(local=True), "running": running.get(ws.record.name, [])})
+        elif ws.record.shared:
+            items.append(ws.to_json(local=False))
     return reply({"workspaces": items})
 
 
@@ -51,12 +79,58 @@ async def create_workspace(request: web.Request) -> web.Response:
     name = check_name(body.name, "workspace name")
     source = Path(body.source) if body.source else None
     ws = await node_of(request).workspaces.create(name, source, body.template)
-    return reply(ws.to_json(local=True), status=201)
+    return reply(_workspace_json(request, ws), status=201)
+
+
+async def import_workspace(request: web.Request) -> web.Response:
+    """``POST /api/v1/workspaces/import?name=N``: the body is a workspace ZIP."""
+    require_admin(request)
+    node = node_of(request)
+    name = check_name(request.query.get("name", ""), "workspace name")
+    node.workspaces.check_free(name)
+    if request.content_type not in ("application/zip", "application/octet-stream"):
+        raise InvalidInput("send the workspace ZIP as the body, as Content-Type: application/zip")
+    filename = request.query.get("file", "")[:255] or f"{name}.zip"
+    upload = node.workspaces.staging("upload")
+    try:
+        await _receive(request, upload, node.settings.max_import)
+        ws = await node.workspaces.import_archive(name, upload, filename)
+    finally:
+        upload.unlink(missing_ok=True)
+    return reply(_workspace_json(request, ws), status=201)
+
+
+async def _receive(request: web.Request, path: Path, limit: int) -> None:
+    """Write the request body to ``path``, refusing more than ``limit`` bytes."""
+    too_large = TooLarge(f"the archive is larger than the import limit of {human_size(limit)}")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    received = 0
+    with path.open("wb") as out:
+        async for chunk in request.content.iter_chunked(1024 * 1024):
+            received += len(chunk)
+            if received > limit:
+                raise too_large
+            await asyncio.to_thread(out.write, chunk)
+    if received == 0:
+        raise InvalidInput("the request body is empty: send the workspace ZIP")
 
 
 async def get_workspace(request: web.Request) -> web.Response:
     ws = _visible(request, request.match_info["name"])
-    return reply(ws.to_json(local=is_local(request)))
+    return reply(_workspace_json(request, ws))
+
+
+async def edit_workspace(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await parse_body(request, EditWorkspace)
+    node = node_of(request)
+    name = request.match_info["name"]
+    ws = await node.workspaces.edit(name, body.description, body.tags)
+    if ws.record.shared:  # peers see the new description and tags at once
+        await node.workspaces.ensure_archive(name)
+        node.discovery.announce_now()
+    return reply(_workspace_json(request, node.workspaces.get(name)))
 
 
 async def delete_workspace(request: web.Request) -> web.Response:
@@ -93,7 +167,7 @@ async def share(request: web.Request) -> web.Response:
     node.state.set_shared(name, True)
     node.state.event("share", f"workspace {name} shared")
     node.discovery.announce_now()
-    return reply({**node.workspaces.get(name).to_json(local=True), "added": added})
+    return reply({**_workspace_json(request, node.workspaces.get(name)), "added": added})
 
 
 async def unshare(request: web.Request) -> web.Response:
@@ -104,7 +178,7 @@ async def unshare(request: web.Request) -> web.Response:
     node.state.set_shared(name, False)
     node.state.event("share", f"workspace {name} unshared")
     node.discovery.announce_now()
-    return reply(node.workspaces.get(name).to_json(local=True))
+    return reply(_workspace_json(request, node.workspaces.get(name)))
 
 
 async def get_archive(request: web.Request) -> web.StreamResponse:
@@ -124,9 +198,11 @@ async def get_archive(request: web.Request) -> web.StreamResponse:
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/api/v1/workspaces", list_workspaces)
     router.add_post("/api/v1/workspaces", create_workspace)
+    router.add_post("/api/v1/workspaces/import", import_workspace)
     router.add_get("/api/v1/templates", list_templates)
     router.add_get("/api/v1/workspaces/{name}", get_workspace)
     router.add_delete("/api/v1/workspaces/{name}", delete_workspace)
+    router.add_patch("/api/v1/workspaces/{name}", edit_workspace)
     router.add_post("/api/v1/workspaces/{name}/share", share)
     router.add_post("/api/v1/workspaces/{name}/unshare", unshare)
     router.add_get("/api/v1/workspaces/{name}/archive", get_archive)

@@ -65,6 +65,8 @@ class SharedWorkspace(_Wire):
     size: int = Field(ge=0)
     runtimes: list[str] = Field(default_factory=list, max_length=8)
     tags: list[str] = Field(default_factory=list, max_length=32)
+    languages: list[str] = Field(default_factory=list, max_length=32)
+    tools: list[str] = Field(default_factory=list, max_length=32)
 
 
 class HeldArchive(_Wire):

@@ -24,7 +24,7 @@ from aienv.runtime.base import LaunchSpec, Runtime
 from aienv.runtime.machine import LIVE, EnvState, can_transition
 from aienv.state.store import StateStore
 from aienv.system import inventory
-from aienv.system.plan import Plan, make_plan
+from aienv.system.plan import DoesNotFit, Plan, make_plan
 from aienv.workspace.manifest import Environment, format_errors
 from aienv.workspace.store import Workspace, WorkspaceStore
 
@@ -157,6 +157,22 @@ class EnvironmentManager:
         runtime = await asyncio.to_thread(self.runtime_for, env)
         self._check(runtime, env, ws)
         return await self._plan(env, runtime, force)
+
+    async def preview(self, env: Environment) -> dict[str, Any]:
+        """How ``env`` (of a workspace not installed here, e.g. a peer's) would fit this
+        machine now, with every shortfall listed rather than raised."""
+        verdict: dict[str, Any] = {"environment": env.name, "runtime": env.runtime}
+        try:
+            runtime = await asyncio.to_thread(self.runtime_for, env)
+        except RuntimeFailure as exc:
+            return {**verdict, "fit": "cannot run here", "shortfalls": [exc.message],
+                    "notes": [], "plan": None}  # fmt: skip
+        try:
+            plan = await self._plan(env, runtime, force=False)
+        except DoesNotFit as exc:
+            plan = exc.plan
+        return {**verdict, "fit": plan.fit, "shortfalls": plan.shortfalls, "notes": plan.notes,
+                "plan": plan.model_dump()}  # fmt: skip
 
     async def _plan(self, env: Environment, runtime: Runtime, force: bool) -> Plan:
         # KVM is probed only for a runtime that chooses it, and only when not set by hand

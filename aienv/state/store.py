@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from typing import Any
 from aienv.state.db import Database
 
 MAX_EVENTS = 1000
+KEPT_CHANGES = 1000  # recent changes replayed to a stream that reconnects
 
 
 @dataclass(slots=True, frozen=True)
@@ -58,7 +61,11 @@ class HeldRecord:
 class StateStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # ``version`` counts changes since this start; ``boot`` names the start, so
+        # a reader can tell "version 7 of this run" from "version 7 of the last one".
+        self.boot = secrets.token_hex(8)
         self.version = 0
+        self._recent: deque[Change] = deque(maxlen=KEPT_CHANGES)
         self._subscribers: set[asyncio.Queue[Change]] = set()
 
     # -- change feed ---------------------------------------------------------
@@ -72,9 +79,21 @@ class StateStore:
         finally:
             self._subscribers.discard(queue)
 
+    def changes_since(self, boot: str, version: int) -> list[Change] | None:
+        """The changes after ``version`` of run ``boot``, or None when they are not all
+        kept (another run, or too long ago): the reader must then re-read everything."""
+        if boot != self.boot or not 0 <= version <= self.version:
+            return None
+        if version == self.version:
+            return []
+        if not self._recent or self._recent[0].version > version + 1:
+            return None
+        return [c for c in self._recent if c.version > version]
+
     def changed(self, kind: str, key: str) -> None:
         self.version += 1
         change = Change(self.version, kind, key)
+        self._recent.append(change)
         for queue in self._subscribers:
             if queue.full():  # a slow reader loses the oldest change, never blocks the node
                 queue.get_nowait()

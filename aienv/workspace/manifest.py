@@ -260,8 +260,8 @@ def parse_manifest(data: Any, source: str = MANIFEST_FILE) -> Manifest:
         raise WorkspaceError(f"{source}: {format_errors(exc)}") from exc
 
 
-def load_manifest(folder: Path) -> Manifest:
-    """Read and validate ``folder/workspace.yaml``."""
+def read_manifest_data(folder: Path) -> Any:
+    """The parsed YAML of ``folder/workspace.yaml``, not yet validated."""
     path = folder / MANIFEST_FILE
     if not path.is_file():
         raise WorkspaceError(f"{folder} is not a workspace: it has no {MANIFEST_FILE}")
@@ -269,7 +269,28 @@ def load_manifest(folder: Path) -> Manifest:
     if len(raw) > MAX_MANIFEST_BYTES:
         raise WorkspaceError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes")
     try:
-        data = yaml.safe_load(raw)
+        return yaml.safe_load(raw)
     except (yaml.YAMLError, RecursionError) as exc:
         raise WorkspaceError(f"{path}: not valid YAML ({exc or 'nested too deeply'})") from exc
-    return parse_manifest(data, str(path))
+
+
+def load_manifest(folder: Path) -> Manifest:
+    """Read and validate ``folder/workspace.yaml``."""
+    return parse_manifest(read_manifest_data(folder), str(folder / MANIFEST_FILE))
+
+
+def edit_manifest(folder: Path, changes: dict[str, Any]) -> Manifest:
+    """Set top-level keys of ``folder/workspace.yaml``, validated first, replaced atomically.
+
+    The other keys keep their order; YAML comments are not kept.
+    """
+    data = read_manifest_data(folder)
+    if not isinstance(data, dict):
+        raise WorkspaceError(f"{folder / MANIFEST_FILE}: the top level must be a mapping of keys")
+    data.update(changes)
+    manifest = parse_manifest(data, str(folder / MANIFEST_FILE))
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    staged = folder / f".{MANIFEST_FILE}.edit"
+    staged.write_text(text, encoding="utf-8")
+    staged.replace(folder / MANIFEST_FILE)
+    return manifest

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aienv.archive.extract import safe_extract
 from aienv.archive.pack import PackResult, fingerprint, pack_workspace, walk
 from aienv.config import NodeSettings
 from aienv.errors import AienvError, Cancelled, Conflict, NotFound, WorkspaceError
@@ -24,9 +25,10 @@ from aienv.names import check_name
 from aienv.state.store import ArchiveRecord, StateStore, WorkspaceRecord
 from aienv.transfer.holdings import Holdings
 from aienv.transfer.progress import Transfers
-from aienv.workspace.manifest import Manifest, load_manifest
+from aienv.workspace.manifest import Manifest, edit_manifest, load_manifest
 
 DEFAULT_TEMPLATE = "hello-web"
+IMPORT_DISK_MARGIN = 64 * 1024 * 1024  # left free when an import is extracted
 
 
 def templates_dir() -> Path:
@@ -69,6 +71,8 @@ class Workspace:
                     "name": e.name,
                     "runtime": e.runtime,
                     "description": e.description,
+                    "requires": e.requires.model_dump(),
+                    "recommends": e.recommends.model_dump(),
                     "endpoints": [ep.model_dump() for ep in e.endpoints],
                 }
                 for e in m.environments
@@ -170,6 +174,35 @@ class WorkspaceStore:
             }
         )
         return await self.install(name, staged, origin)
+
+    async def import_archive(self, name: str, archive: Path, filename: str) -> Workspace:
+        """Install the ZIP ``archive`` (an export, or any workspace zipped) as ``name``.
+
+        It is extracted into quarantine under every archive check first, so a bad
+        or hostile file leaves nothing behind.
+        """
+        self.check_free(name)
+        staged = self.staging("import")
+        limit = shutil.disk_usage(self.settings.tmp_dir).free - IMPORT_DISK_MARGIN
+        try:
+            await asyncio.to_thread(safe_extract, archive, staged, limit)
+            return await self.install(name, staged, {"kind": "import", "file": filename})
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+
+    async def edit(self, name: str, description: str | None, tags: list[str] | None) -> Workspace:
+        """Change the description and tags in the workspace's ``workspace.yaml``."""
+        ws = self.get(name)
+        changes: dict[str, Any] = {}
+        if description is not None:
+            changes["description"] = description
+        if tags is not None:
+            changes["tags"] = tags
+        if changes:
+            await asyncio.to_thread(edit_manifest, ws.path, changes)
+            self.state.changed("workspace", name)
+            self.state.event("workspace", f"workspace {name} edited ({', '.join(changes)})")
+        return self.get(name)
 
     async def install(self, name: str, staged: Path, origin: dict[str, Any]) -> Workspace:
         """Move the validated folder ``staged`` into place and record it, all or nothing."""

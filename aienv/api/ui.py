@@ -1,0 +1,40 @@
+"""The web UI: ``/`` is the page, ``/ui/…`` its stylesheet and JavaScript modules.
+
+Written here with no build step; the page talks only to the JSON API under
+``/api/v1`` and to the live feed. Every answer forbids framing and MIME
+sniffing, and the page may load and connect to nothing but this node.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+STATIC = Path(__file__).with_name("static")
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(
+        STATIC / "index.html",
+        headers={"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-cache"},
+    )
+
+
+async def _harden(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if request.path.startswith("/ui/"):
+        response.headers.setdefault("Cache-Control", "no-cache")  # revalidate: ETags are cheap
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", index)
+    app.router.add_static("/ui", STATIC, show_index=False, follow_symlinks=False)
+    app.on_response_prepare.append(_harden)
