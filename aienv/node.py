@@ -183,6 +183,7 @@ class Node:
             await asyncio.sleep(PROBE_INTERVAL)
             before = self.runtime_health
             await asyncio.to_thread(self.probe)
+            self.state.changed("node", "probe")  # fresh free memory and disk for the UI
             if before != self.runtime_health:
                 self.state.event("node", f"runtimes now: {self._health_text()}")
                 self.discovery.announce_now()

@@ -134,6 +134,11 @@ async def get_clone(request: web.Request) -> web.Response:
     return reply(node_of(request).clones.get(request.match_info["id"]))
 
 
+async def clear_clones(request: web.Request) -> web.Response:
+    require_admin(request)
+    return reply({"removed": node_of(request).clones.clear_finished()})
+
+
 async def cancel_clone(request: web.Request) -> web.Response:
     require_admin(request)
     return reply(await node_of(request).clones.cancel(request.match_info["id"]))
@@ -153,5 +158,6 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/api/v1/system", get_system)
     router.add_get("/api/v1/clones", list_clones)
     router.add_post("/api/v1/clones", start_clone)
+    router.add_post("/api/v1/clones/clear", clear_clones)
     router.add_get("/api/v1/clones/{id}", get_clone)
     router.add_delete("/api/v1/clones/{id}", cancel_clone)

@@ -191,6 +191,13 @@ class CloneManager:
             await asyncio.gather(task, return_exceptions=True)
         return self.get(clone_id)
 
+    def clear_finished(self) -> int:
+        """Forget the jobs that have ended (the workspaces they installed stay)."""
+        ended = [d["id"] for d in self.all() if CloneState(d["state"]) in TERMINAL]
+        for clone_id in ended:
+            self.state.delete_document(TABLE, clone_id)
+        return len(ended)
+
     def _cancel_task(self, clone_id: str) -> None:
         task = self._tasks.get(clone_id)
         if task is not None:

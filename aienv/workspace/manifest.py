@@ -33,6 +33,8 @@ Name = Annotated[str, Field(pattern=NAME_RE.pattern)]
 Label = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._+#-]*$")
 ]
+LABEL_RULE = "letters, digits, spaces and . _ + # -, starting with a letter or digit"
+LABEL_LISTS = ("tags", "languages", "tools")
 
 
 def _relative_path(value: str) -> str:
@@ -246,6 +248,10 @@ def format_errors(exc: ValidationError, prefix: str = "") -> str:
             lines.append(f"{where}: required key is missing")
         elif err["type"] == "string_pattern_mismatch" and where.endswith("name"):
             lines.append(f"{where}: {err['input']!r} is not a valid name ({NAME_RULE})")
+        elif err["type"] == "string_pattern_mismatch" and err["loc"][:1] in [
+            (k,) for k in LABEL_LISTS
+        ]:
+            lines.append(f"{where}: {err['input']!r} is not a valid label ({LABEL_RULE})")
         else:
             lines.append(f"{where}: {err['msg']}")
     return "; ".join(lines)
@@ -288,7 +294,7 @@ def edit_manifest(folder: Path, changes: dict[str, Any]) -> Manifest:
     if not isinstance(data, dict):
         raise WorkspaceError(f"{folder / MANIFEST_FILE}: the top level must be a mapping of keys")
     data.update(changes)
-    manifest = parse_manifest(data, str(folder / MANIFEST_FILE))
+    manifest = parse_manifest(data)
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     staged = folder / f".{MANIFEST_FILE}.edit"
     staged.write_text(text, encoding="utf-8")

@@ -118,7 +118,7 @@ def test_stream_sends_changes_and_replays_what_a_reconnect_missed(pair: tuple[Ho
 
 
 def test_a_peer_stream_carries_no_names(pair: tuple[Host, Host]) -> None:
-    a, b = pair
+    a, _ = pair
     seen: list[str] = []
     with httpx.stream("GET", f"{a.url}/api/v1/stream", timeout=10) as resp:  # from outside
         assert resp.headers["content-type"] == "text/event-stream"
@@ -139,8 +139,8 @@ def test_edit_rewrites_the_yaml_and_peers_see_the_new_tags(pair: tuple[Host, Hos
     a.cli("create", "hello", "--from", str(HELLO))
     a.cli("share", "hello")
     wait_for(lambda: "hello" in shared_by(b, "alpha"), 5, "beta sees hello")
-    status, ws = admin_call(a, "PATCH", "/workspaces/hello",
-                            {"description": "edited in the UI", "tags": ["demo", "gpu-free"]})  # fmt: skip
+    edit = {"description": "edited in the UI", "tags": ["demo", "gpu-free"]}
+    status, ws = admin_call(a, "PATCH", "/workspaces/hello", edit)
     assert status == 200, ws
     assert ws["description"] == "edited in the UI"  # type: ignore[index]
     yaml_text = (a.home / "workspaces" / "hello" / "workspace.yaml").read_text()
@@ -148,7 +148,9 @@ def test_edit_rewrites_the_yaml_and_peers_see_the_new_tags(pair: tuple[Host, Hos
 
     def peer_tags() -> list[str]:
         peers = b.api("/peers").json()["peers"]
-        return [t for p in peers for w in p["workspaces"] if w["name"] == "hello" for t in w["tags"]]
+        return [
+            t for p in peers for w in p["workspaces"] if w["name"] == "hello" for t in w["tags"]
+        ]
 
     wait_for(lambda: "gpu-free" in peer_tags(), 5, "the new tag announced")
 

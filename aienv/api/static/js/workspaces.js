@@ -1,0 +1,192 @@
+// The "My workspaces" section (for a visitor: the workspaces this node shares): rows and actions.
+import { api, enc, ApiError } from './api.js';
+import { h, keyed, alertBox, RowState, actionButton } from './dom.js';
+import { bytes } from './format.js';
+import * as forms from './workspace-forms.js';
+
+let ctx;
+let list;
+let empty;
+let workspaces = [];
+const rows = new RowState();
+
+export function init(context) {
+  ctx = context;
+  list = document.getElementById('workspace-list');
+  empty = document.getElementById('workspace-empty');
+  forms.init((ws) => {
+    upsert(ws);
+    ctx.refresh('workspaces');
+  }, (name) => {
+    workspaces = workspaces.filter((w) => w.name !== name);
+    render();
+  });
+}
+
+export function show(items) {
+  workspaces = items ?? [];
+  render();
+}
+
+export const showTemplates = forms.showTemplates;
+
+function upsert(ws) {
+  const i = workspaces.findIndex((w) => w.name === ws.name);
+  if (i >= 0) workspaces[i] = { ...workspaces[i], ...ws };
+  else workspaces.push(ws);
+  workspaces.sort((a, b) => a.name.localeCompare(b.name));
+  render();
+}
+
+function render() {
+  empty.textContent = ctx.admin
+    ? 'No workspaces yet: create one above, import a ZIP, or clone one from the Network.'
+    : 'This node shares no workspace right now.';
+  empty.hidden = workspaces.length > 0;
+  keyed(list, workspaces, (ws) => ws.name, ctx.admin ? adminRow : guestRow,
+    (ws) => JSON.stringify([ws, rows.sig(ws.name)]));
+}
+
+/** Run an action of a row: mark it busy, show its error near it, re-render around it. */
+async function act(name, action, work, { keepError = false } = {}) {
+  const state = rows.get(name);
+  if (state.busy.has(action)) return;
+  state.busy.add(action);
+  if (!keepError) state.error = null;
+  render();
+  try {
+    await work();
+    state.error = null;
+  } catch (err) {
+    state.error = { where: action, message: err.message, code: err.code };
+    if (err instanceof ApiError && err.code === 'does_not_fit') state.error.anyway = true;
+  } finally {
+    state.busy.delete(action);
+    render();
+  }
+}
+
+function errorFor(name, where, extra = []) {
+  const error = rows.get(name).error;
+  return error && error.where === where ? alertBox(error.message, extra) : null;
+}
+
+function originText(origin) {
+  if (!origin) return '—';
+  switch (origin.kind) {
+    case 'folder': return `folder ${origin.path ?? ''}`.trim();
+    case 'template': return `template ${origin.template ?? ''}`.trim();
+    case 'clone': return `cloned from ${origin.peer_name ?? origin.peer_id ?? '?'} (${origin.workspace ?? ''} ${origin.version ?? ''})`;
+    case 'import': return `imported${origin.file ? ` from ${origin.file}` : ''}`;
+    default: return origin.kind ?? '—';
+  }
+}
+
+function tagList(tags) {
+  if (!tags?.length) return null;
+  return h('ul', { class: 'tags' }, tags.map((t) => h('li', {}, t)));
+}
+
+function summary(ws) {
+  return [
+    h('div', { class: 'card-head' },
+      h('h3', {}, ws.name), ' ',
+      h('span', { class: 'muted' }, `v${ws.version}`), ' ',
+      ws.shared ? h('span', { class: 'badge ok' }, 'shared') : null),
+    ws.description ? h('p', { class: 'desc' }, ws.description) : null,
+    tagList(ws.tags),
+  ];
+}
+
+function guestRow(ws) {
+  return h('li', { class: 'card' },
+    summary(ws),
+    h('dl', { class: 'facts' },
+      h('dt', {}, 'Size'), h('dd', {}, bytes(ws.archive?.size)),
+      h('dt', {}, 'Runtimes'), h('dd', {}, (ws.runtimes ?? []).join(', ') || '—')),
+    h('div', { class: 'actions' },
+      h('a', {
+        class: 'btn', href: `/api/v1/workspaces/${enc(ws.name)}/archive`, download: '',
+        'aria-label': `Download ${ws.name}`,
+      }, 'Download ZIP')));
+}
+
+function launchName(ws, env, index) {
+  return index === 0 ? `Launch ${ws.name}` : `Launch ${ws.name} ${env.name}`;
+}
+
+function launch(ws, env, force) {
+  act(ws.name, `launch:${env.name}`, async () => {
+    await api('/environments', {
+      method: 'POST', json: { workspace: ws.name, environment: env.name, force },
+    });
+    ctx.refresh('environments');
+    ctx.refresh('workspaces');
+  }, { keepError: force });
+}
+
+function envLine(ws, env, index) {
+  const id = `${ws.name}.${env.name}`;
+  const running = (ws.running ?? []).includes(id);
+  const state = rows.get(ws.name);
+  const action = `launch:${env.name}`;
+  const name = launchName(ws, env, index);
+  const anyway = state.error?.where === action && state.error.anyway
+    ? actionButton({
+      label: `${name} anyway`, text: 'Launch anyway', busyText: 'Launching…',
+      busy: state.busy.has(action), onclick: () => launch(ws, env, true),
+    })
+    : null;
+  return h('li', { class: 'env-line' },
+    h('span', {}, h('strong', {}, env.name), ` (${env.runtime})`), ' ',
+    running
+      ? h('span', { class: 'badge ok' }, 'running')
+      : h('span', { class: 'badge' }, 'not running'), ' ',
+    running ? null : actionButton({
+      label: name, text: 'Launch', busyText: 'Launching…', busy: state.busy.has(action),
+      cls: 'primary', onclick: () => launch(ws, env, false),
+    }),
+    errorFor(ws.name, action, anyway ? [anyway] : []));
+}
+
+function shareSwitch(ws) {
+  const busy = rows.get(ws.name).busy.has('share');
+  return h('button', {
+    type: 'button', role: 'switch', class: 'switch', 'aria-checked': ws.shared ? 'true' : 'false',
+    'aria-label': `Share ${ws.name}`, 'aria-busy': busy ? 'true' : null,
+    'aria-disabled': busy ? 'true' : null,
+    onclick: (event) => {
+      if (event.currentTarget.getAttribute('aria-disabled') === 'true') return;
+      act(ws.name, 'share', async () => {
+        const updated = await api(`/workspaces/${enc(ws.name)}/${ws.shared ? 'unshare' : 'share'}`,
+          { method: 'POST' });
+        upsert(updated);
+      });
+    },
+  }, h('span', { class: 'track', 'aria-hidden': 'true' }, h('span', { class: 'thumb' })),
+  h('span', {}, busy ? (ws.shared ? 'Unsharing…' : 'Sharing…') : (ws.shared ? 'Shared' : 'Not shared')));
+}
+
+function adminRow(ws) {
+  const envs = ws.environments ?? [];
+  return h('li', { class: 'card' },
+    summary(ws),
+    h('dl', { class: 'facts' },
+      h('dt', {}, 'Size'), h('dd', {}, ws.archive ? bytes(ws.archive.size) : 'not packed yet'),
+      h('dt', {}, 'Origin'), h('dd', {}, originText(ws.origin))),
+    envs.length
+      ? h('ul', { class: 'envs', 'aria-label': `Environments of ${ws.name}` },
+        envs.map((env, i) => envLine(ws, env, i)))
+      : h('p', { class: 'muted' }, 'No environments to launch.'),
+    h('div', { class: 'actions' },
+      shareSwitch(ws),
+      actionButton({ label: `Edit ${ws.name}`, text: 'Edit', onclick: () => forms.openEdit(ws) }),
+      h('a', {
+        class: 'btn', href: `/api/v1/workspaces/${enc(ws.name)}/archive`, download: '',
+        'aria-label': `Export ${ws.name}`,
+      }, 'Export ZIP'),
+      actionButton({
+        label: `Delete ${ws.name}`, text: 'Delete', cls: 'danger', onclick: () => forms.openDelete(ws),
+      })),
+    errorFor(ws.name, 'share'));
+}

@@ -1,0 +1,320 @@
+"""The web UI in a real headless Chromium, against real nodes on the namespace LAN.
+
+The browser runs in node B's namespace and opens B's page (so it has the admin
+role, as a person at that machine would). Node A shares through its own API;
+the page must show it without a reload, clone it with a click, show the
+progress to the end, launch it, open its endpoint and stop it. Then the error
+states: a workspace that does not fit this machine, and a peer that vanishes
+mid-clone. Screenshots go to ``AIENV_SCREENSHOTS`` when set (``scripts/screenshots``
+writes the ones in docs/), else to the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+
+from tests.integration.conftest import make_big_workspace, no_leftovers, shared_by, wait_for
+from tests.lan import Host, Lan, admin_call
+from tests.system.browser import browser_in
+
+pytestmark = [pytest.mark.system]
+
+PAGE = "http://127.0.0.1:37778/"
+STALL = 4  # seconds without data before B's clones fail
+expect.set_options(timeout=15_000)  # two nodes and a browser share two cores
+
+
+@pytest.fixture(scope="module")
+def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
+    with Lan(tmp_path_factory.mktemp("lan"), 2) as net:
+        yield net
+
+
+@pytest.fixture(scope="module")
+def nodes(lan: Lan) -> tuple[Host, Host]:
+    a, b = lan.hosts
+    b.extra_env = {"AIENV_STALL_TIMEOUT": str(STALL)}
+    a.start("alpha")
+    b.start("beta")
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Playwright]:
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser(
+    driver: Playwright, nodes: tuple[Host, Host], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Browser]:
+    """Chromium in node B's namespace: B's page at 127.0.0.1 has the admin role."""
+    with browser_in(driver, nodes[1].ns, tmp_path_factory.mktemp("chromium")) as b:
+        yield b
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on(
+        "console",
+        lambda msg: (
+            problems.append(f"console {msg.type}: {msg.text}")
+            if msg.type == "error"
+            and "status of 4" not in msg.text  # 4xx answers are shown to the user, not bugs
+            and "ERR_CONNECTION_REFUSED" not in msg.text  # the stream retrying a stopped node
+            else None
+        ),
+    )
+    page.goto(PAGE)
+    expect(page.get_by_text("Live", exact=True)).to_be_visible()
+    yield page
+    context.close()
+    assert problems == [], "the page logged errors:\n" + "\n".join(problems)
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    wanted = os.environ.get("AIENV_SCREENSHOTS")
+    folder = Path(wanted) if wanted else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def section(page: Page, title: str) -> Any:
+    return page.locator("section").filter(has=page.get_by_role("heading", name=title, exact=True))
+
+
+def share(host: Host, name: str, folder: Path | None = None) -> None:
+    if folder is None:
+        host.cli("create", name, "--template", "hello-web")
+    else:
+        host.cli("create", name, "--from", str(folder))
+    host.cli("share", name)
+
+
+def node_id(host: Host) -> str:
+    return str(host.api("/node").json()["id"])
+
+
+def test_share_appears_then_clone_launch_open_and_stop(
+    nodes: tuple[Host, Host], page: Page, shots: Path
+) -> None:
+    a, _ = nodes
+    expect(section(page, "This node")).to_contain_text("beta")
+    page.screenshot(path=shots / "node.png", full_page=True)
+
+    share(a, "hello")  # through A's own API, while B's page is open
+    clone_button = page.get_by_role("button", name="Clone hello from alpha", exact=True)
+    expect(clone_button).to_be_visible(timeout=10_000)  # no reload: the live feed told it
+    network = section(page, "Network")
+    expect(network).to_contain_text("python")  # languages and tools are announced too
+
+    page.get_by_role("button", name="Details of hello from alpha", exact=True).click()
+    expect(network).to_contain_text(re.compile(r"\bfits\b"))
+    page.screenshot(path=shots / "network.png", full_page=True)
+
+    clone_button.focus()
+    page.keyboard.press("Enter")  # a real button: the keyboard clones as a click does
+    source = f"{node_id(a)}/hello"
+    bar = page.get_by_role("progressbar", name=f"Clone {source}", exact=True)
+    expect(bar).to_be_visible()  # at once, from the POST's answer
+    clones = section(page, "Clones")
+    expect(clones).to_contain_text("installed", timeout=30_000)
+    expect(bar).to_have_attribute("value", re.compile(r"^\d+$"))
+    assert bar.get_attribute("value") == bar.get_attribute("max")
+    page.screenshot(path=shots / "clone.png", full_page=True)
+
+    page.get_by_role("button", name="Launch hello", exact=True).click()
+    link = page.get_by_role("link", name="Open http of hello.web", exact=True)
+    expect(link).to_be_visible(timeout=30_000)
+    page.screenshot(path=shots / "environments.png", full_page=True)
+    href = link.get_attribute("href")
+    assert href and href.startswith("http://127.0.0.1:")
+    with page.context.expect_page() as opened:
+        link.click()
+    app = opened.value
+    app.wait_for_load_state()
+    expect(app.locator("body")).to_contain_text("Hello from aienv")
+    app.close()
+
+    page.get_by_role("button", name="Stop hello.web", exact=True).click()
+    expect(section(page, "Environments")).to_contain_text("stopped")
+    expect(link).to_have_count(0)
+
+    events = section(page, "Events")
+    expect(events).to_contain_text("alpha")  # the peer joining
+    expect(events).to_contain_text("installed")
+
+    page.get_by_role("button", name="Clear finished clones", exact=True).click()
+    expect(bar).to_have_count(0)  # the job is forgotten, the workspace it installed stays
+    expect(page.get_by_role("button", name="Launch hello", exact=True)).to_be_visible()
+
+
+def test_page_resyncs_after_the_node_restarts(nodes: tuple[Host, Host], page: Page) -> None:
+    a, b = nodes
+    status = page.get_by_text(re.compile("^(Live|Reconnecting…)$"))
+    b.stop()
+    expect(status).to_have_text("Reconnecting…")
+    b.start("beta")
+    expect(status).to_have_text("Live", timeout=15_000)
+    share(a, "after")  # a change made after the restart still reaches the page
+    expect(page.get_by_role("button", name="Clone after from alpha", exact=True)).to_be_visible()
+
+
+def test_a_workspace_that_does_not_fit_says_why(
+    nodes: tuple[Host, Host], page: Page, tmp_path: Path, shots: Path
+) -> None:
+    a, b = nodes
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    (folder / "workspace.yaml").write_text(
+        "apiVersion: aienv/v1\nname: huge\ndescription: needs more memory than any test host\n"
+        "environments:\n  - name: main\n    requires: {memory: 64TiB}\n"
+        "    process: {command: [python3, -c, 'import time; time.sleep(60)']}\n"
+    )
+    share(a, "huge", folder)
+    page.get_by_role("button", name="Details of huge from alpha", exact=True).click()
+    network = section(page, "Network")
+    expect(network).to_contain_text("does not fit")
+    expect(network).to_contain_text("memory")
+
+    page.get_by_role("button", name="Clone huge from alpha", exact=True).click()
+    expect(section(page, "Clones")).to_contain_text("installed", timeout=30_000)
+    page.get_by_role("button", name="Launch huge", exact=True).click()
+    alert = section(page, "My workspaces").get_by_role("alert")
+    expect(alert).to_contain_text("does not fit this machine")
+    expect(alert).to_contain_text("memory")
+    expect(page.get_by_role("button", name="Launch huge anyway", exact=True)).to_be_visible()
+    page.screenshot(path=shots / "does-not-fit.png", full_page=True)
+    status, body = admin_call(b, "GET", "/environments")
+    assert status == 200
+    envs = body["environments"]  # type: ignore[index]
+    assert all(e["workspace"] != "huge" for e in envs), "a refused launch must record nothing"
+
+
+def test_peer_vanishing_mid_clone_fails_with_what_to_do(
+    lan: Lan, nodes: tuple[Host, Host], page: Page, tmp_path: Path, shots: Path
+) -> None:
+    a, b = nodes
+    share(a, "big", make_big_workspace(tmp_path / "big", 48 * 1024**2))
+    wait_for(lambda: "big" in shared_by(b, "alpha"), 10, "B sees big")
+    lan.shape(a, "16mbit")  # about 25 s for the whole archive: time to pull the plug
+    try:
+        page.get_by_role("button", name="Clone big from alpha", exact=True).click()
+        source = f"{node_id(a)}/big"
+        bar = page.get_by_role("progressbar", name=f"Clone {source}", exact=True)
+
+        def started() -> bool:
+            value = bar.get_attribute("value")
+            return value is not None and float(value) > 0
+
+        wait_for(started, 20, "the download to start")
+        expect(page.get_by_role("button", name=f"Cancel clone {source}")).to_be_visible()
+        a.stop(signal.SIGKILL)  # the peer vanishes: no goodbye
+        alert = section(page, "Clones").get_by_role("alert")
+        expect(alert).to_contain_text("is the peer still up?", timeout=(STALL + 15) * 1000)
+        expect(section(page, "Clones")).to_contain_text("failed")
+        expect(page.get_by_role("button", name=f"Cancel clone {source}")).to_have_count(0)
+        page.screenshot(path=shots / "peer-gone.png", full_page=True)
+        no_leftovers(b)
+    finally:
+        lan.shape(a, None)
+        a.start("alpha")
+
+
+def test_keyboard_labels_narrow_window_and_dark_theme(
+    browser: Browser, nodes: tuple[Host, Host], shots: Path
+) -> None:
+    def background(scheme: str, width: int) -> tuple[float, Page]:
+        context = browser.new_context(
+            viewport={"width": width, "height": 800},
+            color_scheme=scheme,  # type: ignore[arg-type]
+        )
+        page = context.new_page()
+        page.goto(PAGE)
+        expect(page.get_by_text("Live", exact=True)).to_be_visible()
+        rgb = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        r, g, b = (int(v) for v in re.findall(r"\d+", rgb)[:3])
+        return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255, page
+
+    light, light_page = background("light", 1280)
+    dark, narrow = background("dark", 360)
+    assert light > 0.7 and dark < 0.3, f"light theme {light:.2f}, dark theme {dark:.2f}"
+
+    unlabeled = narrow.evaluate(
+        """() => [...document.querySelectorAll('input, select, textarea')]
+              .filter(e => e.type !== 'hidden' && !e.labels.length && !e.getAttribute('aria-label'))
+              .map(e => e.outerHTML)"""
+    )
+    assert unlabeled == [], f"inputs without a label: {unlabeled}"
+    nameless = narrow.evaluate(
+        """() => [...document.querySelectorAll('button, a[href]')]
+              .filter(e => !(e.getAttribute('aria-label') || e.textContent).trim())
+              .map(e => e.outerHTML)"""
+    )
+    assert nameless == [], f"controls without a name: {nameless}"
+    overflow = narrow.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"at 360 px the page scrolls sideways by {overflow} px"
+    narrow.screenshot(path=shots / "narrow-dark.png")  # the top of the page, as on a phone
+
+    # every control is reachable with Tab, each showing where the focus is
+    focused = set()
+    for _ in range(60):
+        narrow.keyboard.press("Tab")
+        focused.add(narrow.evaluate("document.activeElement && document.activeElement.outerHTML"))
+    assert any("Create" in (f or "") for f in focused), "Tab never reached the Create button"
+    outline = narrow.evaluate(
+        "(() => { const s = getComputedStyle(document.activeElement);"
+        " return s.outlineStyle + ' ' + s.outlineWidth + ' ' + s.boxShadow; })()"
+    )
+    assert "none 0px none" not in outline, f"the focused control shows no focus ring: {outline}"
+    for p in (light_page, narrow):
+        p.context.close()
+
+
+def test_a_peer_browser_sees_only_what_is_shared(
+    driver: Playwright, nodes: tuple[Host, Host], tmp_path: Path
+) -> None:
+    """From another machine the page offers no admin action, and the API refuses them."""
+    a, b = nodes
+    b.cli("create", "visible", "--template", "hello-web")
+    b.cli("share", "visible")
+    with browser_in(driver, a.ns, tmp_path / "chromium") as visitor:
+        page = visitor.new_page()
+        page.goto(f"{b.url}/")  # node B's page, opened from A's machine
+        expect(page.get_by_text("Live", exact=True)).to_be_visible()
+        shared = section(page, "Shared workspaces")
+        expect(shared).to_contain_text("visible")
+        expect(page.get_by_role("link", name="Download visible", exact=True)).to_be_visible()
+        expect(shared).not_to_contain_text("huge")  # B's clones are not shared
+        for admin_only in ("Clones", "Environments", "Events", "My workspaces"):
+            expect(page.get_by_role("heading", name=admin_only, exact=True)).to_be_hidden()
+        expect(page.get_by_role("button", name=re.compile("^(Clone|Launch|Delete|Share) "))
+               ).to_have_count(0)  # fmt: skip
+        b.cli("unshare", "visible")  # the visitor's page follows the live feed too
+        expect(shared).not_to_contain_text("visible")
+    r = httpx.get(f"{b.url}/api/v1/node", timeout=5)
+    assert r.json()["admin"] is False
+    r = httpx.get(f"{b.url}/", timeout=5)
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    r = httpx.post(f"{b.url}/api/v1/clones", json={"source": "alpha/hello"}, timeout=5)
+    assert r.status_code == 403
+    names = {w["name"] for w in httpx.get(f"{b.url}/api/v1/workspaces", timeout=5).json()[
+        "workspaces"]}  # fmt: skip
+    assert "hello" not in names  # B's clone of hello is not shared
