@@ -40,12 +40,19 @@ def _environment(data: Any) -> Environment:
 async def _fetch(url: str) -> dict[str, Any]:
     timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as resp:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url, allow_redirects=False) as resp,  # never led elsewhere
+        ):
             if resp.status == 404:
                 raise NotFound("the peer no longer shares this workspace")
             if resp.status != 200:
                 raise PeerUnreachable(f"the peer answered {resp.status} for {url}")
-            body = await resp.content.read(MAX_DETAILS + 1)
+            body = b""
+            async for chunk in resp.content.iter_chunked(64 * 1024):
+                body += chunk
+                if len(body) > MAX_DETAILS:
+                    break
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise PeerUnreachable(f"cannot reach the peer at {url}: {exc or 'timed out'}") from exc
     if len(body) > MAX_DETAILS:

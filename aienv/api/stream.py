@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from typing import Any
 
 from aiohttp import web
@@ -123,13 +124,16 @@ async def _pump(
 ) -> None:
     loop = asyncio.get_running_loop()
     next_ping = loop.time() + PING_EVERY
-    next_progress = loop.time() + PROGRESS_EVERY
+    # no progress for a reader without clones to see: never wake up for it
+    next_progress = loop.time() + PROGRESS_EVERY if clones is not None else math.inf
     closed = asyncio.ensure_future(closing.wait())
     try:
         while not closing.is_set():
             timeout = max(0.0, min(next_ping, next_progress) - loop.time())
             getter = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait({getter, closed}, timeout=timeout)
+            done, _ = await asyncio.wait(
+                {getter, closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
             if getter in done:
                 await feed.change(getter.result())
                 while not queue.empty():

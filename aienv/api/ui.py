@@ -20,13 +20,11 @@ PAGE_POLICY = (
 
 
 async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(
-        STATIC / "index.html",
-        headers={"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-cache"},
-    )
+    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 async def _harden(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)  # every answer
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "no-referrer")

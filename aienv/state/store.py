@@ -198,6 +198,29 @@ class StateStore:
         self.changed("manual_peer", address)
         return bool(removed)
 
+    # -- credentials (hashed; kinds: admin users, the node's peer password) ----
+
+    def credentials(self, kind: str) -> dict[str, str]:
+        rows = self.db.query("SELECT name, hash FROM credentials WHERE kind = ?", (kind,))
+        return {r["name"]: r["hash"] for r in rows}
+
+    def set_credential(self, kind: str, name: str, hashed: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO credentials VALUES (?, ?, ?, ?) ON CONFLICT(kind, name) "
+                "DO UPDATE SET hash = excluded.hash",
+                (kind, name, hashed, time.time()),
+            )
+        self.changed("credential", kind)
+
+    def remove_credential(self, kind: str, name: str) -> bool:
+        with self.db.transaction() as conn:
+            removed = conn.execute(
+                "DELETE FROM credentials WHERE kind = ? AND name = ?", (kind, name)
+            ).rowcount
+        self.changed("credential", kind)
+        return bool(removed)
+
     # -- documents (clones, environments) -------------------------------------
 
     def documents(self, table: str) -> list[dict[str, Any]]:
@@ -210,7 +233,9 @@ class StateStore:
         rows = self.db.query(f"SELECT data FROM {table} WHERE id = ?", (doc_id,))
         return json.loads(rows[0]["data"]) if rows else None
 
-    def save_document(self, table: str, doc: dict[str, Any]) -> None:
+    def save_document(self, table: str, doc: dict[str, Any], *, quiet: bool = False) -> None:
+        """Store ``doc``; ``quiet`` for progress-only saves, which the live feed sends as
+        ``progress`` on its own rather than as changes (they would flood it)."""
         assert table in ("clones", "environments")
         data = json.dumps(doc)
         with self.db.transaction() as conn:
@@ -226,7 +251,8 @@ class StateStore:
                     "ON CONFLICT(id) DO UPDATE SET data = excluded.data",
                     (doc["id"], doc["workspace"], data, doc["created_at"]),
                 )
-        self.changed(table[:-1], doc["id"])
+        if not quiet:
+            self.changed(table[:-1], doc["id"])
 
     def delete_document(self, table: str, doc_id: str) -> None:
         assert table in ("clones", "environments")

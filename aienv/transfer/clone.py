@@ -436,8 +436,9 @@ class CloneManager:
         if force or now - self._saved.get(doc["id"], 0.0) > 0.25:
             self._saved[doc["id"]] = now
             doc["have"] = d.partial.bitfield()
+            doc["updated_at"] = time.time()
             try:
-                self.state.save_document(TABLE, doc)
+                self.state.save_document(TABLE, doc, quiet=not force)
             except sqlite3.Error as exc:  # e.g. a full disk: progress is saved again later
                 log.warning("cannot save the progress of clone %s: %s", doc["id"], exc)
 

@@ -6,6 +6,8 @@ so a person can find it in the file. See docs/workspace-format.md.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -295,8 +297,17 @@ def edit_manifest(folder: Path, changes: dict[str, Any]) -> Manifest:
         raise WorkspaceError(f"{folder / MANIFEST_FILE}: the top level must be a mapping of keys")
     data.update(changes)
     manifest = parse_manifest(data)
-    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-    staged = folder / f".{MANIFEST_FILE}.edit"
-    staged.write_text(text, encoding="utf-8")
-    staged.replace(folder / MANIFEST_FILE)
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True).encode()
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise WorkspaceError(f"{MANIFEST_FILE} would be larger than {MAX_MANIFEST_BYTES} bytes")
+    fd, staged = tempfile.mkstemp(dir=folder, prefix=f".{MANIFEST_FILE}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(staged, folder / MANIFEST_FILE)
+    except BaseException:
+        Path(staged).unlink(missing_ok=True)
+        raise
     return manifest

@@ -112,6 +112,7 @@ class WorkspaceStore:
         self.holdings = holdings
         self.transfers = transfers
         self._pack_locks: dict[str, asyncio.Lock] = {}
+        self._edit_locks: dict[str, asyncio.Lock] = {}
 
     def path(self, name: str) -> Path:
         return self.settings.workspaces_dir / name
@@ -199,7 +200,8 @@ class WorkspaceStore:
         if tags is not None:
             changes["tags"] = tags
         if changes:
-            await asyncio.to_thread(edit_manifest, ws.path, changes)
+            async with self._edit_locks.setdefault(name, asyncio.Lock()):
+                await asyncio.to_thread(edit_manifest, ws.path, changes)
             self.state.changed("workspace", name)
             self.state.event("workspace", f"workspace {name} edited ({', '.join(changes)})")
         return self.get(name)

@@ -191,7 +191,7 @@ def test_a_workspace_that_does_not_fit_says_why(
     page.get_by_role("button", name="Details of huge from alpha", exact=True).click()
     network = section(page, "Network")
     expect(network).to_contain_text("does not fit")
-    expect(network).to_contain_text("memory")
+    expect(network).to_contain_text("64.0 TiB of memory")  # the shortfall, named
 
     page.get_by_role("button", name="Clone huge from alpha", exact=True).click()
     expect(section(page, "Clones")).to_contain_text("installed", timeout=30_000)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+from aienv.api import stream
 from aienv.state import store as store_mod
 from aienv.state.db import Database
 from aienv.state.store import StateStore
@@ -44,3 +46,32 @@ async def test_a_slow_subscriber_loses_the_oldest_never_blocks(tmp_path: Path) -
             state.changed("event", str(i))
         got = [queue.get_nowait().version for _ in range(queue.qsize())]
     assert got == [8, 9, 10]  # the reader sees the gap (7 missing) and resyncs
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    async def write(self, data: bytes) -> None:
+        self.lines.append(data.decode())
+
+
+async def test_a_change_reaches_every_reader_at_once(tmp_path: Path) -> None:
+    """Admin and guest feeds alike: no waiting for a progress tick or a ping."""
+    state = make(tmp_path)
+    closing = asyncio.Event()
+    feeds = {admin: stream._Feed(_Recorder(), state, admin) for admin in (True, False)}  # type: ignore[arg-type]
+
+    async def pump(feed: stream._Feed) -> None:
+        with state.subscribe() as queue:
+            await stream._pump(feed, queue, closing, (lambda: []) if feed.admin else None)
+
+    tasks = [asyncio.create_task(pump(f)) for f in feeds.values()]
+    await asyncio.sleep(0.05)
+    state.changed("workspace", "hello")
+    await asyncio.sleep(0.05)  # far less than the progress tick (0.5 s) or a ping (15 s)
+    admin, guest = ("".join(feeds[a].resp.lines) for a in (True, False))  # type: ignore[attr-defined]
+    closing.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 1)  # and the node's stop ends them
+    assert '"key": "hello"' in admin
+    assert '"kind": "workspace", "key": ""' in guest and "hello" not in guest

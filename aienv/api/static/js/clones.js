@@ -4,7 +4,7 @@ import { h, setAlert } from './dom.js';
 import { bytes, rate, eta } from './format.js';
 
 const FLOW = ['queued', 'connecting', 'downloading', 'verifying', 'extracting', 'adapting'];
-const CANCELLABLE = new Set(['queued', 'connecting', 'downloading', 'verifying']);
+const CANCELLABLE = new Set(['queued', 'connecting', 'downloading', 'verifying', 'extracting']);
 const DONE = new Set(['installed', 'running']);
 const ENDED = new Set([...DONE, 'failed', 'cancelled']);
 // Stepper labels: verbs, so that a stage to come never reads like the job's state.

@@ -64,7 +64,7 @@ export function init(saved, deleted) {
       return;
     }
     submitting(imp.querySelector('button[type=submit]'), 'Importing…', errorEl, async () => {
-      const ws = await api(`/workspaces/import?name=${enc(name)}`, {
+      const ws = await api(`/workspaces/import?name=${enc(name)}&file=${enc(file.name)}`, {
         method: 'POST', body: file, contentType: 'application/zip',
       });
       imp.reset();
