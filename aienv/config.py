@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import platformdirs
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_HTTP_PORT = 37778
 DEFAULT_DISCOVERY_PORT = 37777
@@ -63,6 +63,23 @@ class NodeSettings(BaseSettings):
     )
     vm_accel: Literal["auto", "kvm", "tcg"] = "auto"
     cgroups: bool = Field(default=True, description="limit process environments with cgroups")
+    # access
+    allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="networks that may talk to the node (comma-separated, e.g. 10.0.0.0/8); "
+        "default: loopback, private and link-local ranges",
+    )
+
+    @field_validator("allow", mode="before")
+    @classmethod
+    def _split_allow(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            from aienv.security.allow import parse_networks
+
+            parse_networks([str(v) for v in value])  # a bad network is an error at start
+        return value
 
     @field_validator("name")
     @classmethod

@@ -30,6 +30,7 @@ from aienv.errors import AienvError
 from aienv.identity import Identity
 from aienv.runtime.manager import EnvironmentManager
 from aienv.runtime.registry import load_runtimes
+from aienv.security.allow import AllowList
 from aienv.state.db import Database
 from aienv.state.store import StateStore
 from aienv.system import inventory
@@ -80,6 +81,7 @@ class Node:
         # measured by probe() at start, before anything announces it
         self.capacity = inventory.Capacity(cpus=0, memory_free=0, disk_free=0)
         self.interfaces = select_interfaces(settings.interfaces)
+        self.allow = AllowList(settings.allow)
         self.environments = EnvironmentManager(
             settings,
             self.state,
@@ -105,6 +107,7 @@ class Node:
             dnssd=settings.dnssd,
             archives=self.holdings.announced,
             resources=lambda: inventory.summary(self.capacity, self.runtime_health),
+            allowed=self.allow.allows,
         )
         self.clones = CloneManager(
             settings,

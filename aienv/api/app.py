@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from aienv.api import (
+    access,
     archives,
+    auth,
     environments,
     network,
     peer_workspaces,
@@ -65,9 +67,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 def create_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[errors_middleware, access.access_middleware], client_max_size=MAX_BODY
+    )
     app[NODE] = node
+    app[access.ACCESS] = access.Access(node)
     network.add_routes(app.router)
+    auth.add_routes(app.router)
     workspaces.add_routes(app.router)
     environments.add_routes(app.router)
     archives.add_routes(app.router)

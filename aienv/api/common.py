@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from aienv.node import Node
 
 NODE: web.AppKey[Node] = web.AppKey("node")
+ROLE = "aienv_role"  # the request's role, set by the access middleware: "admin" or "peer"
 MAX_BODY = 64 * 1024
 
 M = TypeVar("M", bound=BaseModel)
@@ -39,33 +40,43 @@ def is_local(request: web.Request) -> bool:
     return _is_loopback(request.remote)
 
 
-def admin_refusal(request: web.Request) -> str | None:
-    """Why this request does not have the admin role, or None when it does.
-
-    Admin actions: from the node's own machine, and not driven by another web
-    page. A loopback source alone is not enough: a page in a local browser could
-    post to 127.0.0.1 (or reach it by DNS rebinding). So the Host header must
-    name loopback, and a browser's Origin, when sent, must be the node's own.
-    """
-    if not is_local(request):
-        return "this action changes the node and is allowed only from the node's own machine"
+def origin_refusal(request: web.Request) -> str | None:
+    """Why a browser's request from another web origin is refused, or None."""
     host = request.headers.get("Host", "")
-    if not _is_loopback(request.url.host):
-        return f"admin requests must address the node as localhost, not {host!r}"
     origin = request.headers.get("Origin")
     if origin is not None and origin.split("://", 1)[-1] != host:
         return f"requests from the web origin {origin!r} are refused"
     return None
 
 
+def admin_refusal(request: web.Request) -> str | None:
+    """Why this request is not from the node's own machine, or None when it is.
+
+    A loopback source alone is not enough: a page in a local browser could post
+    to 127.0.0.1 (or reach it by DNS rebinding). So the Host header must name
+    loopback, and a browser's Origin, when sent, must be the node's own.
+    """
+    if not is_local(request):
+        return (
+            "this action changes the node: it is allowed from the node's own machine, "
+            "or with admin credentials (aienv auth admin add)"
+        )
+    host = request.headers.get("Host", "")
+    if not _is_loopback(request.url.host):
+        return f"admin requests must address the node as localhost, not {host!r}"
+    return origin_refusal(request)
+
+
 def is_admin(request: web.Request) -> bool:
-    return admin_refusal(request) is None
+    """The role the access middleware gave this request (``access.py``)."""
+    return request.get(ROLE) == "admin"
 
 
 def require_admin(request: web.Request) -> None:
-    refusal = admin_refusal(request)
-    if refusal is not None:
-        raise Forbidden(refusal, code="admin_only")
+    if not is_admin(request):
+        raise Forbidden(
+            admin_refusal(request) or "this action needs the admin role", code="admin_only"
+        )
 
 
 def reply(data: Any, status: int = 200) -> web.Response:

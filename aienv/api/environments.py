@@ -8,7 +8,7 @@ import asyncio
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from aienv.api.common import is_local, node_of, parse_body, reply, require_admin
+from aienv.api.common import is_admin, node_of, parse_body, reply, require_admin
 from aienv.names import check_name
 from aienv.system import inventory
 
@@ -65,7 +65,7 @@ async def get_plan(request: web.Request) -> web.Response:
 async def get_system(request: web.Request) -> web.Response:
     node = node_of(request)
     data = await asyncio.to_thread(inventory.inventory, node.settings.home, node.runtime_health)
-    if not is_local(request):  # a peer sees resources and runtimes, not names and addresses
+    if not is_admin(request):  # a peer sees resources and runtimes, not names and addresses
         for key in ("host", "disks", "interfaces"):
             data.pop(key, None)
     return reply(data)

@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from aienv import __version__
-from aienv.api.common import is_admin, is_local, node_of, parse_body, reply, require_admin
+from aienv.api.common import is_admin, node_of, parse_body, reply, require_admin
 from aienv.discovery.service import split_host_port
 from aienv.errors import Conflict, InvalidInput, NotFound
 
@@ -41,7 +41,7 @@ async def get_node(request: web.Request) -> web.Response:
             "refused": node.uploads.refused,
         },
     }
-    if is_local(request):
+    if is_admin(request):
         data["home"] = str(node.settings.home)
     return reply(data)
 

@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from aienv.api import archives
-from aienv.api.common import is_local, node_of, parse_body, reply, require_admin
+from aienv.api.common import is_admin, node_of, parse_body, reply, require_admin
 from aienv.errors import Conflict, InvalidInput, NotFound, TooLarge
 from aienv.names import check_name
 from aienv.runtime.machine import LIVE, EnvState
@@ -35,7 +35,7 @@ class CreateWorkspace(BaseModel):
 def _visible(request: web.Request, name: str) -> Workspace:
     """A workspace the caller may see: any from this machine, only shared ones from peers."""
     ws = node_of(request).workspaces.get(name)
-    if not ws.record.shared and not is_local(request):
+    if not ws.record.shared and not is_admin(request):
         raise NotFound(f"no workspace {name!r} on this node", code="workspace_not_found")
     return ws
 
@@ -50,7 +50,7 @@ def _running(request: web.Request) -> dict[str, list[str]]:
 
 
 def _workspace_json(request: web.Request, ws: Workspace) -> dict[str, Any]:
-    local = is_local(request)
+    local = is_admin(request)
     data = ws.to_json(local=local)
     if local:
         data["running"] = _running(request).get(ws.record.name, [])
@@ -58,7 +58,7 @@ def _workspace_json(request: web.Request, ws: Workspace) -> dict[str, Any]:
 
 
 async def list_workspaces(request: web.Request) -> web.Response:
-    local = is_local(request)
+    local = is_admin(request)
     running = _running(request) if local else {}
     items = []
     for ws in node_of(request).workspaces.all():

@@ -26,10 +26,17 @@ def node_url() -> str:
     return os.environ.get("AIENV_URL", DEFAULT_URL).rstrip("/")
 
 
+def credentials() -> tuple[str, str] | None:
+    """``AIENV_USER`` and ``AIENV_PASSWORD``: an admin user's login, for a node elsewhere
+    (on the node's own machine none is needed)."""
+    user, password = os.environ.get("AIENV_USER"), os.environ.get("AIENV_PASSWORD")
+    return (user, password) if user and password is not None else None
+
+
 class Client:
     def __init__(self, url: str | None = None, timeout: float | None = 120.0) -> None:
         self.url = url or node_url()
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, auth=credentials())
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

@@ -21,6 +21,7 @@ from rich.progress import (
 from rich.table import Table
 
 from aienv.cli import runtimes
+from aienv.cli.auth import auth_app
 from aienv.cli.client import Client, CliError
 from aienv.cli.render import JsonOpt, emit_json, endpoints_text, err, human_size, out
 from aienv.errors import AienvError
@@ -36,6 +37,7 @@ peer_app = typer.Typer(
 )
 app.add_typer(peer_app, name="peer")
 app.add_typer(runtimes.snapshot_app, name="snapshot")
+app.add_typer(auth_app, name="auth")
 
 TERMINAL_CLONE = {"running", "installed", "failed", "cancelled"}
 

@@ -91,8 +91,10 @@ class DiscoveryService:
         dnssd: bool = True,
         archives: Callable[[], list[codec.HeldArchive]] = list,
         resources: Callable[[], dict[str, int]] | None = None,
+        allowed: Callable[[str], bool] = lambda address: True,
     ) -> None:
         self.identity = identity
+        self.allowed = allowed
         self.node_name = node_name
         self.http_port = http_port
         self.interval = interval
@@ -154,6 +156,13 @@ class DiscoveryService:
 
     def handle_datagram(self, data: bytes, address: str, source: str = "multicast") -> None:
         self.counters["received"] += 1
+        if not self.allowed(address):  # LAN-only: not even decoded
+            self.counters["dropped_not_allowed"] += 1
+            self.counters["dropped"] += 1
+            if "not_allowed" not in self._logged:
+                self._logged.add("not_allowed")
+                log.info("ignoring announcements from %s: outside the allowed networks", address)
+            return
         result = codec.decode(
             data,
             max_size=codec.MAX_DATAGRAM if source == "multicast" else codec.MAX_HTTP_ANNOUNCEMENT,

@@ -1,0 +1,172 @@
+"""Who is asking: the LAN-only allow-list, HTTP Basic credentials, the lockout, the role.
+
+Every request gets a role before any handler runs:
+
+- **admin** (changes the node): a request from the node's own machine (see
+  ``common.admin_refusal``), or one carrying the credentials of an admin user
+  (``aienv auth admin add``), from any allowed address;
+- **peer** (reads what the node shares): anyone else the allow-list admits. With
+  a node password set (``aienv auth peer-password set``) a peer must send it,
+  under any user name; the signed announcement stays public.
+
+Wrong credentials answer 401; ``lockout.FAILURES`` of them within a minute lock
+the address out (429 with ``Retry-After``), logged as events. A password is
+checked with scrypt in a thread, and a success is remembered for a few minutes
+so a browser's every request does not pay for it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from aiohttp import web
+
+from aienv.api.common import NODE, ROLE, admin_refusal, origin_refusal
+from aienv.errors import AienvError, Forbidden
+from aienv.security.lockout import Lockout
+from aienv.security.passwords import verify_password
+
+if TYPE_CHECKING:
+    from aienv.node import Node
+
+Role = Literal["admin", "peer"]
+ADMIN = "admin"  # credential kinds in the state store
+NODE_PASSWORD = "node"
+PUBLIC_PATHS = frozenset({"/api/v1/node/announcement"})
+REMEMBER = 300.0  # seconds a verified password is trusted without scrypt
+REMEMBERED = 256
+REALM = 'Basic realm="aienv", charset="UTF-8"'
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Unauthorized(AienvError):
+    code = "unauthorized"
+    status = 401
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": REALM}
+
+
+class LockedOut(AienvError):
+    code = "locked_out"
+    status = 429
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+@dataclass(slots=True, frozen=True)
+class Credentials:
+    user: str
+    password: str
+
+
+def parse_basic(header: str | None) -> Credentials | None:
+    """``Authorization: Basic …`` decoded; None when absent. Malformed: Unauthorized."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic":
+        raise Unauthorized("only HTTP Basic authentication is supported")
+    try:
+        user, sep, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise Unauthorized("the Authorization header is not valid Basic credentials") from exc
+    if not sep:
+        raise Unauthorized("the Authorization header is not valid Basic credentials")
+    return Credentials(user, password)
+
+
+class Access:
+    """The node's access state: the lockout and the cache of verified passwords."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.lockout = Lockout()
+        self._verified: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    async def _matches(self, password: str, stored: str) -> bool:
+        key = (stored, hashlib.sha256(password.encode()).hexdigest())
+        seen = self._verified.get(key)
+        if seen is not None and time.monotonic() - seen < REMEMBER:
+            return True
+        if not await asyncio.to_thread(verify_password, password, stored):
+            return False
+        self._verified[key] = time.monotonic()
+        while len(self._verified) > REMEMBERED:
+            self._verified.popitem(last=False)
+        return True
+
+    def forget(self) -> None:
+        """Credentials changed: every password is checked afresh."""
+        self._verified.clear()
+
+    async def role(self, request: web.Request) -> Role:
+        """The caller's role; raises Unauthorized / LockedOut / Forbidden."""
+        address = request.remote or ""
+        wait = self.lockout.retry_after(address)
+        if wait:
+            raise LockedOut(
+                f"too many failed logins from {address}: try again in {round(wait)} s", wait
+            )
+        creds = parse_basic(request.headers.get("Authorization"))
+        state = self.node.state
+        if creds is not None:
+            admins = state.credentials(ADMIN)
+            if creds.user in admins and await self._matches(creds.password, admins[creds.user]):
+                self.lockout.succeeded(address)
+                refusal = origin_refusal(request)
+                if refusal is not None:
+                    raise Forbidden(refusal, code="admin_only")
+                return "admin"
+            node_password = next(iter(state.credentials(NODE_PASSWORD).values()), None)
+            if node_password and await self._matches(creds.password, node_password):
+                self.lockout.succeeded(address)
+                return "admin" if admin_refusal(request) is None else "peer"
+            if admin_refusal(request) is not None:  # local callers are not locked out
+                self._failed(address)
+                raise Unauthorized("wrong user name or password")
+        if admin_refusal(request) is None:
+            return "admin"
+        if state.credentials(NODE_PASSWORD) and request.path not in PUBLIC_PATHS:
+            raise Unauthorized("this node asks for its password: log in (any user name)")
+        return "peer"
+
+    def _failed(self, address: str) -> None:
+        if self.lockout.failed(address):
+            minutes = round(self.lockout.lock / 60)
+            self.node.state.event(
+                "security",
+                f"{address} locked out for {minutes} min after "
+                f"{self.lockout.failures} failed logins",
+            )
+
+
+ACCESS: web.AppKey[Access] = web.AppKey("access", Access)
+
+
+@web.middleware
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse what the allow-list does not admit, then give the request its role."""
+    node = request.app[NODE]
+    if not node.allow.allows(request.remote):
+        raise Forbidden(
+            f"this node answers only its LAN; {request.remote} is outside the allowed "
+            "networks (AIENV_ALLOW)",
+            code="not_allowed",
+        )
+    request[ROLE] = await request.app[ACCESS].role(request)
+    return await handler(request)

@@ -1,0 +1,141 @@
+"""Access over real HTTP between namespace nodes: the LAN-only allow-list (requests and
+announcements), admin users with Basic credentials from another machine, the
+lockout after repeated failures, and the node password peers must give."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.integration.conftest import HELLO, shared_by, wait_for
+from tests.lan import AIENV, BRIDGE_IP, Host, Lan, admin_call, sh
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "s3cret-enough"
+
+
+def set_password(host: Host, *args: str, password: str = PASSWORD) -> None:
+    res = subprocess.run(
+        host.nsenter(AIENV, "auth", *args, "--password-stdin"),
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        env={"AIENV_URL": "http://127.0.0.1:37778", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+
+
+def status_from(host: Host, url: str, user: str = "", password: str = "", source: str = "") -> str:
+    """GET ``url`` from inside ``host``'s namespace (optionally from address ``source``):
+    the status and the body."""
+    code = (
+        "import httpx, sys; user, pw, src = sys.argv[2:5]; "
+        "t = httpx.HTTPTransport(local_address=src) if src else None; "
+        "c = httpx.Client(transport=t, timeout=5); "
+        "r = c.get(sys.argv[1], auth=(user, pw) if user else None); print(r.status_code, r.text)"
+    )
+    res = host.run(sys.executable, "-c", code, url, user, password, source)
+    return res.stdout or res.stderr
+
+
+def test_requests_from_outside_the_lan_ranges_are_refused(stopped: Lan) -> None:
+    a, b, _ = stopped.hosts
+    b.start("beta")
+    # give A and B a second, public (TEST-NET-2) address on their link: not a LAN range
+    sh(*a.nsenter("ip", "addr", "add", "198.51.100.1/24", "dev", "eth0"))
+    sh(*b.nsenter("ip", "addr", "add", "198.51.100.2/24", "dev", "eth0"))
+    outside = status_from(a, "http://198.51.100.2:37778/api/v1/node", source="198.51.100.1")
+    assert outside.startswith("403") and "not_allowed" in outside, outside
+    inside = status_from(a, f"{b.url}/api/v1/node", source=a.ip)
+    assert inside.startswith("200"), inside
+
+
+def test_allow_list_ignores_announcements_and_requests_from_others(stopped: Lan) -> None:
+    a, b, c = stopped.hosts
+    b.extra_env = {"AIENV_ALLOW": f"{a.ip}/32,{BRIDGE_IP}"}  # A, and the test itself
+    try:
+        a.start("alpha")
+        c.start("gamma")
+        b.start("beta")
+    finally:
+        b.extra_env = {}
+    refused = status_from(c, f"{b.url}/api/v1/node")
+    assert refused.startswith("403") and "not_allowed" in refused, refused
+    assert status_from(a, f"{b.url}/api/v1/node").startswith("200")
+
+    def seen() -> set[str]:  # the CLI, on loopback, always gets in
+        return {p["name"] for p in json.loads(b.cli("peers", "--json").stdout)}
+
+    wait_for(lambda: "alpha" in seen(), 5, "beta sees alpha")
+    time.sleep(2)  # two more of gamma's announcement intervals
+    assert "gamma" not in seen()
+    counters = json.loads(b.cli("node", "--json").stdout)["discovery"]["counters"]
+    assert counters["dropped_not_allowed"] > 0
+
+
+def test_admin_user_from_another_machine_and_lockout(stopped: Lan) -> None:
+    a, b, _ = stopped.hosts
+    b.start("beta")
+    set_password(b, "admin", "add", "ops")
+    stored = sqlite3.connect(b.home / "state.sqlite3").execute("SELECT hash FROM credentials")
+    assert all(PASSWORD not in row[0] for row in stored)  # hashed, never in clear
+
+    url = f"{b.url}/api/v1/workspaces"
+    body = {"name": "remote", "template": "hello-web"}
+    assert httpx.post(url, json=body).status_code == 403  # no credentials: a peer
+    r = httpx.post(url, json=body, auth=("ops", PASSWORD), timeout=30)
+    assert r.status_code == 201, r.text
+    env = {"AIENV_URL": b.url, "AIENV_USER": "ops", "AIENV_PASSWORD": PASSWORD}
+    res = subprocess.run(
+        [AIENV, "share", "remote"], env=env, capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 0, res.stderr  # the CLI, from elsewhere, with the login
+
+    r = httpx.post(url, json=body, auth=("ops", "wrong-password"))
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Basic")
+    for _ in range(4):  # five failures in all lock the address
+        assert httpx.get(url, auth=("ops", "wrong-password")).status_code == 401
+    r = httpx.get(url, auth=("ops", "wrong-password"))
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
+    assert "too many failed logins" in r.json()["error"]["message"]
+    r = httpx.get(url, auth=("ops", PASSWORD))
+    assert r.status_code == 429  # locked out, even with the right password now
+    shown = b.cli("auth", "show").stdout
+    assert "locked out" in shown and "10.77.0.254" in shown
+    _, events = admin_call(b, "GET", "/events")
+    assert any("locked out" in e["message"] for e in events["events"])  # type: ignore[index]
+    assert status_from(a, url, "ops", PASSWORD).startswith("200")  # other addresses may
+
+    b.cli("auth", "admin", "remove", "ops")
+    removed = status_from(a, f"{b.url}/api/v1/clones", "ops", PASSWORD)
+    assert removed.startswith("401"), removed  # a removed user stops working at once
+
+
+def test_node_password_for_peers(stopped: Lan) -> None:
+    a, b, _ = stopped.hosts
+    a.start("alpha")
+    b.start("beta")
+    a.cli("create", "hello", "--from", str(HELLO))
+    a.cli("share", "hello")
+    wait_for(lambda: "hello" in shared_by(b, "alpha"), 5, "beta sees hello")
+    set_password(a, "peer-password", "set")
+    r = httpx.get(f"{a.url}/api/v1/workspaces")
+    assert r.status_code == 401 and "password" in r.json()["error"]["message"]
+    assert httpx.get(f"{a.url}/api/v1/workspaces/hello/archive").status_code == 401
+    assert httpx.get(f"{a.url}/").status_code == 401  # the browser asks for it
+    r = httpx.get(f"{a.url}/api/v1/workspaces", auth=("anyone", PASSWORD))
+    assert r.status_code == 200 and [w["name"] for w in r.json()["workspaces"]] == ["hello"]
+    r = httpx.post(f"{a.url}/api/v1/clones", json={"source": "x/y"}, auth=("anyone", PASSWORD))
+    assert r.status_code == 403  # the peer password never gives the admin role
+    # the signed announcement stays public: peers keep seeing the node
+    assert httpx.get(f"{a.url}/api/v1/node/announcement").status_code == 200
+    a.cli("auth", "peer-password", "clear")
+    assert httpx.get(f"{a.url}/api/v1/workspaces").status_code == 200

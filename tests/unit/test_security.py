@@ -1,0 +1,113 @@
+"""The access pieces alone: password hashes, the lockout, the LAN allow-list, Basic parsing."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from aienv.api.access import Unauthorized, parse_basic
+from aienv.security.allow import AllowList, parse_networks
+from aienv.security.lockout import Lockout
+from aienv.security.passwords import check_strength, hash_password, verify_password
+
+
+def test_password_hashes_are_salted_and_verify() -> None:
+    first, second = hash_password("correct horse"), hash_password("correct horse")
+    assert first != second  # salted
+    assert "correct horse" not in first and first.startswith("scrypt$")
+    assert verify_password("correct horse", first)
+    assert not verify_password("correct hors", first)
+    assert not verify_password("", first)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "",
+        "plain",
+        "scrypt$1$2$3",
+        "md5$a$b$c$d$e",
+        "scrypt$x$8$1$AAAA$BBBB",
+        "scrypt$16384$8$1$!!$??",
+    ],
+)
+def test_malformed_hashes_never_verify(stored: str) -> None:
+    assert verify_password("anything", stored) is False
+
+
+def test_weak_passwords_are_refused() -> None:
+    assert check_strength("short") is not None
+    assert check_strength("x" * 2000) is not None
+    assert check_strength("long enough") is None
+
+
+def test_lockout_after_repeated_failures_then_release() -> None:
+    now = [0.0]
+    lock = Lockout(failures=3, window=60, lock=300, clock=lambda: now[0])
+    assert not lock.failed("10.0.0.9") and not lock.failed("10.0.0.9")
+    assert lock.retry_after("10.0.0.9") == 0
+    assert lock.failed("10.0.0.9")  # the third failure locks
+    assert lock.retry_after("10.0.0.9") == 300
+    assert lock.retry_after("10.0.0.8") == 0  # other addresses are not affected
+    now[0] = 299
+    assert lock.locked() == {"10.0.0.9": 1}
+    now[0] = 301
+    assert lock.retry_after("10.0.0.9") == 0
+
+
+def test_failures_spread_over_time_or_a_success_do_not_lock() -> None:
+    now = [0.0]
+    lock = Lockout(failures=3, window=60, lock=300, clock=lambda: now[0])
+    for _ in range(5):
+        lock.failed("a")
+        now[0] += 31  # only two ever fall within a minute
+    assert lock.retry_after("a") == 0
+    lock.failed("b")
+    lock.failed("b")
+    lock.succeeded("b")
+    assert not lock.failed("b")
+
+
+def test_lan_only_by_default() -> None:
+    lan = AllowList()
+    for address in ("127.0.0.1", "::1", "10.1.2.3", "172.20.0.1", "192.168.1.5", "169.254.3.4",
+                    "fe80::1", "fd00::5", "::ffff:192.168.1.5", "100.64.1.1"):  # fmt: skip
+        assert lan.allows(address), address
+    for address in (
+        "8.8.8.8",
+        "2001:db8::1",
+        "172.32.0.1",
+        "",
+        None,
+        "not-an-ip",
+        "::ffff:8.8.8.8",
+    ):
+        assert not lan.allows(address), address
+
+
+def test_allow_list_replaces_the_default() -> None:
+    only = AllowList(["10.77.0.0/24", "192.0.2.7"])
+    assert only.allows("10.77.0.9") and only.allows("192.0.2.7")
+    assert only.allows("127.0.0.1") and only.allows("::1")  # the CLI's way in always stays
+    assert not only.allows("10.77.1.9") and not only.allows("192.168.1.1")
+    with pytest.raises(ValueError, match="not an address or network"):
+        parse_networks(["10.0.0.0/33"])
+
+
+def _basic(text: str) -> str:
+    return "Basic " + base64.b64encode(text.encode()).decode()
+
+
+def test_basic_credentials_are_parsed_or_refused() -> None:
+    assert parse_basic(None) is None
+    creds = parse_basic(_basic("alice:pa:ss"))
+    assert creds is not None and (creds.user, creds.password) == ("alice", "pa:ss")
+    for bad in (
+        "Bearer abc",
+        "Basic !!!",
+        _basic("no-colon"),
+        "Basic " + base64.b64encode(b"\xff:\xfe").decode(),
+    ):
+        with pytest.raises(Unauthorized):
+            parse_basic(bad)
