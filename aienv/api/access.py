@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 Role = Literal["admin", "peer"]
 ADMIN = "admin"  # credential kinds in the state store
 NODE_PASSWORD = "node"
+PEERS = "peers"  # the one entry of the NODE_PASSWORD kind
 PUBLIC_PATHS = frozenset({"/api/v1/node/announcement"})
 REMEMBER = 300.0  # seconds a verified password is trusted without scrypt
 REMEMBERED = 256
@@ -97,6 +98,13 @@ class Access:
         self.node = node
         self.lockout = Lockout()
         self._verified: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._stored: dict[str, dict[str, str]] | None = None  # kind → name → hash
+
+    def _credentials(self, kind: str) -> dict[str, str]:
+        """The stored hashes, read once: every request asks, and only ``forget`` changes them."""
+        if self._stored is None:
+            self._stored = {k: self.node.state.credentials(k) for k in (ADMIN, NODE_PASSWORD)}
+        return self._stored[kind]
 
     async def _matches(self, password: str, stored: str) -> bool:
         key = (stored, hashlib.sha256(password.encode()).hexdigest())
@@ -111,8 +119,9 @@ class Access:
         return True
 
     def forget(self) -> None:
-        """Credentials changed: every password is checked afresh."""
+        """Credentials changed: they are read again, and every password checked afresh."""
         self._verified.clear()
+        self._stored = None
 
     async def role(self, request: web.Request) -> Role:
         """The caller's role; raises Unauthorized / LockedOut / Forbidden."""
@@ -123,25 +132,25 @@ class Access:
                 f"too many failed logins from {address}: try again in {round(wait)} s", wait
             )
         creds = parse_basic(request.headers.get("Authorization"))
-        state = self.node.state
+        local = admin_refusal(request) is None  # the node's own machine
+        node_password = self._credentials(NODE_PASSWORD).get(PEERS)
         if creds is not None:
-            admins = state.credentials(ADMIN)
+            admins = self._credentials(ADMIN)
             if creds.user in admins and await self._matches(creds.password, admins[creds.user]):
                 self.lockout.succeeded(address)
                 refusal = origin_refusal(request)
                 if refusal is not None:
                     raise Forbidden(refusal, code="admin_only")
                 return "admin"
-            node_password = next(iter(state.credentials(NODE_PASSWORD).values()), None)
             if node_password and await self._matches(creds.password, node_password):
                 self.lockout.succeeded(address)
-                return "admin" if admin_refusal(request) is None else "peer"
-            if admin_refusal(request) is not None:  # local callers are not locked out
+                return "admin" if local else "peer"
+            if not local:  # local callers are not locked out
                 self._failed(address)
                 raise Unauthorized("wrong user name or password")
-        if admin_refusal(request) is None:
+        if local:
             return "admin"
-        if state.credentials(NODE_PASSWORD) and request.path not in PUBLIC_PATHS:
+        if node_password and request.path not in PUBLIC_PATHS:
             raise Unauthorized("this node asks for its password: log in (any user name)")
         return "peer"
 

@@ -12,13 +12,12 @@ import re
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from aienv.api.access import ACCESS, ADMIN, NODE_PASSWORD
+from aienv.api.access import ACCESS, ADMIN, NODE_PASSWORD, PEERS
 from aienv.api.common import node_of, parse_body, reply, require_admin
 from aienv.errors import InvalidInput, NotFound
 from aienv.security.passwords import MAX_LENGTH, check_strength, hash_password
 
 USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-PEERS = "peers"  # the single entry of the node-password kind
 
 
 class SetPassword(BaseModel):
@@ -50,7 +49,7 @@ async def show(request: web.Request) -> web.Response:
     return reply(
         {
             "admins": sorted(node.state.credentials(ADMIN)),
-            "peer_password": bool(node.state.credentials(NODE_PASSWORD)),
+            "peer_password": PEERS in node.state.credentials(NODE_PASSWORD),
             "locked_out": {
                 address: round(wait, 1)
                 for address, wait in request.app[ACCESS].lockout.locked().items()

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -120,7 +121,7 @@ async def _pump(
     feed: _Feed,
     queue: asyncio.Queue[Change],
     closing: asyncio.Event,
-    clones: Any,
+    clones: Callable[[], list[dict[str, Any]]] | None,
 ) -> None:
     loop = asyncio.get_running_loop()
     next_ping = loop.time() + PING_EVERY

@@ -49,23 +49,23 @@ def _running(request: web.Request) -> dict[str, list[str]]:
     return out
 
 
-def _workspace_json(request: web.Request, ws: Workspace) -> dict[str, Any]:
-    local = is_admin(request)
-    data = ws.to_json(local=local)
-    if local:
-        data["running"] = _running(request).get(ws.record.name, [])
-    return data
+def _workspace_json(
+    request: web.Request, ws: Workspace, running: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
+    """A workspace as the caller may see it; an admin also gets its live environments."""
+    if not is_admin(request):
+        return ws.to_json(local=False)
+    running = _running(request) if running is None else running
+    return {**ws.to_json(local=True), "running": running.get(ws.record.name, [])}
 
 
 async def list_workspaces(request: web.Request) -> web.Response:
-    local = is_admin(request)
-    running = _running(request) if local else {}
-    items = []
-    for ws in node_of(request).workspaces.all():
-        if local:
-            items.append({**ws.to_json(local=True), "running": running.get(ws.record.name, [])})
-        elif ws.record.shared:
-            items.append(ws.to_json(local=False))
+    running = _running(request) if is_admin(request) else {}
+    items = [
+        _workspace_json(request, ws, running)
+        for ws in node_of(request).workspaces.all()
+        if ws.record.shared or is_admin(request)
+    ]
     return reply({"workspaces": items})
 
 
@@ -138,11 +138,7 @@ async def delete_workspace(request: web.Request) -> web.Response:
     node = node_of(request)
     name = request.match_info["name"]
     record = node.workspaces.record(name)
-    running = [
-        d["id"]
-        for d in node.environments.all()
-        if d["workspace"] == name and EnvState(d["state"]) in LIVE
-    ]
+    running = _running(request).get(name, [])
     if running:
         raise Conflict(
             f"workspace {name} has running environments ({', '.join(running)}): stop them first"
