@@ -64,6 +64,11 @@ class NodeSettings(BaseSettings):
     vm_accel: Literal["auto", "kvm", "tcg"] = "auto"
     cgroups: bool = Field(default=True, description="limit process environments with cgroups")
     # access
+    tls: bool = Field(
+        default=False,
+        description="serve HTTPS on the HTTP port with a self-signed certificate "
+        "(peers pin it by the fingerprint in the signed announcement)",
+    )
     allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="networks that may talk to the node (comma-separated, e.g. 10.0.0.0/8); "
@@ -87,6 +92,10 @@ class NodeSettings(BaseSettings):
         from aienv.names import check_name
 
         return check_name(value, "node name")
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.home / "tls"
 
     @property
     def workspaces_dir(self) -> Path:

@@ -92,6 +92,13 @@ class PeerUnreachable(DiscoveryError):
     status = 502
 
 
+class PeerRefused(AienvError):
+    """A peer answered but will not let this node in: a password, a lockout, its allow-list."""
+
+    code = "peer_refused"
+    status = 502
+
+
 class TransferError(AienvError):
     code = "transfer_failed"
     status = 502

@@ -30,7 +30,9 @@ from aienv.errors import AienvError
 from aienv.identity import Identity
 from aienv.runtime.manager import EnvironmentManager
 from aienv.runtime.registry import load_runtimes
+from aienv.security import WORKSPACE_PASSWORD
 from aienv.security.allow import AllowList
+from aienv.security.tls import Certificate, ensure_certificate
 from aienv.state.db import Database
 from aienv.state.store import StateStore
 from aienv.system import inventory
@@ -68,6 +70,9 @@ class Node:
             else:
                 stale.unlink(missing_ok=True)
         self.identity = Identity.load_or_create(settings.key_path)
+        self.certificate: Certificate | None = (
+            ensure_certificate(settings.tls_dir, settings.name) if settings.tls else None
+        )
         self.db = Database(settings.db_path)
         self.state = StateStore(self.db)
         self.transfers = Transfers()
@@ -108,7 +113,9 @@ class Node:
             archives=self.holdings.announced,
             resources=lambda: inventory.summary(self.capacity, self.runtime_health),
             allowed=self.allow.allows,
+            tls_fingerprint=self.certificate.fingerprint if self.certificate else None,
         )
+        self.holdings.guarded = self.discovery.peers.protected
         self.clones = CloneManager(
             settings,
             self.state,
@@ -122,6 +129,7 @@ class Node:
 
     def shared(self) -> list[SharedWorkspace]:
         out = []
+        protected = self.state.credentials(WORKSPACE_PASSWORD)
         for ws in self.workspaces.all():
             if ws.record.shared and ws.archive is not None:
                 out.append(
@@ -134,6 +142,7 @@ class Node:
                         tags=list(ws.manifest.tags),
                         languages=list(ws.manifest.languages),
                         tools=list(ws.manifest.tools),
+                        protected=ws.record.name in protected,
                     )
                 )
         return out
@@ -146,7 +155,7 @@ class Node:
     def _peer_changed(self, change: str, node_id: str, message: str) -> None:
         self.state.changed("peer", node_id)
         if change != "updated":
-            self.state.event("peer", message)
+            self.state.event("security" if change == "conflict" else "peer", message)
 
     async def _refresh_shared(self) -> None:
         """Re-pack a shared workspace whose files changed, and announce the new digest."""
@@ -238,7 +247,10 @@ class Node:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
+            tls = self.certificate.server_context() if self.certificate else None
+            site = web.TCPSite(
+                runner, self.settings.http_host, self.settings.http_port, ssl_context=tls
+            )
             try:
                 await site.start()
             except OSError as exc:
@@ -248,9 +260,10 @@ class Node:
                 ) from exc
             names = ", ".join(f"{i.name} {i.address}" for i in self.interfaces) or "none"
             log.info(
-                "node %s (%s) listening on %s:%d, announcing on: %s",
+                "node %s (%s) listening on %s://%s:%d, announcing on: %s",
                 self.settings.name,
                 self.identity.node_id[:12],
+                "https" if tls else "http",
                 self.settings.http_host,
                 self.settings.http_port,
                 names,

@@ -14,6 +14,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -47,16 +48,28 @@ class Host:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    tls: bool = False  # started with --tls: speak https, trusting its certificate alone
 
     @property
     def url(self) -> str:
-        return f"http://{self.ip}:37778"
+        return f"{'https' if self.tls else 'http'}://{self.ip}:37778"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What a test trusts: the node's own self-signed certificate, nothing else."""
+        if not self.tls:
+            return True
+        context = ssl.create_default_context(cafile=str(self.home / "tls" / "cert.pem"))
+        context.check_hostname = False
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        return context
 
     def nsenter(self, *args: str) -> list[str]:
         return ["nsenter", f"--net=/run/netns/{self.ns}", *args]
 
     def start(self, name: str, *extra: str, interval: float = 1.0) -> None:
         assert self.proc is None or self.proc.poll() is not None
+        self.tls = "--tls" in extra
         self.log_path = self.home / "node.log"
         env = {**os.environ, "AIENV_HOME": str(self.home), **self.extra_env}
         with self.log_path.open("ab") as log:
@@ -77,7 +90,10 @@ class Host:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"node in {self.ns} exited:\n{self.log()}")
             try:
-                if httpx.get(f"{self.url}/api/v1/node", timeout=1).status_code == 200:
+                if self.tls and not (self.home / "tls" / "cert.pem").exists():
+                    raise httpx.ConnectError("no certificate yet")
+                r = httpx.get(f"{self.url}/api/v1/node", timeout=1, verify=self.verify)
+                if r.status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -107,7 +123,12 @@ class Host:
     def cli(
         self, *args: str, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "AIENV_URL": "http://127.0.0.1:37778", "COLUMNS": "200"}
+        env = {
+            **os.environ,
+            "AIENV_URL": "http://127.0.0.1:37778",
+            "AIENV_HOME": str(self.home),  # where the CLI finds a TLS node's certificate
+            "COLUMNS": "200",
+        }
         res = subprocess.run(
             self.nsenter(AIENV, *args),
             capture_output=True,
@@ -123,7 +144,7 @@ class Host:
         return res
 
     def api(self, path: str) -> httpx.Response:
-        return httpx.get(f"{self.url}/api/v1{path}", timeout=5)
+        return httpx.get(f"{self.url}/api/v1{path}", timeout=5, verify=self.verify)
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return sh(*self.nsenter(*args), check=False)
@@ -196,11 +217,13 @@ def admin_call(host: Host, method: str, path: str, body: object = None) -> tuple
     """An admin API call made from inside the host's namespace (admin needs loopback)."""
     code = (
         "import httpx, json, sys; "
-        "r = httpx.request(sys.argv[1], 'http://127.0.0.1:37778/api/v1' + sys.argv[2], "
-        "json=json.loads(sys.argv[3]), timeout=60); print(r.status_code); print(r.text)"
-    )
+        "r = httpx.request(sys.argv[1], sys.argv[4] + '://127.0.0.1:37778/api/v1' + sys.argv[2], "
+        "json=json.loads(sys.argv[3]), timeout=60, verify=False); "
+        "print(r.status_code); print(r.text)"
+    )  # unverified TLS on the node's own loopback: these tests check peers' pins, not this
+    scheme = "https" if host.tls else "http"
     res = subprocess.run(
-        host.nsenter(sys.executable, "-c", code, method, path, json.dumps(body)),
+        host.nsenter(sys.executable, "-c", code, method, path, json.dumps(body), scheme),
         capture_output=True,
         text=True,
         check=True,

@@ -7,7 +7,9 @@ Every request gets a role before any handler runs:
   (``aienv auth admin add``), from any allowed address;
 - **peer** (reads what the node shares): anyone else the allow-list admits. With
   a node password set (``aienv auth peer-password set``) a peer must send it,
-  under any user name; the signed announcement stays public.
+  under any user name; the signed announcement stays public. A workspace with
+  its own password (``aienv auth workspace-password set WS``) asks a peer for
+  that password, not the node's, for its details, its archive and its pieces.
 
 Wrong credentials answer 401; ``lockout.FAILURES`` of them within a minute lock
 the address out (429 with ``Retry-After``), logged as events. A password is
@@ -31,6 +33,7 @@ from aiohttp import web
 
 from aienv.api.common import NODE, ROLE, admin_refusal, origin_refusal
 from aienv.errors import AienvError, Forbidden
+from aienv.security import ADMIN, NODE_PASSWORD, PEERS, WORKSPACE_PASSWORD
 from aienv.security.lockout import Lockout
 from aienv.security.passwords import verify_password
 
@@ -38,9 +41,6 @@ if TYPE_CHECKING:
     from aienv.node import Node
 
 Role = Literal["admin", "peer"]
-ADMIN = "admin"  # credential kinds in the state store
-NODE_PASSWORD = "node"
-PEERS = "peers"  # the one entry of the NODE_PASSWORD kind
 PUBLIC_PATHS = frozenset({"/api/v1/node/announcement"})
 REMEMBER = 300.0  # seconds a verified password is trusted without scrypt
 REMEMBERED = 256
@@ -103,8 +103,28 @@ class Access:
     def _credentials(self, kind: str) -> dict[str, str]:
         """The stored hashes, read once: every request asks, and only ``forget`` changes them."""
         if self._stored is None:
-            self._stored = {k: self.node.state.credentials(k) for k in (ADMIN, NODE_PASSWORD)}
+            kinds = (ADMIN, NODE_PASSWORD, WORKSPACE_PASSWORD)
+            self._stored = {k: self.node.state.credentials(k) for k in kinds}
         return self._stored[kind]
+
+    def protected(self) -> set[str]:
+        """The workspaces that have their own password."""
+        return set(self._credentials(WORKSPACE_PASSWORD))
+
+    def _scope(self, request: web.Request) -> str | None:
+        """The protected workspace a request reads, if any: by name or by archive digest."""
+        passwords = self._credentials(WORKSPACE_PASSWORD)
+        if not passwords:
+            return None
+        info = request.match_info
+        if request.path.startswith("/api/v1/workspaces/") and info.get("name") in passwords:
+            return info["name"]
+        digest = info.get("digest") if request.path.startswith("/api/v1/archives/") else None
+        if digest:
+            for record in self.node.state.archives():
+                if record.digest == digest and record.name in passwords:
+                    return record.name
+        return None
 
     async def _matches(self, password: str, stored: str) -> bool:
         key = (stored, hashlib.sha256(password.encode()).hexdigest())
@@ -133,7 +153,15 @@ class Access:
             )
         creds = parse_basic(request.headers.get("Authorization"))
         local = admin_refusal(request) is None  # the node's own machine
-        node_password = self._credentials(NODE_PASSWORD).get(PEERS)
+        # the password a peer needs here: the workspace's own, else the node's
+        workspace = self._scope(request)
+        needed: str | None
+        if workspace is not None:
+            needed = self._credentials(WORKSPACE_PASSWORD)[workspace]
+            asking = f"workspace {workspace} asks for its password: log in (any user name)"
+        else:
+            needed = self._credentials(NODE_PASSWORD).get(PEERS)
+            asking = "this node asks for its password: log in (any user name)"
         if creds is not None:
             admins = self._credentials(ADMIN)
             if creds.user in admins and await self._matches(creds.password, admins[creds.user]):
@@ -142,7 +170,7 @@ class Access:
                 if refusal is not None:
                     raise Forbidden(refusal, code="admin_only")
                 return "admin"
-            if node_password and await self._matches(creds.password, node_password):
+            if needed and await self._matches(creds.password, needed):
                 self.lockout.succeeded(address)
                 return "admin" if local else "peer"
             if not local:  # local callers are not locked out
@@ -150,8 +178,8 @@ class Access:
                 raise Unauthorized("wrong user name or password")
         if local:
             return "admin"
-        if node_password and request.path not in PUBLIC_PATHS:
-            raise Unauthorized("this node asks for its password: log in (any user name)")
+        if needed and request.path not in PUBLIC_PATHS:
+            raise Unauthorized(asking)
         return "peer"
 
     def _failed(self, address: str) -> None:

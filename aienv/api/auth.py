@@ -1,4 +1,5 @@
-"""Credentials (``aienv auth``): admin users and the node's peer password, stored hashed.
+"""Credentials (``aienv auth``): admin users, the node's peer password and workspace
+passwords, stored hashed.
 
 Every route needs the admin role. Changing credentials drops the cache of
 verified passwords, so a removed user or a changed password stops working at
@@ -12,9 +13,10 @@ import re
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from aienv.api.access import ACCESS, ADMIN, NODE_PASSWORD, PEERS
+from aienv.api.access import ACCESS
 from aienv.api.common import node_of, parse_body, reply, require_admin
 from aienv.errors import InvalidInput, NotFound
+from aienv.security import ADMIN, NODE_PASSWORD, PEERS, WORKSPACE_PASSWORD
 from aienv.security.passwords import MAX_LENGTH, check_strength, hash_password
 
 USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -50,6 +52,7 @@ async def show(request: web.Request) -> web.Response:
         {
             "admins": sorted(node.state.credentials(ADMIN)),
             "peer_password": PEERS in node.state.credentials(NODE_PASSWORD),
+            "protected_workspaces": sorted(node.state.credentials(WORKSPACE_PASSWORD)),
             "locked_out": {
                 address: round(wait, 1)
                 for address, wait in request.app[ACCESS].lockout.locked().items()
@@ -100,9 +103,35 @@ async def clear_peer_password(request: web.Request) -> web.Response:
     return reply({"peer_password": False})
 
 
+async def set_workspace_password(request: web.Request) -> web.Response:
+    require_admin(request)
+    node = node_of(request)
+    name = node.workspaces.record(request.match_info["name"]).name  # 404 if there is none
+    hashed = await _hashed(request)
+    node.state.set_credential(WORKSPACE_PASSWORD, name, hashed)
+    request.app[ACCESS].forget()
+    node.state.event("security", f"workspace {name} protected by a password")
+    node.discovery.announce_now()  # peers learn that it asks for one
+    return reply({"workspace": name, "protected": True})
+
+
+async def clear_workspace_password(request: web.Request) -> web.Response:
+    require_admin(request)
+    node = node_of(request)
+    name = request.match_info["name"]
+    if not node.state.remove_credential(WORKSPACE_PASSWORD, name):
+        raise NotFound(f"workspace {name!r} has no password", code="not_protected")
+    request.app[ACCESS].forget()
+    node.state.event("security", f"workspace {name} no longer protected by a password")
+    node.discovery.announce_now()
+    return reply({"workspace": name, "protected": False})
+
+
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/api/v1/auth", show)
     router.add_put("/api/v1/auth/admins/{user}", set_admin)
     router.add_delete("/api/v1/auth/admins/{user}", remove_admin)
     router.add_put("/api/v1/auth/peer-password", set_peer_password)
     router.add_delete("/api/v1/auth/peer-password", clear_peer_password)
+    router.add_put("/api/v1/auth/workspaces/{name}", set_workspace_password)
+    router.add_delete("/api/v1/auth/workspaces/{name}", clear_workspace_password)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aienv.api.common import is_admin, node_of, parse_body, reply, require_admin
 from aienv.names import check_name
+from aienv.security.passwords import MAX_LENGTH
 from aienv.system import inventory
 
 
@@ -31,6 +32,7 @@ class StartClone(BaseModel):
     as_name: str | None = Field(default=None, alias="as")
     launch: bool = True
     force: bool = False
+    password: str | None = Field(default=None, max_length=MAX_LENGTH)  # the peer's
 
 
 async def list_environments(request: web.Request) -> web.Response:
@@ -125,7 +127,9 @@ async def list_clones(request: web.Request) -> web.Response:
 async def start_clone(request: web.Request) -> web.Response:
     require_admin(request)
     body = await parse_body(request, StartClone)
-    doc = node_of(request).clones.start(body.source, body.as_name, body.launch, body.force)
+    doc = node_of(request).clones.start(
+        body.source, body.as_name, body.launch, body.force, body.password
+    )
     return reply(doc, status=202)
 
 

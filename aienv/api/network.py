@@ -26,6 +26,7 @@ async def get_node(request: web.Request) -> web.Response:
         "version": __version__,
         "public_key": node.identity.public_key.hex(),
         "http_port": node.settings.http_port,
+        "tls": {"fingerprint": node.certificate.fingerprint} if node.certificate else None,
         "addresses": [i.address for i in node.interfaces],
         "admin": is_admin(request),
         "uptime": round(time.monotonic() - node.started, 1),

@@ -16,7 +16,8 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from aienv.api.common import node_of, reply, require_admin
-from aienv.errors import InvalidInput, NotFound, PeerUnreachable
+from aienv.discovery.link import Link, describe
+from aienv.errors import InvalidInput, NotFound, PeerRefused, PeerUnreachable
 from aienv.names import check_name
 from aienv.workspace.manifest import Endpoint, Environment, Resources
 
@@ -37,15 +38,21 @@ def _environment(data: Any) -> Environment:
     )
 
 
-async def _fetch(url: str) -> dict[str, Any]:
+async def _fetch(link: Link, url: str) -> dict[str, Any]:
     timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT)
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(url, allow_redirects=False) as resp,  # never led elsewhere
+            # never led elsewhere; pinned to the certificate the signed announcement names
+            session.get(url, allow_redirects=False, **link.options()) as resp,
         ):
             if resp.status == 404:
                 raise NotFound("the peer no longer shares this workspace")
+            if resp.status == 401:
+                raise PeerRefused(
+                    "the peer asks for a password to show this workspace: clone it with "
+                    "the password to see it"
+                )
             if resp.status != 200:
                 raise PeerUnreachable(f"the peer answered {resp.status} for {url}")
             body = b""
@@ -54,7 +61,8 @@ async def _fetch(url: str) -> dict[str, Any]:
                 if len(body) > MAX_DETAILS:
                     break
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise PeerUnreachable(f"cannot reach the peer at {url}: {exc or 'timed out'}") from exc
+        why = describe(exc, link.url) if str(exc) else "timed out"
+        raise PeerUnreachable(f"cannot reach the peer at {url}: {why}") from exc
     if len(body) > MAX_DETAILS:
         raise PeerUnreachable(f"the peer's answer for {url} is larger than {MAX_DETAILS} bytes")
     try:
@@ -73,7 +81,8 @@ async def peer_workspace(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"], "workspace name")
     if peer.url is None:
         raise PeerUnreachable(f"peer {peer.name} announces no HTTP address")
-    workspace = await _fetch(f"{peer.url}/api/v1/workspaces/{name}")
+    link = Link.of(peer)
+    workspace = await _fetch(link, f"{link.url}/api/v1/workspaces/{name}")
     plans = []
     for item in workspace.get("environments") or []:
         try:

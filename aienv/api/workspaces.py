@@ -10,10 +10,12 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from aienv.api import archives
+from aienv.api.access import ACCESS
 from aienv.api.common import is_admin, node_of, parse_body, reply, require_admin
 from aienv.errors import Conflict, InvalidInput, NotFound, TooLarge
 from aienv.names import check_name
 from aienv.runtime.machine import LIVE, EnvState
+from aienv.security import WORKSPACE_PASSWORD
 from aienv.transfer.holdings import Holding
 from aienv.units import human_size
 from aienv.workspace.store import Workspace, template_names
@@ -53,10 +55,15 @@ def _workspace_json(
     request: web.Request, ws: Workspace, running: dict[str, list[str]] | None = None
 ) -> dict[str, Any]:
     """A workspace as the caller may see it; an admin also gets its live environments."""
+    protected = ws.record.name in request.app[ACCESS].protected()
     if not is_admin(request):
-        return ws.to_json(local=False)
+        return {**ws.to_json(local=False), "protected": protected}
     running = _running(request) if running is None else running
-    return {**ws.to_json(local=True), "running": running.get(ws.record.name, [])}
+    return {
+        **ws.to_json(local=True),
+        "protected": protected,
+        "running": running.get(ws.record.name, []),
+    }
 
 
 async def list_workspaces(request: web.Request) -> web.Response:
@@ -148,6 +155,8 @@ async def delete_workspace(request: web.Request) -> web.Response:
             await node.environments.remove(doc["id"])
     was_shared = record.shared
     await node.workspaces.delete(name)
+    if node.state.remove_credential(WORKSPACE_PASSWORD, name):  # not inherited by a new one
+        request.app[ACCESS].forget()
     if was_shared:
         node.discovery.announce_now()
     return reply({"deleted": name})

@@ -1,4 +1,5 @@
-"""``aienv auth``: admin users and the node's peer password (stored hashed by the node).
+"""``aienv auth``: admin users, the node's peer password and workspace passwords
+(stored hashed by the node).
 
 Passwords are asked twice at a terminal, or read from the first line of stdin
 with ``--password-stdin`` (for scripts); never taken as an argument, where
@@ -21,8 +22,12 @@ auth_app = typer.Typer(
 )
 admin_app = typer.Typer(help="Admin users (may change the node from any allowed address).")
 peer_password_app = typer.Typer(help="The password peers must give to browse and download.")
+workspace_password_app = typer.Typer(
+    help="A workspace's own password, asked of peers for its details and its archive."
+)
 auth_app.add_typer(admin_app, name="admin")
 auth_app.add_typer(peer_password_app, name="peer-password")
+auth_app.add_typer(workspace_password_app, name="workspace-password")
 
 StdinOpt = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
@@ -48,6 +53,8 @@ def show(as_json: JsonOpt = False) -> None:
         f"admin users:   {', '.join(data['admins']) or 'none (admin only from this machine)'}"
     )
     out.print(f"peer password: {'set' if data['peer_password'] else 'not set (peers need none)'}")
+    protected = ", ".join(data["protected_workspaces"]) or "none"
+    out.print(f"workspaces with a password: {protected}")
     for address, wait in data["locked_out"].items():
         out.print(f"locked out:    {address} for {wait:g} s more")
 
@@ -90,3 +97,23 @@ def peer_password_clear() -> None:
     """Let peers browse and download what is shared without a password."""
     Client().delete("/auth/peer-password")
     out.print("peer password cleared")
+
+
+@workspace_password_app.command("set")
+def workspace_password_set(workspace: str, password_stdin: StdinOpt = False) -> None:
+    """Ask peers for a password to see WORKSPACE's details and download it.
+
+    Nodes that cloned it before stop re-serving their copy once they hear it is
+    protected; what they installed stays theirs.
+    """
+    Client().request(
+        "PUT", f"/auth/workspaces/{workspace}", json={"password": _password(password_stdin)}
+    )
+    out.print(f"workspace {workspace} protected: peers clone it with `--password-stdin`")
+
+
+@workspace_password_app.command("clear")
+def workspace_password_clear(workspace: str) -> None:
+    """Let peers see and download WORKSPACE (when shared) without its password."""
+    Client().delete(f"/auth/workspaces/{workspace}")
+    out.print(f"workspace {workspace} no longer asks for a password")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import ssl
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,15 +35,68 @@ def credentials() -> tuple[str, str] | None:
     return (user, password) if user and password is not None else None
 
 
+def node_certificate() -> Path | None:
+    """The node's TLS certificate, to trust alone: ``AIENV_CERT``, else the local node's."""
+    if os.environ.get("AIENV_CERT"):
+        return Path(os.environ["AIENV_CERT"])
+    from aienv.config import default_home
+
+    cert = Path(os.environ.get("AIENV_HOME") or default_home()) / "tls" / "cert.pem"
+    return cert if os.access(cert, os.R_OK) else None
+
+
+def tls_context(cert: Path | None) -> ssl.SSLContext | bool:
+    """Trust exactly the node's self-signed certificate (its name is not checked: the
+    node is reached by address); without one, the usual verification, which refuses it."""
+    if cert is None:
+        return True
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+    except (OSError, ssl.SSLError) as exc:
+        raise CliError(f"cannot read the node's certificate {cert}: {exc}") from exc
+    context.check_hostname = False
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
+
+
 class Client:
     def __init__(self, url: str | None = None, timeout: float | None = 120.0) -> None:
         self.url = url or node_url()
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, auth=credentials())
+        self.timeout = timeout
+        self._http = self._connect(self.url)
+
+    def _connect(self, url: str) -> httpx.Client:
+        verify = tls_context(node_certificate()) if url.startswith("https://") else True
+        return httpx.Client(base_url=url, timeout=self.timeout, auth=credentials(), verify=verify)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, f"/api/v1{path}", **kwargs)
+        except httpx.RemoteProtocolError as exc:
+            # a node with TLS on hangs up on plain HTTP: speak HTTPS to it, if it is ours
+            if not self.url.startswith("http://"):
+                raise
+            if node_certificate() is None:
+                raise CliError(
+                    f"the node at {self.url} hung up on plain HTTP: it probably serves HTTPS "
+                    "(aienv serve --tls); set AIENV_CERT to its tls/cert.pem (in its home) "
+                    "to trust it",
+                    EXIT_UNREACHABLE,
+                ) from exc
+            self.url = "https://" + self.url.removeprefix("http://")
+            self._http = self._connect(self.url)
+            return self._http.request(method, f"/api/v1{path}", **kwargs)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            resp = self._http.request(method, f"/api/v1{path}", **kwargs)
+            resp = self._send(method, path, **kwargs)
         except httpx.TransportError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise CliError(
+                    f"the TLS certificate of {self.url} is not the node's certificate "
+                    f"{node_certificate() or '(none found: set AIENV_CERT to its cert.pem)'}",
+                    EXIT_UNREACHABLE,
+                ) from exc
             raise CliError(
                 f"cannot reach the aienv node at {self.url} ({exc.__class__.__name__}): "
                 "is `aienv serve` running? (set AIENV_URL to use another node)",

@@ -68,6 +68,13 @@ def serve(
     no_dnssd: Annotated[
         bool, typer.Option("--no-dnssd", help="Do not use DNS-SD (zeroconf).")
     ] = False,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            help="Serve HTTPS with a self-signed certificate that peers pin (env AIENV_TLS).",
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the node: discovery, the HTTP API and the environments it launches."""
@@ -91,6 +98,8 @@ def serve(
     }
     if no_dnssd:
         overrides["dnssd"] = False
+    if tls:
+        overrides["tls"] = True
     try:
         settings = NodeSettings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
@@ -107,6 +116,8 @@ def node_info(as_json: JsonOpt = False) -> None:
         emit_json(data)
         return
     out.print(f"[bold]{data['name']}[/] id {data['id']} (aienv {data['version']})")
+    if data.get("tls"):
+        out.print(f"TLS certificate sha256 {data['tls']['fingerprint']}")
     disc = data["discovery"]
     ifaces = ", ".join(f"{i['name']} {i['address']}" for i in disc["interfaces"]) or "none"
     out.print(f"announcing on {ifaces} every {disc['interval']:g} s; counters {disc['counters']}")
@@ -352,6 +363,13 @@ def clone(
     force: Annotated[
         bool, typer.Option("--force", help="Launch even when requirements are not met here.")
     ] = False,
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin",
+            help="Read the peer's password (its node or workspace password) from stdin.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Download, verify, install, plan and launch a workspace shared by a peer.
@@ -363,6 +381,8 @@ def clone(
     body: dict[str, Any] = {"source": source, "launch": not no_launch, "force": force}
     if as_name:
         body["as"] = as_name
+    if password_stdin:
+        body["password"] = sys.stdin.readline().rstrip("\r\n")
     job = client.post("/clones", body)
     if detach:
         if as_json:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import zstandard
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aienv.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, node_id_for, verify
 
@@ -67,6 +67,7 @@ class SharedWorkspace(_Wire):
     tags: list[str] = Field(default_factory=list, max_length=32)
     languages: list[str] = Field(default_factory=list, max_length=32)
     tools: list[str] = Field(default_factory=list, max_length=32)
+    protected: bool = False  # a password guards its details and archive
 
 
 class HeldArchive(_Wire):
@@ -79,6 +80,14 @@ class HeldArchive(_Wire):
 class HttpInfo(_Wire):
     port: int = Field(ge=1, le=65535)
     scheme: Literal["http", "https"] = "http"
+    # sha256 of the TLS certificate (DER), hex: what clients pin when scheme is https
+    fingerprint: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _pinned(self) -> HttpInfo:
+        if self.scheme == "https" and self.fingerprint is None:
+            raise ValueError("https without a certificate fingerprint cannot be pinned")
+        return self
 
 
 class Body(_Wire):

@@ -135,6 +135,12 @@ class PeerTable:
         found = [p for p in self._peers.values() if p.url and p.holds(digest) is not None]
         return sorted(found, key=lambda p: (not p.holds(digest), p.node_id))
 
+    def protected(self, digest: str) -> bool:
+        """True when some peer shares archive ``digest`` behind a password."""
+        return any(
+            w.digest == digest and w.protected for p in self._peers.values() for w in p.workspaces
+        )
+
     def goodbye(self, ann: Announcement) -> Peer | None:
         peer = self._peers.get(ann.node_id)
         if peer is None or peer.body.instance != ann.body.instance:

@@ -25,6 +25,7 @@ from aienv.discovery import codec
 from aienv.discovery.beacon import Beacon
 from aienv.discovery.dnssd import DnsSd
 from aienv.discovery.interfaces import Interface
+from aienv.discovery.link import describe
 from aienv.discovery.peers import PeerTable
 from aienv.errors import PeerUnreachable
 from aienv.identity import Identity
@@ -42,20 +43,32 @@ def split_host_port(address: str, default_port: int) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def http_base(address: str, default_port: int) -> tuple[str, str]:
+def http_base(address: str, default_port: int, scheme: str = "http") -> tuple[str, str]:
     """(host, base URL) for a ``HOST[:PORT]`` address."""
     host, port = split_host_port(address, default_port)
     url_host = f"[{host}]" if ":" in host else host
-    return host, f"http://{url_host}:{port}"
+    return host, f"{scheme}://{url_host}:{port}"
 
 
 async def fetch_announcement(
-    session: aiohttp.ClientSession, base_url: str, timeout: float = POLL_TIMEOUT
+    session: aiohttp.ClientSession,
+    base_url: str,
+    timeout: float = POLL_TIMEOUT,
+    ssl: aiohttp.Fingerprint | bool | None = None,
 ) -> bytes:
-    """The raw signed announcement a node serves over HTTP (not yet decoded)."""
+    """The raw signed announcement a node serves over HTTP (not yet decoded).
+
+    Over https the certificate is pinned when ``ssl`` is the peer's known fingerprint,
+    and unchecked otherwise: the signature is what vouches for the announcement, and
+    the fingerprint it names is pinned for everything that follows.
+    """
+    if ssl is None and base_url.startswith("https://"):
+        ssl = False
     try:
         async with session.get(
-            f"{base_url}/api/v1/node/announcement", timeout=aiohttp.ClientTimeout(total=timeout)
+            f"{base_url}/api/v1/node/announcement",
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            ssl=True if ssl is None else ssl,
         ) as resp:
             if resp.status != 200:
                 raise PeerUnreachable(f"{base_url} answered HTTP {resp.status}")
@@ -67,8 +80,29 @@ async def fetch_announcement(
             return bytes(data)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise PeerUnreachable(
-            f"cannot reach peer at {base_url} ({exc or type(exc).__name__}): is it still up?"
+            f"cannot reach peer at {base_url} ({describe(exc, base_url)}): is it still up?"
         ) from exc
+
+
+async def fetch_announcement_at(
+    session: aiohttp.ClientSession, address: str, timeout: float = POLL_TIMEOUT
+) -> tuple[str, str, bytes]:
+    """(host, base URL, announcement) of the node at ``HOST[:PORT]``, over http or https.
+
+    Plain http first; when something answers but not in plain HTTP (a TLS node
+    hangs up on it), https.
+    """
+    host, url = http_base(address, DEFAULT_HTTP_PORT)
+    try:
+        return host, url, await fetch_announcement(session, url, timeout)
+    except PeerUnreachable as exc:
+        if isinstance(exc.__cause__, aiohttp.ClientConnectorError | TimeoutError):
+            raise  # nothing listens there, or it is silent: https would not do better
+        host, tls_url = http_base(address, DEFAULT_HTTP_PORT, "https")
+        try:
+            return host, tls_url, await fetch_announcement(session, tls_url, timeout)
+        except PeerUnreachable:
+            raise exc from None
 
 
 def _basic_resources() -> dict[str, int]:
@@ -92,8 +126,14 @@ class DiscoveryService:
         archives: Callable[[], list[codec.HeldArchive]] = list,
         resources: Callable[[], dict[str, int]] | None = None,
         allowed: Callable[[str], bool] = lambda address: True,
+        tls_fingerprint: str | None = None,
     ) -> None:
         self.identity = identity
+        self.http = codec.HttpInfo(
+            port=http_port,
+            scheme="https" if tls_fingerprint else "http",
+            fingerprint=tls_fingerprint,
+        )
         self.allowed = allowed
         self.node_name = node_name
         self.http_port = http_port
@@ -127,6 +167,8 @@ class DiscoveryService:
         self._tasks: list[asyncio.Task[None]] = []
         self._polls: set[asyncio.Task[bool]] = set()
         self._full_fetched: dict[str, float] = {}
+        self._names: dict[str, str] = {}  # peer name → the node id first seen with it
+        self._conflicts: set[tuple[str, str]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._stopped = False
 
@@ -138,7 +180,7 @@ class DiscoveryService:
             name=self.node_name,
             instance=self.instance,
             seq=self._seq,
-            http=codec.HttpInfo(port=self.http_port),
+            http=self.http,
             interval=self.interval,
             resources=self.resources(),
             workspaces=self.shared(),
@@ -183,6 +225,7 @@ class DiscoveryService:
             if peer is not None:
                 self.on_peer_change("left", peer.node_id, f"peer {peer.name} left")
             return
+        self._check_name(result.body.name, result.node_id, address)
         change = self.peers.update(result, address, source)
         if result.body.more and source == "multicast" and result.body.http is not None:
             self._fetch_full_list(result.node_id, f"{address}:{result.body.http.port}")
@@ -192,6 +235,25 @@ class DiscoveryService:
             )
         elif change == "updated":
             self.on_peer_change("updated", result.node_id, f"peer {result.body.name} updated")
+
+    def _check_name(self, name: str, node_id: str, address: str) -> None:
+        """Report a name announced by another node id than the first one seen with it.
+
+        A node id is the hash of its key, so an id cannot change hands; a name can: a
+        reinstalled machine, two machines with one hostname, or one posing as another.
+        Both stay listed (by id); clones by that name then ask for an id prefix.
+        """
+        first = self._names.setdefault(name, node_id)
+        if first != node_id and (name, node_id) not in self._conflicts:
+            self._conflicts.add((name, node_id))
+            self.counters["name_conflicts"] += 1
+            self.on_peer_change(
+                "conflict",
+                node_id,
+                f"peer name {name} is now also announced by node {node_id[:12]} at {address} "
+                f"(first seen from node {first[:12]}): a reinstalled machine, or another "
+                "one using its name",
+            )
 
     def _fetch_full_list(self, node_id: str, address: str) -> None:
         """The peer's list did not fit a datagram: fetch it over HTTP (at most once a second)."""
@@ -268,9 +330,8 @@ class DiscoveryService:
     async def poll(self, address: str, source: str = "manual") -> bool:
         """Fetch one peer's signed announcement over HTTP; True if it was accepted."""
         assert self._session is not None
-        host, url = http_base(address, DEFAULT_HTTP_PORT)
         try:
-            data = await fetch_announcement(self._session, url)
+            host, _, data = await fetch_announcement_at(self._session, address)
         except PeerUnreachable as exc:
             log.debug("poll of %s failed: %s", address, exc.message)
             return False

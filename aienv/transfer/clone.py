@@ -28,16 +28,18 @@ import aiohttp
 
 from aienv.archive.extract import safe_extract
 from aienv.archive.pieces import Pieces
-from aienv.config import DEFAULT_HTTP_PORT, NodeSettings
+from aienv.config import NodeSettings
 from aienv.discovery import codec
+from aienv.discovery.link import Link, describe
 from aienv.discovery.peers import Peer
-from aienv.discovery.service import DiscoveryService, fetch_announcement, http_base
+from aienv.discovery.service import DiscoveryService, fetch_announcement, fetch_announcement_at
 from aienv.errors import (
     AienvError,
     Conflict,
     DiskFull,
     InvalidInput,
     NotFound,
+    PeerRefused,
     PeerUnreachable,
     TransferError,
     UnsafeArchive,
@@ -88,6 +90,22 @@ def looks_like_address(ref: str) -> bool:
     return "." in ref or ":" in ref or ref == "localhost"
 
 
+def _refused(resp: aiohttp.ClientResponse) -> None:
+    """A peer that will not let this node in says why, in the clone's error."""
+    if resp.status == 401:
+        raise PeerRefused(
+            f"{resp.url.host} refused the password (or asks for one): clone again with "
+            "the right password (`aienv clone --password-stdin`)"
+        )
+    if resp.status == 429:
+        raise PeerRefused(
+            f"{resp.url.host} locked this node out after failed logins: try again in "
+            f"{resp.headers.get('Retry-After', 'a few')} s"
+        )
+    if resp.status == 403:
+        raise PeerRefused(f"{resp.url.host} refuses this node (it is outside its allowed networks)")
+
+
 class CloneManager:
     def __init__(
         self,
@@ -110,6 +128,8 @@ class CloneManager:
         self._session: aiohttp.ClientSession | None = None
         self._closing = False
         self._saved: dict[str, float] = {}
+        # passwords for protected workspaces, by clone id: in memory only, never saved
+        self._passwords: dict[str, str] = {}
 
     # -- queries -------------------------------------------------------------
 
@@ -125,9 +145,16 @@ class CloneManager:
     # -- start / cancel ------------------------------------------------------
 
     def start(
-        self, source: str, as_name: str | None, launch: bool, force: bool = False
+        self,
+        source: str,
+        as_name: str | None,
+        launch: bool,
+        force: bool = False,
+        password: str | None = None,
     ) -> dict[str, Any]:
-        """Check what can be checked at once, then run the clone in the background."""
+        """Check what can be checked at once, then run the clone in the background.
+
+        ``password`` is the peer's node or workspace password, sent to that peer only."""
         peer_ref, workspace = parse_source(source)
         target = check_name(as_name, "name") if as_name else workspace
         self.workspaces.check_free(target)
@@ -166,6 +193,8 @@ class CloneManager:
             "updated_at": now,
         }
         self.state.save_document(TABLE, doc)
+        if password is not None:
+            self._passwords[doc["id"]] = password
         self.state.event("clone", f"clone {doc['id']}: {source} → {target} queued")
         self._spawn(doc)
         return doc
@@ -252,13 +281,15 @@ class CloneManager:
                 part.unlink(missing_ok=True)
             await asyncio.to_thread(shutil.rmtree, staged, True)
             self._saved.pop(doc["id"], None)
+            if not keep_part:
+                self._passwords.pop(doc["id"], None)
         if outcome is not None:
             self._move(doc, *outcome)
 
     async def _steps(self, doc: dict[str, Any], part: Any, staged: Any) -> None:
         session = self._client()
         self._move(doc, CloneState.CONNECTING)
-        peer = await self._resolve_peer(doc["peer"])
+        peer, link = await self._resolve_peer(doc["peer"], self._passwords.get(doc["id"]))
         shared = {w.name: w for w in peer.workspaces}
         offer = shared.get(doc["workspace"])
         if offer is None:
@@ -273,12 +304,17 @@ class CloneManager:
                 f"workspace {doc['workspace']} changed on {peer.name} while this clone was "
                 "interrupted: clone it again to get the new version"
             )
+        if offer.protected and link.password is None:
+            raise PeerRefused(
+                f"workspace {offer.name} on {peer.name} asks for a password: clone it with "
+                "`aienv clone --password-stdin` (or enter the password in the web UI)"
+            )
         doc.update(
-            peer_id=peer.node_id, peer_name=peer.name, peer_url=peer.url, digest=offer.digest
+            peer_id=peer.node_id, peer_name=peer.name, peer_url=link.url, digest=offer.digest
         )
         doc["bytes_total"] = offer.size
-        base = f"{peer.url}/api/v1/workspaces/{doc['workspace']}"
-        unpacked = await self._unpacked_size(session, base, offer.size)
+        base = f"{link.url}/api/v1/workspaces/{doc['workspace']}"
+        unpacked = await self._unpacked_size(session, base, link, offer.size)
         cached = self.holdings.find(offer.digest)
         archive = self.holdings.path(offer.digest)
         if cached is not None and cached.partial is None:
@@ -302,17 +338,17 @@ class CloneManager:
                     "in another clone: wait for it to finish",
                     code="clone_running",
                 )
-            pieces = await self._pieces(session, peer.url or "", offer.digest, offer.size)
+            pieces = await self._pieces(session, link, offer.digest, offer.size)
             already = part.stat().st_size if part.exists() else 0
             self._check_disk(offer.size - min(already, offer.size) + unpacked)
             self._move(doc, CloneState.DOWNLOADING)
-            await self._download(doc, peer, pieces, part, staged)
+            await self._download(doc, peer, link, pieces, part, staged, private=offer.protected)
         load_manifest(staged)
         origin = {
             "kind": "clone",
             "peer_id": peer.node_id,
             "peer_name": peer.name,
-            "peer_url": peer.url,
+            "peer_url": link.url,
             "workspace": doc["workspace"],
             "version": offer.version,
             "digest": offer.digest,
@@ -336,39 +372,56 @@ class CloneManager:
         self._move(doc, CloneState.RUNNING)
 
     async def _pieces(
-        self, session: aiohttp.ClientSession, url: str, digest: str, size: int
+        self, session: aiohttp.ClientSession, link: Link, digest: str, size: int
     ) -> Pieces:
         try:
             async with session.get(
-                f"{url}/api/v1/archives/{digest}/pieces",
+                f"{link.url}/api/v1/archives/{digest}/pieces",
                 timeout=aiohttp.ClientTimeout(total=METADATA_TIMEOUT),
+                **link.options(),
             ) as resp:
                 if resp.status == 404:
                     raise TransferError(
                         "the peer no longer shares this version of the workspace: clone again"
                     )
+                _refused(resp)
                 if resp.status != 200:
                     raise TransferError(f"the peer answered HTTP {resp.status} for the piece list")
                 return Pieces.from_json(await resp.json(), digest, size)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise PeerUnreachable(f"cannot read the archive's piece list: {exc}") from exc
+            raise PeerUnreachable(
+                f"cannot read the archive's piece list: {describe(exc, link.url)}"
+            ) from exc
         except ValueError as exc:
             raise TransferError(f"the peer sent an invalid piece list: {exc}") from exc
 
     async def _download(
-        self, doc: dict[str, Any], peer: Peer, pieces: Pieces, part: Path, staged: Path
+        self,
+        doc: dict[str, Any],
+        peer: Peer,
+        link: Link,
+        pieces: Pieces,
+        part: Path,
+        staged: Path,
+        *,
+        private: bool,
     ) -> None:
-        """Download (and extract at the same time) into ``staged``; keep the archive."""
-        partial = Partial(pieces, part)
+        """Download (and extract at the same time) into ``staged``; keep the archive.
+
+        A private download (a workspace behind a password) is fetched from its origin
+        alone, and neither served nor kept."""
+        partial = Partial(pieces, part, private=private)
         if doc.get("have") and await asyncio.to_thread(part.exists):
             with contextlib.suppress(ValueError):  # a bad saved set: every piece is re-fetched
                 partial.have = parse_bitfield(doc["have"], pieces.count)
         discovery = self.discovery()
         own = discovery.identity.node_id
 
-        def others() -> list[tuple[str, str]]:
+        def others() -> list[tuple[Link, str]]:
+            if private:
+                return []
             return [
-                (p.url, p.name)
+                (Link.of(p), p.name)
                 for p in discovery.peers.holders(pieces.digest)
                 if p.url and p.node_id not in (own, peer.node_id)
             ]
@@ -380,7 +433,7 @@ class CloneManager:
         download = SwarmDownload(
             self._client(),
             partial,
-            Source(peer.url or "", peer.name, origin=True),
+            Source.at(link, peer.name, origin=True),
             others,
             max_sources=self.settings.max_sources,
             stall_timeout=self.settings.stall_timeout,
@@ -449,11 +502,12 @@ class CloneManager:
             )
         return self._session
 
-    async def _resolve_peer(self, ref: str) -> Peer:
-        """The peer's current signed announcement, fetched over HTTP, with the full list."""
+    async def _resolve_peer(self, ref: str, password: str | None) -> tuple[Peer, Link]:
+        """The peer's current signed announcement, fetched over HTTP, with the full list,
+        and the link to it (pinned to the certificate the announcement names)."""
         discovery = self.discovery()
         if looks_like_address(ref):
-            host, url = http_base(ref, DEFAULT_HTTP_PORT)
+            host, url, data = await fetch_announcement_at(self._client(), ref, METADATA_TIMEOUT)
             expected_id, expected = None, None
         else:
             known = discovery.peers.resolve(ref)
@@ -461,7 +515,8 @@ class CloneManager:
                 raise PeerUnreachable(f"peer {ref} does not serve HTTP")
             url, host, expected_id = known.url, known.address, known.node_id
             expected = known.body
-        data = await fetch_announcement(self._client(), url, METADATA_TIMEOUT)
+            pin = Link.of(known).options().get("ssl")
+            data = await fetch_announcement(self._client(), url, METADATA_TIMEOUT, pin)
         ann = codec.decode(data, max_size=codec.MAX_HTTP_ANNOUNCEMENT)
         if isinstance(ann, codec.Invalid):
             raise PeerUnreachable(f"peer {ref} sent an invalid announcement ({ann.reason})")
@@ -477,19 +532,27 @@ class CloneManager:
                 f"{ref} multicast (a replay, or the peer restarted): try again in a moment"
             )
         now = time.monotonic()
-        return Peer(ann.node_id, host, ann.body, now, now, {"http"})
+        peer = Peer(ann.node_id, host, ann.body, now, now, {"http"})
+        if ann.body.http is None:
+            raise PeerUnreachable(f"peer {ref} does not serve HTTP")
+        return peer, Link.of(peer, password)
 
-    async def _unpacked_size(self, session: aiohttp.ClientSession, base: str, size: int) -> int:
+    async def _unpacked_size(
+        self, session: aiohttp.ClientSession, base: str, link: Link, size: int
+    ) -> int:
         try:
             async with session.get(
-                base, timeout=aiohttp.ClientTimeout(total=METADATA_TIMEOUT)
+                base, timeout=aiohttp.ClientTimeout(total=METADATA_TIMEOUT), **link.options()
             ) as resp:
+                _refused(resp)
                 if resp.status == 200:
                     meta = await resp.json()
                     value = int((meta.get("archive") or {}).get("unpacked_size") or size)
                     return max(value, 0)
         except (aiohttp.ClientError, TimeoutError, ValueError, TypeError, AttributeError) as exc:
-            raise TransferError(f"cannot read the workspace's metadata: {exc}") from exc
+            raise TransferError(
+                f"cannot read the workspace's metadata: {describe(exc, link.url)}"
+            ) from exc
         return size
 
     def _check_disk(self, needed: int) -> None:

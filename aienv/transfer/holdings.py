@@ -9,9 +9,13 @@ Three kinds, all under ``<home>/archives`` or ``<home>/tmp``:
   served already.
 
 Held and partial archives are announced (``archives`` in the announcement) so
-that a clone finds every source of a digest. The cache is pruned to the size
-budget (``archive_cache``), least recently used first; archives of shared
-workspaces and archives in use are never pruned.
+that a clone finds every source of a digest. A workspace behind a password is
+different: its download is private (neither announced nor served while it
+runs, and not kept after), and an archive some peer announces as protected is
+no longer re-served here even if it was cloned before the password was set.
+
+The cache is pruned to the size budget (``archive_cache``), least recently used
+first; archives of shared workspaces and archives in use are never pruned.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class Partial:
     pieces: Pieces
     path: Path
     have: bytearray = field(default_factory=bytearray)
+    private: bool = False  # a password-protected workspace: never served to others
 
     def __post_init__(self) -> None:
         if not self.have:
@@ -96,6 +101,8 @@ class Holdings:
         self.on_change = on_change
         self.partial: dict[str, Partial] = {}
         self._in_use: Counter[str] = Counter()
+        # digests some peer announces as password-protected (set once discovery runs)
+        self.guarded: Callable[[str], bool] = lambda _: False
 
     def path(self, digest: str) -> Path:
         return self.settings.archives_dir / f"{digest}.zip"
@@ -109,11 +116,13 @@ class Holdings:
                 ws = self.state.workspace(record.name)
                 if ws is not None and ws.shared and self.path(digest).is_file():
                     return Holding(digest, record.size, self.path(digest), record.name)
+        if self.guarded(digest):
+            return None  # its owner asks for a password: only the owner serves it
         for held in self.state.held_archives():
             if held.digest == digest and self.path(digest).is_file():
                 return Holding(digest, held.size, self.path(digest), held.workspace)
         part = self.partial.get(digest)
-        if part is not None:
+        if part is not None and not part.private:
             return Holding(digest, part.pieces.size, part.path, "", part)
         return None
 
@@ -130,11 +139,17 @@ class Holdings:
             for r in self.state.archives()
             if (ws := self.state.workspace(r.name)) is not None and ws.shared
         }
-        out = [HeldArchive(digest=d, complete=False) for d in self.partial if d not in shared]
+        out = [
+            HeldArchive(digest=d, complete=False)
+            for d, part in self.partial.items()
+            if d not in shared and not part.private and not self.guarded(d)
+        ]
         out += [
             HeldArchive(digest=h.digest, complete=True)
             for h in reversed(self.state.held_archives())
-            if h.digest not in shared and h.digest not in self.partial
+            if h.digest not in shared
+            and h.digest not in self.partial
+            and not self.guarded(h.digest)
         ]
         return out
 
@@ -160,7 +175,12 @@ class Holdings:
             self.on_change()
 
     def keep(self, partial: Partial, workspace: str) -> None:
-        """Move a finished download into the cache and serve it from there."""
+        """Move a finished download into the cache and serve it from there.
+
+        A private one is not kept: the caller deletes it with the rest of the clone."""
+        if partial.private:
+            self.remove_partial(partial.digest)
+            return
         final = self.path(partial.digest)
         piecemod.save(partial.pieces, final)
         partial.path.replace(final)

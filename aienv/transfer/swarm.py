@@ -40,6 +40,7 @@ from typing import Any
 import aiohttp
 
 from aienv.archive.pieces import READ
+from aienv.discovery.link import Link, describe
 from aienv.errors import DiskFull, IntegrityError, PeerUnreachable, TransferError
 from aienv.transfer.holdings import Partial, parse_bitfield
 
@@ -69,6 +70,11 @@ class Source:
     retry_at: float = 0.0
     state: str = "ready"  # ready | busy | backoff | dropped
     error: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # the TLS pin, a password
+
+    @classmethod
+    def at(cls, link: Link, name: str, **fields: Any) -> Source:
+        return cls(link.url, name, options=link.options(), **fields)
 
     def has(self, index: int) -> bool:
         return self.have is None or bool(self.have[index])
@@ -105,7 +111,7 @@ class _Prefix:
     next_piece: int = 0
 
 
-SourceFinder = Callable[[], list[tuple[str, str]]]  # (base url, name) of other holders
+SourceFinder = Callable[[], list[tuple[Link, str]]]  # (link, name) of other holders
 
 
 class SwarmDownload:
@@ -275,9 +281,11 @@ class SwarmDownload:
 
     async def _refresh_sources(self) -> None:
         if self.max_sources > 1:
-            for url, name in self.find_sources():
-                if url not in self.sources and len(self.sources) < self.max_sources:
-                    self.sources[url] = Source(url, name, have=bytearray(self.pieces.count))
+            for link, name in self.find_sources():
+                if link.url not in self.sources and len(self.sources) < self.max_sources:
+                    self.sources[link.url] = Source.at(
+                        link, name, have=bytearray(self.pieces.count)
+                    )
         partial = [
             s for s in self.sources.values() if s.have is not None and s.usable(time.monotonic())
         ]
@@ -287,7 +295,10 @@ class SwarmDownload:
         url = f"{source.url}/api/v1/archives/{self.pieces.digest}/pieces"
         try:
             async with self.session.get(
-                url, params={"fields": "have"}, timeout=aiohttp.ClientTimeout(total=3)
+                url,
+                params={"fields": "have"},
+                timeout=aiohttp.ClientTimeout(total=3),
+                **source.options,
             ) as resp:
                 if resp.status == 404:
                     source.state, source.error = "dropped", "no longer holds the archive"
@@ -365,6 +376,8 @@ class SwarmDownload:
                 source.state, source.error = "ready", None
             except _SourceFailed as exc:
                 self._failed(source, exc)
+            except aiohttp.ServerFingerprintMismatch as exc:  # never again: not who it claims
+                self._failed(source, _SourceFailed(describe(exc, source.url), drop=True))
             except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
                 self._failed(source, _SourceFailed(str(exc) or type(exc).__name__))
             finally:
@@ -394,7 +407,9 @@ class SwarmDownload:
         url = f"{source.url}/api/v1/archives/{self.pieces.digest}"
         headers = {"Range": f"bytes={start}-{end - 1}", "If-Range": f'"{self.pieces.digest}"'}
         t0 = time.monotonic()
-        async with self.session.get(url, headers=headers, timeout=REQUEST_TIMEOUT) as resp:
+        async with self.session.get(
+            url, headers=headers, timeout=REQUEST_TIMEOUT, **source.options
+        ) as resp:
             if resp.status == 503:
                 retry = _retry_after(resp.headers.get("Retry-After"))
                 raise _SourceFailed("busy serving other peers", retry_after=retry)
@@ -405,6 +420,12 @@ class SwarmDownload:
                 raise _SourceFailed("does not have those pieces yet", retry_after=REFRESH)
             if resp.status == 404:
                 raise _SourceFailed("does not hold the archive", drop=True)
+            if resp.status in (401, 403, 429):
+                raise _SourceFailed(
+                    f"refused this node (HTTP {resp.status}): a missing or wrong password, "
+                    "or its allow-list",
+                    drop=True,
+                )
             if resp.status != 206 or resp.headers.get("Content-Range", "").split("/")[0] != (
                 f"bytes {start}-{end - 1}"
             ):

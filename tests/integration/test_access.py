@@ -9,11 +9,18 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.integration.conftest import HELLO, shared_by, wait_for
+from tests.integration.conftest import (
+    HELLO,
+    make_big_workspace,
+    no_leftovers,
+    shared_by,
+    wait_for,
+)
 from tests.lan import AIENV, BRIDGE_IP, Host, Lan, admin_call, sh
 
 pytestmark = pytest.mark.integration
@@ -27,7 +34,11 @@ def set_password(host: Host, *args: str, password: str = PASSWORD) -> None:
         input=password + "\n",
         capture_output=True,
         text=True,
-        env={"AIENV_URL": "http://127.0.0.1:37778", "PATH": "/usr/bin:/bin"},
+        env={
+            "AIENV_URL": "http://127.0.0.1:37778",
+            "AIENV_HOME": str(host.home),
+            "PATH": "/usr/bin:/bin",
+        },
         check=False,
     )
     assert res.returncode == 0, res.stderr
@@ -139,3 +150,110 @@ def test_node_password_for_peers(stopped: Lan) -> None:
     assert httpx.get(f"{a.url}/api/v1/node/announcement").status_code == 200
     a.cli("auth", "peer-password", "clear")
     assert httpx.get(f"{a.url}/api/v1/workspaces").status_code == 200
+
+
+def clone_with(host: Host, source: str, password: str | None) -> dict[str, object]:
+    """Clone through the API (as the web UI does), wait for the end, return the job."""
+    body: dict[str, object] = {"source": source, "launch": False}
+    if password is not None:
+        body["password"] = password
+    status, job = admin_call(host, "POST", "/clones", body)
+    assert status == 202 and isinstance(job, dict), job
+
+    def ended() -> dict[str, object] | None:
+        _, doc = admin_call(host, "GET", f"/clones/{job['id']}")
+        assert isinstance(doc, dict)
+        return doc if doc["state"] in ("installed", "failed", "cancelled") else None
+
+    wait_for(ended, 60, f"clone of {source} ends")
+    done = ended()
+    assert done is not None
+    return done
+
+
+def announced(observer: Host, peer: str) -> dict[str, dict[str, object]]:
+    (entry,) = [p for p in observer.api("/peers").json()["peers"] if p["name"] == peer]
+    return {w["name"]: w for w in entry["workspaces"]}
+
+
+def held_by(observer: Host, peer: str) -> set[str]:
+    (entry,) = [p for p in observer.api("/peers").json()["peers"] if p["name"] == peer]
+    return {a["digest"] for a in entry["archives"]}
+
+
+def test_workspace_password_guards_details_archive_and_clones(stopped: Lan, tmp_path: Path) -> None:
+    a, b, c = stopped.hosts
+    a.start("alpha")
+    b.start("beta")
+    c.start("gamma")
+    a.cli("create", "hello", "--from", str(HELLO))
+    a.cli("create", "secret", "--from", str(make_big_workspace(tmp_path / "s", 3 << 20, "secret")))
+    a.cli("share", "hello")
+    a.cli("share", "secret")
+    digest = a.api("/workspaces/secret").json()["archive"]["digest"]
+    hello_digest = a.api("/workspaces/hello").json()["archive"]["digest"]
+    # gamma clones hello while it is open to all, and holds (re-serves) its archive
+    assert clone_with(c, "alpha/hello", None)["state"] == "installed"
+    wait_for(lambda: hello_digest in held_by(b, "gamma"), 5, "gamma announces hello's archive")
+
+    set_password(a, "workspace-password", "set", "secret")
+    wait_for(lambda: announced(b, "alpha")["secret"]["protected"], 5, "peers hear it is protected")
+    assert "secret" in a.cli("auth", "show").stdout
+    listed = {w["name"]: w for w in a.api("/workspaces").json()["workspaces"]}
+    assert listed["secret"]["protected"] and not listed["hello"]["protected"]
+    paths = [
+        "/workspaces/secret",
+        "/workspaces/secret/archive",
+        f"/archives/{digest}",
+        f"/archives/{digest}/pieces",
+    ]
+    for path in paths:
+        r = httpx.get(f"{a.url}/api/v1{path}")
+        assert r.status_code == 401 and "workspace secret asks" in r.json()["error"]["message"]
+        assert httpx.get(f"{a.url}/api/v1{path}", auth=("x", PASSWORD)).status_code == 200
+    assert a.api("/workspaces/hello").status_code == 200  # the others stay open
+
+    # a clone without the password, or with a wrong one, fails and leaves nothing
+    failed = clone_with(b, "alpha/secret", None)
+    assert failed["state"] == "failed" and "asks for a password" in str(failed["error"])
+    failed = clone_with(b, "alpha/secret", "not-the-password")
+    assert failed["state"] == "failed" and "refused the password" in str(failed["error"])
+    no_leftovers(b)
+    # with it (the CLI reads it from stdin), the clone installs
+    res = subprocess.run(
+        b.nsenter(AIENV, "clone", "alpha/secret", "--no-launch", "--password-stdin"),
+        input=PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        env={"AIENV_URL": "http://127.0.0.1:37778", "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    weights = (a.home / "workspaces/secret/weights.bin").read_bytes()
+    assert (b.home / "workspaces/secret/weights.bin").read_bytes() == weights
+    # beta neither announces nor serves what it cloned behind a password
+    time.sleep(1.5)
+    assert digest not in held_by(c, "beta")
+    assert httpx.get(f"{b.url}/api/v1/archives/{digest}").status_code == 404
+    assert not (b.home / "archives" / f"{digest}.zip").exists()
+
+    # protecting hello later: gamma, which cloned it before, stops re-serving it
+    set_password(a, "workspace-password", "set", "hello")
+    wait_for(lambda: hello_digest not in held_by(b, "gamma"), 5, "gamma stops announcing it")
+    assert httpx.get(f"{c.url}/api/v1/archives/{hello_digest}").status_code == 404
+
+    # with a node password too, a workspace's own password opens it, the node's does not
+    set_password(a, "peer-password", "set", password="node-password-1")
+    r = httpx.get(f"{a.url}/api/v1/workspaces/secret", auth=("x", "node-password-1"))
+    assert r.status_code == 401
+    r = httpx.get(f"{a.url}/api/v1/workspaces/secret", auth=("x", PASSWORD))
+    assert r.status_code == 200
+    assert httpx.get(f"{a.url}/api/v1/workspaces", auth=("x", "node-password-1")).status_code == 200
+
+    # a deleted workspace takes its password along: a new one by that name starts open
+    a.cli("auth", "peer-password", "clear")
+    a.cli("delete", "secret", "--yes")
+    assert "secret" not in a.cli("auth", "show").stdout
+    a.cli("create", "secret", "--from", str(HELLO))
+    a.cli("share", "secret")
+    assert httpx.get(f"{a.url}/api/v1/workspaces/secret").status_code == 200

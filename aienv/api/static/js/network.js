@@ -11,6 +11,7 @@ let els;
 const rows = new RowState(); // keyed by PEERID/WS: busy clone, clone error, started notice
 const details = new Map(); // PEERID/WS → {open, loading, data, error}
 const asNames = new Map(); // PEERID/WS → the other name typed after a name clash (kept across re-renders)
+const passwords = new Map(); // PEERID/WS → the password typed for a protected workspace (never stored)
 
 const FILTERS = [
   ['runtime', (w) => w.runtimes],
@@ -116,7 +117,9 @@ function wsCard(peer, ws) {
     h('dl', { class: 'facts' },
       h('dt', {}, 'Size'), h('dd', {}, bytes(ws.size)),
       h('dt', {}, 'Runtimes'), h('dd', {}, list(ws.runtimes)),
+      ws.protected ? [h('dt', {}, 'Access'), h('dd', {}, 'Password required')] : null,
       tagChips('Tools', ws.tools), tagChips('Languages', ws.languages), tagChips('Tags', ws.tags)),
+    ws.protected && ctx.admin ? passwordField(peer, ws) : null,
     h('div', { class: 'actions' },
       ctx.admin ? h('button', {
         type: 'button', class: 'btn', 'aria-expanded': open?.open ? 'true' : 'false',
@@ -153,6 +156,19 @@ async function toggleDetails(peer, ws) {
   render();
 }
 
+/** A protected workspace: its password, kept in this page only and sent with the clone. */
+function passwordField(peer, ws) {
+  const k = key(peer, ws);
+  const id = `pw-${k.replace(/[^a-zA-Z0-9_-]/g, '-')}`;
+  return h('div', { class: 'rename' },
+    h('label', { for: id }, `Password for ${ws.name}`),
+    h('input', {
+      id, type: 'password', value: passwords.get(k) ?? '', autocomplete: 'off',
+      oninput: (event) => passwords.set(k, event.target.value),
+      onkeydown: (event) => { if (event.key === 'Enter') clone(peer, ws); },
+    }));
+}
+
 /** After a name clash: a field for another local name, and a button to clone under it. */
 function rename(peer, ws) {
   const k = key(peer, ws);
@@ -181,6 +197,7 @@ async function clone(peer, ws, asName = '') {
   try {
     const body = { source: `${peer.id}/${ws.name}`, launch: false };
     if (asName) body.as = asName;
+    if (ws.protected) body.password = passwords.get(key(peer, ws)) ?? '';
     const job = await api('/clones', { method: 'POST', json: body });
     addJob(job, peer.name);
     state.error = null;
