@@ -14,13 +14,14 @@
 #   ./install.sh --no-runtimes           skip Docker, libvirt and qemu (process runtime only)
 #   ./install.sh --bench                 also nginx and tc, for scripts/bench (Debian/Ubuntu)
 #   ./install.sh --venv DIR              where the virtualenv goes
+#   ./install.sh --tls                   the node serves HTTPS (a self-signed certificate peers pin)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SKIP_SYSTEM=0 SKIP_SERVICE=0 INTERACTIVE=1 DEV=0 BENCH=0 RUN=0 RUNTIMES=1 VENV=""
+SKIP_SYSTEM=0 SKIP_SERVICE=0 INTERACTIVE=1 DEV=0 BENCH=0 RUN=0 RUNTIMES=1 VENV="" TLS=0
 [ -t 0 ] || INTERACTIVE=0
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -31,6 +32,7 @@ while [ $# -gt 0 ]; do
     --bench) BENCH=1 ;;
     --no-runtimes) RUNTIMES=0 ;;
     --run) RUN=1 ;;
+    --tls) TLS=1 ;;
     --venv) shift; VENV=${1:?--venv needs a folder} ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -147,6 +149,7 @@ Wants=network-online.target
 [Service]
 ExecStart=$VENV/bin/aienv serve
 Environment=AIENV_HOME=$home
+Environment=AIENV_TLS=$TLS
 Restart=on-failure
 RestartSec=3
 KillMode=mixed
@@ -171,5 +174,5 @@ fi
 
 if [ "$RUN" -eq 1 ]; then
   say "starting the node (Ctrl-C to stop)"
-  exec "$VENV/bin/aienv" serve
+  AIENV_TLS=$TLS exec "$VENV/bin/aienv" serve
 fi

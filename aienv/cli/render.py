@@ -43,6 +43,8 @@ def plan_text(plan: dict[str, Any]) -> str:
         parts.append(f"{plan['accel'].upper()}")
     lines = [f"plan for {plan['environment']} ({plan['runtime']}): {plan['fit']}"]
     lines.append("  " + ", ".join(parts))
+    if plan.get("runs"):
+        lines.append(f"  runs {plan['runs']}")
     if plan["ports"]:
         lines.append("  ports: " + ", ".join(f"{n} -> {p}" for n, p in plan["ports"].items()))
     lines += [f"  ! {s}" for s in plan["shortfalls"]]

@@ -257,3 +257,52 @@ def test_workspace_password_guards_details_archive_and_clones(stopped: Lan, tmp_
     a.cli("create", "secret", "--from", str(HELLO))
     a.cli("share", "secret")
     assert httpx.get(f"{a.url}/api/v1/workspaces/secret").status_code == 200
+
+
+AUTOSTART = """apiVersion: aienv/v1
+name: auto
+environments:
+  - name: web
+    runtime: process
+    autostart: true
+    process:
+      command: ["python3", "-u", "-m", "http.server", "{port.http}"]
+    endpoints:
+      - name: http
+        port: 8000
+"""
+
+
+def test_a_cloned_workspace_runs_nothing_until_launched_here(stopped: Lan, tmp_path: Path) -> None:
+    a, b, _ = stopped.hosts
+    a.start("alpha")
+    b.start("beta")
+    (tmp_path / "auto").mkdir()
+    (tmp_path / "auto" / "workspace.yaml").write_text(AUTOSTART)
+    a.cli("create", "auto", "--from", str(tmp_path / "auto"))
+    a.cli("share", "auto")
+    wait_for(lambda: "auto" in shared_by(b, "alpha"), 5, "beta sees auto")
+    b.cli("clone", "alpha/auto", "--no-launch")
+
+    def environments() -> list[dict[str, object]]:
+        _, data = admin_call(b, "GET", "/environments")
+        assert isinstance(data, dict)
+        return list(data["environments"])
+
+    # autostart: true came from a peer: a restart of beta launches nothing
+    b.stop()
+    b.start("beta")
+    time.sleep(3)
+    assert environments() == []
+    # what would run is shown before anything runs
+    assert "runs command: python3 -u -m http.server" in b.cli("plan", "auto").stdout
+    # once someone here launched it, autostart is theirs: it comes back after a restart
+    b.cli("launch", "auto")
+    b.stop()
+    b.start("beta")
+    wait_for(
+        lambda: [e["state"] for e in environments()] == ["running"],
+        20,
+        "the environment launched here before autostarts",
+    )
+    b.cli("stop", "auto")

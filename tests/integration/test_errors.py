@@ -121,6 +121,13 @@ def test_api_errors_are_json_4xx(nodes: Lan) -> None:
     assert r.status_code == 400 and "1-63 characters" in r.json()["error"]["message"]
     r = httpx.put(f"{base}/workspaces")
     assert r.status_code == 405 and "error" in r.json()
+    # oversized headers are refused by the HTTP parser itself (a plain-text 400, before
+    # any handler), and the node goes on answering
+    r = httpx.get(f"{base}/node", headers={"X-Big": "x" * 9000})
+    assert r.status_code == 400
+    r = httpx.get(f"{base}/node", headers={f"X-{i}": "y" * 1000 for i in range(200)})
+    assert 400 <= r.status_code < 500
+    assert httpx.get(f"{base}/node").status_code == 200
 
 
 def test_admin_actions_are_refused_from_the_lan(nodes: Lan) -> None:
