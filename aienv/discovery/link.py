@@ -10,6 +10,7 @@ it was given for, never to other sources of the same archive.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +53,8 @@ class Link:
                 else False
             )
         if self.password is not None:
-            opts["auth"] = aiohttp.BasicAuth(USER, self.password)
+            token = base64.b64encode(f"{USER}:{self.password}".encode()).decode()
+            opts["headers"] = {"Authorization": f"Basic {token}"}
         return opts
 
 

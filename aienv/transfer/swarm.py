@@ -407,8 +407,10 @@ class SwarmDownload:
         url = f"{source.url}/api/v1/archives/{self.pieces.digest}"
         headers = {"Range": f"bytes={start}-{end - 1}", "If-Range": f'"{self.pieces.digest}"'}
         t0 = time.monotonic()
+        options = dict(source.options)
+        headers |= options.pop("headers", {})  # a password's Authorization, for the origin
         async with self.session.get(
-            url, headers=headers, timeout=REQUEST_TIMEOUT, **source.options
+            url, headers=headers, timeout=REQUEST_TIMEOUT, **options
         ) as resp:
             if resp.status == 503:
                 retry = _retry_after(resp.headers.get("Retry-After"))

@@ -37,11 +37,12 @@ async def ready(app: web.Application) -> None:
 
 
 def main() -> None:
-    cert = ensure_certificate(Path(tempfile.mkdtemp(prefix="impostor-")), "impostor")
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", anything)
-    app.on_startup.append(ready)
-    web.run_app(app, port=37778, ssl_context=cert.server_context(), print=None)
+    with tempfile.TemporaryDirectory(prefix="impostor-") as folder:
+        cert = ensure_certificate(Path(folder), "impostor")
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", anything)
+        app.on_startup.append(ready)
+        web.run_app(app, port=37778, ssl_context=cert.server_context(), print=None)
 
 
 if __name__ == "__main__":
