@@ -78,9 +78,9 @@ class Client:
                 raise
             if node_certificate() is None:
                 raise CliError(
-                    f"the node at {self.url} hung up on plain HTTP: it probably serves HTTPS "
-                    "(aienv serve --tls); set AIENV_CERT to its tls/cert.pem (in its home) "
-                    "to trust it",
+                    f"the node at {self.url} closed the connection without an answer: it "
+                    "stopped, or it serves HTTPS (aienv serve --tls) — then set AIENV_CERT "
+                    "to its tls/cert.pem (in its home) to trust it",
                     EXIT_UNREACHABLE,
                 ) from exc
             self.url = "https://" + self.url.removeprefix("http://")
