@@ -10,6 +10,7 @@ waits on them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -42,6 +43,10 @@ class LaunchSpec:
     state_dir: Path  # this environment's own folder (overlays, generated files); kept until removed
     node_id: str = ""
     previous: dict[str, Any] | None = None  # the handle of this environment's last run, if any
+    #: persists a handle (on the event loop). A runtime calls it once the environment
+    #: exists but before it runs, so that a node killed at that moment still knows,
+    #: after its restart, what it made; None when nobody keeps handles (direct use)
+    record: Callable[[dict[str, Any]], None] | None = None
 
 
 class Runtime(ABC):
@@ -69,7 +74,11 @@ class Runtime(ABC):
 
     @abstractmethod
     async def async_launch(self, spec: LaunchSpec) -> dict[str, Any]:
-        """Start the environment; return its handle. Raise ``RuntimeFailure`` on failure."""
+        """Start the environment; return its handle. Raise ``RuntimeFailure`` on failure.
+
+        A runtime that can first make the environment and then let it run (create a
+        container, then start it) gives ``spec.record`` the handle in between: what
+        runs is then always recorded, whenever the node dies."""
 
     @abstractmethod
     async def async_wait(self, handle: dict[str, Any]) -> int | None:

@@ -19,7 +19,9 @@ What a launch does:
 * inside the container the application listens on the *container* port (the
   ``port`` of the endpoint in workspace.yaml), so ``{port.NAME}`` in the command
   and the ``AIENV_PORT_<NAME>`` variables give that port, not the published one;
-* its output (stdout and stderr) copied to the environment's log file.
+* its output (stdout and stderr) copied to the environment's log file;
+* the node records the container (``spec.record``) after creating it and before
+  starting it, so a node killed during the launch never loses a running one.
 
 A stop removes the container, and so does the end of its application: what an
 environment keeps lives in the workspace folders it mounts (its output is in
@@ -474,7 +476,15 @@ class ContainerRuntime(Runtime):
         container = await self._engine.async_run(
             f"create container {name}", lambda c: c.containers.create(**options)
         )
+        handle = {
+            "container": container.id,
+            "name": name,
+            "image": image,
+            "log_path": str(spec.log_path),
+        }
         try:
+            if spec.record is not None:  # created, not started: the node knows it first
+                spec.record(handle)
             await self._engine.async_run(f"start container {name}", lambda c: container.start())
         except AienvError as exc:
             with contextlib.suppress(AienvError):
@@ -489,12 +499,7 @@ class ContainerRuntime(Runtime):
             raise
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._copy_logs(container.id, spec.log_path, since=None)
-        return {
-            "container": container.id,
-            "name": name,
-            "image": image,
-            "log_path": str(spec.log_path),
-        }
+        return handle
 
     # -- logs: a thread per container copies its output to the log file -------
 

@@ -283,6 +283,7 @@ class EnvironmentManager:
                 state_dir=state_dir,
                 node_id=self.node_id,
                 previous=existing["handle"] if existing else None,
+                record=lambda handle: self._record_handle(doc, handle),
             )
             try:
                 doc["handle"] = await runtime.async_launch(spec)
@@ -299,6 +300,13 @@ class EnvironmentManager:
             self._watchers[env_id] = watcher
             await self._wait_ready(doc, watcher)
             return self.get(env_id)
+
+    def _record_handle(self, doc: dict[str, Any], handle: dict[str, Any]) -> None:
+        """Persist what the runtime made before it runs (``LaunchSpec.record``): a node
+        killed during the launch then adopts it, or marks it stopped, after its restart."""
+        doc["handle"] = handle
+        doc["updated_at"] = time.time()
+        self.state.save_document(TABLE, doc)
 
     async def _wait_ready(self, doc: dict[str, Any], watcher: asyncio.Task[None]) -> None:
         deadline = time.monotonic() + self.settings.ready_timeout
@@ -356,19 +364,23 @@ class EnvironmentManager:
         doc["exit_code"] = code
         if current["state"] == EnvState.STOPPING.value:
             return  # stop() records the end
+        # no code: an adopted process (not our child) ended, or the runtime lost its
+        # engine (dockerd stopped) and cannot tell what became of it
+        ended = (
+            f"exited with code {code}"
+            if code is not None
+            else "ended, or its runtime lost track of it (exit code unknown)"
+        )
         if current["state"] == EnvState.STARTING.value:
             self._set(
                 doc,
                 EnvState.FAILED,
-                f"exited with code {code} before its endpoints "
-                f"answered; last output: {self._tail(doc)}",
+                f"{ended} before its endpoints answered; last output: {self._tail(doc)}",
             )
         elif code == 0:
             self._set(doc, EnvState.STOPPED, "it ended by itself (exit code 0)")
         else:
-            self._set(
-                doc, EnvState.FAILED, f"exited with code {code}; last output: {self._tail(doc)}"
-            )
+            self._set(doc, EnvState.FAILED, f"{ended}; last output: {self._tail(doc)}")
 
     async def stop(self, env_id: str) -> dict[str, Any]:
         doc = self.get(env_id)

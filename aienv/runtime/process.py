@@ -4,6 +4,12 @@ stdout and stderr go to the environment's log file. ``{port.NAME}`` in the
 command is replaced by the endpoint's local port; the same ports are passed as
 ``AIENV_PORT_<NAME>`` variables. The plan's CPU and memory are enforced with
 cgroups where possible, else rlimits and affinity (see ``limits``).
+
+The command starts behind a gate: ``sh`` waits for a line on a pipe from the
+node, which comes once the node has recorded the process (``spec.record``), and
+only then becomes the command (same process, same pid). A node killed before
+that closes the pipe, and the waiting ``sh`` exits without running anything, so
+no process ever runs that a restarted node does not know about.
 """
 
 from __future__ import annotations
@@ -27,12 +33,31 @@ if TYPE_CHECKING:
     from aienv.config import NodeSettings
 
 POLL = 0.5
+SHELL = "/bin/sh"
+# stdin is the gate's pipe: one line and the command runs (with /dev/null as its stdin);
+# end of file (the node died before it recorded the process) and nothing runs
+GATE = 'read -r _ || exit 70; exec "$@" </dev/null'
 
 
 def expand(arg: str, ports: dict[str, int]) -> str:
     for name, port in ports.items():
         arg = arg.replace(f"{{port.{name}}}", str(port))
     return arg
+
+
+def check_program(program: str, cwd: Path, env: dict[str, str]) -> None:
+    """Raise ``RuntimeFailure`` when ``exec`` would not find ``program`` (a name looked up
+    in the environment's PATH, or a path from ``cwd``): behind the gate, exec's own error
+    would only reach the log, after the launch had been reported as started."""
+    if "/" in program:
+        candidates = [cwd / program]
+    else:
+        candidates = [cwd / folder / program for folder in os.get_exec_path(env)]
+    found = [c for c in candidates if c.is_file()]
+    if not found:
+        raise RuntimeFailure(f"cannot run {program!r}: No such file or directory")
+    if not any(os.access(c, os.X_OK) for c in found):
+        raise RuntimeFailure(f"cannot run {program!r}: Permission denied")
 
 
 class ProcessRuntime(Runtime):
@@ -66,6 +91,7 @@ class ProcessRuntime(Runtime):
     ) -> dict[str, Any]:
         """Run ``command`` under the plan's limits; the handle this runtime understands.
         Plugins that prepare something first (a virtualenv) call this to run it."""
+        check_program(command[0], cwd, env)
         group = limits.group_name(spec.node_id, spec.env_id)
         applied, enter = await asyncio.to_thread(
             limits.prepare,
@@ -75,28 +101,35 @@ class ProcessRuntime(Runtime):
             use_cgroups=self._use_cgroups,
         )
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with spec.log_path.open("ab") as log:
-            try:
+        gate, opener = os.pipe()  # not inherited: the child gets ``gate`` as its stdin only
+        try:
+            with spec.log_path.open("ab") as log:
                 proc = await asyncio.create_subprocess_exec(
-                    *command,
+                    *(SHELL, "-c", GATE, "sh", *command),
                     cwd=cwd,
                     env=env,
-                    stdin=asyncio.subprocess.DEVNULL,
+                    stdin=gate,
                     stdout=log,
                     stderr=asyncio.subprocess.STDOUT,
                     start_new_session=True,
                     preexec_fn=enter,
                 )
-            except (OSError, subprocess.SubprocessError) as exc:
-                await asyncio.to_thread(limits.remove_groups, group)
-                why = exc.strerror if isinstance(exc, OSError) else str(exc)
-                raise RuntimeFailure(f"cannot run {command[0]!r}: {why or exc}") from exc
+        except (OSError, subprocess.SubprocessError) as exc:
+            os.close(opener)
+            await asyncio.to_thread(limits.remove_groups, group)
+            why = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise RuntimeFailure(f"cannot run {command[0]!r}: {why or exc}") from exc
+        except BaseException:
+            os.close(opener)
+            raise
+        finally:
+            os.close(gate)
         self._procs[proc.pid] = proc
         try:
             started = psutil.Process(proc.pid).create_time()
         except psutil.Error:
             started = 0.0
-        return {
+        handle = {
             "pid": proc.pid,
             "pgid": proc.pid,
             "started": started,
@@ -104,6 +137,18 @@ class ProcessRuntime(Runtime):
             "limits": applied.as_dict(),
             "group": group,
         }
+        try:
+            if spec.record is not None:
+                spec.record(handle)
+            with contextlib.suppress(BrokenPipeError):  # gone already: its wait will say so
+                os.write(opener, b"go\n")  # recorded: the command may run
+        except BaseException:
+            os.close(opener)  # end of file at the gate: the command never runs
+            self._procs.pop(proc.pid, None)
+            await asyncio.to_thread(limits.remove_groups, group)
+            raise
+        os.close(opener)
+        return handle
 
     def details(self, handle: dict[str, Any]) -> dict[str, Any]:
         return {"pid": handle["pid"], "limits": handle.get("limits", {}).get("kind", "none")}

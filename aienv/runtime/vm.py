@@ -234,10 +234,20 @@ class VmRuntime(Runtime):
     # -- launch ----------------------------------------------------------------
 
     async def async_launch(self, spec: LaunchSpec) -> dict[str, Any]:
+        """Define the domain, let the node record it, then start it: a node killed in
+        between finds a defined VM that is not running, never an unknown running one."""
         self.check(spec.environment, spec.root)
-        return await self._run(self._launch, spec, self._accel(spec.plan))
+        handle = await self._run(self._define, spec, self._accel(spec.plan))
+        if spec.record is not None:
+            spec.record(handle)
+        await self._run(self._start, handle)
+        return handle
 
-    def _launch(self, spec: LaunchSpec, accel: str) -> dict[str, Any]:
+    def _start(self, handle: dict[str, Any]) -> None:
+        with self._mapped(f"start the VM {handle['domain']}", handle["uri"]):
+            self._domain(handle).create()
+
+    def _define(self, spec: LaunchSpec, accel: str) -> dict[str, Any]:
         vm, uri = _vm_block(spec.environment), self.uri
         prev = spec.previous or {}
         name = domain_name(spec.env_id, spec.node_id)
@@ -283,8 +293,6 @@ class VmRuntime(Runtime):
                 description=f"aienv environment {spec.env_id}",
             )
             dom = conn.defineXMLFlags(domain_xml(cfg), libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
-        with self._mapped(f"start the VM {name}", uri):
-            dom.create()
         return {
             "domain": name,
             "uuid": dom.UUIDString(),

@@ -287,10 +287,14 @@ def load_manifest(folder: Path) -> Manifest:
     return parse_manifest(read_manifest_data(folder), str(folder / MANIFEST_FILE))
 
 
-def edit_manifest(folder: Path, changes: dict[str, Any]) -> Manifest:
+def edit_manifest(folder: Path, changes: dict[str, Any], staging: Path | None = None) -> Manifest:
     """Set top-level keys of ``folder/workspace.yaml``, validated first, replaced atomically.
 
-    The other keys keep their order; YAML comments are not kept.
+    The other keys keep their order; YAML comments are not kept. The new file is
+    written in ``staging`` (default: ``folder``; on the same file system) and renamed
+    over the old one: the node stages in its ``tmp`` folder, which it empties at
+    start, so an edit cut off by a crash leaves no stray file in the workspace (it
+    would be packed and shared with the rest).
     """
     data = read_manifest_data(folder)
     if not isinstance(data, dict):
@@ -300,7 +304,7 @@ def edit_manifest(folder: Path, changes: dict[str, Any]) -> Manifest:
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True).encode()
     if len(text) > MAX_MANIFEST_BYTES:
         raise WorkspaceError(f"{MANIFEST_FILE} would be larger than {MAX_MANIFEST_BYTES} bytes")
-    fd, staged = tempfile.mkstemp(dir=folder, prefix=f".{MANIFEST_FILE}.")
+    fd, staged = tempfile.mkstemp(dir=staging or folder, prefix=f".{MANIFEST_FILE}.")
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(text)

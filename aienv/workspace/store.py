@@ -1,9 +1,10 @@
 """The node's local workspaces: folders under ``<home>/workspaces/NAME`` plus their records.
 
 Every change that puts a folder in place is staged in ``<home>/tmp`` and moved
-with one ``rename``; the record is written after the folder is in place and
-the folder removed again if that fails, so a crash never leaves a workspace
-half there.
+with one ``rename``, so a crash never leaves a workspace half there. The record
+is written just before that rename and a delete moves the folder away just
+before it removes the record: a crash between the two leaves a record without
+its folder, which the store removes when the node starts again (``_tidy``).
 """
 
 from __future__ import annotations
@@ -113,6 +114,28 @@ class WorkspaceStore:
         self.transfers = transfers
         self._pack_locks: dict[str, asyncio.Lock] = {}
         self._edit_locks: dict[str, asyncio.Lock] = {}
+        self._tidy()
+
+    def _tidy(self) -> None:
+        """Finish what a node killed in the middle of a change left half done.
+
+        The node makes its store once, at start, holding the home folder's lock and
+        after it emptied ``tmp``: no change is in progress. A record whose folder is
+        missing is an install or a delete cut off between its two steps (the folder
+        was still staged, or already moved out, in ``tmp``): the record goes, as it
+        would have. A half-packed archive (``.pack-*.tmp``, named by ``pack_workspace``)
+        is deleted. A folder without a record is left alone (never made by a crash).
+        """
+        for record in self.state.workspaces():
+            if not self.path(record.name).is_dir():
+                self.state.remove_workspace(record.name)
+                self.state.event(
+                    "workspace",
+                    f"workspace {record.name} removed: its folder was missing at start "
+                    "(the node stopped in the middle of installing or deleting it)",
+                )
+        for stale in self.settings.archives_dir.glob(".pack-*.tmp"):
+            stale.unlink(missing_ok=True)
 
     def path(self, name: str) -> Path:
         return self.settings.workspaces_dir / name
@@ -201,7 +224,7 @@ class WorkspaceStore:
             changes["tags"] = tags
         if changes:
             async with self._edit_locks.setdefault(name, asyncio.Lock()):
-                await asyncio.to_thread(edit_manifest, ws.path, changes)
+                await asyncio.to_thread(edit_manifest, ws.path, changes, self.settings.tmp_dir)
             self.state.changed("workspace", name)
             self.state.event("workspace", f"workspace {name} edited ({', '.join(changes)})")
         return self.get(name)
@@ -211,11 +234,11 @@ class WorkspaceStore:
         self.check_free(name)
         load_manifest(staged)
         final = self.path(name)
-        os.replace(staged, final)
+        self.state.add_workspace(name, origin)  # first: see _tidy for a crash before the move
         try:
-            self.state.add_workspace(name, origin)
+            os.replace(staged, final)
         except BaseException:
-            shutil.rmtree(final, ignore_errors=True)
+            self.state.remove_workspace(name)
             raise
         self.state.event("workspace", f"workspace {name} created ({origin['kind']})")
         return self.get(name)

@@ -6,7 +6,9 @@ file, configuration file and socket under a temporary folder (so
 alone), optionally inside the network namespace ``/run/netns/NAME`` (entered
 with ``nsenter --net``: ``ip netns exec`` would remount ``/sys`` and dockerd
 would then find no cgroups), waits until it answers and yields its
-``unix://`` address. dockerd starts its own containerd under the exec root.
+``unix://`` address (``running_docker_daemon()`` yields the daemon itself, which a
+test can ``stop()`` and ``start()`` again at the same address). dockerd starts its
+own containerd under the exec root.
 
 On exit it removes every container it holds, stops dockerd by its PID, waits
 for the containerd and shims it started (found by the temporary folder in
@@ -253,6 +255,15 @@ def docker_daemon(netns: str | None = None) -> Iterator[str]:
     test's own (isolated) namespace. The storage driver it chose is in its info
     (``client.info()["Driver"]``).
     """
+    with running_docker_daemon(netns) as daemon:
+        yield daemon.address
+
+
+@contextlib.contextmanager
+def running_docker_daemon(netns: str | None = None) -> Iterator[_Daemon]:
+    """Like ``docker_daemon``, yielding the daemon itself: ``.address`` reaches it, and
+    ``.stop()`` then ``.start()`` take it away and bring it back at the same address
+    with the same data (for tests of an engine that goes away)."""
     _check_namespace(netns)
     had_plugins_dir = PLUGINS_DIR.exists()
     before = {name for _, name in socket.if_nameindex()} if netns is None else set()
@@ -261,7 +272,7 @@ def docker_daemon(netns: str | None = None) -> Iterator[str]:
     daemon = _Daemon(root, netns)
     try:
         daemon.start()
-        yield daemon.address
+        yield daemon
     finally:
         try:
             daemon.remove_containers()

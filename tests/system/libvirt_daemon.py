@@ -153,8 +153,8 @@ class LibvirtDaemon:
                 "another libvirt daemon runs on this machine and would share its state with the "
                 "tests' own: " + "; ".join(others) + ". Stop it, then run the tests again."
             )
-        self.sock_dir.mkdir(mode=0o700)
-        self.etc.mkdir()
+        self.sock_dir.mkdir(mode=0o700, exist_ok=True)
+        self.etc.mkdir(exist_ok=True)
         for name in ("libvirt.conf", "libvirt-admin.conf"):
             with contextlib.suppress(OSError):
                 shutil.copy(Path("/etc/libvirt") / name, self.etc / name)
@@ -248,6 +248,14 @@ class LibvirtDaemon:
 
     def stop(self) -> None:
         """Idempotent: domains, then the daemon, then any qemu left, then the files."""
+        self.halt()
+        for path in _qemu_logs() - self._old_logs:
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def halt(self) -> None:
+        """Stop the daemon (its domains, then itself, then any qemu left) but keep its
+        folder, so that ``start()`` brings it back at the same URI. Idempotent."""
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
             self._qemu.update(_qemu_pids())
@@ -264,9 +272,6 @@ class LibvirtDaemon:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self._qemu.clear()
-        for path in _qemu_logs() - self._old_logs:
-            path.unlink(missing_ok=True)
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def _qemu_logs() -> set[Path]:
