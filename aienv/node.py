@@ -126,8 +126,18 @@ class Node:
             self.holdings,
         )
         self.started = time.monotonic()
+        self._shared: tuple[int, list[SharedWorkspace]] | None = None
 
     def shared(self) -> list[SharedWorkspace]:
+        """What this node shares, as it announces it. Every announcement and every peer's
+        poll asks; it is built again only after a change in the state store (a share, an
+        archive packed, a password set: each bumps ``state.version``)."""
+        version = self.state.version
+        if self._shared is None or self._shared[0] != version:
+            self._shared = (version, self._build_shared())
+        return list(self._shared[1])
+
+    def _build_shared(self) -> list[SharedWorkspace]:
         out = []
         protected = self.state.credentials(WORKSPACE_PASSWORD)
         for ws in self.workspaces.all():

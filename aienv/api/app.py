@@ -59,8 +59,14 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             405: f"{request.method} is not allowed on {request.path}",
         }.get(exc.status, exc.reason)
         return _error(exc.status, code, message, dict(exc.headers))
-    except ConnectionResetError:
-        raise
+    except ConnectionError:
+        if request.transport is not None and not request.transport.is_closing():
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            return _error(500, "internal_error", "internal error in the node; see its log")
+        # the client left (reset, broken pipe): nobody to answer, nothing wrong here;
+        # aiohttp fails to send this, quietly, and drops the connection
+        log.debug("%s %s: the client went away", request.method, request.path)
+        return web.Response(status=499)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return _error(500, "internal_error", "internal error in the node; see its log")

@@ -139,8 +139,13 @@ async def send_archive(
     if request.method == "HEAD" or stop == start:
         await resp.write_eof()
         return resp
-    await _send_span(request, resp, holding, start, stop, transfer)
-    await resp.write_eof()
+    try:
+        await _send_span(request, resp, holding, start, stop, transfer)
+        await resp.write_eof()
+    except ConnectionError:  # reset, broken pipe, closing transport: the peer went away
+        # nothing went wrong here and nobody is left to answer: every cancelled or
+        # interrupted clone does this to its sources (aiohttp drops the connection)
+        log.debug("%s left in the middle of %s", request.remote, request.path)
     return resp
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -30,6 +32,10 @@ from aienv.units import parse_size
 MANIFEST_FILE = "workspace.yaml"
 API_VERSION = "aienv/v1"
 MAX_MANIFEST_BYTES = 256 * 1024
+# libyaml's loader where PyYAML was built with it (the wheels are): the same safe
+# constructors, several times faster than the pure-Python one
+YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MANIFEST_CACHE_SIZE = 1024
 
 Name = Annotated[str, Field(pattern=NAME_RE.pattern)]
 Label = Annotated[
@@ -277,14 +283,57 @@ def read_manifest_data(folder: Path) -> Any:
     if len(raw) > MAX_MANIFEST_BYTES:
         raise WorkspaceError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes")
     try:
-        return yaml.safe_load(raw)
+        return yaml.load(raw, Loader=YAML_LOADER)  # a safe loader (CSafeLoader or SafeLoader)
     except (yaml.YAMLError, RecursionError) as exc:
         raise WorkspaceError(f"{path}: not valid YAML ({exc or 'nested too deeply'})") from exc
 
 
+class _ManifestCache:
+    """Parsed manifests keyed by their file's identity (inode, size, mtime, ctime).
+
+    Listing workspaces, answering an announcement request or a peer's details read
+    every manifest; parsing and validating them each time made those requests
+    CPU-bound (docs/benchmarks.md, Load). A ``Manifest`` is frozen, so one parsed
+    object can be handed to every reader. The key changes with any write: an edit
+    renames a new file in (new inode), and an editor writing in place changes
+    mtime and ctime, so no invalidation hook is needed and a hand edit is seen at
+    once. Only valid manifests are kept; an error is raised again on every read.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[Path, tuple[tuple[int, ...], Manifest]] = OrderedDict()
+        self._lock = threading.Lock()  # readers run on the loop and in threads
+
+    def load(self, folder: Path) -> Manifest:
+        path = folder / MANIFEST_FILE
+        try:
+            st = path.stat()
+        except OSError:
+            key: tuple[int, ...] | None = None
+        else:
+            key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            with self._lock:
+                hit = self._items.get(path)
+                if hit is not None and hit[0] == key:
+                    self._items.move_to_end(path)
+                    return hit[1]
+        manifest = parse_manifest(read_manifest_data(folder), str(path))
+        if key is not None:
+            with self._lock:
+                self._items[path] = (key, manifest)
+                self._items.move_to_end(path)
+                while len(self._items) > self._size:
+                    self._items.popitem(last=False)
+        return manifest
+
+
+_cache = _ManifestCache(MANIFEST_CACHE_SIZE)
+
+
 def load_manifest(folder: Path) -> Manifest:
-    """Read and validate ``folder/workspace.yaml``."""
-    return parse_manifest(read_manifest_data(folder), str(folder / MANIFEST_FILE))
+    """Read and validate ``folder/workspace.yaml`` (parsed once per version of the file)."""
+    return _cache.load(folder)
 
 
 def edit_manifest(folder: Path, changes: dict[str, Any], staging: Path | None = None) -> Manifest:

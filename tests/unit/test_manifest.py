@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from aienv.errors import WorkspaceError
-from aienv.workspace.manifest import load_manifest, parse_manifest
+from aienv.workspace.manifest import edit_manifest, load_manifest, parse_manifest
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "workspaces" / "hello-web"
 
@@ -183,3 +183,24 @@ def test_deeply_nested_yaml_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("version", ['1.0"', "1.0\r\nX-Evil: 1", " 1", ""])
 def test_version_is_a_safe_label(version: str) -> None:
     assert "version" in error_of(minimal(version=version))
+
+
+def test_a_manifest_is_parsed_once_per_version_of_its_file(tmp_path: Path) -> None:
+    """The cache behind load_manifest: the same object while the file is unchanged, the
+    new content at once after a write in place (same size, as an editor saves) or an
+    edit, and an error again (not a stale manifest) once the file turns bad."""
+    path = tmp_path / "workspace.yaml"
+    text = "apiVersion: aienv/v1\nname: one\nversion: '1'\n"
+    path.write_text(text)
+    first = load_manifest(tmp_path)
+    assert load_manifest(tmp_path) is first
+    path.write_text(text.replace("one", "two"))  # in place, same size
+    assert load_manifest(tmp_path).name == "two"
+    edit_manifest(tmp_path, {"description": "edited"})
+    assert load_manifest(tmp_path).description == "edited"
+    path.write_text("name: [")
+    with pytest.raises(WorkspaceError, match="not valid YAML"):
+        load_manifest(tmp_path)
+    path.unlink()
+    with pytest.raises(WorkspaceError, match="has no workspace.yaml"):
+        load_manifest(tmp_path)
