@@ -4,8 +4,6 @@ and clones (the clone jobs of this node)."""
 from __future__ import annotations
 
 import asyncio
-import json
-import shlex
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,7 +12,6 @@ from aienv.api.common import is_admin, node_of, parse_body, reply, require_admin
 from aienv.names import check_name
 from aienv.security.passwords import MAX_LENGTH
 from aienv.system import inventory
-from aienv.workspace.manifest import Environment
 
 
 class Launch(BaseModel):
@@ -67,28 +64,7 @@ async def get_plan(request: web.Request) -> web.Response:
     plan = await node.environments.plan(name, env, force=force)
     manifest = node.workspaces.get(name).manifest
     (chosen,) = [e for e in manifest.environments if e.name == plan.environment]
-    return reply({**plan.model_dump(), "runs": what_runs(chosen)})
-
-
-def what_runs(env: Environment) -> str:
-    """What a launch would run, in one line a person reads before launching a peer's
-    workspace: the command, the image, or the disk and kernel."""
-    if env.process is not None:
-        where = "" if env.process.workdir == "." else f" (in {env.process.workdir})"
-        return f"command: {shlex.join(env.process.command)}{where}"
-    if env.container is not None:
-        image = env.container.image
-        if env.container.image_archive:
-            image += f" (loaded from {env.container.image_archive})"
-        command = f", command: {shlex.join(env.container.command)}" if env.container.command else ""
-        return f"image: {image}{command}"
-    if env.vm is not None:
-        boots = [
-            f"disk {env.vm.disk}" if env.vm.disk else "",
-            f"kernel {env.vm.kernel}" if env.vm.kernel else "",
-        ]
-        return "VM: " + ", ".join(b for b in boots if b)
-    return f"plugin runtime {env.runtime} with options {json.dumps(env.options, sort_keys=True)}"
+    return reply({**plan.model_dump(), "runs": chosen.runs()})
 
 
 async def get_system(request: web.Request) -> web.Response:

@@ -6,7 +6,9 @@ so a person can find it in the file. See docs/workspace-format.md.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import tempfile
 import threading
 from collections import OrderedDict
@@ -200,6 +202,27 @@ class Environment(_Model):
             if low is not None and high is not None and high < low:
                 raise ValueError(f"recommends.{key} is below requires.{key}")
         return self
+
+    def runs(self) -> str:
+        """What a launch would run, in one line a person reads before launching a peer's
+        workspace: the command, the image, or the disk and kernel."""
+        if self.process is not None:
+            where = "" if self.process.workdir == "." else f" (in {self.process.workdir})"
+            return f"command: {shlex.join(self.process.command)}{where}"
+        if self.container is not None:
+            image = self.container.image
+            if self.container.image_archive:
+                image += f" (loaded from {self.container.image_archive})"
+            command = self.container.command
+            return f"image: {image}" + (f", command: {shlex.join(command)}" if command else "")
+        if self.vm is not None:
+            boots = [
+                f"disk {self.vm.disk}" if self.vm.disk else "",
+                f"kernel {self.vm.kernel}" if self.vm.kernel else "",
+            ]
+            return "VM: " + ", ".join(b for b in boots if b)
+        options = json.dumps(self.options, sort_keys=True)
+        return f"plugin runtime {self.runtime} with options {options}"
 
 
 class Manifest(_Model):

@@ -75,6 +75,7 @@ class Workspace:
                     "requires": e.requires.model_dump(),
                     "recommends": e.recommends.model_dump(),
                     "endpoints": [ep.model_dump() for ep in e.endpoints],
+                    "runs": e.runs(),
                 }
                 for e in m.environments
             ],

@@ -126,6 +126,9 @@ def test_share_appears_then_clone_launch_open_and_stop(
 
     page.get_by_role("button", name="Details of hello from alpha", exact=True).click()
     expect(network).to_contain_text(re.compile(r"\bfits\b"))
+    # what it would run is shown before the clone, and again before the launch below
+    runs = "command: python3 app/server.py --port '{port.http}'"
+    expect(network).to_contain_text(runs)
     page.screenshot(path=shots / "network.png", full_page=True)
 
     clone_button.focus()
@@ -139,6 +142,7 @@ def test_share_appears_then_clone_launch_open_and_stop(
     assert bar.get_attribute("value") == bar.get_attribute("max")
     page.screenshot(path=shots / "clone.png", full_page=True)
 
+    expect(section(page, "My workspaces")).to_contain_text(runs)
     page.get_by_role("button", name="Launch hello", exact=True).click()
     link = page.get_by_role("link", name="Open http of hello.web", exact=True)
     expect(link).to_be_visible(timeout=30_000)

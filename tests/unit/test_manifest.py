@@ -202,5 +202,5 @@ def test_a_manifest_is_parsed_once_per_version_of_its_file(tmp_path: Path) -> No
     with pytest.raises(WorkspaceError, match="not valid YAML"):
         load_manifest(tmp_path)
     path.unlink()
-    with pytest.raises(WorkspaceError, match="has no workspace.yaml"):
+    with pytest.raises(WorkspaceError, match=r"has no workspace\.yaml"):
         load_manifest(tmp_path)

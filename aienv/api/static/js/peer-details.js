@@ -38,6 +38,7 @@ function environment(env, plan) {
     h('dl', { class: 'facts' },
       h('dt', {}, 'Requires'), h('dd', {}, resources(env.requires)),
       h('dt', {}, 'Recommends'), h('dd', {}, resources(env.recommends)),
+      env.runs ? [h('dt', {}, 'Runs'), h('dd', {}, h('code', { class: 'runs' }, env.runs))] : null,
       plan?.plan ? [h('dt', {}, 'Would get here'), h('dd', {}, planText(plan.plan))] : null),
     bullets('Short of', plan?.shortfalls, 'shortfalls'),
     bullets('Notes', plan?.notes, 'notes'));

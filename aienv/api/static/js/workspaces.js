@@ -146,6 +146,8 @@ function envLine(ws, env, index) {
       label: name, text: 'Launch', busyText: 'Launching…', busy: state.busy.has(action),
       cls: 'primary', onclick: () => launch(ws, env, false),
     }),
+    // what Launch would run, read before clicking (a cloned workspace is a peer's code)
+    env.runs ? h('code', { class: 'runs' }, env.runs) : null,
     errorFor(ws.name, action, anyway ? [anyway] : []));
 }
 
