@@ -63,6 +63,14 @@ class NodeSettings(BaseSettings):
     )
     vm_accel: Literal["auto", "kvm", "tcg"] = "auto"
     cgroups: bool = Field(default=True, description="limit process environments with cgroups")
+    # this machine
+    sample_interval: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="seconds between samples of this machine's processes and containers "
+        "(history and change events); 0 disables sampling",
+    )
     # access
     tls: bool = Field(
         default=False,
@@ -84,6 +92,13 @@ class NodeSettings(BaseSettings):
             from aienv.security.allow import parse_networks
 
             parse_networks([str(v) for v in value])  # a bad network is an error at start
+        return value
+
+    @field_validator("sample_interval")
+    @classmethod
+    def _check_sample_interval(cls, value: float) -> float:
+        if 0 < value < 0.5:
+            raise ValueError("must be 0 (no sampling) or at least 0.5 seconds")
         return value
 
     @field_validator("name")

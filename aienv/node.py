@@ -36,6 +36,7 @@ from aienv.security.tls import Certificate, ensure_certificate
 from aienv.state.db import Database
 from aienv.state.store import StateStore
 from aienv.system import inventory
+from aienv.system.sampler import Sampler
 from aienv.transfer.clone import CloneManager
 from aienv.transfer.holdings import Holdings
 from aienv.transfer.progress import Transfers
@@ -124,6 +125,12 @@ class Node:
             lambda: self.discovery,
             self.transfers,
             self.holdings,
+        )
+        self.sampler = Sampler(
+            self.state,
+            settings.docker_host,
+            settings.sample_interval,
+            containers_usable=lambda: self.runtime_health.get("container", (False, ""))[0],
         )
         self.started = time.monotonic()
         self._shared: tuple[int, list[SharedWorkspace]] | None = None
@@ -241,6 +248,17 @@ class Node:
         await asyncio.gather(refresher, return_exceptions=True)
         await self.clones.async_close()
 
+    async def _system_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        """Sample this machine every ``sample_interval`` seconds (0: never)."""
+        sampler = None
+        if self.settings.sample_interval > 0:
+            sampler = asyncio.get_running_loop().create_task(self.sampler.async_run())
+        yield
+        if sampler is not None:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+        await asyncio.to_thread(self.sampler.close)
+
     async def _discovery_ctx(self, app: web.Application) -> AsyncIterator[None]:
         await self.discovery.async_start()
         yield
@@ -254,6 +272,7 @@ class Node:
                 loop.add_signal_handler(sig, stop.set)
         app = create_app(self)
         app.cleanup_ctx.extend([self._runtimes_ctx, self._clones_ctx, self._discovery_ctx])
+        app.cleanup_ctx.append(self._system_ctx)  # stopped first: nothing depends on it
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:

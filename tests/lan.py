@@ -230,3 +230,14 @@ def admin_call(host: Host, method: str, path: str, body: object = None) -> tuple
     )
     status, _, text = res.stdout.partition("\n")
     return int(status), json.loads(text) if text.strip() else None
+
+
+def start_sampling(host: Host, name: str = "machine", interval: float = 0.5) -> Host:
+    """Start ``host``'s node sampling this machine every ``interval`` seconds, with no
+    Docker engine (a socket path that does not exist), for the system inventory tests."""
+    host.extra_env = {
+        "AIENV_SAMPLE_INTERVAL": str(interval),
+        "AIENV_DOCKER_HOST": f"unix://{host.home}/no-docker.sock",
+    }
+    host.start(name)
+    return host

@@ -12,10 +12,12 @@ from aienv.api import (
     access,
     archives,
     auth,
+    capture,
     environments,
     network,
     peer_workspaces,
     stream,
+    system,
     ui,
     workspaces,
 )
@@ -84,6 +86,8 @@ def create_app(node: Node) -> web.Application:
     environments.add_routes(app.router)
     archives.add_routes(app.router)
     peer_workspaces.add_routes(app.router)
+    system.add_routes(app.router)
+    capture.add_routes(app.router)
     stream.add_routes(app)
     ui.add_routes(app)
     return app

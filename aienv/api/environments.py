@@ -3,15 +3,12 @@ and clones (the clone jobs of this node)."""
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from aienv.api.common import is_admin, node_of, parse_body, reply, require_admin
+from aienv.api.common import node_of, parse_body, reply, require_admin
 from aienv.names import check_name
 from aienv.security.passwords import MAX_LENGTH
-from aienv.system import inventory
 
 
 class Launch(BaseModel):
@@ -65,15 +62,6 @@ async def get_plan(request: web.Request) -> web.Response:
     manifest = node.workspaces.get(name).manifest
     (chosen,) = [e for e in manifest.environments if e.name == plan.environment]
     return reply({**plan.model_dump(), "runs": chosen.runs()})
-
-
-async def get_system(request: web.Request) -> web.Response:
-    node = node_of(request)
-    data = await asyncio.to_thread(inventory.inventory, node.settings.home, node.runtime_health)
-    if not is_admin(request):  # a peer sees resources and runtimes, not names and addresses
-        for key in ("host", "disks", "interfaces"):
-            data.pop(key, None)
-    return reply(data)
 
 
 async def list_snapshots(request: web.Request) -> web.Response:
@@ -162,7 +150,6 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/api/v1/environments/{id}/snapshots/{name}/revert", revert_snapshot)
     router.add_delete("/api/v1/environments/{id}/snapshots/{name}", delete_snapshot)
     router.add_get("/api/v1/workspaces/{name}/plan", get_plan)
-    router.add_get("/api/v1/system", get_system)
     router.add_get("/api/v1/clones", list_clones)
     router.add_post("/api/v1/clones", start_clone)
     router.add_post("/api/v1/clones/clear", clear_clones)

@@ -9,8 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aienv import __version__
 from aienv.api.common import is_admin, node_of, parse_body, reply, require_admin
+from aienv.api.system import parse_int
 from aienv.discovery.service import split_host_port
 from aienv.errors import Conflict, InvalidInput, NotFound
+from aienv.state.store import MAX_EVENTS
 
 
 class AddPeer(BaseModel):
@@ -115,8 +117,15 @@ async def cancel_transfer(request: web.Request) -> web.Response:
 
 
 async def list_events(request: web.Request) -> web.Response:
+    """The last ``limit`` events, or (``after``: an event id) those after it, oldest first."""
     require_admin(request)
-    return reply({"events": node_of(request).state.events()})
+    state = node_of(request).state
+    limit = parse_int(request.query.get("limit"), "limit", 100, 1, MAX_EVENTS)
+    after = request.query.get("after")
+    if after is None:
+        return reply({"events": state.events(limit)})
+    first = parse_int(after, "after", 0, 0, 2**63 - 1)
+    return reply({"events": state.events_after(first, limit)})
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

@@ -20,8 +20,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from aienv.cli import runtimes
+from aienv.cli import runtimes, system
 from aienv.cli.auth import auth_app
+from aienv.cli.capture import capture
 from aienv.cli.client import Client, CliError
 from aienv.cli.render import JsonOpt, emit_json, endpoints_text, err, human_size, out
 from aienv.errors import AienvError
@@ -445,12 +446,14 @@ def clones(as_json: JsonOpt = False) -> None:
 
 # the machine and its environments (aienv/cli/runtimes.py), after the workspace commands
 for command in (
-    runtimes.system,
+    system.system,
     runtimes.plan,
     runtimes.launch,
     runtimes.ps,
     runtimes.stop,
     runtimes.logs,
+    system.events,
+    capture,
 ):
     app.command()(command)
 

@@ -1,5 +1,6 @@
-"""Commands about this machine and its environments: system, plan, launch, ps,
-stop, logs and snapshots. Registered on the main app by ``aienv.cli.main``."""
+"""Commands about environments on this machine: plan, launch, ps, stop, logs and
+snapshots (``aienv system`` is in ``aienv.cli.system``). Registered on the main
+app by ``aienv.cli.main``."""
 
 from __future__ import annotations
 
@@ -20,35 +21,6 @@ ForceOpt = Annotated[
     bool, typer.Option("--force", help="Launch even when requirements are not met here.")
 ]
 EnvArg = Annotated[str | None, typer.Argument(help="The environment (default: the first).")]
-
-
-def system(as_json: JsonOpt = False) -> None:
-    """What this machine has and which runtimes can run here."""
-    data = Client().get("/system")
-    if as_json:
-        emit_json(data)
-        return
-    cpu, mem = data["cpu"], data["memory"]
-    out.print(f"[bold]{data.get('host', '')}[/] {data['platform']['system']} "
-              f"{data['platform']['release']} {data['platform']['machine']}")  # fmt: skip
-    out.print(f"CPU     {cpu['model']}: {cpu['logical']} logical, {cpu['usable']} usable, "
-              f"load {' '.join(map(str, cpu['load']))}")  # fmt: skip
-    out.print(f"memory  {human_size(mem['total'])} total, {human_size(mem['available'])} "
-              f"available, {human_size(mem['plannable'])} for environments")  # fmt: skip
-    gpus = ", ".join(f"{g['index']}: {g['name']} ({human_size(g['memory'])})" for g in data["gpus"])
-    out.print(f"GPU     {gpus or 'none'}")
-    kvm = data["kvm"]
-    out.print(f"KVM     {'usable' if kvm['usable'] else 'not usable: ' + kvm['reason']}")
-    for disk in data.get("disks", []):
-        out.print(f"disk    {disk['mount']}: {human_size(disk['free'])} free "
-                  f"of {human_size(disk['total'])}")  # fmt: skip
-    for iface in data.get("interfaces", []):
-        state = "up" if iface["up"] else "down"
-        out.print(f"net     {iface['name']} {state} {' '.join(iface['addresses'])}")
-    table = Table("runtime", "available", "why not", box=None)
-    for name, rt in data["runtimes"].items():
-        table.add_row(name, "yes" if rt["available"] else "[red]no[/]", rt["reason"])
-    out.print(table)
 
 
 def plan(

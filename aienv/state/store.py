@@ -276,3 +276,57 @@ class StateStore:
     def events(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self.db.query("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
         return [dict(r) for r in reversed(rows)]
+
+    def events_after(self, after: int, limit: int = 100) -> list[dict[str, Any]]:
+        """Events with an id above ``after``, oldest first (what a follower has not seen)."""
+        rows = self.db.query(
+            "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+        )
+        return [dict(r) for r in rows]
+
+    # -- system samples (aienv.system.sampler) --------------------------------------
+
+    def add_system_sample(self, sample: dict[str, Any], changes: list[dict[str, Any]]) -> None:
+        """Keep one compact sample and its changes; the oldest beyond the bounds go."""
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO system_samples(ts, data) VALUES (?, ?)",
+                (sample["ts"], json.dumps(sample)),
+            )
+            conn.execute(
+                "DELETE FROM system_samples WHERE id <= (SELECT MAX(id) FROM system_samples) - ?",
+                (MAX_SYSTEM_SAMPLES,),
+            )
+            for change in changes:
+                conn.execute(
+                    "INSERT INTO system_changes(ts, kind, action, data) VALUES (?, ?, ?, ?)",
+                    (change["ts"], change["kind"], change["action"], json.dumps(change)),
+                )
+            if changes:
+                conn.execute(
+                    "DELETE FROM system_changes "
+                    "WHERE id <= (SELECT MAX(id) FROM system_changes) - ?",
+                    (MAX_SYSTEM_CHANGES,),
+                )
+        if changes:
+            self.changed("system", "changes")
+
+    def system_samples(self, since: float = 0.0, limit: int = 100) -> list[dict[str, Any]]:
+        """Stored samples newer than ``since`` (unix time), oldest first, at most ``limit``."""
+        rows = self.db.query(
+            "SELECT data FROM system_samples WHERE ts > ? ORDER BY id DESC LIMIT ?",
+            (since, limit),
+        )
+        return [json.loads(r["data"]) for r in reversed(rows)]
+
+    def system_changes(self, since: float = 0.0, limit: int = 1000) -> list[dict[str, Any]]:
+        """Recorded changes newer than ``since`` (unix time), oldest first, at most ``limit``."""
+        rows = self.db.query(
+            "SELECT id, data FROM system_changes WHERE ts > ? ORDER BY id DESC LIMIT ?",
+            (since, limit),
+        )
+        return [{"id": r["id"], **json.loads(r["data"])} for r in reversed(rows)]
+
+
+MAX_SYSTEM_SAMPLES = 360  # one hour of samples at the default 10 s
+MAX_SYSTEM_CHANGES = 2000

@@ -149,6 +149,7 @@ def _disks() -> list[dict[str, Any]]:
                 "mount": part.mountpoint,
                 "fstype": part.fstype,
                 "total": usage.total,
+                "used": usage.used,
                 "free": usage.free,
                 "used_percent": usage.percent,
             }
@@ -158,9 +159,14 @@ def _disks() -> list[dict[str, Any]]:
 
 def _interfaces() -> list[dict[str, Any]]:
     stats = psutil.net_if_stats()
+    try:
+        counters = psutil.net_io_counters(pernic=True)
+    except OSError:
+        counters = {}
     out = []
     for name, addrs in sorted(psutil.net_if_addrs().items()):
         st = stats.get(name)
+        io = counters.get(name)
         out.append(
             {
                 "name": name,
@@ -170,16 +176,57 @@ def _interfaces() -> list[dict[str, Any]]:
                 "addresses": [
                     a.address for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6)
                 ],
+                "mac": next((a.address for a in addrs if a.family == psutil.AF_LINK), None),
+                "counters": {
+                    "bytes_sent": io.bytes_sent,
+                    "bytes_recv": io.bytes_recv,
+                    "packets_sent": io.packets_sent,
+                    "packets_recv": io.packets_recv,
+                    "errors_in": io.errin,
+                    "errors_out": io.errout,
+                    "drops_in": io.dropin,
+                    "drops_out": io.dropout,
+                }
+                if io
+                else None,
             }
         )
     return out
 
 
+def os_name() -> str:
+    """The distribution's name (``PRETTY_NAME`` of /etc/os-release), else the system's."""
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    return platform.system()
+
+
+def _usage() -> dict[str, Any]:
+    """What the full inventory adds to the hardware: usage now, kernel, swap.
+
+    ``cpu.usage_percent`` is measured since the previous call (the sampler's,
+    every few seconds); the first call of a process has nothing to compare with.
+    """
+    mem = psutil.virtual_memory()
+    swap = psutil.swap_memory()
+    return {
+        "kernel": platform.release(),
+        "os": os_name(),
+        "cpu_usage_percent": psutil.cpu_percent(interval=None),
+        "memory": {"used": mem.used, "percent": mem.percent, "swap_total": swap.total,
+                   "swap_used": swap.used},
+    }  # fmt: skip
+
+
 def inventory(home: Path, runtimes: dict[str, tuple[bool, str]]) -> dict[str, Any]:
-    """The whole picture, as ``aienv system --json`` and ``GET /api/v1/system`` show it."""
+    """The hardware picture, as ``aienv system --json`` and ``GET /api/v1/system`` show it
+    (``aienv.system.full`` adds processes, services and containers)."""
     kvm_ok, kvm_why = kvm_status()
     cap = capacity(home, kvm=kvm_ok)
     load = os.getloadavg()
+    usage = _usage()
     return {
         "host": socket.gethostname(),
         "platform": {
@@ -187,20 +234,25 @@ def inventory(home: Path, runtimes: dict[str, tuple[bool, str]]) -> dict[str, An
             "release": platform.release(),
             "machine": platform.machine(),
             "python": platform.python_version(),
+            "os": usage["os"],
+            "kernel": usage["kernel"],
         },
         "uptime": round(time.time() - psutil.boot_time()),
+        "boot_time": psutil.boot_time(),
         "cpu": {
             "model": cpu_model(),
             "logical": psutil.cpu_count() or 1,
             "physical": psutil.cpu_count(logical=False),
             "usable": cap.cpus,
             "load": [round(x, 2) for x in load],
+            "usage_percent": usage["cpu_usage_percent"],
         },
         "memory": {
             "total": cap.memory_total,
             "available": cap.memory_available,
             "plannable": cap.memory_free,
             "reserve": host_reserve(cap.memory_total),
+            **usage["memory"],
         },
         "disks": _disks(),
         "home_disk_free": cap.disk_free,

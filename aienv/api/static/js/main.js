@@ -6,12 +6,15 @@ import * as networkView from './network.js';
 import * as clonesView from './clones.js';
 import * as environmentsView from './environments.js';
 import * as eventsView from './events.js';
+import * as machineView from './machine.js';
 
 
 // Each resource: where it comes from, whether it needs the admin role, and who shows it.
 const RESOURCES = {
   node: { path: '/node', section: 'node', show: (d) => nodeView.showNode(d) },
-  system: { path: '/system', section: 'node', show: (d) => nodeView.showSystem(d) },
+  system: { path: '/system?full=false', section: 'node', show: (d) => nodeView.showSystem(d) },
+  machine: { path: '/system', section: 'machine', admin: true, show: (d) => machineView.showInventory(d) },
+  changes: { path: '/system/changes?limit=30', section: 'machine', admin: true, show: (d) => machineView.showChanges(d) },
   workspaces: { path: '/workspaces', section: 'workspaces', show: (d) => workspacesView.show(d.workspaces) },
   templates: { path: '/templates', section: 'workspaces', admin: true, show: (d) => workspacesView.showTemplates(d.templates) },
   peers: { path: '/peers', section: 'network', show: (d) => networkView.show(d.peers) },
@@ -31,6 +34,7 @@ const ON_CHANGE = {
   environment: ['environments', 'workspaces'],
   event: ['events'],
   node: ['node', 'system'],
+  system: ['machine', 'changes'],
 };
 
 const ctx = { admin: false, refresh, refreshAll };
@@ -95,7 +99,7 @@ function setAdmin(admin) {
 }
 
 async function start() {
-  for (const view of [nodeView, workspacesView, networkView, clonesView, environmentsView, eventsView]) {
+  for (const view of [nodeView, machineView, workspacesView, networkView, clonesView, environmentsView, eventsView]) {
     view.init(ctx);
   }
   let node = null;

@@ -1,0 +1,64 @@
+"""``POST /api/v1/capture``: a workspace made from a running process or container
+(admin only). See docs/rest_api.md, "Capture"."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from aiohttp import web
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from aienv.api.common import node_of, parse_body, reply, require_admin
+from aienv.errors import InvalidInput
+from aienv.names import check_name
+from aienv.units import parse_size
+from aienv.workspace.capture import DEFAULT_COPY_LIMIT, capture_container, capture_process
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class CaptureBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    process: int | None = Field(default=None, ge=1, le=2**22)
+    container: str | None = Field(default=None, min_length=1, max_length=255)
+    as_name: str | None = Field(default=None, alias="as")
+    copy_limit: Size = Field(default=DEFAULT_COPY_LIMIT, ge=0)
+
+
+async def capture(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await parse_body(request, CaptureBody)
+    if (body.process is None) == (body.container is None):
+        raise InvalidInput('give exactly one of "process" (a PID) and "container" (a name or id)')
+    node = node_of(request)
+    name = check_name(body.as_name, "workspace name") if body.as_name is not None else None
+    if name is not None:
+        node.workspaces.check_free(name)
+    if body.process is not None:
+        ws, draft = await capture_process(node.workspaces, body.process, name, body.copy_limit)
+        source = {"kind": "process", "pid": body.process}
+    else:
+        assert body.container is not None
+        ws, draft = await capture_container(
+            node.workspaces, node.settings.docker_host, body.container, name, body.copy_limit
+        )
+        source = {"kind": "container", "container": body.container}
+    ws_name = ws.record.name
+    return reply(
+        {
+            "workspace": ws.to_json(local=True),
+            "source": source,
+            **draft.report(),
+            "next": [
+                f"aienv show {ws_name}",
+                f"aienv launch {ws_name}",
+                f"aienv share {ws_name}",
+                f"aienv clone {node.settings.name}/{ws_name}   # on a peer",
+            ],
+        },
+        status=201,
+    )
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_post("/api/v1/capture", capture)

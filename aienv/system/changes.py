@@ -1,0 +1,131 @@
+"""What changed between two samples: processes started or stopped, containers up or down.
+
+Pure functions over compact snapshots, so the rules are tested without
+processes. Not every process is worth an event: a machine starts hundreds of
+short-lived ones a minute (shells, compilers, probes). A process is *notable*
+when it is AI-related, or once it has lived ``LONG_LIVED`` seconds; only
+notable processes start and stop in the change log. A container is up while
+its state is ``running``. Command lines kept in changes (and so in the event
+log) have secret-looking values masked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aienv.system.containers import mask_args
+
+LONG_LIVED = 60.0  # seconds a process must live to be worth an event without AI signs
+CMD_CHARS = 200  # a command line kept in a change is cut to this
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """The part of a sample that changes are computed from."""
+
+    ts: float
+    processes: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> compact process
+    containers: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> compact container
+
+
+def compact_process(row: dict[str, Any]) -> dict[str, Any]:
+    cmd = " ".join(mask_args(row.get("cmdline") or [])) or row.get("name") or ""
+    return {
+        "pid": row["pid"],
+        "name": row.get("name"),
+        "create_time": row["create_time"],
+        "ai": bool(row.get("ai_reasons")),
+        "reasons": list(row.get("ai_reasons") or []),
+        "cmd": cmd[:CMD_CHARS],
+    }
+
+
+def compact_container(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": row.get("name"),
+        "image": row.get("image"),
+        "state": row.get("state"),
+        "ai": bool(row.get("ai")),
+        "reasons": list(row.get("ai_reasons") or []),
+    }
+
+
+def snapshot(
+    ts: float, processes: list[dict[str, Any]], containers: list[dict[str, Any]]
+) -> Snapshot:
+    return Snapshot(
+        ts=ts,
+        processes={p["key"]: compact_process(p) for p in processes},
+        containers={c["id"]: compact_container(c) for c in containers},
+    )
+
+
+def notable(process: dict[str, Any], now: float, long_lived: float = LONG_LIVED) -> bool:
+    return bool(process["ai"]) or now - float(process["create_time"]) >= long_lived
+
+
+def _process_change(action: str, key: str, p: dict[str, Any], ts: float) -> dict[str, Any]:
+    return {
+        "ts": ts,
+        "kind": "process",
+        "action": action,
+        "key": key,
+        "pid": p["pid"],
+        "name": p["name"],
+        "ai": p["ai"],
+        "reasons": p["reasons"],
+        "detail": p["cmd"],
+        "started_at": p["create_time"],
+    }
+
+
+def _container_change(action: str, ident: str, c: dict[str, Any], ts: float) -> dict[str, Any]:
+    return {
+        "ts": ts,
+        "kind": "container",
+        "action": action,
+        "key": ident,
+        "name": c["name"],
+        "ai": c["ai"],
+        "reasons": c["reasons"],
+        "detail": c["image"],
+        "state": c["state"],
+    }
+
+
+def diff(before: Snapshot, after: Snapshot, long_lived: float = LONG_LIVED) -> list[dict[str, Any]]:
+    """Changes from ``before`` to ``after``, processes first, each list in pid/name order."""
+    out: list[dict[str, Any]] = []
+    for key, p in sorted(after.processes.items(), key=lambda kv: kv[1]["pid"]):
+        was = before.processes.get(key)
+        if notable(p, after.ts, long_lived) and (
+            was is None or not notable(was, before.ts, long_lived)
+        ):
+            out.append(_process_change("started", key, p, after.ts))
+    for key, p in sorted(before.processes.items(), key=lambda kv: kv[1]["pid"]):
+        if key not in after.processes and notable(p, before.ts, long_lived):
+            out.append(_process_change("stopped", key, p, after.ts))
+    for ident, c in sorted(after.containers.items(), key=lambda kv: str(kv[1]["name"])):
+        was_up = before.containers.get(ident, {}).get("state") == "running"
+        if c["state"] == "running" and not was_up:
+            out.append(_container_change("up", ident, c, after.ts))
+        elif c["state"] != "running" and was_up:
+            out.append(_container_change("down", ident, c, after.ts))
+    for ident, c in sorted(before.containers.items(), key=lambda kv: str(kv[1]["name"])):
+        if ident not in after.containers and c["state"] == "running":
+            out.append(_container_change("down", ident, {**c, "state": "removed"}, after.ts))
+    return out
+
+
+def describe(change: dict[str, Any]) -> str:
+    """The event log's line for a change."""
+    ai = f" [AI: {'; '.join(change['reasons'])}]" if change["ai"] else ""
+    if change["kind"] == "process":
+        age = change["ts"] - change["started_at"]
+        late = f" {age:.0f} s ago" if change["action"] == "started" and age >= 5 else ""
+        return (
+            f"process {change['name']} (pid {change['pid']}) {change['action']}{late}: "
+            f"{change['detail']}{ai}"
+        )
+    return f"container {change['name']} ({change['detail']}) {change['action']}{ai}"

@@ -1,0 +1,175 @@
+"""Docker containers on the node's engine, with secrets masked in their environment.
+
+The engine is the one the container runtime uses (``NodeSettings.docker_host``,
+else ``DOCKER_HOST``, else the default socket), reached through the same
+``Engine`` class. No engine is a normal answer: an empty list and the reason.
+Listing is one API call (what the sampler does); the full inventory inspects
+each container once more for its environment and mounts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Any
+
+from aienv.runtime.container import Engine, unreachable
+from aienv.system import ai
+
+TIMEOUT = 5.0
+MASK = "***"
+# an environment variable whose name says it holds a secret keeps only its name
+SECRET_NAME = re.compile(
+    r"TOKEN|SECRET|PASSW|PWD|PASSPHRASE|KEY|CREDENTIAL|AUTH|PRIVATE|CERT|COOKIE|SESSION|SALT|DSN",
+    re.IGNORECASE,
+)
+URL_PASSWORD = re.compile(r"(?P<head>://[^/:@\s]+:)[^/@\s]+@")  # scheme://user:pass@host
+AI_ENV_HINTS = ("HF_", "HUGGING", "OLLAMA", "VLLM", "TRANSFORMERS", "TORCH", "CUDA", "NVIDIA_")
+
+
+def mask_value(name: str, value: str) -> str:
+    """The value to show for an environment variable: masked if it may be a secret."""
+    if SECRET_NAME.search(name):
+        return MASK
+    return URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", value)
+
+
+def mask_args(args: list[str]) -> list[str]:
+    """A command line with the values of secret-looking options and variables masked:
+    ``--api-key X``, ``--token=X``, ``HF_TOKEN=X`` (for what the node keeps in its logs)."""
+    out: list[str] = []
+    hide_next = False
+    for arg in args:
+        if hide_next:
+            out.append(MASK)
+            hide_next = False
+            continue
+        name, sep, _ = arg.partition("=")
+        if sep and SECRET_NAME.search(name):
+            out.append(f"{name}={MASK}")
+        elif arg.startswith("-") and SECRET_NAME.search(arg):
+            out.append(arg)
+            hide_next = True
+        else:
+            out.append(mask_value("", arg))
+    return out
+
+
+def mask_env(env: list[str] | None) -> dict[str, str]:
+    """``["K=V", ...]`` as a dict with secret values masked."""
+    out: dict[str, str] = {}
+    for item in env or []:
+        name, _, value = item.partition("=")
+        out[name] = mask_value(name, value)
+    return out
+
+
+def secret_names(env: list[str] | None) -> list[str]:
+    """Names of the variables whose values were masked (for a person to fill in)."""
+    return [i.partition("=")[0] for i in env or [] if SECRET_NAME.search(i.partition("=")[0])]
+
+
+def _ports(raw: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    out = []
+    for p in raw or []:
+        out.append(
+            {
+                "container_port": p.get("PrivatePort"),
+                "protocol": p.get("Type", "tcp"),
+                "host_ip": p.get("IP"),
+                "host_port": p.get("PublicPort"),
+            }
+        )
+    return sorted(out, key=lambda p: (p["container_port"] or 0, p["host_port"] or 0))
+
+
+def _mounts(raw: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": m.get("Type"),
+            "source": m.get("Source") or m.get("Name"),
+            "destination": m.get("Destination"),
+            "read_only": not m.get("RW", True),
+        }
+        for m in raw or []
+    ]
+
+
+def ai_reasons(summary: dict[str, Any], env: list[str] | None, gpus: bool) -> list[str]:
+    """Why a container is AI-related: its image, command, environment or GPU request."""
+    reasons = ai.text_reasons(str(summary.get("Image", "")), "image")
+    reasons += ai.text_reasons(str(summary.get("Command", "")), "command")
+    hinted = [n for n in (i.partition("=")[0] for i in env or []) if n.startswith(AI_ENV_HINTS)]
+    if hinted:
+        reasons.append(f"environment sets {', '.join(sorted(hinted)[:4])}")
+    if gpus:
+        reasons.append("requests GPUs")
+    return reasons
+
+
+def _wants_gpus(inspected: dict[str, Any]) -> bool:
+    requests = (inspected.get("HostConfig") or {}).get("DeviceRequests") or []
+    return any("gpu" in str(r.get("Capabilities", "")).lower() for r in requests)
+
+
+def describe(summary: dict[str, Any], inspected: dict[str, Any] | None) -> dict[str, Any]:
+    """One container from the engine's list entry (and its inspection, when read)."""
+    config = (inspected or {}).get("Config") or {}
+    env = config.get("Env")
+    names = summary.get("Names") or []
+    reasons = ai_reasons(summary, env, _wants_gpus(inspected or {}))
+    return {
+        "id": str(summary.get("Id", ""))[:12],
+        "name": names[0].lstrip("/") if names else "",
+        "image": summary.get("Image"),
+        "command": summary.get("Command"),
+        "created": summary.get("Created"),
+        "state": summary.get("State"),
+        "status": summary.get("Status"),
+        "ports": _ports(summary.get("Ports")),
+        "mounts": _mounts(summary.get("Mounts")),
+        "labels": summary.get("Labels") or {},
+        "environment": mask_env(env) if inspected is not None else None,
+        "secrets": secret_names(env),
+        "ai": bool(reasons),
+        "ai_reasons": reasons,
+    }
+
+
+class Containers:
+    """The node's Docker engine, asked for its containers (blocking: a worker thread)."""
+
+    def __init__(self, docker_host: str | None) -> None:
+        self.engine = Engine(docker_host)
+        self._client: Any = None
+
+    def _api(self) -> Any:
+        if self._client is None:
+            self._client = self.engine.connect(TIMEOUT)
+        return self._client.api
+
+    def list(self, *, inspect: bool) -> tuple[list[dict[str, Any]], str]:
+        """Every container (running or not) and, when there is no engine, why."""
+        try:
+            api = self._api()
+            summaries = api.containers(all=True)
+            out = []
+            for s in summaries:
+                inspected = None
+                if inspect:
+                    try:
+                        inspected = api.inspect_container(s["Id"])
+                    except Exception:  # removed meanwhile: listed without details
+                        inspected = None
+                out.append(describe(s, inspected))
+        except Exception as exc:  # whatever the SDK raises: no engine is an answer
+            self.close()
+            return [], unreachable(self.engine.address, exc)
+        return out, ""
+
+    def close(self) -> None:
+        """Idempotent."""
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):  # closing a dead client must not raise
+                client.close()

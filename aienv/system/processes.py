@@ -1,0 +1,224 @@
+"""The processes of this machine, read cheaply enough to sample every few seconds.
+
+A ``ProcessTable`` keeps each process between scans, keyed by (pid, start
+time) since the kernel reuses pids. A scan reads one file per process,
+``/proc/PID/stat`` (state, parent, CPU times, start time, memory), and
+measures CPU % as the CPU time used since the previous scan over the wall
+time between them: what ``psutil.Process.cpu_percent(interval=None)`` does
+with a kept object, without the dozen reads and objects it costs per process.
+What does not change in a process's life (name, user, command line) is read
+once, through a ``psutil.Process`` kept with it.
+
+AI recognition reads ``/proc/PID/maps`` and the open files, which costs more:
+it runs when a process is first seen, once more on the next scan (a program
+loads its libraries and models just after it starts), then every ``recheck``
+scans, spread over the table by pid. A process that vanishes or refuses to be
+read never raises: its fields are None, or it is skipped when it is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from aienv.system import ai
+
+RECHECK = 30  # scans between two AI checks of the same process (5 min at 10 s)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+PF_KTHREAD = 0x00200000  # a kernel thread: no user space, not a workload
+STATUS = {
+    "R": "running", "S": "sleeping", "D": "disk-sleep", "Z": "zombie", "T": "stopped",
+    "t": "tracing-stop", "X": "dead", "x": "dead", "I": "idle", "W": "waking", "P": "parked",
+    "K": "wake-kill",
+}  # fmt: skip
+
+
+@dataclass(slots=True, frozen=True)
+class Stat:
+    """What one read of /proc/PID/stat says."""
+
+    status: str
+    ppid: int
+    flags: int
+    cpu_ticks: int  # user + system
+    start_ticks: int  # since boot
+    vms: int
+    rss: int
+
+
+def read_stat(pid: int) -> Stat | None:
+    """``/proc/PID/stat`` parsed; None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return None
+    try:
+        fields = raw[raw.rindex(b")") + 2 :].split()  # the name may hold spaces and parens
+        return Stat(
+            status=STATUS.get(fields[0].decode(), fields[0].decode()),
+            ppid=int(fields[1]),
+            flags=int(fields[6]),
+            cpu_ticks=int(fields[11]) + int(fields[12]),
+            start_ticks=int(fields[19]),
+            vms=int(fields[20]),
+            rss=int(fields[21]) * PAGE_SIZE,
+        )
+    except (ValueError, IndexError):
+        return None
+
+
+@dataclass(slots=True)
+class Tracked:
+    """One process as the table knows it between scans."""
+
+    proc: psutil.Process
+    create_time: float
+    static: dict[str, Any]  # name, user, command line: read once
+    cpu_ticks: int = 0
+    when: float = 0.0  # monotonic time of the previous scan
+    ai: list[str] = field(default_factory=list)
+    checks: int = 0  # AI checks done so far
+    seen: int = 0  # scans that saw it
+
+
+def key_of(pid: int, create_time: float) -> str:
+    """A process's identity across scans: a pid alone is reused by the kernel."""
+    return f"{pid}:{create_time:.2f}"
+
+
+def _static(proc: psutil.Process) -> dict[str, Any]:
+    info: dict[str, Any] = {"name": None, "user": None, "cmdline": None}
+    readers = {"name": proc.name, "user": proc.username, "cmdline": proc.cmdline}
+    for name, read in readers.items():
+        with contextlib.suppress(psutil.Error, OSError, KeyError):  # KeyError: unknown uid
+            info[name] = read()
+    return info
+
+
+def _pids() -> list[int]:
+    try:
+        return [int(n) for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return psutil.pids()
+
+
+class ProcessTable:
+    """Processes by key, kept between scans (use from one thread at a time)."""
+
+    def __init__(self, recheck: int = RECHECK) -> None:
+        self.recheck = max(1, recheck)
+        self.tracked: dict[str, Tracked] = {}
+        self.scans = 0
+        self.boot_time = psutil.boot_time()
+
+    def scan(self) -> list[dict[str, Any]]:
+        """Every user-space process now, as a dict per process (blocking: a worker thread)."""
+        self.scans += 1
+        total = psutil.virtual_memory().total
+        now = time.monotonic()
+        alive: dict[str, Tracked] = {}
+        out: list[dict[str, Any]] = []
+        for pid in _pids():
+            stat = read_stat(pid)
+            if stat is None or stat.flags & PF_KTHREAD or pid == 2:
+                continue
+            create_time = stat.start_ticks / CLOCK_TICKS + self.boot_time
+            key = key_of(pid, create_time)
+            tracked = self.tracked.get(key) or self._new(pid, create_time)
+            if tracked is None:
+                continue
+            alive[key] = tracked
+            cpu = None
+            if tracked.seen and now > tracked.when:  # nothing to compare with at first sight
+                used = (stat.cpu_ticks - tracked.cpu_ticks) / CLOCK_TICKS
+                cpu = round(100.0 * used / (now - tracked.when), 1)
+            tracked.cpu_ticks, tracked.when = stat.cpu_ticks, now
+            tracked.seen += 1
+            self._maybe_recognise(tracked)
+            out.append(self._row(tracked, key, stat, cpu, total))
+        self.tracked = alive
+        return out
+
+    @staticmethod
+    def _new(pid: int, create_time: float) -> Tracked | None:
+        try:
+            proc = psutil.Process(pid)
+        except psutil.Error:
+            return None
+        return Tracked(proc, create_time, _static(proc))
+
+    def _maybe_recognise(self, tracked: Tracked) -> None:
+        due = tracked.checks < 2 or (self.scans + tracked.proc.pid) % self.recheck == 0
+        if not due:
+            return
+        tracked.checks += 1
+        tracked.ai = ai.recognise_parts(tracked.proc.pid, tracked.static["cmdline"] or [])
+
+    @staticmethod
+    def _row(
+        tracked: Tracked, key: str, stat: Stat, cpu: float | None, total: int
+    ) -> dict[str, Any]:
+        return {
+            "key": key,
+            "pid": tracked.proc.pid,
+            "ppid": stat.ppid,
+            **tracked.static,
+            "status": stat.status,
+            "create_time": tracked.create_time,
+            "cpu_percent": cpu,
+            "rss": stat.rss,
+            "vms": stat.vms,
+            "memory_percent": round(100.0 * stat.rss / total, 2) if total else None,
+            "ai": bool(tracked.ai),
+            "ai_reasons": list(tracked.ai),
+        }
+
+
+def listening_ports() -> dict[int, list[dict[str, Any]]]:
+    """Listening TCP and bound UDP sockets by pid (those this user may see).
+
+    Mapping sockets to processes walks every process's file descriptors, so it
+    is done for the full inventory, not by the sampler.
+    """
+    ports: dict[int, list[dict[str, Any]]] = {}
+    try:
+        conns = psutil.net_connections(kind="inet")
+    except (psutil.Error, OSError):
+        return ports
+    for conn in conns:
+        if conn.pid is None or not conn.laddr:
+            continue
+        tcp = conn.type == socket.SOCK_STREAM
+        if (tcp and conn.status != psutil.CONN_LISTEN) or (not tcp and conn.raddr):
+            continue
+        entry = {
+            "protocol": "tcp" if tcp else "udp",
+            "address": conn.laddr.ip,
+            "port": conn.laddr.port,
+        }
+        if entry not in ports.setdefault(conn.pid, []):
+            ports[conn.pid].append(entry)
+    return ports
+
+
+def cgroup_unit(pid: int) -> str | None:
+    """The systemd unit a process runs in (from its cgroup), e.g. ``ollama.service``."""
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        path = line.rsplit(":", 1)[-1]
+        for part in reversed(path.split("/")):
+            if part.endswith(".service"):
+                return part
+    return None

@@ -1,0 +1,211 @@
+"""Sampling this machine every few seconds, and the full inventory on demand.
+
+The ``Sampler`` owns the process table (so CPU % is measured between samples,
+with no sleep) and a client of the node's Docker engine. Every
+``sample_interval`` seconds it scans the processes and the containers in a
+worker thread, keeps a compact sample in the state store (bounded by count),
+and turns what changed since the previous sample into change records and
+events (``state.event("system", ...)``). The first sample after start is the
+baseline: what already ran is not "started".
+
+``full()`` answers ``GET /api/v1/system``: the hardware of ``inventory``, every
+process with its listening ports, the systemd services and the containers,
+each marked AI-related with its reasons, and the AI workloads gathered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from aienv.state.store import StateStore
+from aienv.system import changes, inventory, services
+from aienv.system.containers import Containers
+from aienv.system.processes import ProcessTable, cgroup_unit, listening_ports
+
+log = logging.getLogger(__name__)
+Rows = list[dict[str, Any]]
+EVENTS_PER_SAMPLE = 20  # beyond this a sample's changes are summed up in one event
+TOP = 5  # processes by CPU kept in each stored sample
+
+
+def _container_of(cgroup_unit_name: str | None) -> str | None:
+    """A Docker container id from a systemd scope name (``docker-<id>.scope``)."""
+    if cgroup_unit_name and cgroup_unit_name.startswith("docker-"):
+        return cgroup_unit_name.removeprefix("docker-").split(".", 1)[0][:12]
+    return None
+
+
+def _cgroup_path(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def container_id_of(pid: int) -> str | None:
+    """The Docker container a process runs in, from its cgroup (systemd or cgroupfs driver)."""
+    for line in _cgroup_path(pid).splitlines():
+        for part in line.rsplit(":", 1)[-1].split("/"):
+            if part.startswith("docker-") and part.endswith(".scope"):
+                return _container_of(part)
+            if len(part) == 64 and all(c in "0123456789abcdef" for c in part):
+                return part[:12]
+    return None
+
+
+def _brief(p: dict[str, Any]) -> dict[str, Any]:
+    return {"pid": p["pid"], "name": p["name"], "cpu_percent": p["cpu_percent"], "rss": p["rss"]}
+
+
+def ai_workloads(
+    processes: list[dict[str, Any]],
+    service_list: list[dict[str, Any]],
+    container_list: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Every AI-related process, service and container with its reasons, in one list."""
+    out: list[dict[str, Any]] = []
+    for p in processes:
+        if p["ai"]:
+            out.append({"kind": "process", "pid": p["pid"], "name": p["name"],
+                        "reasons": p["ai_reasons"]})  # fmt: skip
+    for s in service_list:
+        if s["ai"]:
+            out.append({"kind": "service", "name": s["name"], "reasons": s["ai_reasons"]})
+    for c in container_list:
+        if c["ai"]:
+            out.append({"kind": "container", "id": c["id"], "name": c["name"],
+                        "reasons": c["ai_reasons"]})  # fmt: skip
+    return out
+
+
+class Sampler:
+    """Samples in a worker thread, records on the loop; ``full()`` for the API."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        docker_host: str | None,
+        interval: float,
+        *,
+        containers_usable: Callable[[], bool] = lambda: True,
+        long_lived: float = changes.LONG_LIVED,
+    ) -> None:
+        self.state = state
+        self.interval = interval
+        self.long_lived = long_lived
+        self.table = ProcessTable()
+        self.containers = Containers(docker_host)
+        self.containers_usable = containers_usable
+        self._lock = threading.Lock()  # the table and the Docker client: one thread at a time
+        self.previous: changes.Snapshot | None = None
+        self.samples = 0
+
+    # -- blocking parts: worker threads ------------------------------------------
+
+    def scan(self, *, inspect: bool = False) -> tuple[Rows, Rows, str]:
+        """Processes and containers now (blocking)."""
+        with self._lock:
+            processes = self.table.scan()
+            if inspect or self.containers_usable():
+                container_list, why = self.containers.list(inspect=inspect)
+            else:
+                container_list, why = [], "the container runtime is not available"
+        return processes, container_list, why
+
+    def sample(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """One sample: its compact record, and the changes since the previous one."""
+        now = time.time()
+        processes, container_list, why = self.scan()
+        snap = changes.snapshot(now, processes, container_list)
+        if why and self.previous is not None:  # an engine that cannot answer is no "down"
+            snap.containers = self.previous.containers
+        found = [] if self.previous is None else changes.diff(self.previous, snap, self.long_lived)
+        self.previous = snap
+        mem = psutil.virtual_memory()
+        record = {
+            "ts": now,
+            "cpu_percent": psutil.cpu_percent(interval=None),
+            "memory_used": mem.total - mem.available,
+            "memory_percent": mem.percent,
+            "load": [round(x, 2) for x in psutil.getloadavg()],
+            "processes": len(processes),
+            "containers_running": sum(1 for c in container_list if c["state"] == "running"),
+            "ai": [_brief(p) for p in processes if p["ai"]],
+            "top": [
+                _brief(p) for p in sorted(processes, key=lambda p: -(p["cpu_percent"] or 0))[:TOP]
+            ],
+        }
+        return record, found
+
+    def full(self, home: Path, runtimes: dict[str, tuple[bool, str]]) -> dict[str, Any]:
+        """The full inventory (blocking: a worker thread; a few hundred ms on a busy machine)."""
+        data = inventory.inventory(home, runtimes)
+        processes, container_list, container_why = self.scan(inspect=True)
+        ports = listening_ports()
+        by_unit: dict[str, list[str]] = {}
+        by_container: dict[str, list[str]] = {}
+        for p in processes:
+            p["listening"] = ports.get(p["pid"], [])
+            if p["ai"]:
+                unit = cgroup_unit(p["pid"])
+                found = [f"runs AI process {p['pid']} ({r})" for r in p["ai_reasons"][:2]]
+                if unit:
+                    by_unit.setdefault(unit, []).extend(found)
+                cid = container_id_of(p["pid"])
+                if cid:
+                    by_container.setdefault(cid, []).extend(found)
+        for c in container_list:
+            extra = by_container.get(c["id"], [])
+            c["ai_reasons"] = c["ai_reasons"] + extra
+            c["ai"] = bool(c["ai_reasons"])
+        service_list, services_why = services.services(by_unit)
+        data.update(
+            {
+                "timestamp": time.time(),
+                "processes": processes,
+                "services": service_list,
+                "services_reason": services_why,
+                "containers": container_list,
+                "containers_reason": container_why,
+                "ai_workloads": ai_workloads(processes, service_list, container_list),
+            }
+        )
+        return data
+
+    # -- on the loop ---------------------------------------------------------------
+
+    def record(self, sample: dict[str, Any], found: list[dict[str, Any]]) -> None:
+        """Keep the sample and its changes, and log the changes as events."""
+        self.samples += 1
+        self.state.add_system_sample(sample, found)
+        for change in found[:EVENTS_PER_SAMPLE]:
+            self.state.event("system", changes.describe(change))
+        if len(found) > EVENTS_PER_SAMPLE:
+            rest = len(found) - EVENTS_PER_SAMPLE
+            self.state.event("system", f"and {rest} more changes (GET /api/v1/system/changes)")
+
+    async def async_run(self) -> None:
+        """Sample forever, every ``interval`` seconds (cancel to stop)."""
+        while True:
+            started = time.monotonic()
+            try:
+                sample, found = await asyncio.to_thread(self.sample)
+                self.record(sample, found)
+            except Exception:  # a sampling failure must not end sampling
+                log.exception("system sample failed")
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(max(0.0, self.interval - elapsed))
+
+    def close(self) -> None:
+        """Idempotent."""
+        with self._lock:
+            self.containers.close()
