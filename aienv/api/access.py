@@ -99,6 +99,7 @@ class Access:
         self.lockout = Lockout()
         self._verified: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._stored: dict[str, dict[str, str]] | None = None  # kind → name → hash
+        self._archives: tuple[int, dict[str, str]] | None = None  # (state version, names)
 
     def _credentials(self, kind: str) -> dict[str, str]:
         """The stored hashes, read once: every request asks, and only ``forget`` changes them."""
@@ -121,10 +122,19 @@ class Access:
             return info["name"]
         digest = info.get("digest") if request.path.startswith("/api/v1/archives/") else None
         if digest:
-            for record in self.node.state.archives():
-                if record.digest == digest and record.name in passwords:
-                    return record.name
+            name = self._archive_names().get(digest)
+            if name in passwords:
+                return name
         return None
+
+    def _archive_names(self) -> dict[str, str]:
+        """Archive digest → workspace name, read again only after a state change (every
+        download and piece request of a node with workspace passwords asks)."""
+        version = self.node.state.version
+        if self._archives is None or self._archives[0] != version:
+            names = {r.digest: r.name for r in self.node.state.archives()}
+            self._archives = (version, names)
+        return self._archives[1]
 
     async def _matches(self, password: str, stored: str) -> bool:
         key = (stored, hashlib.sha256(password.encode()).hexdigest())
