@@ -23,6 +23,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from tests.integration.conftest import make_big_workspace, no_leftovers, shared_by, wait_for
+from tests.integration.test_access import PASSWORD, set_password
 from tests.lan import Host, Lan, admin_call
 from tests.system.browser import browser_in
 
@@ -209,6 +210,34 @@ def test_a_workspace_that_does_not_fit_says_why(
     assert status == 200
     envs = body["environments"]  # type: ignore[index]
     assert all(e["workspace"] != "huge" for e in envs), "a refused launch must record nothing"
+
+
+def test_a_protected_workspace_is_cloned_with_its_password(
+    nodes: tuple[Host, Host], page: Page
+) -> None:
+    """The card says a password is needed; a wrong one fails the clone saying so and
+    leaves nothing; the right one, typed in the page, installs it."""
+    a, b = nodes
+    share(a, "vault")
+    set_password(a, "workspace-password", "set", "vault")
+    network = section(page, "Network")
+    expect(network).to_contain_text("Password required")  # from the announcement, live
+    field = page.get_by_label("Password for vault", exact=True)
+    clone = page.get_by_role("button", name="Clone vault from alpha", exact=True)
+    field.fill("not the password")
+    clone.click()
+    alert = section(page, "Clones").get_by_role("alert")
+    expect(alert).to_contain_text("refused the password")
+    assert not (b.home / "workspaces" / "vault").exists()
+    no_leftovers(b)
+
+    field.fill(PASSWORD)
+    clone.click()
+    wait_for((b.home / "workspaces" / "vault").is_dir, 30, "vault installed on B")
+    status, body = admin_call(b, "GET", "/workspaces/vault")
+    assert status == 200 and isinstance(body, dict), body
+    assert body["origin"]["kind"] == "clone"
+    assert admin_call(b, "POST", "/clones/clear", {})[0] == 200  # its failed try, for the next test
 
 
 def test_peer_vanishing_mid_clone_fails_with_what_to_do(
