@@ -72,8 +72,9 @@ class Client:
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             return self._http.request(method, f"/api/v1{path}", **kwargs)
-        except httpx.RemoteProtocolError as exc:
-            # a node with TLS on hangs up on plain HTTP: speak HTTPS to it, if it is ours
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            # a node with TLS on hangs up on plain HTTP — a close, or a reset when the
+            # request was still unread (a race): speak HTTPS to it, if it is ours
             if not self.url.startswith("http://"):
                 raise
             if node_certificate() is None:

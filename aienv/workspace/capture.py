@@ -527,8 +527,11 @@ def write_draft(draft: Draft, folder: Path, exclude: frozenset[str] = frozenset(
         dest.parent.mkdir(parents=True, exist_ok=True)
         if copy.folder:
             copy_folder(copy.source, dest, draft.skipped, exclude)
-        else:
-            shutil.copy2(copy.source, dest)
+        else:  # a model file: never through a link swapped in since it was found
+            shutil.copy2(copy.source, dest, follow_symlinks=False)
+            if dest.is_symlink():
+                dest.unlink()
+                draft.skipped.append(f"{copy.source} (a link or special file)")
     for rel in draft.empty_folders:
         (folder / rel).mkdir(parents=True, exist_ok=True)
     if draft.image is not None:

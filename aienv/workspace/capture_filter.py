@@ -134,7 +134,12 @@ def copy_folder(
                 skipped.append(f"{path} (a link or special file)")
             else:
                 try:
-                    shutil.copy2(path, target / name)
+                    # never through a link, even one swapped in since the check above (a
+                    # root node copying a user's folder must not copy what a link points to)
+                    shutil.copy2(path, target / name, follow_symlinks=False)
+                    if (target / name).is_symlink():
+                        (target / name).unlink()
+                        skipped.append(f"{path} (a link or special file)")
                 except OSError as exc:
                     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                         raise

@@ -3,12 +3,16 @@ that https names its fingerprint, and the request options that pin it."""
 
 from __future__ import annotations
 
+import socket
+import struct
+import threading
 from pathlib import Path
 
 import aiohttp
 import pytest
 from pydantic import ValidationError
 
+from aienv.cli.client import Client
 from aienv.discovery import codec
 from aienv.discovery.link import Link
 from aienv.security.tls import ensure_certificate
@@ -45,3 +49,43 @@ def test_link_options_pin_and_send_the_password_only_when_given() -> None:
     assert options["headers"] == {"Authorization": "Basic YWllbnY6czNjcmV0LWVub3VnaA=="}
     plain = codec.Body(name="beta", instance="0" * 16, seq=1, http=codec.HttpInfo(port=37778))
     assert Link.to("10.0.0.2", plain).options() == {}
+
+
+@pytest.mark.parametrize("hang_up", ["close", "reset"])
+def test_cli_speaks_https_to_its_node_however_plain_http_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hang_up: str
+) -> None:
+    """A TLS node refuses a plain request with a close, or, when the request was still
+    unread, with a reset (which CI once hit); either way the CLI retries over HTTPS,
+    trusting the node's certificate alone."""
+    cert = ensure_certificate(tmp_path / "tls", "alpha")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        plain, _ = listener.accept()
+        if hang_up == "reset":  # close at once with the request unread: an RST
+            plain.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        else:  # read it, then a clean close with no answer
+            plain.recv(65536)
+        plain.close()
+        raw, _ = listener.accept()
+        with cert.server_context().wrap_socket(raw, server_side=True) as tls:
+            tls.recv(65536)
+            body = b'{"name": "alpha"}'
+            tls.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    monkeypatch.setenv("AIENV_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AIENV_CERT", str(cert.cert))
+    try:
+        client = Client(timeout=5)
+        assert client.get("/node") == {"name": "alpha"}
+        assert client.url == f"https://127.0.0.1:{port}"
+    finally:
+        server.join(5)
+        listener.close()
