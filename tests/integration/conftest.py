@@ -15,12 +15,6 @@ REPO = Path(__file__).resolve().parents[2]
 HELLO = REPO / "workspaces" / "hello-web"
 
 
-@pytest.fixture(scope="module")
-def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
-    with Lan(tmp_path_factory.mktemp("lan"), 3) as net:
-        yield net
-
-
 @pytest.fixture
 def stopped(lan: Lan) -> Iterator[Lan]:
     """The module's LAN, with every node stopped, emptied and its link restored after the test."""

@@ -29,6 +29,8 @@ from tests.lan import Host, Lan, admin_call
 
 pytestmark = pytest.mark.integration
 
+HOSTS = 2
+
 SECRET = "s3cr3t-capture-token-5f1e"
 PORT = 18123
 SERVER = """\
@@ -61,12 +63,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 http.server.HTTPServer(("0.0.0.0", port), Handler).serve_forever()
 """
-
-
-@pytest.fixture(scope="module")
-def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
-    with Lan(tmp_path_factory.mktemp("lan"), 2) as net:
-        yield net
 
 
 @pytest.fixture(scope="module")

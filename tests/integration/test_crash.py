@@ -46,6 +46,8 @@ from tests.lan import Host, Lan, admin_call
 
 pytestmark = pytest.mark.integration
 
+HOSTS = 1
+
 WRITER = Path(__file__).with_name("state_writer.py")
 SEED = 20250611
 # the request in flight when each round's kill comes (create copies a folder in, edit
@@ -64,12 +66,6 @@ environments:
       - name: http
         port: {port}
 """
-
-
-@pytest.fixture(scope="module")
-def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
-    with Lan(tmp_path_factory.mktemp("lan"), 1) as net:
-        yield net
 
 
 @pytest.fixture(autouse=True)

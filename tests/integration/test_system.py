@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,9 @@ from tests.lan import AIENV, Host, Lan, admin_call, start_sampling
 
 pytestmark = pytest.mark.integration
 
+HOSTS = 2
+
 MARKER = "ollama"  # on the command line: recognised as AI at first sight
-
-
-@pytest.fixture(scope="module")
-def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
-    with Lan(tmp_path_factory.mktemp("lan"), 2) as net:
-        yield net
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,21 @@ inside the test's network namespace. Timings a test records with
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+from tests.lan import Lan
+from tests.system.docker_daemon import docker_daemon
+
+
+@pytest.fixture(scope="module")
+def engine(lan: Lan) -> Iterator[str]:
+    """The module's dockerd, in its last host's namespace: the host that launches, whose
+    published ports live there (another host reaches the engine through its socket, to
+    inspect a container or save an image it shares). Yields the engine's address."""
+    with docker_daemon(lan.hosts[-1].ns) as address:
+        yield address
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

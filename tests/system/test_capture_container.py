@@ -26,28 +26,15 @@ from docker.types import Mount
 from tests.integration.conftest import no_leftovers, shared_by, wait_for
 from tests.lan import Host, Lan, admin_call
 from tests.system.container_image import DATA, IMAGE, PAGE, build_image
-from tests.system.docker_daemon import docker_daemon
 
 pytestmark = [pytest.mark.system]
+
+HOSTS = 2
 
 SECRET = "hf_capture-secret-0b7d"
 PUBLISHED = 18080
 NAME = "llm-web"
 COMMAND = ["/bin/busybox", "httpd", "-f", "-v", "-p", "8080", "-h", "/www"]
-
-
-@pytest.fixture(scope="module")
-def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
-    with Lan(tmp_path_factory.mktemp("lan"), 2) as net:
-        yield net
-
-
-@pytest.fixture(scope="module")
-def engine(lan: Lan) -> Iterator[str]:
-    """One dockerd in B's namespace (the twin's published port lives there); A reaches
-    it through its socket to inspect the container and save its image."""
-    with docker_daemon(lan.hosts[1].ns) as address:
-        yield address
 
 
 @pytest.fixture(scope="module")

@@ -20,28 +20,15 @@ from tests.integration.conftest import HELLO, shared_by, wait_for
 from tests.lan import Host, Lan, admin_call
 from tests.system.container_image import IMAGE, PAGE, build_image
 from tests.system.container_image import write_workspace as write_container_workspace
-from tests.system.docker_daemon import docker_daemon
 from tests.system.libvirt_daemon import libvirt_daemon
 from tests.system.vm_image import build_vm_workspace
 
 pytestmark = [pytest.mark.system]
 
+HOSTS = 2
+
 MiB = 1024**2
 Record = Callable[[str, object], None]
-
-
-@pytest.fixture(scope="module")
-def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
-    with Lan(tmp_path_factory.mktemp("lan"), 2) as net:
-        yield net
-
-
-@pytest.fixture(scope="module")
-def engine(lan: Lan) -> Iterator[str]:
-    """One dockerd, in the cloning node's namespace (its published ports live there);
-    the sharing node reaches it through its socket to save the image it shares."""
-    with docker_daemon(lan.hosts[1].ns) as address:
-        yield address
 
 
 @pytest.fixture(scope="module")

@@ -29,26 +29,15 @@ from aienv.system.plan import make_plan
 from aienv.workspace.manifest import load_manifest
 from tests.lan import Lan
 from tests.system.container_image import DATA, IMAGE, PAGE, PORT, build_image, write_workspace
-from tests.system.docker_daemon import docker_daemon
 
 pytestmark = [pytest.mark.system]
+
+HOSTS = 1
 
 MiB = 1024**2
 GiB = 1024**3
 NODE = "node-under-test"
 PUBLISHED = 28080  # the local port the plan gives the endpoint (not the container's 8080)
-
-
-@pytest.fixture(scope="module")
-def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
-    with Lan(tmp_path_factory.mktemp("lan"), 1) as net:
-        yield net
-
-
-@pytest.fixture(scope="module")
-def engine(lan: Lan) -> Iterator[str]:
-    with docker_daemon(lan.hosts[0].ns) as address:
-        yield address
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,8 @@ from tests.system.libvirt_daemon import LibvirtDaemon, running_daemon
 
 pytestmark = [pytest.mark.system]
 
+HOSTS = 1
+
 SLOW_HTTPD = ["/bin/sh", "-c", "sleep 4; exec /bin/busybox httpd -f -p {port.http} -h /www"]
 VM_WORKSPACE = """apiVersion: aienv/v1
 name: box
@@ -54,12 +56,6 @@ environments:
       - name: http
         port: 80
 """
-
-
-@pytest.fixture(scope="module")
-def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
-    with Lan(tmp_path_factory.mktemp("lan"), 1) as net:
-        yield net
 
 
 @pytest.fixture(scope="module")

@@ -21,26 +21,14 @@ from aienv.state.db import Database
 from aienv.state.store import StateStore
 from aienv.system.containers import MASK
 from aienv.system.sampler import Sampler
-from tests.lan import Lan
 from tests.system.container_image import IMAGE, PORT, build_image
-from tests.system.docker_daemon import docker_daemon
 
 pytestmark = [pytest.mark.system]
 
+HOSTS = 1
+
 PUBLISHED = 28181
 NAME = "aienv-inventory-llm"
-
-
-@pytest.fixture(scope="module")
-def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
-    with Lan(tmp_path_factory.mktemp("lan"), 1) as net:
-        yield net
-
-
-@pytest.fixture(scope="module")
-def engine(lan: Lan) -> Iterator[str]:
-    with docker_daemon(lan.hosts[0].ns) as address:
-        yield address
 
 
 @pytest.fixture

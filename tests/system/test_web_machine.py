@@ -18,13 +18,9 @@ from tests.system.browser import browser_in
 
 pytestmark = [pytest.mark.system]
 
+HOSTS = 1
+
 PAGE = "http://127.0.0.1:37778/"
-
-
-@pytest.fixture(scope="module")
-def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
-    with Lan(tmp_path_factory.mktemp("lan"), 1) as net:
-        yield net
 
 
 @pytest.fixture(scope="module")

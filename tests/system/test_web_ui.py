@@ -29,15 +29,11 @@ from tests.system.browser import browser_in
 
 pytestmark = [pytest.mark.system]
 
+HOSTS = 2
+
 PAGE = "http://127.0.0.1:37778/"
 STALL = 4  # seconds without data before B's clones fail
 expect.set_options(timeout=15_000)  # two nodes and a browser share two cores
-
-
-@pytest.fixture(scope="module")
-def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
-    with Lan(tmp_path_factory.mktemp("lan"), 2) as net:
-        yield net
 
 
 @pytest.fixture(scope="module")
