@@ -11,6 +11,9 @@ Every request gets a role before any handler runs:
   its own password (``aienv auth workspace-password set WS``) asks a peer for
   that password, not the node's, for its details, its archive and its pieces.
 
+What a peer may reach is one list, ``PEER_ROUTES`` (reads only); every other route
+answers a peer 403 ``admin_only`` here, before its handler runs.
+
 Wrong credentials answer 401; ``lockout.FAILURES`` of them within a minute lock
 the address out (429 with ``Retry-After``), logged as events. A password is
 checked with scrypt in a thread, and a success is remembered for a few minutes
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING, Literal
 
 from aiohttp import web
 
-from aienv.api.common import NODE, ROLE, admin_refusal, origin_refusal
+from aienv.api.common import NODE, ROLE, admin_refusal, origin_refusal, require_admin
 from aienv.errors import AienvError, Forbidden
 from aienv.security import ADMIN, NODE_PASSWORD, PEERS, WORKSPACE_PASSWORD
 from aienv.security.lockout import Lockout
@@ -42,6 +45,25 @@ if TYPE_CHECKING:
 
 Role = Literal["admin", "peer"]
 PUBLIC_PATHS = frozenset({"/api/v1/node/announcement"})
+# the routes a peer may read (GET and HEAD); all others are the admin's
+PEER_ROUTES = frozenset(
+    {
+        "/api/v1/node",
+        "/api/v1/node/announcement",
+        "/api/v1/peers",
+        "/api/v1/workspaces",
+        "/api/v1/templates",
+        "/api/v1/workspaces/{name}",
+        "/api/v1/workspaces/{name}/archive",
+        "/api/v1/archives",
+        "/api/v1/archives/{digest}",
+        "/api/v1/archives/{digest}/pieces",
+        "/api/v1/system",  # a summary for peers (system.py)
+        "/api/v1/stream",  # public kinds only, names blanked (stream.py)
+        "/",
+        "/ui",
+    }
+)
 REMEMBER = 300.0  # seconds a verified password is trusted without scrypt
 REMEMBERED = 256
 REALM = 'Basic realm="aienv", charset="UTF-8"'
@@ -207,7 +229,8 @@ ACCESS: web.AppKey[Access] = web.AppKey("access", Access)
 
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse what the allow-list does not admit, then give the request its role."""
+    """Refuse what the allow-list does not admit, give the request its role, and refuse a
+    peer every route that is not one of ``PEER_ROUTES``."""
     node = request.app[NODE]
     if not node.allow.allows(request.remote):
         raise Forbidden(
@@ -216,4 +239,13 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
             code="not_allowed",
         )
     request[ROLE] = await request.app[ACCESS].role(request)
+    if not _peer_may(request):
+        require_admin(request)
     return await handler(request)
+
+
+def _peer_may(request: web.Request) -> bool:
+    resource = request.match_info.route.resource
+    if resource is None:  # no such route, or not with this method: its 404 or 405 says so
+        return True
+    return request.method in ("GET", "HEAD") and resource.canonical in PEER_ROUTES

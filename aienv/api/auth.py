@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from aienv.api.access import ACCESS
-from aienv.api.common import node_of, parse_body, reply, require_admin
+from aienv.api.common import node_of, parse_body, reply
 from aienv.errors import InvalidInput, NotFound
 from aienv.security import ADMIN, NODE_PASSWORD, PEERS, WORKSPACE_PASSWORD
 from aienv.security.passwords import MAX_LENGTH, check_strength, hash_password
@@ -46,7 +46,6 @@ async def _hashed(request: web.Request) -> str:
 
 
 async def show(request: web.Request) -> web.Response:
-    require_admin(request)
     node = node_of(request)
     return reply(
         {
@@ -62,7 +61,6 @@ async def show(request: web.Request) -> web.Response:
 
 
 async def set_admin(request: web.Request) -> web.Response:
-    require_admin(request)
     user = _user(request)
     hashed = await _hashed(request)
     node = node_of(request)
@@ -74,7 +72,6 @@ async def set_admin(request: web.Request) -> web.Response:
 
 
 async def remove_admin(request: web.Request) -> web.Response:
-    require_admin(request)
     user = _user(request)
     node = node_of(request)
     if not node.state.remove_credential(ADMIN, user):
@@ -85,7 +82,6 @@ async def remove_admin(request: web.Request) -> web.Response:
 
 
 async def set_peer_password(request: web.Request) -> web.Response:
-    require_admin(request)
     hashed = await _hashed(request)
     node = node_of(request)
     node.state.set_credential(NODE_PASSWORD, PEERS, hashed)
@@ -95,7 +91,6 @@ async def set_peer_password(request: web.Request) -> web.Response:
 
 
 async def clear_peer_password(request: web.Request) -> web.Response:
-    require_admin(request)
     node = node_of(request)
     node.state.remove_credential(NODE_PASSWORD, PEERS)
     request.app[ACCESS].forget()
@@ -104,7 +99,6 @@ async def clear_peer_password(request: web.Request) -> web.Response:
 
 
 async def set_workspace_password(request: web.Request) -> web.Response:
-    require_admin(request)
     node = node_of(request)
     name = node.workspaces.record(request.match_info["name"]).name  # 404 if there is none
     hashed = await _hashed(request)
@@ -116,7 +110,6 @@ async def set_workspace_password(request: web.Request) -> web.Response:
 
 
 async def clear_workspace_password(request: web.Request) -> web.Response:
-    require_admin(request)
     node = node_of(request)
     name = request.match_info["name"]
     if not node.state.remove_credential(WORKSPACE_PASSWORD, name):

@@ -8,7 +8,7 @@ from typing import Annotated
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from aienv.api.common import node_of, parse_body, reply, require_admin
+from aienv.api.common import node_of, parse_body, reply
 from aienv.errors import InvalidInput
 from aienv.names import check_name
 from aienv.units import parse_size
@@ -26,7 +26,6 @@ class CaptureBody(BaseModel):
 
 
 async def capture(request: web.Request) -> web.Response:
-    require_admin(request)
     body = await parse_body(request, CaptureBody)
     if (body.process is None) == (body.container is None):
         raise InvalidInput('give exactly one of "process" (a PID) and "container" (a name or id)')

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from aienv.api.common import node_of, parse_body, reply, require_admin
+from aienv.api.common import node_of, parse_body, reply
 from aienv.names import check_name
 from aienv.security.passwords import MAX_LENGTH
 
@@ -33,12 +33,10 @@ class StartClone(BaseModel):
 
 
 async def list_environments(request: web.Request) -> web.Response:
-    require_admin(request)
     return reply({"environments": node_of(request).environments.all()})
 
 
 async def launch(request: web.Request) -> web.Response:
-    require_admin(request)
     body = await parse_body(request, Launch)
     check_name(body.workspace, "workspace name")
     if body.environment is not None:
@@ -51,7 +49,6 @@ async def launch(request: web.Request) -> web.Response:
 
 async def get_plan(request: web.Request) -> web.Response:
     """The plan for a local workspace's environment; 409 ``does_not_fit`` carries it too."""
-    require_admin(request)
     name = check_name(request.match_info["name"], "workspace name")
     env = request.query.get("environment")
     if env is not None:
@@ -65,13 +62,11 @@ async def get_plan(request: web.Request) -> web.Response:
 
 
 async def list_snapshots(request: web.Request) -> web.Response:
-    require_admin(request)
     env_id = request.match_info["id"]
     return reply({"snapshots": await node_of(request).environments.snapshots(env_id)})
 
 
 async def create_snapshot(request: web.Request) -> web.Response:
-    require_admin(request)
     body = await parse_body(request, SnapshotBody)
     env_id = request.match_info["id"]
     doc = await node_of(request).environments.snapshot(env_id, "create", body.name)
@@ -79,29 +74,24 @@ async def create_snapshot(request: web.Request) -> web.Response:
 
 
 async def revert_snapshot(request: web.Request) -> web.Response:
-    require_admin(request)
     env_id, name = request.match_info["id"], request.match_info["name"]
     return reply(await node_of(request).environments.snapshot(env_id, "revert", name))
 
 
 async def delete_snapshot(request: web.Request) -> web.Response:
-    require_admin(request)
     env_id, name = request.match_info["id"], request.match_info["name"]
     return reply(await node_of(request).environments.snapshot(env_id, "delete", name))
 
 
 async def get_environment(request: web.Request) -> web.Response:
-    require_admin(request)
     return reply(node_of(request).environments.get(request.match_info["id"]))
 
 
 async def stop_environment(request: web.Request) -> web.Response:
-    require_admin(request)
     return reply(await node_of(request).environments.stop(request.match_info["id"]))
 
 
 async def environment_logs(request: web.Request) -> web.Response:
-    require_admin(request)
     try:
         tail = max(1, min(int(request.query.get("tail", "200")), 10_000))
     except ValueError:
@@ -111,12 +101,10 @@ async def environment_logs(request: web.Request) -> web.Response:
 
 
 async def list_clones(request: web.Request) -> web.Response:
-    require_admin(request)
     return reply({"clones": node_of(request).clones.all()})
 
 
 async def start_clone(request: web.Request) -> web.Response:
-    require_admin(request)
     body = await parse_body(request, StartClone)
     doc = node_of(request).clones.start(
         body.source, body.as_name, body.launch, body.force, body.password
@@ -125,17 +113,14 @@ async def start_clone(request: web.Request) -> web.Response:
 
 
 async def get_clone(request: web.Request) -> web.Response:
-    require_admin(request)
     return reply(node_of(request).clones.get(request.match_info["id"]))
 
 
 async def clear_clones(request: web.Request) -> web.Response:
-    require_admin(request)
     return reply({"removed": node_of(request).clones.clear_finished()})
 
 
 async def cancel_clone(request: web.Request) -> web.Response:
-    require_admin(request)
     return reply(await node_of(request).clones.cancel(request.match_info["id"]))
 
 

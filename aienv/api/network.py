@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from aienv import __version__
-from aienv.api.common import is_admin, node_of, parse_body, reply, require_admin
+from aienv.api.common import is_admin, node_of, parse_body, reply
 from aienv.api.system import parse_int
 from aienv.discovery.service import split_host_port
 from aienv.errors import Conflict, InvalidInput, NotFound
@@ -78,7 +78,6 @@ def _check_address(address: str) -> str:
 
 
 async def add_peer(request: web.Request) -> web.Response:
-    require_admin(request)
     body = await parse_body(request, AddPeer)
     node = node_of(request)
     address = _check_address(body.address.strip())
@@ -88,7 +87,6 @@ async def add_peer(request: web.Request) -> web.Response:
 
 
 async def remove_peer(request: web.Request) -> web.Response:
-    require_admin(request)
     node = node_of(request)
     address = request.match_info["address"]
     if not node.state.remove_manual_peer(address):
@@ -97,12 +95,10 @@ async def remove_peer(request: web.Request) -> web.Response:
 
 
 async def list_transfers(request: web.Request) -> web.Response:
-    require_admin(request)
     return reply({"transfers": [t.to_json() for t in node_of(request).transfers.all()]})
 
 
 async def cancel_transfer(request: web.Request) -> web.Response:
-    require_admin(request)
     node = node_of(request)
     try:
         transfer = node.transfers.get(int(request.match_info["id"]))
@@ -118,7 +114,6 @@ async def cancel_transfer(request: web.Request) -> web.Response:
 
 async def list_events(request: web.Request) -> web.Response:
     """The last ``limit`` events, or (``after``: an event id) those after it, oldest first."""
-    require_admin(request)
     state = node_of(request).state
     limit = parse_int(request.query.get("limit"), "limit", 100, 1, MAX_EVENTS)
     after = request.query.get("after")

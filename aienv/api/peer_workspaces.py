@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 from pydantic import ValidationError
 
-from aienv.api.common import node_of, reply, require_admin
+from aienv.api.common import node_of, reply
 from aienv.discovery.link import Link, describe
 from aienv.errors import InvalidInput, NotFound, PeerRefused, PeerUnreachable
 from aienv.names import check_name
@@ -75,7 +75,7 @@ async def _fetch(link: Link, url: str) -> dict[str, Any]:
 
 
 async def peer_workspace(request: web.Request) -> web.Response:
-    require_admin(request)  # it makes this node call out, and shows this machine's plan
+    """Admin only (not a peer route): it makes this node call out, and shows its plan."""
     node = node_of(request)
     peer = node.discovery.peers.resolve(request.match_info["peer"])
     name = check_name(request.match_info["name"], "workspace name")

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from aienv.api.common import is_admin, node_of, reply, require_admin
+from aienv.api.common import is_admin, node_of, reply
 from aienv.errors import InvalidInput
 from aienv.system import inventory
 
@@ -86,7 +86,6 @@ async def get_system(request: web.Request) -> web.Response:
 
 
 async def get_changes(request: web.Request) -> web.Response:
-    require_admin(request)
     since = parse_since(request.query.get("since"))
     limit = parse_int(request.query.get("limit"), "limit", 1000, 1, MAX_LIMIT)
     state = node_of(request).state
@@ -94,7 +93,6 @@ async def get_changes(request: web.Request) -> web.Response:
 
 
 async def get_history(request: web.Request) -> web.Response:
-    require_admin(request)
     since = parse_since(request.query.get("since"))
     limit = parse_int(request.query.get("limit"), "limit", 100, 1, MAX_LIMIT)
     state = node_of(request).state

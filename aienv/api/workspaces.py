@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aienv.api import archives
 from aienv.api.access import ACCESS
-from aienv.api.common import is_admin, node_of, parse_body, reply, require_admin
+from aienv.api.common import is_admin, node_of, parse_body, reply
 from aienv.errors import Conflict, InvalidInput, NotFound, TooLarge
 from aienv.names import check_name
 from aienv.runtime.machine import LIVE, EnvState
@@ -66,13 +66,33 @@ def _workspace_json(
     }
 
 
+SUMMARY = ("name", "version", "tags", "languages", "tools", "runtimes", "shared")
+
+
+def _summary(ws: Workspace) -> dict[str, Any]:
+    """A protected workspace as a peer without its password sees it: what the signed
+    announcement says of it anyway, nothing of what is inside (no description, projects,
+    data or environments and what they run)."""
+    full = ws.to_json(local=False)
+    data: dict[str, Any] = {key: full[key] for key in SUMMARY}
+    archive = full["archive"]
+    data["archive"] = None if archive is None else {k: archive[k] for k in ("digest", "size")}
+    return {**data, "protected": True}
+
+
 async def list_workspaces(request: web.Request) -> web.Response:
-    running = _running(request) if is_admin(request) else {}
-    items = [
-        _workspace_json(request, ws, running)
-        for ws in node_of(request).workspaces.all()
-        if ws.record.shared or is_admin(request)
-    ]
+    """Every workspace for the admin; for a peer the shared ones, a protected one only as
+    its summary (its details ask for its password: ``GET /workspaces/{name}``)."""
+    if is_admin(request):
+        running = _running(request)
+        items = [_workspace_json(request, ws, running) for ws in node_of(request).workspaces.all()]
+    else:
+        protected = request.app[ACCESS].protected()
+        items = [
+            _summary(ws) if ws.record.name in protected else _workspace_json(request, ws)
+            for ws in node_of(request).workspaces.all()
+            if ws.record.shared
+        ]
     return reply({"workspaces": items})
 
 
@@ -81,7 +101,6 @@ async def list_templates(request: web.Request) -> web.Response:
 
 
 async def create_workspace(request: web.Request) -> web.Response:
-    require_admin(request)
     body = await parse_body(request, CreateWorkspace)
     name = check_name(body.name, "workspace name")
     source = Path(body.source) if body.source else None
@@ -91,7 +110,6 @@ async def create_workspace(request: web.Request) -> web.Response:
 
 async def import_workspace(request: web.Request) -> web.Response:
     """``POST /api/v1/workspaces/import?name=N``: the body is a workspace ZIP."""
-    require_admin(request)
     node = node_of(request)
     name = check_name(request.query.get("name", ""), "workspace name")
     node.workspaces.check_free(name)
@@ -129,7 +147,6 @@ async def get_workspace(request: web.Request) -> web.Response:
 
 
 async def edit_workspace(request: web.Request) -> web.Response:
-    require_admin(request)
     body = await parse_body(request, EditWorkspace)
     node = node_of(request)
     name = request.match_info["name"]
@@ -141,7 +158,6 @@ async def edit_workspace(request: web.Request) -> web.Response:
 
 
 async def delete_workspace(request: web.Request) -> web.Response:
-    require_admin(request)
     node = node_of(request)
     name = request.match_info["name"]
     record = node.workspaces.record(name)
@@ -163,7 +179,6 @@ async def delete_workspace(request: web.Request) -> web.Response:
 
 
 async def share(request: web.Request) -> web.Response:
-    require_admin(request)
     node = node_of(request)
     name = request.match_info["name"]
     node.workspaces.get(name)
@@ -176,7 +191,6 @@ async def share(request: web.Request) -> web.Response:
 
 
 async def unshare(request: web.Request) -> web.Response:
-    require_admin(request)
     node = node_of(request)
     name = request.match_info["name"]
     node.workspaces.get(name)

@@ -4,18 +4,25 @@ exit or a 4xx, and nothing half-written."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import httpx
 import pytest
 
+from aienv.api.app import create_app
 from aienv.discovery import codec
 from tests.integration.conftest import HELLO, no_leftovers, shared_by, wait_for
 from tests.lan import Host, Lan
+
+if TYPE_CHECKING:
+    from aienv.node import Node
 
 pytestmark = pytest.mark.integration
 
@@ -98,6 +105,25 @@ def test_create_from_template_then_delete(nodes: Lan) -> None:
     assert "no workspace 'tpl'" in fails(b, "delete", "tpl", "--yes", code=4)
 
 
+def test_create_refuses_links_and_special_files(nodes: Lan, tmp_path: Path) -> None:
+    a, _, _ = nodes.hosts
+    before = json.loads(a.cli("list", "--json").stdout)
+    for kind in ("link", "fifo"):
+        src = tmp_path / kind
+        shutil.copytree(HELLO, src)
+        if kind == "link":  # a link out of the folder: sharing it would share /etc/shadow
+            (src / "data" / "shadow").symlink_to("/etc/shadow")
+            expected = "is a symbolic link"
+        else:
+            os.mkfifo(src / "data" / "pipe")
+            expected = "is not a regular file or folder"
+        msg = fails(a, "create", kind, "--from", str(src), code=1)
+        assert expected in msg, msg
+        assert not (a.home / "workspaces" / kind).exists()
+    assert json.loads(a.cli("list", "--json").stdout) == before
+    no_leftovers(a)
+
+
 def test_cli_without_a_node(nodes: Lan) -> None:
     _, _, c = nodes.hosts  # gamma runs no node in this module
     msg = fails(c, "list", code=3)
@@ -115,8 +141,11 @@ def test_api_errors_are_json_4xx(nodes: Lan) -> None:
     base = f"{a.url}/api/v1"
     r = httpx.get(f"{base}/nope")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
-    r = httpx.get(f"{base}/workspaces/..%2F..%2Fetc")
-    assert r.status_code in (400, 404) and "error" in r.json()
+    for name in ("..%2F..%2Fetc", "%2E%2E", "%2Eaienv", "a%5Cb", "x%00y"):  # traversal in a name
+        for path in (f"/workspaces/{name}", f"/workspaces/{name}/archive"):
+            r = httpx.get(base + path)
+            assert r.status_code == 400, (path, r.status_code, r.text)
+            assert "1-63 characters" in r.json()["error"]["message"], path
     r = httpx.get(f"{base}/workspaces/Bad%20Name")
     assert r.status_code == 400 and "1-63 characters" in r.json()["error"]["message"]
     r = httpx.put(f"{base}/workspaces")
@@ -130,22 +159,72 @@ def test_api_errors_are_json_4xx(nodes: Lan) -> None:
     assert httpx.get(f"{base}/node").status_code == 200
 
 
-def test_admin_actions_are_refused_from_the_lan(nodes: Lan) -> None:
-    a, _, _ = nodes.hosts
-    base = f"{a.url}/api/v1"  # the test runs on the bridge: a LAN address, not loopback
-    for method, path in [
-        ("POST", "/workspaces"),
-        ("POST", "/workspaces/hello/unshare"),
-        ("DELETE", "/workspaces/hello"),
-        ("POST", "/clones"),
-        ("GET", "/environments"),
-    ]:
-        r = httpx.request(method, base + path, json={"name": "x"})
-        assert r.status_code == 403, (method, path)
-        assert r.json()["error"]["code"] == "admin_only"
+# what a peer may read, written out here so that a route made public by mistake fails
+PEER_READS = {
+    "/api/v1/node",
+    "/api/v1/node/announcement",
+    "/api/v1/peers",
+    "/api/v1/workspaces",
+    "/api/v1/templates",
+    "/api/v1/workspaces/{name}",
+    "/api/v1/workspaces/{name}/archive",
+    "/api/v1/archives",
+    "/api/v1/archives/{digest}",
+    "/api/v1/archives/{digest}/pieces",
+    "/api/v1/system",
+    "/api/v1/stream",
+    "/",
+    "/ui",
+}
+
+
+def app_routes() -> list[tuple[str, str]]:
+    """Every (method, route) of the node's app, read from the app itself."""
+    app = create_app(cast("Node", None))  # the routes only: no node behind them
+    return sorted(
+        {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
+    )
+
+
+def test_every_route_but_the_peer_reads_is_refused_from_the_lan(nodes: Lan) -> None:
+    a, b, _ = nodes.hosts
+    base = a.url  # the test runs on the bridge: a LAN address, not loopback
+    digest = httpx.get(f"{base}/api/v1/workspaces/hello").json()["archive"]["digest"]
+    values = {"name": "hello", "digest": digest, "id": "x", "address": b.ip, "user": "ops"}
+    values["peer"] = "beta"
+    routes = app_routes()
+    assert {path for _, path in routes} >= PEER_READS
+    clones = a.cli("clones", "--json").stdout
+    refused = []
+    for method, path in routes:
+        url = base + ("/ui/app.css" if path == "/ui" else path.format(**values))
+        if method in ("GET", "HEAD") and path in PEER_READS:
+            if path != "/api/v1/stream":  # (a stream that does not end: tested elsewhere)
+                r = httpx.request(method, url)
+                assert r.status_code in (200, 404), (method, path, r.status_code)
+            continue
+        r = httpx.request(method, url, json={"name": "x", "source": "beta/x"})
+        assert r.status_code == 403, (method, path, r.status_code, r.text)
+        if method != "HEAD":  # (no body)
+            assert r.json()["error"]["code"] == "admin_only", (method, path)
+        refused.append(path)
+    assert len(refused) > 40  # every change, and the admin's reads (clones, events, auth…)
+    # nothing was changed: hello is still shared, no admin user, no clone, no peer added
+    assert "hello" in shared_by(b, "alpha")
+    assert "ops" not in a.cli("auth", "show").stdout
+    assert a.cli("clones", "--json").stdout == clones
+    assert json.loads(a.cli("peer", "list", "--json").stdout) == []
     # what is shared stays readable by peers; what is not shared is invisible
-    assert [w["name"] for w in httpx.get(f"{base}/workspaces").json()["workspaces"]] == ["hello"]
-    assert "path" not in httpx.get(f"{base}/workspaces/hello").json()
+    a.cli("create", "private", "--from", str(HELLO))
+    try:
+        listed = httpx.get(f"{base}/api/v1/workspaces").json()["workspaces"]
+        assert [w["name"] for w in listed] == ["hello"]
+        for path in ("/workspaces/private", "/workspaces/private/archive"):
+            r = httpx.get(f"{base}/api/v1{path}")
+            assert r.status_code == 404 and r.json()["error"]["code"] == "workspace_not_found"
+        assert "path" not in httpx.get(f"{base}/api/v1/workspaces/hello").json()
+    finally:
+        a.cli("delete", "private", "--yes")
 
 
 def test_bad_bodies_from_localhost(nodes: Lan) -> None:
@@ -161,6 +240,11 @@ out.append(r.json()["error"]["message"])
 out.append(httpx.post(b + "/workspaces", json={"name": 5}).status_code)
 out.append(httpx.post(b + "/clones", json={"source": "alpha/x", "launch": "maybe"}).status_code)
 out.append(httpx.post(b + "/workspaces", content=b"x" * 100000).status_code)
+r = httpx.post(b + "/workspaces", json={"name": "x" * 70000})  # valid JSON, too large
+out.append([r.status_code, r.json()["error"]["message"]])
+r = httpx.post(b + "/workspaces", content=b"[" * 5000 + b"]" * 5000,
+               headers={"Content-Type": "application/json"})
+out.append([r.status_code, r.json()["error"]["message"]])
 # a web page in a local browser: a text/plain "simple request", a foreign Origin, a rebound Host
 out.append(httpx.post(b + "/clones", content=b'{"source": "10.9.9.9/x"}',
                       headers={"Content-Type": "text/plain"}).status_code)
@@ -176,7 +260,9 @@ print(json.dumps(out))
     assert "colour: unknown field" in codes[2]
     assert codes[3] == 400 and codes[4] == 400
     assert codes[5] in (400, 413)
-    assert codes[6] == 400 and codes[7] == 403 and codes[8] == 403
+    assert codes[6] == [400, "request body larger than 65536 bytes"]
+    assert codes[7][0] == 400 and "not valid JSON" in codes[7][1]  # (a RecursionError)
+    assert codes[8] == 400 and codes[9] == 403 and codes[10] == 403
     assert "hello" in shared_by(nodes.hosts[1], "alpha")  # nothing was changed
 
 

@@ -313,6 +313,11 @@ def test_disk_filling_up_mid_download_fails_cleanly(stopped: Lan, tmp_path: Path
         assert c.api("/workspaces").json()["workspaces"] == []
         no_leftovers(c)
         assert list((small / "workspaces").iterdir()) == []
+        # once there is room again, the same clone goes through, with no node restart
+        done = wait_clone(c, start_clone(c, "alpha/big"))
+        assert done["state"] == "installed", done["error"]
+        assert [w["name"] for w in c.api("/workspaces").json()["workspaces"]] == []  # unshared
+        assert (small / "workspaces" / "big" / "weights.bin").stat().st_size == 32 * MIB
     finally:
         c.stop()
         c.home = old_home

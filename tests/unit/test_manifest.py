@@ -162,9 +162,16 @@ def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_yaml_is_data_not_code(tmp_path: Path) -> None:
-    (tmp_path / "workspace.yaml").write_text("!!python/object/apply:os.system ['true']\n")
-    with pytest.raises(WorkspaceError):
+    """A tag that would run code if the loader built objects: nothing runs (the marker
+    folder is never made), and the file is refused as YAML, not as a bad manifest."""
+    marker = tmp_path / "ran"
+    (tmp_path / "workspace.yaml").write_text(
+        f"apiVersion: aienv/v1\nname: evil\ndescription: !!python/object/apply:os.mkdir "
+        f"['{marker}']\n"
+    )
+    with pytest.raises(WorkspaceError, match="not valid YAML"):
         load_manifest(tmp_path)
+    assert not marker.exists()
 
 
 def test_environment_lookup() -> None:

@@ -15,7 +15,7 @@ from aienv.security.passwords import check_strength, hash_password, verify_passw
 def test_password_hashes_are_salted_and_verify() -> None:
     first, second = hash_password("correct horse"), hash_password("correct horse")
     assert first != second  # salted
-    assert "correct horse" not in first and first.startswith("scrypt$")
+    assert "correct horse" not in first and first.startswith("scrypt$16384$8$1$")
     assert verify_password("correct horse", first)
     assert not verify_password("correct hors", first)
     assert not verify_password("", first)
@@ -38,8 +38,24 @@ def test_malformed_hashes_never_verify(stored: str) -> None:
 
 def test_weak_passwords_are_refused() -> None:
     assert check_strength("short") is not None
-    assert check_strength("x" * 2000) is not None
-    assert check_strength("long enough") is None
+    assert check_strength("x" * 7) == "a password needs at least 8 characters"
+    assert check_strength("x" * 8) is None
+    assert check_strength("x" * 1025) is not None
+    assert check_strength("x" * 1024) is None
+
+
+def test_the_default_lockout_is_five_failures_in_a_minute_for_five_minutes() -> None:
+    now = [0.0]
+    lock = Lockout(clock=lambda: now[0])
+    for _ in range(4):
+        assert not lock.failed("10.0.0.9")
+        now[0] += 14  # four failures in 56 s
+    assert lock.failed("10.0.0.9")  # the fifth, within the minute, locks
+    assert lock.retry_after("10.0.0.9") == 300
+    spread = Lockout(clock=lambda: now[0])
+    for _ in range(5):
+        assert not spread.failed("10.0.0.8")
+        now[0] += 16  # five failures over 64 s: never five within a minute
 
 
 def test_lockout_after_repeated_failures_then_release() -> None:
