@@ -26,6 +26,7 @@ import zstandard
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aienv.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, node_id_for, verify
+from aienv.names import NAME_RE
 
 MAGIC = b"AIEN"
 VERSION = 1
@@ -59,7 +60,7 @@ class _Wire(BaseModel):
 
 
 class SharedWorkspace(_Wire):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    name: str = Field(pattern=NAME_RE.pattern)  # the one naming rule
     version: str = Field(max_length=64)
     digest: str = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(ge=0)
@@ -91,7 +92,7 @@ class HttpInfo(_Wire):
 
 
 class Body(_Wire):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    name: str = Field(pattern=NAME_RE.pattern)  # the one naming rule
     instance: str = Field(pattern=r"^[0-9a-f]{16}$")
     seq: int = Field(ge=0)
     http: HttpInfo | None = None

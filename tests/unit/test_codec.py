@@ -156,6 +156,21 @@ def test_key_swap_changes_node_id(ident: Identity) -> None:
     assert a.node_id != b.node_id
 
 
+def test_a_known_id_cannot_be_claimed_with_another_key(ident: Identity) -> None:
+    """The id is the key's hash, so a datagram claims an id only by carrying its key: with
+    another key in its place the signature fails; signed by that other key, it is another
+    node's announcement, never an update of the first."""
+    other = Identity.generate()
+    real = codec.encode(body(), ident)
+    signed_at = len(real) - 64
+    swapped = real[: signed_at - 32] + other.public_key + real[signed_at:]
+    assert reason(swapped) == "bad_signature"
+    resigned = swapped[:signed_at] + other.sign(swapped[:signed_at])
+    decoded = codec.decode(resigned)
+    assert isinstance(decoded, codec.Announcement)
+    assert decoded.node_id == node_id_for(other.public_key) != node_id_for(ident.public_key)
+
+
 def test_bad_compression(ident: Identity) -> None:
     assert reason(frame(ident, b"not zstd at all")) == "bad_compression"
 
