@@ -2,11 +2,16 @@
 
 Checked for every entry before a byte is written: a relative POSIX name with no
 ``..``, no absolute path or drive, no backslash; a regular file or folder (no
-symbolic link, device or other special file); no duplicate name; declared sizes
-within the limits (total and ratio, against ZIP bombs). While writing, the
-bytes actually produced are counted against the declared size and the CRC is
-checked by ``zipfile``. Any violation raises ``UnsafeArchive`` and the quarantine
-folder is removed, so nothing half-extracted survives.
+symbolic link, device or other special file); no duplicate name, no name that is
+both a file and a folder; stored or deflated, not encrypted; declared sizes
+within the limits (total and ratio, against ZIP bombs), and a stored entry's two
+sizes equal. ``zipfile`` only reads the central directory: each entry's bytes are
+read here, so that every check on them is this module's own. Its local header
+must carry the central directory's name, and its data must end before the next
+entry (or the central directory) begins, so entries neither overlap nor run
+short; the bytes actually produced are counted against the declared size (never
+more are written) and the CRC is checked. Any violation raises ``UnsafeArchive``
+and the quarantine folder is removed, so nothing half-extracted survives.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ COPY_MIN = 1024 * 1024  # stored entries from this size are copied in the kernel
 LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
 MAX_ENTRIES = 200_000
 MAX_RATIO = 1000  # uncompressed / compressed, for entries over 1 MiB
+METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 
 
 def _check_name(name: str) -> PurePosixPath:
@@ -45,12 +51,12 @@ def _check_name(name: str) -> PurePosixPath:
     return path
 
 
-def _entry_kind(info: zipfile.ZipInfo) -> str:
+def _check_kind(info: zipfile.ZipInfo) -> None:
+    """Refuse every Unix file type but a regular file and a folder (0: none given)."""
     mode = info.external_attr >> 16
-    if mode and stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
+    if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
         kind = "symbolic link" if stat.S_ISLNK(mode) else "special file"
         raise UnsafeArchive(f"archive entry {info.filename!r} is a {kind}, which is refused")
-    return "dir" if info.is_dir() else "file"
 
 
 def check_entries(zf: zipfile.ZipFile, max_total: int) -> int:
@@ -59,22 +65,38 @@ def check_entries(zf: zipfile.ZipFile, max_total: int) -> int:
     if len(infos) > MAX_ENTRIES:
         raise UnsafeArchive(f"archive has {len(infos)} entries (limit {MAX_ENTRIES})")
     seen: set[str] = set()
+    files: set[PurePosixPath] = set()
+    folders: set[PurePosixPath] = set()
     total = 0
     for info in infos:
-        path = _check_name(info.filename.rstrip("/") if info.is_dir() else info.filename)
+        # the name as stored (zipfile's ``filename`` stops at a NUL); a folder's ends in "/"
+        path = _check_name(info.orig_filename.rstrip("/"))
         key = str(path)
         if key in seen:
             raise UnsafeArchive(f"archive entry {key!r} appears twice")
         seen.add(key)
-        _entry_kind(info)
+        (folders if info.is_dir() else files).add(path)
+        folders.update(path.parents)
+        _check_kind(info)
+        if not 0 <= info.header_offset < zf.start_dir:
+            raise UnsafeArchive(f"archive entry {key!r} starts outside the archive's entries")
         if info.flag_bits & 0x1:
             raise UnsafeArchive(f"archive entry {key!r} is encrypted")
+        if info.compress_type not in METHODS:
+            raise UnsafeArchive(
+                f"archive entry {key!r} uses compression method {info.compress_type}: "
+                "only stored and deflated entries are accepted"
+            )
+        if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+            raise UnsafeArchive(f"archive entry {key!r} is stored but its sizes differ")
         total += info.file_size
         if info.file_size > 1024 * 1024 and info.file_size > MAX_RATIO * max(info.compress_size, 1):
             raise UnsafeArchive(
                 f"archive entry {key!r} expands {info.file_size // max(info.compress_size, 1)}x: "
                 "refused as a ZIP bomb"
             )
+    if both := files & folders:
+        raise UnsafeArchive(f"archive entry {str(min(both))!r} is both a file and a folder")
     if total > max_total:
         raise UnsafeArchive(
             f"archive would unpack to {total} bytes, more than the {max_total} allowed"
@@ -82,45 +104,90 @@ def check_entries(zf: zipfile.ZipFile, max_total: int) -> int:
     return total
 
 
-def _inflate(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: BinaryIO) -> int:
-    """Decompress one entry through ``zipfile`` (which checks its CRC)."""
-    name = info.filename
-    produced = 0
-    with zf.open(info) as src:
-        while chunk := src.read(CHUNK):
-            produced += len(chunk)
-            if produced > info.file_size:
-                raise UnsafeArchive(f"archive entry {name!r} holds more data than it declares")
-            out.write(chunk)
-    if produced != info.file_size:
-        raise UnsafeArchive(f"archive entry {name!r} is truncated")
-    return produced
+def _data_start(archive_fd: int, info: zipfile.ZipInfo, end: int) -> int:
+    """Check an entry's local header against the central directory; return where its data starts.
 
-
-def _copy_stored(archive_fd: int, info: zipfile.ZipInfo, out_fd: int) -> int:
-    """Copy a stored entry's bytes in the kernel (copy_file_range), checking its CRC.
-
-    The local header is checked against the central directory as ``zipfile``
-    would; the entry's bytes are then copied without passing through Python
-    buffers, and read back from the page cache for the CRC.
+    ``end`` is where the next entry (or the central directory) begins: the
+    entry's data must stop there, so entries cannot share bytes and an entry cut
+    short is refused before what follows it is taken for its data.
     """
     name = info.filename
-    if info.compress_size != info.file_size:
-        raise UnsafeArchive(f"archive entry {name!r} is stored but its sizes differ")
     header = os.pread(archive_fd, LOCAL_HEADER.size, info.header_offset)
     if len(header) != LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
         raise UnsafeArchive(f"archive entry {name!r} has no valid local header")
+    name_len: int
+    extra_len: int
     name_len, extra_len = LOCAL_HEADER.unpack(header)[-2:]
     start = info.header_offset + LOCAL_HEADER.size
-    if os.pread(archive_fd, name_len, start) != info.orig_filename.encode(
-        "utf-8" if info.flag_bits & 0x800 else "cp437"
-    ):
+    encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
+    if os.pread(archive_fd, name_len, start) != info.orig_filename.encode(encoding):
         raise UnsafeArchive(f"archive entry {name!r}: local and central names differ")
-    offset = start + name_len + extra_len
+    data = start + name_len + extra_len
+    if data + info.compress_size > end:
+        raise UnsafeArchive(f"archive entry {name!r} is truncated: its data runs into what follows")
+    return data
+
+
+def _raw(archive_fd: int, start: int, size: int) -> Iterator[bytes]:
+    """``size`` bytes of the archive from ``start``, at most CHUNK at a time."""
+    done = 0
+    while done < size:
+        chunk = os.pread(archive_fd, min(CHUNK, size - done), start + done)
+        if not chunk:  # the file shrank under us (its size was checked against ``end``)
+            raise UnsafeArchive("archive is truncated")
+        done += len(chunk)
+        yield chunk
+
+
+def _inflated(compressed: Iterator[bytes], name: str) -> Iterator[bytes]:
+    """Raw-deflate ``compressed``, at most CHUNK at a time, so a bomb never sits in memory.
+
+    Ends with the deflate stream; bytes after its end are ignored (as ``zipfile`` does).
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending = b""
+    while not inflater.eof:
+        fed = pending or next(compressed, b"")
+        out = inflater.decompress(fed, CHUNK)
+        pending = inflater.unconsumed_tail
+        if out:
+            yield out
+        elif not fed:
+            raise UnsafeArchive(
+                f"archive entry {name!r} is truncated: its deflate stream stops short"
+            )
+
+
+def _write_checked(info: zipfile.ZipInfo, data: Iterator[bytes], out: BinaryIO) -> int:
+    """Write an entry's bytes, never more than it declares, then check their count and CRC."""
+    name = info.filename
+    produced = 0
+    crc = 0
+    for chunk in data:
+        produced += len(chunk)
+        if produced > info.file_size:
+            raise UnsafeArchive(f"archive entry {name!r} holds more data than it declares")
+        crc = zlib.crc32(chunk, crc)
+        out.write(chunk)
+    if produced < info.file_size:
+        raise UnsafeArchive(f"archive entry {name!r} holds less data than it declares")
+    if crc != info.CRC:
+        raise UnsafeArchive(f"archive entry {name!r} fails its CRC check")
+    return produced
+
+
+def _copy_stored(archive_fd: int, info: zipfile.ZipInfo, start: int, out_fd: int) -> int:
+    """Copy a stored entry's bytes in the kernel (copy_file_range), checking its CRC.
+
+    The bytes are copied without passing through Python buffers, then read back
+    from the page cache for the CRC.
+    """
+    name = info.filename
+    offset = start
     left = info.file_size
     while left:
         copied = os.copy_file_range(archive_fd, out_fd, min(left, 1 << 30), offset)
-        if copied == 0:
+        if copied == 0:  # the file shrank under us (its size was checked against ``end``)
             raise UnsafeArchive(f"archive entry {name!r} is truncated")
         offset += copied
         left -= copied
@@ -155,12 +222,14 @@ def safe_extract(archive: Path, target: Path, max_total: int) -> int:
 
 @contextmanager
 def _as_unsafe() -> Iterator[None]:
-    """Map the ways a bad archive makes ``zipfile`` and the OS fail to ``UnsafeArchive``."""
+    """Map how a bad archive makes ``zipfile``, ``zlib`` or the OS fail to ``UnsafeArchive``."""
     try:
         yield
     except zipfile.BadZipFile as exc:
         raise UnsafeArchive(f"not a valid ZIP archive: {exc}") from exc
-    except (zlib.error, EOFError) as exc:
+    except (NotImplementedError, UnicodeDecodeError) as exc:  # a version, a name's encoding
+        raise UnsafeArchive(f"not a ZIP archive this node can read: {exc}") from exc
+    except zlib.error as exc:
         raise UnsafeArchive(f"corrupt data in archive: {exc}") from exc
     except FileExistsError as exc:
         raise UnsafeArchive(f"archive entry {exc.filename!r} appears twice") from exc
@@ -202,18 +271,23 @@ class Extraction:
             name = info.filename.rstrip("/")
             dest = (self.root / name).resolve()
             if not dest.is_relative_to(self.root) or dest == self.root:
-                raise UnsafeArchive(f"archive entry {info.filename!r} would escape the target")
+                raise UnsafeArchive(f"archive entry {info.filename!r} resolves outside the target")
             if info.is_dir():
                 dest.mkdir(parents=True, exist_ok=True)
                 return
+            archive_fd = self._raw.fileno()
+            start = _data_start(archive_fd, info, self.span(info)[1])
             dest.parent.mkdir(parents=True, exist_ok=True)
             mode = (info.external_attr >> 16) & 0o755 or 0o644
             fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode | 0o600)
             with os.fdopen(fd, "wb") as out:
                 if info.compress_type == zipfile.ZIP_STORED and info.file_size >= COPY_MIN:
-                    self.written += _copy_stored(self._raw.fileno(), info, out.fileno())
-                else:
-                    self.written += _inflate(self._zf, info, out)
+                    self.written += _copy_stored(archive_fd, info, start, out.fileno())
+                    return
+                data = _raw(archive_fd, start, info.compress_size)
+                if info.compress_type == zipfile.ZIP_DEFLATED:
+                    data = _inflated(data, info.filename)
+                self.written += _write_checked(info, data, out)
 
     def close(self) -> None:
         self._zf.close()
