@@ -311,7 +311,7 @@ def create_options(spec: LaunchSpec, image: str, name: str) -> dict[str, Any]:
     options: dict[str, Any] = {
         "image": image,
         "name": name,
-        "command": [expand(a, inside) for a in block.command] if block.command else None,
+        "command": [expand(a, inside, env) for a in block.command] if block.command else None,
         "environment": env,
         "working_dir": block.workdir,
         "labels": {

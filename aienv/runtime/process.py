@@ -2,8 +2,11 @@
 
 stdout and stderr go to the environment's log file. ``{port.NAME}`` in the
 command is replaced by the endpoint's local port; the same ports are passed as
-``AIENV_PORT_<NAME>`` variables. The plan's CPU and memory are enforced with
-cgroups where possible, else rlimits and affinity (see ``limits``).
+``AIENV_PORT_<NAME>`` variables. ``{env.NAME}`` is replaced by the variable
+``NAME`` of the process's environment (a capture writes it where a secret was);
+a variable that is not set stops the launch, naming it. The plan's CPU and
+memory are enforced with cgroups where possible, else rlimits and affinity (see
+``limits``).
 
 The command starts behind a gate: ``sh`` waits for a line on a pipe from the
 node, which comes once the node has recorded the process (``spec.record``), and
@@ -17,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,10 +44,35 @@ SHELL = "/bin/sh"
 GATE = 'read -r _ || exit 70; exec "$@" </dev/null'
 
 
-def expand(arg: str, ports: dict[str, int]) -> str:
+ENV_REFERENCE = re.compile(r"\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class MissingVariable(RuntimeFailure):
+    """The command names ``{env.NAME}`` and no variable ``NAME`` is set."""
+
+    code = "variable_missing"
+    status = 422
+
+
+def expand(arg: str, ports: dict[str, int], env: Mapping[str, str] | None = None) -> str:
+    """``arg`` with ``{port.NAME}`` replaced by the port, and ``{env.NAME}`` by the
+    variable of ``env`` (left as it is without ``env``)."""
     for name, port in ports.items():
         arg = arg.replace(f"{{port.{name}}}", str(port))
-    return arg
+    if env is None:
+        return arg
+
+    def value(match: re.Match[str]) -> str:
+        name = match[1]
+        if name not in env:
+            raise MissingVariable(
+                f"the command needs the variable {name} ({{env.{name}}}), which is not set: "
+                f"set {name} under the environment's `env` in workspace.yaml (or in the "
+                "node's environment); a captured workspace's CAPTURE.md lists what to fill"
+            )
+        return env[name]
+
+    return ENV_REFERENCE.sub(value, arg)
 
 
 def check_program(program: str, cwd: Path, env: dict[str, str]) -> None:
@@ -81,9 +111,9 @@ class ProcessRuntime(Runtime):
         if block is None:
             raise RuntimeFailure(f"environment {spec.environment.name!r} has no process block")
         self.check(spec.environment, spec.root)
-        command = [expand(a, spec.ports) for a in block.command]
         cwd = spec.root / block.workdir
         env = {**os.environ, **block.env, **spec.env}
+        command = [expand(a, spec.ports, env) for a in block.command]
         return await self.async_spawn(spec, command, cwd, env)
 
     async def async_spawn(

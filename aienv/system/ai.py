@@ -6,8 +6,12 @@ mapped (``/proc/PID/maps``: libtorch, libtensorflow, libcudart, libllama,
 libggml...) or when it holds a model-weight file open. Each clue becomes a
 reason a person can check (``"command line mentions vllm"``, ``"loads
 libtorch (torch)"``, ``"holds model file /x/y.gguf open"``), so a verdict is
-never a bare flag. Everything here is best effort and never raises: a process
-we may not look into simply yields fewer reasons.
+never a bare flag. Model files are known by their suffix, or by where the
+common loaders keep them without one: a Hugging Face cache blob
+(``…/models--ORG--NAME/blobs/SHA256``, which the snapshot links point to) and an
+Ollama blob (``…/models/blobs/sha256-HEX``); the kernel shows the resolved
+path, so the blob is what a process holds. Everything here is best effort and
+never raises: a process we may not look into simply yields fewer reasons.
 
 The pure functions (``cmdline_reasons``, ``library_reasons``, ``model_reasons``,
 ``text_reasons``) take data, so the sampler can cache what is expensive to read
@@ -68,15 +72,31 @@ _LIBRARIES = (
 )  # fmt: skip
 # a path component that names the package a mapped extension module came from
 _PACKAGE_DIRS = frozenset({"vllm", "torch", "tensorflow", "llama_cpp", "ctranslate2", "jaxlib"})
+# where loaders keep weights without a suffix: the Hugging Face cache (large files are
+# stored by their sha256; small ones, config and tokenizer, by a 40-digit git hash)...
+_HF_BLOB = re.compile(r"/models--([^/]+)/blobs/[0-9a-f]{64}$")  # ORG--NAME, or NAME
+# ...and Ollama (OLLAMA_MODELS may move the models folder; the blob names stay)
+_OLLAMA_BLOB = re.compile(r"/models/blobs/sha256[-:][0-9a-f]{64}$")
 MAX_MODEL_FILES = 32  # a process holding thousands of shards is listed by its first few
 _MAPPED_PATH = re.compile(r"^\S+ \S+ \S+ \S+ \S+ +(/.*)$", re.MULTILINE)
+
+
+def model_store(path: str) -> str:
+    """The loader's store a model file without a suffix is in ("Hugging Face cache,
+    ORG/NAME", "Ollama"), or "" when the path is none of theirs."""
+    found = _HF_BLOB.search(path)
+    if found:
+        return f"Hugging Face cache, {found[1].replace('--', '/')}"
+    return "Ollama" if _OLLAMA_BLOB.search(path) else ""
 
 
 def is_model_file(path: str) -> bool:
     """Whether a path looks like model weights: by its suffix, as the archive decides;
     for suffixes other programs use too (``.bin``: Chromium's V8 snapshot, firmware),
     only with a name that says so (``pytorch_model.bin``, ``ggml-base.bin``) or a size
-    only weights have."""
+    only weights have; or a blob of a loader's store (``model_store``)."""
+    if model_store(path):
+        return True
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in MODEL_SUFFIXES:
         return False
@@ -122,8 +142,13 @@ def library_reasons(paths: Iterable[str]) -> list[str]:
 
 
 def model_reasons(files: Iterable[str]) -> list[str]:
-    """One reason per model-weight file held open or mapped."""
-    return [f"holds model file {path} open" for path in files]
+    """One reason per model-weight file held open or mapped (with the loader's store
+    for a blob that has no suffix)."""
+    out = []
+    for path in files:
+        store = model_store(path)
+        out.append(f"holds model file {path} open" + (f" ({store})" if store else ""))
+    return out
 
 
 def mapped_paths(pid: int) -> list[str]:

@@ -5,7 +5,9 @@ This module only reads; ``aienv.workspace.capture`` turns what it reads into a
 workspace. Each reader blocks (psutil samples CPU for half a second, the engine
 answers over its socket) and is called on a worker thread. A process or
 container that does not exist is ``NotFound``; one this node may not look into
-is ``Forbidden``; an engine that cannot be reached is ``DockerUnavailable``.
+is ``Forbidden``; a process inside a container (its paths are not this
+machine's) is ``InContainer``; an engine that cannot be reached is
+``DockerUnavailable``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import docker.errors
 import psutil
@@ -29,6 +32,7 @@ import psutil
 from aienv.errors import AienvError, Forbidden, NotFound, RuntimeFailure
 from aienv.runtime.container import Engine, unreachable
 from aienv.system.ai import mapped_paths, model_files
+from aienv.system.processes import container_id_of
 
 CPU_SAMPLE = 0.5  # seconds over which CPU use is measured
 PROBE_TIMEOUT = 1.0  # an endpoint that does not answer within this is not probed further
@@ -52,6 +56,13 @@ class DockerUnavailable(AienvError):
     """The Docker engine cannot be reached: a container cannot be captured here."""
 
     code = "docker_unavailable"
+    status = 422
+
+
+class InContainer(AienvError):
+    """The process runs in a container: its folders and packages are not this machine's."""
+
+    code = "process_in_container"
     status = 422
 
 
@@ -101,6 +112,7 @@ class ContainerFacts:
     cpus_used: float | None  # cores, over the stats interval
     cpus_limit: float | None
     uses_gpu: bool
+    local: bool = True  # the engine runs on this machine: mount sources are on its disk
 
 
 # -- processes -------------------------------------------------------------------
@@ -200,6 +212,13 @@ def python_interpreter(cmdline: list[str], exe: str, cwd: str, env: dict[str, st
 def read_process(pid: int) -> ProcessFacts:
     """Everything capture needs about process ``pid`` (blocks for ``CPU_SAMPLE``)."""
     proc = _process(pid)
+    container = container_id_of(pid)
+    if container is not None and container != container_id_of(os.getpid()):
+        raise InContainer(
+            f"process {pid} runs inside container {container}: its folders, paths and "
+            "packages are the container's, not this machine's; capture the container "
+            f"instead: aienv capture --container {container}"
+        )
     try:
         with proc.oneshot():
             cmdline = proc.cmdline()
@@ -433,9 +452,23 @@ def read_container(docker_host: str | None, name: str) -> ContainerFacts:
                 stats = engine.run(
                     "sample container stats", lambda c: c.api.stats(name, stream=False)
                 )
-        return container_facts(attrs, image, stats)
+        facts = container_facts(attrs, image, stats)
+        facts.local = is_local_engine(engine.address)
+        return facts
     finally:
         engine.close()
+
+
+def is_local_engine(address: str) -> bool:
+    """Whether the engine at ``address`` runs on this machine (a socket, or loopback)."""
+    url = urlsplit(address)
+    if url.scheme in ("unix", "npipe"):
+        return True
+    return url.scheme in ("tcp", "http", "https") and url.hostname in (
+        "127.0.0.1",
+        "localhost",
+        "::1",
+    )
 
 
 def tag_image(docker_host: str | None, image_id: str, reference: str) -> None:
@@ -447,6 +480,38 @@ def tag_image(docker_host: str | None, image_id: str, reference: str) -> None:
             f"tag image {image_id[:19]} as {reference}",
             lambda c: c.api.tag(image_id, repository, tag),
         )
+    finally:
+        engine.close()
+
+
+def untag_image(docker_host: str | None, reference: str, container: str) -> str:
+    """Take the tag ``reference`` off its image again (after a failed capture), never
+    deleting the image: when the image has another name, or the ``container`` using it
+    runs (the engine deletes no image a running container uses). "" when done, else
+    what stays and why."""
+    engine = Engine(docker_host)
+    try:
+        image = engine.run(f"inspect image {reference}", lambda c: c.api.inspect_image(reference))
+        names = len(image.get("RepoTags") or []) + len(image.get("RepoDigests") or [])
+        running = False
+        if names <= 1:
+            with contextlib.suppress(AienvError):
+                state = engine.run(
+                    "inspect container", lambda c: c.api.inspect_container(container)
+                )
+                running = bool((state.get("State") or {}).get("Running"))
+            if not running:
+                return (
+                    f"the engine keeps the tag {reference}: it is the image's only name, and "
+                    f"removing it could delete the image (`docker rmi {reference}` if you wish)"
+                )
+        engine.run(
+            f"remove the tag {reference}",
+            lambda c: c.api.remove_image(reference, force=running, noprune=True),
+        )
+        return ""
+    except AienvError as exc:
+        return f"the engine keeps the tag {reference}: {exc.message}"
     finally:
         engine.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable
 from typing import Any
 
 from aienv.runtime.container import Engine, unreachable
@@ -23,35 +24,55 @@ SECRET_NAME = re.compile(
     r"TOKEN|SECRET|PASSW|PWD|PASSPHRASE|KEY|CREDENTIAL|AUTH|PRIVATE|CERT|COOKIE|SESSION|SALT|DSN",
     re.IGNORECASE,
 )
-URL_PASSWORD = re.compile(r"(?P<head>://[^/:@\s]+:)[^/@\s]+@")  # scheme://user:pass@host
+URL_PASSWORD = re.compile(r"(?P<head>://[^/:@\s]+:)(?P<password>[^/@\s]+)@")  # s://user:pw@host
 AI_ENV_HINTS = ("HF_", "HUGGING", "OLLAMA", "VLLM", "TRANSFORMERS", "TORCH", "CUDA", "NVIDIA_")
+NAMED = re.compile(r"-{1,2}[A-Za-z][\w.-]*|[A-Za-z_]\w*")  # an option, a variable
+# what stands in a secret's place, from what names it (an option, a variable) and its value
+Hide = Callable[[str, str], str]
+
+
+def _mask(_where: str, _value: str) -> str:
+    return MASK
+
+
+def hide_url_passwords(value: str, where: str = "", hide: Hide = _mask) -> str:
+    """``value`` with the password of each URL in it (``scheme://user:PASSWORD@host``)
+    replaced by ``hide("WHERE-password", password)`` (``url-password`` without ``where``)."""
+    name = f"{where or 'url'}-password"
+    return URL_PASSWORD.sub(lambda m: m["head"] + hide(name, m["password"]) + "@", value)
 
 
 def mask_value(name: str, value: str) -> str:
     """The value to show for an environment variable: masked if it may be a secret."""
     if SECRET_NAME.search(name):
         return MASK
-    return URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", value)
+    return hide_url_passwords(value)
 
 
-def mask_args(args: list[str]) -> list[str]:
+def mask_args(args: list[str], hide: Hide = _mask) -> list[str]:
     """A command line with the values of secret-looking options and variables masked:
-    ``--api-key X``, ``--token=X``, ``HF_TOKEN=X`` (for what the node keeps in its logs)."""
+    ``--api-key X``, ``--token=X``, ``HF_TOKEN=X``, a URL's password (for what the node
+    keeps in its logs). ``hide`` says what replaces a value (a capture puts a reference
+    to a variable there); it is given the option or variable that names the secret."""
     out: list[str] = []
-    hide_next = False
-    for arg in args:
-        if hide_next:
-            out.append(MASK)
-            hide_next = False
+    option = ""  # a secret-looking option whose value comes next
+    for i, arg in enumerate(args):
+        if option:
+            out.append(hide(option, arg))
+            option = ""
             continue
-        name, sep, _ = arg.partition("=")
-        if sep and SECRET_NAME.search(name):
-            out.append(f"{name}={MASK}")
-        elif arg.startswith("-") and SECRET_NAME.search(arg):
+        name, sep, value = arg.partition("=")
+        named = bool(sep) and NAMED.fullmatch(name) is not None  # not a URL's query, say
+        if named and SECRET_NAME.search(name):
+            out.append(f"{name}={hide(name, value)}")
+        elif not sep and arg.startswith("-") and SECRET_NAME.search(arg):
             out.append(arg)
-            hide_next = True
+            option = arg
         else:
-            out.append(mask_value("", arg))
+            before = args[i - 1] if i else ""
+            option_before = before.startswith("-") and NAMED.fullmatch(before) is not None
+            where = name if named else before if option_before else ""
+            out.append(hide_url_passwords(arg, where, hide))
     return out
 
 

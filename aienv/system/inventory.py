@@ -13,6 +13,7 @@ import fcntl
 import os
 import platform
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +49,40 @@ class Capacity:
     kvm: bool = False
     memory_total: int = 0
     memory_available: int = 0  # before the host reserve
+
+
+def busy_and_total(times: Any) -> tuple[float, float]:
+    """CPU seconds spent busy, and in all, from a ``psutil.cpu_times()`` answer (Linux
+    counts guest time in user and nice already: it is not added twice)."""
+    total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+    return total - times.idle - getattr(times, "iowait", 0.0), total
+
+
+def busy_percent(before: tuple[float, float], now: tuple[float, float]) -> float:
+    """The share of the machine's CPU time that was busy between two ``busy_and_total``."""
+    busy, total = now[0] - before[0], now[1] - before[1]
+    if total <= 0:
+        return 0.0
+    return round(min(100.0, max(0.0, 100.0 * busy / total)), 1)
+
+
+class CpuMeter:
+    """The machine's CPU use since the previous reading (or since it was made), from any
+    thread: ``psutil.cpu_percent(interval=None)`` keeps its previous reading per thread
+    (psutil 7), and the readers here run on whichever worker thread is free."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = busy_and_total(psutil.cpu_times())
+
+    def percent(self) -> float:
+        with self._lock:
+            now = busy_and_total(psutil.cpu_times())
+            before, self._last = self._last, now
+        return busy_percent(before, now)
+
+
+MACHINE_CPU = CpuMeter()  # for the inventory read without a sampler's meter
 
 
 def kvm_is_pvm_only() -> bool:
@@ -203,30 +238,32 @@ def os_name() -> str:
     return platform.system()
 
 
-def _usage() -> dict[str, Any]:
+def _usage(cpu: CpuMeter) -> dict[str, Any]:
     """What the full inventory adds to the hardware: usage now, kernel, swap.
 
-    ``cpu.usage_percent`` is measured since the previous call (the sampler's,
-    every few seconds); the first call of a process has nothing to compare with.
+    ``cpu.usage_percent`` is measured since the previous reading of ``cpu`` (the
+    sampler's, every few seconds).
     """
     mem = psutil.virtual_memory()
     swap = psutil.swap_memory()
     return {
         "kernel": platform.release(),
         "os": os_name(),
-        "cpu_usage_percent": psutil.cpu_percent(interval=None),
+        "cpu_usage_percent": cpu.percent(),
         "memory": {"used": mem.used, "percent": mem.percent, "swap_total": swap.total,
                    "swap_used": swap.used},
     }  # fmt: skip
 
 
-def inventory(home: Path, runtimes: dict[str, tuple[bool, str]]) -> dict[str, Any]:
+def inventory(
+    home: Path, runtimes: dict[str, tuple[bool, str]], cpu: CpuMeter = MACHINE_CPU
+) -> dict[str, Any]:
     """The hardware picture, as ``aienv system --json`` and ``GET /api/v1/system`` show it
     (``aienv.system.full`` adds processes, services and containers)."""
     kvm_ok, kvm_why = kvm_status()
     cap = capacity(home, kvm=kvm_ok)
     load = os.getloadavg()
-    usage = _usage()
+    usage = _usage(cpu)
     return {
         "host": socket.gethostname(),
         "platform": {

@@ -222,3 +222,29 @@ def cgroup_unit(pid: int) -> str | None:
             if part.endswith(".service"):
                 return part
     return None
+
+
+def _container_of(cgroup_unit_name: str | None) -> str | None:
+    """A Docker container id from a systemd scope name (``docker-<id>.scope``)."""
+    if cgroup_unit_name and cgroup_unit_name.startswith("docker-"):
+        return cgroup_unit_name.removeprefix("docker-").split(".", 1)[0][:12]
+    return None
+
+
+def _cgroup_path(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def container_id_of(pid: int) -> str | None:
+    """The Docker container a process runs in, from its cgroup (systemd or cgroupfs driver)."""
+    for line in _cgroup_path(pid).splitlines():
+        for part in line.rsplit(":", 1)[-1].split("/"):
+            if part.startswith("docker-") and part.endswith(".scope"):
+                return _container_of(part)
+            if len(part) == 64 and all(c in "0123456789abcdef" for c in part):
+                return part[:12]
+    return None

@@ -1,7 +1,8 @@
 """Sampling this machine every few seconds, and the full inventory on demand.
 
-The ``Sampler`` owns the process table (so CPU % is measured between samples,
-with no sleep) and a client of the node's Docker engine. Every
+The ``Sampler`` owns the process table and a CPU meter (so CPU %, a process's
+and the machine's, is measured between samples, with no sleep, whichever worker
+thread samples) and a client of the node's Docker engine. Every
 ``sample_interval`` seconds it scans the processes and the containers in a
 worker thread, keeps a compact sample in the state store (bounded by count),
 and turns what changed since the previous sample into change records and
@@ -28,38 +29,12 @@ import psutil
 from aienv.state.store import StateStore
 from aienv.system import changes, inventory, services
 from aienv.system.containers import Containers
-from aienv.system.processes import ProcessTable, cgroup_unit, listening_ports
+from aienv.system.processes import ProcessTable, cgroup_unit, container_id_of, listening_ports
 
 log = logging.getLogger(__name__)
 Rows = list[dict[str, Any]]
 EVENTS_PER_SAMPLE = 20  # beyond this a sample's changes are summed up in one event
 TOP = 5  # processes by CPU kept in each stored sample
-
-
-def _container_of(cgroup_unit_name: str | None) -> str | None:
-    """A Docker container id from a systemd scope name (``docker-<id>.scope``)."""
-    if cgroup_unit_name and cgroup_unit_name.startswith("docker-"):
-        return cgroup_unit_name.removeprefix("docker-").split(".", 1)[0][:12]
-    return None
-
-
-def _cgroup_path(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as handle:
-            return handle.read()
-    except OSError:
-        return ""
-
-
-def container_id_of(pid: int) -> str | None:
-    """The Docker container a process runs in, from its cgroup (systemd or cgroupfs driver)."""
-    for line in _cgroup_path(pid).splitlines():
-        for part in line.rsplit(":", 1)[-1].split("/"):
-            if part.startswith("docker-") and part.endswith(".scope"):
-                return _container_of(part)
-            if len(part) == 64 and all(c in "0123456789abcdef" for c in part):
-                return part[:12]
-    return None
 
 
 def _brief(p: dict[str, Any]) -> dict[str, Any]:
@@ -103,6 +78,7 @@ class Sampler:
         self.interval = interval
         self.long_lived = long_lived
         self.table = ProcessTable()
+        self.cpu = inventory.CpuMeter()  # the machine's CPU %, between two readings
         self.containers = Containers(docker_host)
         self.containers_usable = containers_usable
         self._lock = threading.Lock()  # the table and the Docker client: one thread at a time
@@ -133,7 +109,7 @@ class Sampler:
         mem = psutil.virtual_memory()
         record = {
             "ts": now,
-            "cpu_percent": psutil.cpu_percent(interval=None),
+            "cpu_percent": self.cpu.percent(),
             "memory_used": mem.total - mem.available,
             "memory_percent": mem.percent,
             "load": [round(x, 2) for x in psutil.getloadavg()],
@@ -148,7 +124,7 @@ class Sampler:
 
     def full(self, home: Path, runtimes: dict[str, tuple[bool, str]]) -> dict[str, Any]:
         """The full inventory (blocking: a worker thread; a few hundred ms on a busy machine)."""
-        data = inventory.inventory(home, runtimes)
+        data = inventory.inventory(home, runtimes, self.cpu)
         processes, container_list, container_why = self.scan(inspect=True)
         ports = listening_ports()
         by_unit: dict[str, list[str]] = {}

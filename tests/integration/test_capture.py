@@ -3,14 +3,18 @@ and launched there: the twin answers the same request with the same body.
 
 The process is a small Python HTTP server started by the test, in node A's
 namespace, with a known command line (an absolute script path, a port, a model
-file outside its folder that it keeps open), a secret in its environment and
-beside it (a ``.env`` file), and machine-specific variables. Then the errors: a
-PID that does not exist, a name taken, no Docker engine, a peer asking, a bad
-body — each a 4xx answer and a non-zero exit, with nothing left behind.
+file outside its folder that it keeps open, a secret: ``--api-key``), a secret
+in its environment and beside it (a ``.env`` file), and machine-specific
+variables. The command-line secret becomes ``{env.API_KEY}``: the peer fills it
+from its node's environment, and a launch without it says which variable is
+missing. Then the errors: a PID that does not exist, a name taken, no Docker
+engine, a peer asking, a bad body — each a 4xx answer and a non-zero exit, with
+nothing left behind.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -32,6 +36,7 @@ pytestmark = pytest.mark.integration
 HOSTS = 2
 
 SECRET = "s3cr3t-capture-token-5f1e"
+KEY = "sk-capture-cmdline-key-81d0"  # on the command line: --api-key KEY
 PORT = 18123
 SERVER = """\
 import hashlib, http.server, json, os, sys
@@ -39,6 +44,7 @@ import hashlib, http.server, json, os, sys
 args = sys.argv[1:]
 port = int(args[args.index("--port") + 1])
 weights = open(args[args.index("--model") + 1], "rb")  # held open, as a model server does
+key = hashlib.sha256(args[args.index("--api-key") + 1].encode()).hexdigest()
 digest = hashlib.sha256(weights.read()).hexdigest()
 note = open("note.txt").read().strip()  # from its working folder
 
@@ -47,6 +53,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         body = json.dumps({
             "greeting": os.environ.get("GREETING"),
+            "key": key,
             "model": digest,
             "note": note,
             "path": self.path,
@@ -69,6 +76,7 @@ http.server.HTTPServer(("0.0.0.0", port), Handler).serve_forever()
 def nodes(lan: Lan) -> tuple[Host, Host]:
     a, b = lan.hosts
     a.extra_env = {"AIENV_DOCKER_HOST": "unix:///nonexistent/aienv-test/docker.sock"}
+    b.extra_env = {"API_KEY": KEY}  # beta's user filled the command line's secret there
     a.start("alpha")
     b.start("beta")
     return a, b
@@ -96,7 +104,7 @@ def server(nodes: tuple[Host, Host], tmp_path_factory: pytest.TempPathFactory) -
     }
     command = ["/usr/bin/python3", str(app / "server.py"), "--port", str(PORT)]
     proc = subprocess.Popen(
-        a.nsenter(*command, "--model", str(models / "tiny.gguf")),
+        a.nsenter(*command, "--model", str(models / "tiny.gguf"), "--api-key", KEY),
         cwd=app,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -128,7 +136,8 @@ def test_process_capture_round_trips_to_a_twin_on_a_peer(
     started = time.monotonic()
     res = a.cli("capture", "--process", str(server), "--as", "twin", "--json")
     report = json.loads(res.stdout)
-    assert report["secrets"] == ["API_TOKEN"]
+    assert report["secrets"] == ["API_TOKEN", "API_KEY"]
+    assert KEY not in res.stdout and SECRET not in res.stdout
     assert report["workspace"]["name"] == "twin"
     assert any(".env" in s and "secrets" in s for s in report["skipped"])
     assert "aienv share twin" in report["next"]
@@ -138,18 +147,29 @@ def test_process_capture_round_trips_to_a_twin_on_a_peer(
     (env,) = manifest["environments"]
     assert env["process"] == {
         "command": ["python3", "server.py", "--port", "{port.http}", "--model",
-                    "../models/tiny.gguf"],
+                    "../models/tiny.gguf", "--api-key", "{env.API_KEY}"],
         "workdir": "app",
         "env": {"GREETING": "hello from the original"},  # no DISPLAY, SSH_*, XDG_*, PATH
     }  # fmt: skip
     assert env["endpoints"] == [{"name": "http", "port": PORT, "protocol": "http"}]
-    assert env["requires"]["memory"].endswith("MiB") and env["recommends"]["cpus"] >= 1
+    # an idle server: the memory it holds (and half again), one core
+    required = int(env["requires"]["memory"].removesuffix("MiB"))
+    assert 16 <= required <= 256 and required % 16 == 0
+    assert int(env["recommends"]["memory"].removesuffix("MiB")) >= required
+    assert env["recommends"]["cpus"] == 1
     assert (folder / "app" / "server.py").read_text() == SERVER
     assert (folder / "models" / "tiny.gguf").read_bytes()[:4] == b"GGUF"
     assert (folder / "requirements.txt").is_file()
-    assert "API_TOKEN" in (folder / "CAPTURE.md").read_text()
-    assert SECRET.encode() not in all_bytes(folder)
+    notes = (folder / "CAPTURE.md").read_text()
+    assert "`API_TOKEN`" in notes and "`API_KEY`: the command line held it" in notes
+    for secret in (SECRET, KEY):
+        assert secret.encode() not in all_bytes(folder)
+    assert KEY not in a.cli("show", "twin", "--json").stdout  # its origin: masked
     no_leftovers(a)
+    # here nobody filled API_KEY: the launch says which variable it needs
+    unfilled = a.cli("launch", "twin", check=False)
+    assert unfilled.returncode != 0 and "needs the variable API_KEY" in unfilled.stderr
+    assert "Traceback" not in unfilled.stderr
 
     a.cli("share", "twin")
     wait_for(lambda: "twin" in shared_by(b, "alpha"), 5, "beta sees alpha/twin")
@@ -162,20 +182,23 @@ def test_process_capture_round_trips_to_a_twin_on_a_peer(
     answer = get(b, url + "ask?q=1")
     assert original is not None and answer == original
     assert original["greeting"] == "hello from the original"
-    assert SECRET.encode() not in all_bytes(b.home / "workspaces" / "twin")
+    assert original["key"] == hashlib.sha256(KEY.encode()).hexdigest()  # filled on beta
+    for secret in (SECRET, KEY):
+        assert secret.encode() not in all_bytes(b.home / "workspaces" / "twin")
     print(f"capture, share, clone and answer: {time.monotonic() - started:.2f} s")
     b.cli("stop", "twin")
 
 
 def test_errors_are_clear_and_leave_nothing(nodes: tuple[Host, Host], server: int) -> None:
     a, _ = nodes
+    a.cli("create", "taken")  # a name in use (from a template: this test stands alone)
     before = {w["name"] for w in json.loads(a.cli("list", "--json").stdout)}
 
     gone = a.cli("capture", "--process", "4194000", "--as", "ghost", check=False)
     assert gone.returncode == 4 and "no process 4194000" in gone.stderr
     assert "Traceback" not in gone.stderr
 
-    taken = a.cli("capture", "--process", str(server), "--as", "twin", check=False)
+    taken = a.cli("capture", "--process", str(server), "--as", "taken", check=False)
     assert taken.returncode == 5 and "already exists" in taken.stderr
 
     no_engine = a.cli("capture", "--container", "nope", "--as", "boxed", check=False)
@@ -198,6 +221,7 @@ def test_errors_are_clear_and_leave_nothing(nodes: tuple[Host, Host], server: in
     assert after == before
     assert not (a.home / "workspaces" / "ghost").exists()
     no_leftovers(a)
+    a.cli("delete", "taken", "--yes")
 
 
 def test_what_is_left_out_is_said(nodes: tuple[Host, Host], server: int) -> None:

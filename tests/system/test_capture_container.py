@@ -7,7 +7,9 @@ is pulled) with a command of its own, a published port, a secret and an
 ordinary variable, a small bind-mounted folder (copied into the workspace) and
 a larger one (over the copy limit: mounted empty and listed). The image is
 removed from the engine before the clone, so the twin runs from the image the
-capture saved into the workspace.
+capture saved into the workspace. A process of that container is refused as a
+process (its paths are the container's), pointing to ``--container``. A tag a
+capture put on an image comes off again, and never takes the image with it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pytest
 import yaml
 from docker.types import Mount
 
+from aienv.system.capture import tag_image, untag_image
 from tests.integration.conftest import no_leftovers, shared_by, wait_for
 from tests.lan import Host, Lan, admin_call
 from tests.system.container_image import DATA, IMAGE, PAGE, build_image
@@ -112,6 +115,13 @@ def test_container_capture_round_trips_to_a_twin_on_a_peer(
         for path in folder.rglob("*"):
             assert not path.is_file() or SECRET.encode() not in path.read_bytes(), path
         no_leftovers(a)
+        pid = client.api.inspect_container(NAME)["State"]["Pid"]  # httpd, seen from the host
+        inside = a.cli("capture", "--process", str(pid), "--as", "inside", check=False)
+        said = " ".join(inside.stderr.split())
+        assert inside.returncode != 0 and "Traceback" not in said
+        assert f"runs inside container {original.id[:12]}" in said
+        assert f"aienv capture --container {original.id[:12]}" in said
+        assert not (a.home / "workspaces" / "inside").exists()
 
         shared = a.cli("share", "boxed")
         assert "added" not in shared.stdout  # the capture saved the image already
@@ -143,3 +153,31 @@ def test_capture_of_a_missing_container_fails_cleanly(nodes: tuple[Host, Host]) 
     assert status == 404 and body["error"]["code"] == "container_not_found"  # type: ignore[index]
     assert not (a.home / "workspaces" / "no-such-box").exists()
     no_leftovers(a)
+
+
+def test_a_tag_put_on_for_a_capture_comes_off_without_the_image(engine: str, client: Any) -> None:
+    """After a failed capture: the tag goes when the image has another name, or when a
+    running container uses it (the engine deletes no such image); when it is the only
+    name of an image that only a stopped container uses, removing it could delete the
+    image, so it stays, and that is said."""
+    image = build_image(client)
+    box = client.containers.run(IMAGE, COMMAND, name="untag-box", detach=True)
+    try:
+        tag_image(engine, image, "captured/box:1")
+        assert untag_image(engine, "captured/box:1", box.id) == ""  # IMAGE names it too
+        assert client.images.get(image).tags == [IMAGE]
+        tag_image(engine, image, "captured/box:2")
+        client.images.remove(IMAGE)  # now the capture's tag is its only name
+        assert untag_image(engine, "captured/box:2", box.id) == ""  # it runs: image kept
+        assert client.images.get(image).tags == []
+        tag_image(engine, image, "captured/box:3")
+        box.stop(timeout=1)
+        kept = untag_image(engine, "captured/box:3", box.id)
+        assert kept.startswith("the engine keeps the tag captured/box:3: it is the image's only")
+        assert client.images.get(image).tags == ["captured/box:3"]
+    finally:
+        box.remove(force=True)
+        client.api.tag(image, *IMAGE.rsplit(":", 1))
+        for tag in client.images.get(image).tags:
+            if tag.startswith("captured/"):
+                client.images.remove(tag)

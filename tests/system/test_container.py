@@ -322,3 +322,20 @@ def test_gpus_are_requested_from_the_engine(tmp_path: Path) -> None:
     assert request["Capabilities"] == [["gpu"]]
     no_gpu = create_options(spec, IMAGE, "aienv-web.www")
     assert "device_requests" not in no_gpu
+
+
+def test_env_references_in_the_command_come_from_the_container_env(tmp_path: Path) -> None:
+    """A captured container's command says ``{env.NAME}`` where a secret was: the value
+    the user fills under ``container.env`` goes in; one not filled stops the launch."""
+    root = write_workspace(tmp_path / "ws")
+    spec = make_spec(root, tmp_path)
+    block = spec.environment.container
+    assert block is not None
+    command = ["httpd", "--api-key", "{env.API_KEY}", "-p", "{port.http}"]
+    filled = block.model_copy(update={"command": command, "env": {"API_KEY": "sk-1"}})
+    env = spec.environment.model_copy(update={"container": filled})
+    options = create_options(dataclasses.replace(spec, environment=env), IMAGE, "aienv-web.www")
+    assert options["command"] == ["httpd", "--api-key", "sk-1", "-p", str(PORT)]
+    unfilled = env.model_copy(update={"container": block.model_copy(update={"command": command})})
+    with pytest.raises(RuntimeFailure, match="variable API_KEY"):
+        create_options(dataclasses.replace(spec, environment=unfilled), IMAGE, "aienv-web.www")

@@ -4,31 +4,36 @@ valid workspace (facts made by hand, files real)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from aienv.errors import WorkspaceError
+from aienv.runtime.process import MissingVariable, expand
+from aienv.system import capture as system_capture
 from aienv.system.capture import (
     ContainerFacts,
+    InContainer,
     Listener,
     ProcessFacts,
     container_facts,
+    is_local_engine,
     python_packages,
+    read_process,
 )
-from aienv.workspace.capture import (
-    default_name,
-    draft_container,
-    draft_process,
-    image_reference,
-    process_default_name,
-    resources,
-    write_draft,
-)
-from aienv.workspace.capture_filter import is_secret, split_env
+from aienv.workspace.capture import install as capture
+from aienv.workspace.capture.container import draft_container, image_reference
+from aienv.workspace.capture.draft import default_name, resources
+from aienv.workspace.capture.filter import copy_folder, is_secret, measure, split_env
+from aienv.workspace.capture.install import write_draft
+from aienv.workspace.capture.process import draft_process, process_default_name
 from aienv.workspace.manifest import load_manifest
 
 MiB = 1024**2
@@ -213,3 +218,280 @@ def test_a_root_node_lists_packages_as_the_process_owner() -> None:
         assert python_packages(str(fake), {}, (0, 0)) == (["uid0==1"], "")
     finally:
         shutil.rmtree(folder)
+
+
+def all_bytes(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def test_secrets_on_the_command_line_become_variables_to_fill(tmp_path: Path) -> None:
+    """``--api-key X``, ``--hf-token X``, ``--token=X``, ``HF_TOKEN=X`` and a URL's
+    password (the inventory's rule) are written nowhere: the command names a variable
+    in their place, listed with the environment's secrets."""
+    values = ["sk-live-a1", "hf_b2", "tok-c3", "hf_same_d4", "pw-e5", "pw-f6"]
+    cmdline = ["/usr/bin/server", "--api-key", values[0], "--hf-token", values[1],
+               f"--token={values[2]}", f"HF_TOKEN={values[3]}", "--db",
+               f"postgres://app:{values[4]}@db/app", f"mysql://u:{values[5]}@h/x?a=b",
+               "--port", "7860"]  # fmt: skip
+    environ = {"HF_TOKEN": values[3], "API_KEY": "another", "GREETING": "hi"}
+    facts = process(tmp_path, cmdline=cmdline, python=None, environ=environ)
+    draft = draft_process(facts, "demo", 1024**3)
+    (env,) = draft.manifest["environments"]
+    assert env["process"]["command"] == [
+        "/usr/bin/server", "--api-key", "{env.API_KEY_2}", "--hf-token", "{env.HF_TOKEN_2}",
+        "--token={env.TOKEN}", "HF_TOKEN={env.HF_TOKEN}", "--db",
+        "postgres://app:{env.DB_PASSWORD}@db/app", "mysql://u:{env.URL_PASSWORD}@h/x?a=b",
+        "--port", "{port.http}",
+    ]  # fmt: skip
+    # the environment's HF_TOKEN holds the same value: one variable to fill, not two
+    assert draft.secrets == ["API_KEY", "HF_TOKEN", "API_KEY_2", "HF_TOKEN_2", "TOKEN",
+                             "DB_PASSWORD", "URL_PASSWORD"]  # fmt: skip
+    assert "--api-key ***" in env["description"] and "app:***@db" in env["description"]
+    assert draft.origin["command"][2] == "***"
+    ws = tmp_path / "ws"
+    write_draft(draft, ws)
+    load_manifest(ws)
+    notes = (ws / "CAPTURE.md").read_text()
+    assert "`API_KEY_2`: the command line held it" in notes and "{env.DB_PASSWORD}" in notes
+    written = all_bytes(ws) + repr(draft.report()).encode() + repr(draft.origin).encode()
+    for value in values:
+        assert value.encode() not in written, value
+    assert process_default_name(process(tmp_path, cmdline=["python3", "--token", "x"],
+                                        python="/usr/bin/python3")) == "captured"  # fmt: skip
+
+
+def test_a_container_command_keeps_no_secret_either(tmp_path: Path) -> None:
+    facts = container(tmp_path, command=["serve", "--api-key", "sk-box-1"], env={})
+    draft = draft_container(facts, "box", 1024)
+    block = draft.manifest["environments"][0]["container"]
+    assert block["command"] == ["serve", "--api-key", "{env.API_KEY}"]
+    assert draft.secrets == ["API_KEY"]
+    ws = tmp_path / "ws"
+    write_draft(draft, ws)
+    assert b"sk-box-1" not in all_bytes(ws)
+    assert "`API_KEY`: the command line held it" in (ws / "CAPTURE.md").read_text()
+
+
+def test_the_process_runtime_fills_env_references_and_names_a_missing_one() -> None:
+    assert expand("--key={env.API_KEY}", {}, {"API_KEY": "v"}) == "--key=v"
+    assert expand("{port.http}:{env.A}{env.B}", {"http": 80}, {"A": "x", "B": "y"}) == "80:xy"
+    assert expand("{env.API_KEY}", {}) == "{env.API_KEY}"  # no environment: as it is
+    with pytest.raises(MissingVariable, match=r"variable API_KEY .*workspace\.yaml") as caught:
+        expand("--key={env.API_KEY}", {}, {"OTHER": "v"})
+    assert caught.value.status == 422
+
+
+def test_secret_files_and_folders_are_never_copied(tmp_path: Path) -> None:
+    src = tmp_path / "home-like"
+    secret = [".env", "prod.env", ".env.local", ".envrc", ".bash_history", ".zsh_history",
+              ".pypirc", ".npmrc", ".netrc", ".git-credentials", "server.key", "tls.pem",
+              ".docker/config.json", ".kube/config", ".ssh/id_ed25519", ".gnupg/pubring.kbx",
+              ".aws/credentials", ".cache/huggingface/token", ".config/gh/hosts.yml",
+              "etc/shadow", "etc/ssh/ssh_host_ed25519_key"]  # fmt: skip
+    kept = ["app.py", "config.yaml", ".config/app/settings.toml", "etc/ssh/sshd_config",
+            ".cache/huggingface/hub/models--x/blobs/" + "a" * 64]  # fmt: skip
+    for rel in secret + kept:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(f"content of {rel}\n")
+    skipped: list[str] = []
+    copy_folder(src, tmp_path / "copy", skipped)
+    copied = {str(p.relative_to(tmp_path / "copy")) for p in (tmp_path / "copy").rglob("*")
+              if p.is_file()}  # fmt: skip
+    assert copied == set(kept)
+    folders = (".docker", ".kube", ".ssh", ".gnupg", ".aws", ".config/gh")  # left out whole
+    named = {next((f for f in folders if rel.startswith(f + "/")), rel) for rel in secret}
+    assert set(skipped) == {f"{src / rel} (may hold secrets)" for rel in named}
+    assert measure(src, 10**9)[0] == sum(len(f"content of {r}\n") for r in kept)
+
+
+def test_a_home_or_root_working_folder_is_referenced_not_copied(tmp_path: Path) -> None:
+    for cwd, environ in (("/", {}), ("/root", {}), ("/home/someone", {}),
+                         (str(tmp_path / "src"), {"HOME": str(tmp_path / "src")})):  # fmt: skip
+        draft = draft_process(process(tmp_path, cwd=cwd, environ=environ), "demo", 1024**3)
+        assert draft.manifest["environments"][0]["process"]["workdir"] == "."
+        (entry,) = [n for n in draft.not_copied if n["path"] == cwd]
+        assert "never copied whole" in entry["reason"] and not draft.copies[1:]
+
+
+def container(tmp_path: Path, **changes: Any) -> ContainerFacts:
+    facts = ContainerFacts(
+        id="c" * 64, name="box", running=True, image="web:1", image_id="sha256:" + "f" * 64,
+        image_tags=["web:1"], command=None, entrypoint_changed=False, entrypoint=[], env={},
+        workdir=None, ports=[], published={}, mounts=[], memory_used=None, memory_limit=None,
+        cpus_used=None, cpus_limit=None, uses_gpu=False,
+    )  # fmt: skip
+    for key, value in changes.items():
+        setattr(facts, key, value)
+    return facts
+
+
+def bind(source: Path, target: str) -> dict[str, Any]:
+    return {"Type": "bind", "Source": str(source), "Destination": target, "RW": True}
+
+
+def test_file_mounts_are_filtered_unique_and_named_after_their_target(tmp_path: Path) -> None:
+    home = tmp_path / "home" / "me"
+    files = {
+        ".env": "API_TOKEN=top-secret-1", "key.pem": "top-secret-2",
+        ".docker/config.json": '{"auths": "top-secret-3"}', ".aws/credentials": "top-secret-4",
+        "a/config.yaml": "a: 1", "b/config.yaml": "b: 2", "c/data": "a file", "big.bin": "x" * 64,
+    }  # fmt: skip
+    for rel, text in files.items():
+        (home / rel).parent.mkdir(parents=True, exist_ok=True)
+        (home / rel).write_text(text)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "d.txt").write_text("d")
+    mounts = [
+        bind(home / ".env", "/app/.env"), bind(home / "key.pem", "/app/key.pem"),
+        bind(home / ".docker/config.json", "/root/.docker/config.json"),
+        bind(home / ".aws/credentials", "/root/.aws/credentials"),
+        bind(home / "a/config.yaml", "/etc/a/config.yaml"),
+        bind(home / "b/config.yaml", "/etc/b/config.yaml"),
+        bind(tmp_path / "data", "/data"), bind(home / "c/data", "/srv/data"),
+        bind(home / "big.bin", "/models/big.bin"), bind(Path.home(), "/home/me"),
+        bind(Path("/"), "/host"),
+    ]  # fmt: skip
+    draft = draft_container(container(tmp_path, mounts=mounts), "box", 32)
+    block = draft.manifest["environments"][0]["container"]
+    by_target = {m["target"]: m["source"] for m in block["mounts"]}
+    assert by_target == {
+        "/app/.env": "mounts/env", "/app/key.pem": "mounts/key.pem",
+        "/data": "mounts/data", "/etc/a/config.yaml": "mounts/config.yaml",
+        "/etc/b/config.yaml": "mounts/config-2.yaml", "/home/me": "mounts/me",
+        "/models/big.bin": "mounts/big.bin", "/root/.aws/credentials": "mounts/credentials",
+        "/root/.docker/config.json": "mounts/config.json", "/srv/data": "mounts/data-2",
+        "/host": "mounts/host",
+    }  # fmt: skip
+    reasons = {n["target"]: n["reason"] for n in draft.not_copied}
+    for target in ("/app/.env", "/app/key.pem", "/root/.docker/config.json",
+                   "/root/.aws/credentials"):  # fmt: skip
+        assert reasons[target].startswith("may hold secrets: mounts/"), target
+    assert "over the copy limit" in reasons["/models/big.bin"]
+    assert "mounted as an empty file" in reasons["/models/big.bin"]
+    for target in ("/home/me", "/host"):  # a home folder, the root: never read, never copied
+        assert "never copied whole" in reasons[target] and "empty folder" in reasons[target]
+    ws = tmp_path / "ws"
+    write_draft(draft, ws)
+    load_manifest(ws)
+    assert (ws / "mounts" / "config.yaml").read_text() == "a: 1"
+    assert (ws / "mounts" / "config-2.yaml").read_text() == "b: 2"
+    assert (ws / "mounts" / "data-2").read_text() == "a file"
+    assert (ws / "mounts" / "data" / "d.txt").read_text() == "d"
+    assert (ws / "mounts" / "big.bin").read_text() == "" and (ws / "mounts" / "env").is_file()
+    assert list((ws / "mounts" / "me").iterdir()) == []
+    assert list((ws / "mounts" / "host").iterdir()) == []
+    assert b"top-secret" not in all_bytes(ws)
+
+
+@pytest.mark.timeout(10)
+def test_model_files_of_the_same_name_get_distinct_names(tmp_path: Path) -> None:
+    models = []
+    for folder, name in (("a", "x-2.gguf"), ("b", "x.gguf"), ("c", "x.gguf")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / name).write_bytes(folder.encode())
+        models.append(str(tmp_path / folder / name))
+    draft = draft_process(process(tmp_path, model_files=models), "demo", 1024**3)
+    dests = [c.dest for c in draft.copies if not c.folder]
+    assert dests == ["models/x-2.gguf", "models/x.gguf", "models/x-3.gguf"]
+
+
+def test_what_cannot_be_read_is_listed_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.11's is_file()/is_dir() raise EACCES: a volume under /var/lib/docker,
+    read by a node that is not root, is listed as not copied, and so is a working folder
+    that cannot be read; a folder that is missing or unreadable is no empty one."""
+    locked = tmp_path / "volumes" / "cache" / "_data"
+    locked.mkdir(parents=True)
+    real_stat, real_scandir = os.stat, os.scandir
+
+    def denied(path: Any) -> bool:
+        return str(path).startswith(str(tmp_path / "volumes")) or str(path) == str(tmp_path / "src")
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if denied(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    def scandir(path: Any = ".") -> Any:
+        if denied(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_scandir(path)
+
+    facts = process(tmp_path)
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "scandir", scandir)
+    volume = {"Type": "volume", "Source": str(locked), "Destination": "/cache", "RW": True}
+    draft = draft_container(container(tmp_path, mounts=[volume]), "box", 1024)
+    (entry,) = draft.not_copied
+    assert entry["path"] == str(locked) and "Permission denied" in entry["reason"]
+    assert draft.manifest["environments"][0]["container"]["mounts"][0]["target"] == "/cache"
+    draft = draft_process(facts, "demo", 1024**3)
+    assert draft.not_copied[0]["path"] == str(tmp_path / "src")
+    assert "Permission denied" in draft.not_copied[0]["reason"]
+    monkeypatch.undo()
+    with pytest.raises(FileNotFoundError):
+        measure(tmp_path / "nowhere", 1024)
+
+
+def test_a_remote_engine_has_its_mounts_read_nowhere(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "here.txt").write_text("on this machine, not the engine's")
+    facts = container(tmp_path, mounts=[bind(tmp_path / "data", "/data")], local=False)
+    draft = draft_container(facts, "box", 1024)
+    assert draft.copies == [] and draft.empty_folders == ["mounts/data"]
+    assert "the Docker engine is on another machine" in draft.not_copied[0]["reason"]
+    assert is_local_engine("unix:///var/run/docker.sock") and is_local_engine("tcp://[::1]:2375")
+    assert is_local_engine("tcp://127.0.0.1:2375") and not is_local_engine("tcp://gpu-box:2376")
+    assert not is_local_engine("ssh://me@gpu-box")
+
+
+def test_a_process_inside_a_container_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        ids = {child.pid: "c0ffee123456"}
+        monkeypatch.setattr(system_capture, "container_id_of", ids.get)
+        with pytest.raises(InContainer, match="aienv capture --container c0ffee123456"):
+            read_process(child.pid)
+        ids[os.getpid()] = "c0ffee123456"  # the node runs in that container too: its paths
+        assert read_process(child.pid).pid == child.pid
+    finally:
+        child.kill()
+        child.wait()
+
+
+async def test_a_failed_capture_takes_its_image_tag_off_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, str]] = []
+    facts = container(tmp_path, image="Registry:5000/web", image_tags=[])
+
+    async def failing_install(*_args: Any) -> Any:
+        raise WorkspaceError("cannot write the captured workspace: boom")
+
+    class Store:
+        class settings:  # as WorkspaceStore.settings reads
+            home = tmp_path
+
+        class state:
+            @staticmethod
+            def event(kind: str, message: str) -> None:
+                calls.append(("event", message))
+
+        @staticmethod
+        def check_free(name: str) -> None:
+            pass
+
+    monkeypatch.setattr(capture, "read_container", lambda host, name: facts)
+    monkeypatch.setattr(capture, "tag_image", lambda host, image, ref: calls.append(("tag", ref)))
+
+    def untag(host: str | None, ref: str, container_id: str) -> str:
+        calls.append(("untag", ref))
+        return ""
+
+    monkeypatch.setattr(capture, "untag_image", untag)
+    monkeypatch.setattr(capture, "install_draft", failing_install)
+    with pytest.raises(WorkspaceError, match="boom"):
+        await capture.capture_container(Store(), None, "box", "box", 1024)  # type: ignore[arg-type]
+    ref = "captured/box:" + "f" * 12
+    assert calls == [("tag", ref), ("untag", ref)]

@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -24,7 +25,7 @@ from aienv.errors import InvalidInput
 from aienv.state import store as store_module
 from aienv.state.db import Database
 from aienv.state.store import StateStore
-from aienv.system import ai, changes, services
+from aienv.system import ai, changes, inventory, services
 from aienv.system.containers import MASK, mask_args, mask_env, secret_names
 from aienv.system.processes import ProcessTable
 from aienv.system.sampler import Sampler
@@ -150,6 +151,75 @@ def test_recognition_rules() -> None:
     assert not ai.is_model_file("/usr/lib/chromium/v8_context_snapshot.bin")
 
 
+def test_model_files_of_the_common_loaders_are_recognised_where_they_keep_them(
+    tmp_path: Path,
+) -> None:
+    """The Hugging Face cache and Ollama keep weights in blobs without a suffix, and the
+    kernel shows the blob (the path a snapshot link resolves to): a process holding a
+    model through a snapshot link is seen holding the blob, and that is a model file."""
+    repo = tmp_path / "huggingface" / "hub" / "models--org--tiny-llm"
+    blob = repo / "blobs" / ("ab" * 32)
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"weights")
+    snapshot = repo / "snapshots" / ("1" * 40) / "pytorch_model.bin"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.symlink_to(blob)
+    ollama = tmp_path / ".ollama" / "models" / "blobs" / ("sha256-" + "cd" * 32)
+    ollama.parent.mkdir(parents=True)
+    ollama.write_bytes(b"GGUF")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; a = open(sys.argv[1]); b = open(sys.argv[2]);"
+         "print('ready', flush=True); time.sleep(60)", str(snapshot), str(ollama)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        assert ai.model_files(psutil.Process(holder.pid)) == [str(ollama), str(blob)]
+        reasons = ai.recognise(psutil.Process(holder.pid))  # (its command line names them too)
+        assert [r for r in reasons if r.startswith("holds")] == [
+            f"holds model file {ollama} open (Ollama)",
+            f"holds model file {blob} open (Hugging Face cache, org/tiny-llm)",
+        ]
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert ai.model_store(f"/c/hub/models--gpt2/blobs/{'e' * 64}") == "Hugging Face cache, gpt2"
+    # small files of the cache (config, tokenizer) are stored by a 40-digit git hash
+    assert not ai.is_model_file(f"/c/hub/models--gpt2/blobs/{'e' * 40}")
+    assert not ai.is_model_file(f"/srv/blobs/sha256-{'e' * 64}")
+
+
+def _busy(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_machine_cpu_is_measured_between_readings_from_any_thread(tmp_path: Path) -> None:
+    """psutil 7 keeps cpu_percent(interval=None)'s previous reading per thread: a reading
+    on another worker thread than the previous one measured nothing (0.0)."""
+    before = (10.0, 100.0)
+    assert inventory.busy_percent(before, (35.0, 150.0)) == 50.0
+    assert inventory.busy_percent(before, before) == 0.0  # no time passed
+    assert inventory.busy_and_total(psutil.cpu_times())[1] > 0
+    sampler = Sampler(_store(tmp_path), NO_ENGINE, 1, containers_usable=lambda: False)
+    first, second = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+    try:
+        first.submit(sampler.sample).result()
+        _busy(0.5)  # one core busy: at least 1/CPUs of the machine
+        record, _ = second.submit(sampler.sample).result()
+        assert record["cpu_percent"] > 0
+        _busy(0.5)
+        data = first.submit(sampler.full, tmp_path, {}).result()
+        assert data["cpu"]["usage_percent"] > 0  # since the sampler's reading, on its thread
+    finally:
+        first.shutdown()
+        second.shutdown()
+        sampler.close()
+
+
 def test_a_large_bin_file_is_weights_and_a_small_one_is_not(tmp_path: Path) -> None:
     small, large = tmp_path / "data.bin", tmp_path / "blob.bin"
     small.write_bytes(bytes(1024))
@@ -190,6 +260,10 @@ def test_secrets_in_a_container_environment_are_masked() -> None:
                                f"postgres://u:{MASK}@h/d"]  # fmt: skip
     row = {"pid": 1, "name": "vllm", "create_time": 0.0, "cmdline": args, "ai_reasons": []}
     assert "sk-9" not in changes.compact_process(row)["cmd"]
+    # a URL whose query holds "=" is no NAME=value: its password is masked all the same
+    assert mask_args(["postgres://u:mykey@h/d?ssl=1", "--url=s://a:key1@c", "next"]) == [
+        f"postgres://u:{MASK}@h/d?ssl=1", f"--url=s://a:{MASK}@c", "next"
+    ]  # fmt: skip
 
 
 def _proc(pid: int, created: float, ai_reasons: list[str] | None = None) -> dict[str, object]:
@@ -336,6 +410,7 @@ AS_NOBODY = textwrap.dedent(
 )
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can run the scan as another user")
 def test_processes_of_another_user_give_nulls_not_errors(
     worker: tuple[subprocess.Popen[str], Path],
 ) -> None:

@@ -1,0 +1,24 @@
+"""Capture: a workspace made from a running process or container, so a peer can run
+its twin.
+
+``aienv.system.capture`` reads the workload; this package decides what the
+workspace holds (``process.draft_process``, ``container.draft_container``: pure
+but for file sizes, on the common ``draft.Draft``), leaves out what may be
+secret (``filter``), and ``install`` writes it into a staging folder and
+installs it through the store, all or nothing. See docs/workspace-format.md, "Captured workspaces".
+
+What is left out is said, never silent: environment variables that look like
+secrets and secret values on the command line (their names are listed for the
+user to fill; the command says ``{env.NAME}`` in their place), machine-specific
+variables (``DISPLAY``, ``SSH_*``…), files and folders that may hold secrets
+(``.env``, keys, ``.ssh/``…), a home folder, folders and files over the copy
+limit or that cannot be read (referenced, or mounted empty), symbolic links
+and special files (a workspace holds neither).
+"""
+
+from __future__ import annotations
+
+from aienv.workspace.capture.draft import DEFAULT_COPY_LIMIT
+from aienv.workspace.capture.install import capture_container, capture_process
+
+__all__ = ["DEFAULT_COPY_LIMIT", "capture_container", "capture_process"]

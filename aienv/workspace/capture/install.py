@@ -1,0 +1,145 @@
+"""Writing a draft into a staging folder and installing it through the store, all or
+nothing; the two captures from start to end."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aienv.errors import DiskFull, WorkspaceError
+from aienv.runtime.container import save_image
+from aienv.system.capture import (
+    probe_http,
+    python_packages,
+    read_container,
+    read_process,
+    tag_image,
+    untag_image,
+)
+from aienv.workspace.capture.container import draft_container, image_reference
+from aienv.workspace.capture.draft import NOTES_FILE, Draft, default_name
+from aienv.workspace.capture.filter import copy_file, copy_folder
+from aienv.workspace.capture.process import draft_process, process_default_name
+from aienv.workspace.manifest import MANIFEST_FILE
+from aienv.workspace.store import Workspace, WorkspaceStore
+
+
+def write_draft(draft: Draft, folder: Path, exclude: frozenset[str] = frozenset()) -> None:
+    """Write the workspace into ``folder`` (blocks: copies files), leaving out the
+    folders in ``exclude``."""
+    folder.mkdir(parents=True)
+    for copy in draft.copies:
+        dest = folder / copy.dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if copy.folder:
+            copy_folder(copy.source, dest, draft.skipped, exclude)
+        else:  # a model file or a mounted one: never through a link swapped in since
+            copy_file(copy.source, dest, draft.skipped)
+    for rel in draft.empty_folders:
+        (folder / rel).mkdir(parents=True, exist_ok=True)
+    if draft.image is not None:
+        (folder / draft.image[1]).parent.mkdir(parents=True, exist_ok=True)
+    for rel, content in draft.files.items():
+        text = content
+        if rel == NOTES_FILE and draft.skipped:
+            text += "\n## Left out of copied folders\n\n" + "".join(
+                f"- `{s}`\n" for s in draft.skipped
+            )
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+    (folder / MANIFEST_FILE).write_text(
+        "# Made by `aienv capture`: see CAPTURE.md for what to fill in.\n"
+        + yaml.safe_dump(draft.manifest, sort_keys=False, allow_unicode=True)
+    )
+
+
+def _exclude(store: WorkspaceStore) -> frozenset[str]:
+    """What a capture never copies: the node's own home (its staging folder is there)."""
+    home = store.settings.home
+    return frozenset({str(home), str(home.resolve())})
+
+
+async def install_draft(store: WorkspaceStore, draft: Draft, docker_host: str | None) -> Workspace:
+    """Write ``draft`` in a staging folder, save its image, install it: all or nothing."""
+    store.check_free(draft.name)
+    staged = store.staging("capture")
+    try:
+        exclude = _exclude(store)
+        job = asyncio.ensure_future(asyncio.to_thread(write_draft, draft, staged, exclude))
+        try:
+            await asyncio.shield(job)
+        except asyncio.CancelledError:
+            await asyncio.gather(job, return_exceptions=True)  # the copy stops before cleanup
+            raise
+        if draft.image is not None:
+            ref, archive = draft.image
+            await save_image(docker_host, ref, staged / archive)
+        return await store.install(draft.name, staged, draft.origin)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(f"no room for the captured workspace under {staged.parent}") from exc
+        raise WorkspaceError(f"cannot write the captured workspace: {exc}") from exc
+    finally:
+        await asyncio.to_thread(shutil.rmtree, staged, True)
+
+
+async def _draft(make: Callable[..., Draft], *args: Any) -> Draft:
+    """``make(*args)`` on a worker thread; a file it cannot read is an error to act on."""
+    try:
+        return await asyncio.to_thread(make, *args)
+    except OSError as exc:
+        raise WorkspaceError(f"cannot read what the capture would copy: {exc}") from exc
+
+
+async def capture_process(
+    store: WorkspaceStore, pid: int, name: str | None, copy_limit: int
+) -> tuple[Workspace, Draft]:
+    facts = await asyncio.to_thread(read_process, pid)
+    name = name or process_default_name(facts)
+    store.check_free(name)
+    packages: list[str] = []
+    why = ""
+    if facts.python is not None:
+        packages, why = await asyncio.to_thread(
+            python_packages, facts.python, facts.environ, facts.uids
+        )
+    draft = await _draft(draft_process, facts, name, copy_limit, packages, why, _exclude(store))
+    ws = await install_draft(store, draft, None)
+    store.state.event("capture", f"process {pid} captured as workspace {name}")
+    return ws, draft
+
+
+async def capture_container(
+    store: WorkspaceStore,
+    docker_host: str | None,
+    container: str,
+    name: str | None,
+    copy_limit: int,
+) -> tuple[Workspace, Draft]:
+    facts = await asyncio.to_thread(read_container, docker_host, container)
+    name = name or default_name(facts.name)
+    store.check_free(name)
+    protocols = {}
+    for port, host_port in facts.published.items() if facts.local else ():
+        protocols[port] = await asyncio.to_thread(probe_http, "127.0.0.1", host_port)
+    draft = await _draft(draft_container, facts, name, copy_limit, protocols, _exclude(store))
+    ref, must_tag = image_reference(facts, name)
+    if must_tag:
+        await asyncio.to_thread(tag_image, docker_host, facts.image_id, ref)
+        draft.notes.append(f"the engine here now also calls image {facts.image_id[:19]} {ref}")
+    try:
+        ws = await install_draft(store, draft, docker_host)
+    except BaseException:
+        if must_tag:  # a failed capture leaves nothing, in the engine either
+            kept = await asyncio.to_thread(untag_image, docker_host, ref, facts.id)
+            if kept:
+                store.state.event("capture", f"capture of container {facts.name} failed; {kept}")
+        raise
+    store.state.event("capture", f"container {facts.name} captured as workspace {name}")
+    return ws, draft

@@ -1,0 +1,258 @@
+"""The draft of a captured process: its command, working folder, environment, Python
+packages and model files."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import socket
+from pathlib import Path
+from typing import Any
+
+from aienv.system.capture import ProcessFacts
+from aienv.system.containers import mask_args
+from aienv.units import human_size
+from aienv.workspace.capture.draft import (
+    ENVIRONMENT,
+    NOTES_FILE,
+    PROJECT,
+    Copy,
+    Draft,
+    default_name,
+    endpoint_names,
+    hide_command,
+    notes_text,
+    resources,
+    resources_text,
+    unique_name,
+)
+from aienv.workspace.capture.filter import measure, split_env, whole_machine
+
+# -- a process ------------------------------------------------------------------------
+
+
+class _Paths:
+    """Where a path of the captured machine ends up in the workspace."""
+
+    def __init__(self, cwd: str, cwd_dest: str | None, workdir: str) -> None:
+        self.cwd = cwd
+        self.cwd_dest = cwd_dest
+        self.workdir = workdir
+        self.files: dict[str, str] = {}  # absolute source -> workspace path
+
+    def dest(self, path: str) -> str | None:
+        path = posixpath.normpath(path)
+        if path in self.files:
+            return self.files[path]
+        if self.cwd_dest is not None and (path + "/").startswith(self.cwd.rstrip("/") + "/"):
+            return posixpath.normpath(
+                posixpath.join(self.cwd_dest, posixpath.relpath(path, self.cwd))
+            )
+        return None
+
+    def rewrite(self, value: str, program: bool = False) -> str:
+        """An absolute path that the workspace holds becomes relative to the working
+        folder (``./x`` for the program, which exec would look up in PATH otherwise);
+        a relative one that the workspace does not hold becomes absolute (the original)."""
+        if value.startswith("/"):
+            dest = self.dest(value)
+            if dest is None:
+                return value
+            rel = posixpath.relpath(dest, self.workdir)
+            return f"./{rel}" if program and "/" not in rel else rel
+        if self.cwd_dest is None and value and not value.startswith("-"):
+            candidate = posixpath.join(self.cwd, value)
+            if os.path.exists(candidate):
+                return posixpath.normpath(candidate)
+        return value
+
+
+def _with_ports(arg: str, ports: dict[int, str], addresses: set[str]) -> str:
+    """``8000``, ``--port=8000``, ``HOST:8000`` -> ``{port.NAME}`` in their place, and a
+    listen address of this machine's own -> ``0.0.0.0``."""
+    prefix, sep, value = (
+        arg.rpartition("=") if arg.startswith("-") and "=" in arg else ("", "", arg)
+    )
+    host, colon, port = value.rpartition(":") if ":" in value else ("", "", value)
+    if port.isdigit() and int(port) in ports and (not colon or host):
+        if host in addresses and not host.startswith(("127.", "0.", "::")):
+            host = "0.0.0.0"
+        value = f"{host}{colon}{{port.{ports[int(port)]}}}"
+    elif value in addresses and not value.startswith(("127.", "0.", "::")):
+        value = "0.0.0.0"
+    return f"{prefix}{sep}{value}"
+
+
+def _script_name(cmdline: list[str], python: bool) -> str:
+    if python:
+        for i, arg in enumerate(cmdline[1:], 1):
+            if arg == "-m" and i + 1 < len(cmdline):
+                return cmdline[i + 1].split(".")[-1]
+            if not arg.startswith("-"):
+                return Path(arg).stem
+    return Path(cmdline[0]).name
+
+
+def process_default_name(facts: ProcessFacts) -> str:
+    return default_name(_script_name(mask_args(facts.cmdline), facts.python is not None))
+
+
+def _shown(args: list[str]) -> str:
+    """A command line as descriptions show it: secrets masked, at most 200 characters."""
+    shown = " ".join(mask_args(args))
+    return shown[:199] + "…" if len(shown) > 200 else shown
+
+
+def _working_folder(
+    draft: Draft, facts: ProcessFacts, copy_limit: int, exclude: frozenset[str]
+) -> str | None:
+    """Copy the working folder in as the project when it may be (its place in the
+    workspace), else say why it is referenced (None)."""
+    cwd = Path(facts.cwd)
+    size = 0
+    if whole_machine(cwd, facts.environ):
+        what = "the root folder" if cwd == Path("/") else "a home folder"
+        reason = (
+            f"{what}: referenced, never copied whole (it holds a person's own files and "
+            "credentials); run the program from a folder of its own to capture it"
+        )
+    else:
+        try:
+            size, fits = measure(cwd, copy_limit, exclude)
+        except OSError as exc:
+            reason = f"cannot be read here: {exc.strerror or exc}; referenced"
+        else:
+            if fits:
+                draft.copies.append(Copy(cwd, PROJECT, True))
+                draft.captured.append(f"working folder {cwd} -> {PROJECT}/ ({human_size(size)})")
+                return PROJECT
+            reason = f"over the copy limit of {human_size(copy_limit)}"
+    draft.not_copied.append({"path": str(cwd), "size": size, "reason": reason})
+    return None
+
+
+def _model_files(draft: Draft, facts: ProcessFacts, paths: _Paths, copy_limit: int) -> None:
+    """Copy the model files it holds open into ``models/``, unless the project has them,
+    or one is too large or cannot be read (then referenced)."""
+    used: set[str] = set()
+    for model in facts.model_files:
+        path = Path(model)
+        if paths.dest(model) is not None:
+            draft.captured.append(f"model file {model} (in {PROJECT}/)")
+            continue
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            draft.not_copied.append({"path": model, "size": 0, "reason": exc.strerror or str(exc)})
+            continue
+        if size > copy_limit:
+            reason = f"over the copy limit of {human_size(copy_limit)}"
+            draft.not_copied.append({"path": model, "size": size, "reason": reason})
+            continue
+        dest = "models/" + unique_name(path.stem, path.suffix, used)
+        paths.files[posixpath.normpath(model)] = dest
+        draft.copies.append(Copy(path, dest, False))
+        draft.captured.append(f"model file {model} -> {dest} ({human_size(size)})")
+
+
+def draft_process(
+    facts: ProcessFacts,
+    name: str,
+    copy_limit: int,
+    packages: list[str] | None = None,
+    packages_note: str = "",
+    exclude: frozenset[str] = frozenset(),
+) -> Draft:
+    shown = _shown(facts.cmdline)
+    draft = Draft(
+        name,
+        {},
+        {
+            "kind": "capture",
+            "process": facts.pid,
+            "command": mask_args(facts.cmdline)[:64],
+            "host": socket.gethostname(),
+        },
+    )
+    # the working folder: copied in as the project when small enough
+    cwd_dest = _working_folder(draft, facts, copy_limit, exclude)
+    workdir = PROJECT if cwd_dest else "."
+    paths = _Paths(facts.cwd, cwd_dest, workdir)
+    _model_files(draft, facts, paths, copy_limit)
+    env, env_secrets = split_env(facts.environ, drop_noise=True)
+    cmdline = hide_command(draft, facts.cmdline, facts.environ, env_secrets)
+    # endpoints: every port it listens on; {port.NAME} where the command names it
+    endpoints = endpoint_names([(lst.port, lst.protocol or "tcp") for lst in facts.listeners])
+    by_port = {e["port"]: e["name"] for e in endpoints}
+    command = []
+    for i, arg in enumerate(cmdline):
+        if i == 0 and facts.python is not None:
+            command.append("python3")
+            if arg != "python3":
+                draft.notes.append(f"runs python3 from the PATH where it launches (was {arg})")
+            continue
+        new = _with_ports(arg, by_port, facts.addresses)
+        command.append(paths.rewrite(new, program=i == 0) if new == arg else new)
+    for ep in endpoints:
+        if not any(f"{{port.{ep['name']}}}" in a for a in command):
+            draft.notes.append(
+                f"port {ep['port']} is not on the command line: the twin listens on "
+                f"{ep['port']} wherever it runs (AIENV_PORT_{ep['name'].upper().replace('-', '_')} "
+                "gives the planned port)"
+            )
+    env = {k: paths.rewrite(v) if v.startswith("/") else v for k, v in env.items()}
+    requires, recommends = resources(facts.rss, facts.cpu_percent / 100, facts.uses_gpu)
+    environment: dict[str, Any] = {
+        "name": ENVIRONMENT,
+        "runtime": "process",
+        "description": f"A twin of process {facts.pid}: {shown}"[:4096],
+        "requires": requires,
+        "recommends": recommends,
+        "process": {"command": command, "workdir": workdir, "env": env},
+        "endpoints": endpoints,
+    }
+    manifest: dict[str, Any] = {
+        "apiVersion": "aienv/v1",
+        "name": name,
+        "version": "0.1.0",
+        "description": f"Captured from process {facts.pid} ({shown}) on {socket.gethostname()}"[
+            :4096
+        ],
+        "tags": ["captured"],
+        "languages": ["python"] if facts.python else [],
+        "projects": (
+            [
+                {
+                    "name": PROJECT,
+                    "path": PROJECT,
+                    "description": f"the working folder {facts.cwd}"[:4096],
+                }
+            ]
+            if cwd_dest
+            else []
+        ),
+        "data": (
+            [{"name": "models", "path": "models", "description": "model files it held open"}]
+            if paths.files
+            else []
+        ),
+        "environments": [environment],
+    }
+    if facts.python is not None:
+        if packages_note:
+            draft.notes.append(packages_note)
+        else:
+            draft.files["requirements.txt"] = "".join(f"{p}\n" for p in packages or [])
+            draft.captured.append(
+                f"the packages of {facts.python}: requirements.txt ({len(packages or [])})"
+            )
+            draft.notes.append("install requirements.txt where the twin runs (pip install -r)")
+    draft.captured.append("command: " + " ".join(command))
+    draft.captured.append(f"environment: {', '.join(env) or 'no variables'}")
+    draft.captured += [
+        f"endpoint {e['name']}: port {e['port']} ({e['protocol']})" for e in endpoints
+    ]
+    draft.captured.append(resources_text(requires, recommends))
+    draft.manifest = manifest
+    draft.files[NOTES_FILE] = notes_text(draft, f"process {facts.pid} ({shown})", "process")
+    return draft
