@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -10,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from aienv.errors import Forbidden, InvalidInput
+from aienv.security.allow import is_loopback
 
 if TYPE_CHECKING:
     from aienv.node import Node
@@ -25,19 +25,8 @@ def node_of(request: web.Request) -> Node:
     return request.app[NODE]
 
 
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def is_local(request: web.Request) -> bool:
-    return _is_loopback(request.remote)
+    return is_loopback(request.remote)
 
 
 def origin_refusal(request: web.Request) -> str | None:
@@ -62,7 +51,7 @@ def admin_refusal(request: web.Request) -> str | None:
             "or with admin credentials (aienv auth admin add)"
         )
     host = request.headers.get("Host", "")
-    if not _is_loopback(request.url.host):
+    if not is_loopback(request.url.host):
         return f"admin requests must address the node as localhost, not {host!r}"
     return origin_refusal(request)
 

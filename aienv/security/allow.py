@@ -25,6 +25,19 @@ LAN = (
 )
 
 
+def is_loopback(host: str | None) -> bool:
+    """Whether a host name or address (``localhost``, ``127.x``, ``::1``, ``[::1]``) is
+    this machine's loopback."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def parse_networks(items: list[str]) -> list[Network]:
     """Networks from strings like ``10.0.0.0/8`` or ``192.168.1.7``; ValueError names a bad one."""
     out: list[Network] = []

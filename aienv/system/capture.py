@@ -31,6 +31,7 @@ import psutil
 
 from aienv.errors import AienvError, Forbidden, NotFound, RuntimeFailure
 from aienv.runtime.container import Engine, unreachable
+from aienv.security.allow import is_loopback
 from aienv.system.ai import mapped_paths, model_files
 from aienv.system.processes import container_id_of
 
@@ -464,11 +465,7 @@ def is_local_engine(address: str) -> bool:
     url = urlsplit(address)
     if url.scheme in ("unix", "npipe"):
         return True
-    return url.scheme in ("tcp", "http", "https") and url.hostname in (
-        "127.0.0.1",
-        "localhost",
-        "::1",
-    )
+    return url.scheme in ("tcp", "http", "https") and is_loopback(url.hostname)
 
 
 def tag_image(docker_host: str | None, image_id: str, reference: str) -> None:

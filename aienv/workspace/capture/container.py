@@ -106,18 +106,13 @@ def draft_container(
     protocols: dict[int, str] | None = None,
     exclude: frozenset[str] = frozenset(),
 ) -> Draft:
+    host = socket.gethostname()
     draft = Draft(
         name,
         {},
-        {
-            "kind": "capture",
-            "container": facts.name,
-            "image": facts.image,
-            "host": socket.gethostname(),
-        },
+        {"kind": "capture", "container": facts.name, "image": facts.image, "host": host},
     )
     ref, _ = image_reference(facts, name)
-    host = socket.gethostname()
     archive = f"images/{name}.tar"
     draft.image = (ref, archive)
     draft.captured.append(f"image {facts.image} ({facts.image_id[:19]}) -> {archive} as {ref}")

@@ -4,7 +4,6 @@ and ``CAPTURE.md``, what its user must fill in."""
 from __future__ import annotations
 
 import re
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +135,7 @@ def endpoint_names(ports: list[tuple[int, str]]) -> list[dict[str, Any]]:
 
 def notes_text(draft: Draft, what: str, runtime: str) -> str:
     """``CAPTURE.md``: for whoever runs the twin, what to fill in and what is missing."""
-    lines = [f"# Captured from {what}", "", f"on {socket.gethostname()} at "
+    lines = [f"# Captured from {what}", "", f"on {draft.origin['host']} at "
              f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}.", ""]  # fmt: skip
     if draft.secrets:
         where = f"`environments.0.{runtime}.env` in workspace.yaml"

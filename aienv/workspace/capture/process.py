@@ -164,6 +164,7 @@ def draft_process(
     exclude: frozenset[str] = frozenset(),
 ) -> Draft:
     shown = _shown(facts.cmdline)
+    host = socket.gethostname()
     draft = Draft(
         name,
         {},
@@ -171,7 +172,7 @@ def draft_process(
             "kind": "capture",
             "process": facts.pid,
             "command": mask_args(facts.cmdline)[:64],
-            "host": socket.gethostname(),
+            "host": host,
         },
     )
     # the working folder: copied in as the project when small enough
@@ -215,9 +216,7 @@ def draft_process(
         "apiVersion": "aienv/v1",
         "name": name,
         "version": "0.1.0",
-        "description": f"Captured from process {facts.pid} ({shown}) on {socket.gethostname()}"[
-            :4096
-        ],
+        "description": f"Captured from process {facts.pid} ({shown}) on {host}"[:4096],
         "tags": ["captured"],
         "languages": ["python"] if facts.python else [],
         "projects": (
