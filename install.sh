@@ -3,7 +3,7 @@
 # aienv, the `aienv` command on PATH, and a systemd service that runs the node.
 # Safe to run again: every step checks what is already there.
 #
-#   ./install.sh                         install and start the node as a service
+#   ./install.sh                         install and start the node as a service (none in CI)
 #   ./install.sh --run                   install, then run the node in the foreground
 #   ./install.sh --skip-system-deps      do not install distribution packages
 #   ./install.sh --skip-service-install  do not install the systemd unit
@@ -79,9 +79,19 @@ if [ "$SKIP_SYSTEM" -eq 0 ]; then
       [ "$BENCH" -eq 1 ] && pkgs="$pkgs nginx-light"
       missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
       if [ -n "$missing" ]; then
-        confirm "Install system packages: $(echo $missing)?" || die "cancelled"
-        say "installing $(echo $missing)"
+        say "updating the package lists"
         $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        # what apt would do, said before it starts: how many packages, how many bytes
+        plan=$(LC_ALL=C $SUDO apt-get install --assume-no --no-install-recommends $missing 2>/dev/null || true)
+        count=$(printf '%s\n' "$plan" | sed -n 's/^.* upgraded, \([0-9]*\) newly installed.*/\1/p')
+        fetch=$(printf '%s\n' "$plan" | sed -n 's/^Need to get \([^/]*\).* of archives\.$/\1/p')
+        disk=$(printf '%s\n' "$plan" | sed -n 's/^After this operation, \(.*\) of additional disk space.*/\1/p')
+        summary=$(echo $missing)
+        if [ -n "$count" ]; then
+          summary="$count packages (${fetch:-0 B} to download, ${disk:-0 B} on disk) for: $summary"
+        fi
+        confirm "Install $summary?" || die "cancelled"
+        say "installing $summary"
         # no package may start a daemon on this machine's interfaces (nginx would
         # listen on :80; dockerd and libvirtd would add bridges and NAT rules): block
         # service starts for the install unless a policy exists. Start the engines you
@@ -91,9 +101,18 @@ if [ "$SKIP_SYSTEM" -eq 0 ]; then
           printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
           $SUDO chmod 755 /usr/sbin/policy-rc.d; guard=1
         fi
-        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-          $missing >/dev/null
+        # one short line per package downloaded, then per package set up (errors pass)
+        status=0
+        LC_ALL=C $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+          -o Dpkg::Progress-Fancy=0 -o Dpkg::Use-Pty=0 --no-install-recommends $missing \
+          | awk -v total="${count:-?}" '
+              /^Get:[0-9]+ / { n++; size = $0; sub(/.*\[/, "", size); sub(/\].*/, "", size)
+                               printf "  [%d/%s] downloaded %s (%s)\n", n, total, $5, size; fflush() }
+              /^Setting up / { m++; name = $3; sub(/:.*/, "", name)
+                               printf "  [%d/%s] set up %s\n", m, total, name; fflush() }
+              /^(E|W): / { print; fflush() }' || status=$?
         [ "$guard" -eq 1 ] && $SUDO rm -f /usr/sbin/policy-rc.d
+        [ "$status" -eq 0 ] || die "apt-get install failed (exit $status)"
       fi ;;
     *fedora*|*rhel*|*centos*)
       pkgs="python3 python3-pip iproute curl util-linux gcc pkgconf-pkg-config python3-devel libvirt-devel"
@@ -132,8 +151,12 @@ ln -sfn "$VENV/bin/aienv" "$BIN_DIR/aienv"
 say "aienv $("$VENV/bin/aienv" --help >/dev/null && "$VENV/bin/python" -c 'import aienv; print(aienv.__version__)') installed: $BIN_DIR/aienv"
 
 # -- 3. the service --------------------------------------------------------------
+# Never in CI: a node would announce itself on the machine's real interfaces.
+case "${CI:-}" in true|TRUE|True|1|yes) IN_CI=1 ;; *) IN_CI=0 ;; esac
 if [ "$SKIP_SERVICE" -eq 0 ] && [ "$RUN" -eq 0 ]; then
-  if [ -d /run/systemd/system ]; then
+  if [ "$IN_CI" -eq 1 ]; then
+    say "CI=$CI: no service installed or started (run a node with 'aienv serve')"
+  elif [ -d /run/systemd/system ]; then
     if [ "$ROOT" -eq 1 ]; then
       unit=/etc/systemd/system/aienv.service; ctl="systemctl"; home=/var/lib/aienv; target=multi-user.target
     else

@@ -6,8 +6,6 @@ with ``--password-stdin`` (for scripts); never taken as an argument, where
 other users could read them in the process list.
 """
 
-from __future__ import annotations
-
 import sys
 from typing import Annotated
 

@@ -1,8 +1,6 @@
 """``aienv capture``: make a workspace from a running process or container, so that a
 peer can clone it and run its twin. Registered on the main app by ``aienv.cli.main``."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 import typer

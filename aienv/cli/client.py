@@ -1,13 +1,27 @@
-"""The HTTP client the CLI uses, mapping every failure to one ``CliError``."""
+"""The HTTP client the CLI uses to reach its node, mapping every failure to one ``CliError``.
+
+The CLI sends one request or a few to one node, its own, and what it costs is
+mostly imports: httpx with its client takes ~100 ms, the standard library's
+``http.client`` ~20 ms. So it speaks through ``http.client``, one connection per
+request, imported on the first request.
+
+A node with TLS on hangs up on plain HTTP: with a clean close, or with a reset
+when the request was still unread (even while the connection is being set
+up). Either way something *is* listening and nothing was answered: the CLI
+then speaks HTTPS to it, trusting the local node's own certificate alone. A
+refused connection means no node: it says so.
+"""
 
 from __future__ import annotations
 
 import os
-import ssl
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import SplitResult, quote, urlencode, urlsplit
 
-import httpx
+if TYPE_CHECKING:
+    import http.client
+    import ssl
 
 DEFAULT_URL = "http://127.0.0.1:37778"
 
@@ -15,6 +29,8 @@ EXIT_ERROR = 1
 EXIT_UNREACHABLE = 3
 EXIT_NOT_FOUND = 4
 EXIT_CONFLICT = 5
+
+_PATH_SAFE = "/:@!$&'()*+,;=~"  # what a path may hold as it is (RFC 3986 pchar)
 
 
 class CliError(Exception):
@@ -45,11 +61,13 @@ def node_certificate() -> Path | None:
     return cert if os.access(cert, os.R_OK) else None
 
 
-def tls_context(cert: Path | None) -> ssl.SSLContext | bool:
+def tls_context(cert: Path | None) -> ssl.SSLContext:
     """Trust exactly the node's self-signed certificate (its name is not checked: the
     node is reached by address); without one, the usual verification, which refuses it."""
+    import ssl
+
     if cert is None:
-        return True
+        return ssl.create_default_context()
     try:
         context = ssl.create_default_context(cafile=str(cert))
     except (OSError, ssl.SSLError) as exc:
@@ -59,64 +77,192 @@ def tls_context(cert: Path | None) -> ssl.SSLContext | bool:
     return context
 
 
+class Answer(NamedTuple):
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+
+class _HungUp(Exception):
+    """Something accepted the connection, then closed or reset it without an answer."""
+
+
+class _Unreachable(Exception):
+    """Nothing answered the connection: refused, no route, no such host, timed out."""
+
+
 class Client:
     def __init__(self, url: str | None = None, timeout: float | None = 120.0) -> None:
-        self.url = url or node_url()
+        self.url = (url or node_url()).rstrip("/")
         self.timeout = timeout
-        self._http = self._connect(self.url)
+        self._target(self.url)  # a bad AIENV_URL is said before anything is sent
 
-    def _connect(self, url: str) -> httpx.Client:
-        verify = tls_context(node_certificate()) if url.startswith("https://") else True
-        return httpx.Client(base_url=url, timeout=self.timeout, auth=credentials(), verify=verify)
-
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _target(self, url: str) -> SplitResult:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CliError(f"the node's URL must be http://HOST:PORT or https://HOST:PORT: {url!r}")
         try:
-            return self._http.request(method, f"/api/v1{path}", **kwargs)
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            # a node with TLS on hangs up on plain HTTP — a close, or a reset when the
-            # request was still unread (a race): speak HTTPS to it, if it is ours
-            if not self.url.startswith("http://"):
-                raise
-            if node_certificate() is None:
-                raise CliError(
-                    f"the node at {self.url} closed the connection without an answer: it "
-                    "stopped, or it serves HTTPS (aienv serve --tls) — then set AIENV_CERT "
-                    "to its tls/cert.pem (in its home) to trust it",
-                    EXIT_UNREACHABLE,
-                ) from exc
-            self.url = "https://" + self.url.removeprefix("http://")
-            self._http = self._connect(self.url)
-            return self._http.request(method, f"/api/v1{path}", **kwargs)
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError as exc:
+            raise CliError(f"the node's URL has a bad port: {url!r}") from exc
+        return parts
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _connect(self, parts: SplitResult) -> http.client.HTTPConnection:
+        """A connection to the node, made now (TLS set up for an https one)."""
+        import http.client
+
+        host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+        if parts.scheme == "https":
+            context = tls_context(node_certificate())
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, port, timeout=self.timeout, context=context
+            )
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
         try:
-            resp = self._send(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                raise CliError(
-                    f"the TLS certificate of {self.url} is not the node's certificate "
-                    f"{node_certificate() or '(none found: set AIENV_CERT to its cert.pem)'}",
-                    EXIT_UNREACHABLE,
-                ) from exc
+            conn.connect()
+        except (ConnectionResetError, ConnectionAbortedError) as exc:
+            conn.close()
+            raise _HungUp(str(exc)) from exc  # accepted, then reset: something is there
+        except TimeoutError as exc:
+            conn.close()
+            raise _Unreachable(f"no answer within {self.timeout:g} s") from exc
+        except OSError as exc:
+            conn.close()
+            raise (
+                self._tls_failure(exc)
+                if parts.scheme == "https"
+                else _Unreachable(exc.strerror or str(exc))
+            ) from exc
+        return conn
+
+    def _tls_failure(self, exc: OSError) -> Exception:
+        """What a failed connection to an https node means."""
+        import ssl
+
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return CliError(
+                f"the TLS certificate of {self.url} is not the node's certificate "
+                f"{node_certificate() or '(none found: set AIENV_CERT to its cert.pem)'}",
+                EXIT_UNREACHABLE,
+            )
+        if isinstance(exc, ssl.SSLEOFError):  # a close during the handshake: no answer
+            return _HungUp(f"during the TLS handshake: {exc}")
+        if not isinstance(exc, ssl.SSLError):  # refused, no route, no such host
+            return _Unreachable(exc.strerror or str(exc))
+        return CliError(  # TLS refused: a plain HTTP node, say
+            f"TLS with the node at {self.url} failed: {getattr(exc, 'reason', None) or exc} "
+            "(does it serve HTTPS? aienv serve --tls)",
+            EXIT_UNREACHABLE,
+        )
+
+    def _exchange(self, method: str, target: str, body: bytes, headers: dict[str, str]) -> Answer:
+        """One request on a new connection, its answer read to the end."""
+        import http.client
+
+        parts = self._target(self.url)
+        conn = self._connect(parts)
+        try:
+            conn.request(method, parts.path.rstrip("/") + target, body=body or None,
+                         headers=headers)  # fmt: skip
+            resp = conn.getresponse()
+            data = resp.read()
+        except TimeoutError as exc:
             raise CliError(
-                f"cannot reach the aienv node at {self.url} ({exc.__class__.__name__}): "
-                "is `aienv serve` running? (set AIENV_URL to use another node)",
+                f"the node at {self.url} did not answer within {self.timeout:g} s",
                 EXIT_UNREACHABLE,
             ) from exc
-        if resp.status_code >= 400:
-            try:
-                error = resp.json()["error"]
-                message = str(error["message"])
-            except (ValueError, KeyError, TypeError):
-                message = f"the node answered HTTP {resp.status_code}"
-            exit_code = {404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT}.get(resp.status_code, EXIT_ERROR)
-            raise CliError(message, exit_code)
-        if resp.headers.get("content-type", "").startswith("application/json"):
-            return resp.json()
-        return resp.text
+        except http.client.IncompleteRead as exc:
+            raise self._cut(exc) from exc
+        except (http.client.BadStatusLine, ConnectionError) as exc:
+            # no answer at all: a close (RemoteDisconnected), a reset, a broken pipe, or
+            # bytes that are not HTTP (a TLS alert)
+            raise _HungUp(str(exc) or exc.__class__.__name__) from exc
+        except OSError as exc:  # a TLS close without notice, say
+            raise _HungUp(exc.strerror or str(exc) or exc.__class__.__name__) from exc
+        finally:
+            conn.close()
+        found = {k.lower(): v for k, v in resp.getheaders()}
+        if "content-length" not in found and "chunked" not in found.get("transfer-encoding", ""):
+            # the node always frames its answers: one without a frame was cut in its head
+            raise self._cut(None)
+        return Answer(resp.status, found, data)
 
-    def get(self, path: str, **kwargs: Any) -> Any:
-        return self.request("GET", path, **kwargs)
+    def _cut(self, exc: Exception | None) -> CliError:
+        why = f" ({exc})" if exc is not None else ""
+        return CliError(
+            f"the node at {self.url} stopped in the middle of its answer{why}", EXIT_UNREACHABLE
+        )
+
+    def _send(self, method: str, target: str, body: bytes, headers: dict[str, str]) -> Answer:
+        try:
+            return self._exchange(method, target, body, headers)
+        except _HungUp as exc:
+            # a node with TLS on hangs up on plain HTTP: speak HTTPS to it, if it is ours
+            if self.url.startswith("http://") and node_certificate() is not None:
+                self.url = "https://" + self.url.removeprefix("http://")
+                return self._exchange(method, target, body, headers)
+            hint = (
+                " — then set AIENV_CERT to its tls/cert.pem (in its home) to trust it"
+                if self.url.startswith("http://")
+                else ""
+            )
+            why = f" ({exc})" if str(exc) else ""
+            raise CliError(
+                f"the node at {self.url} closed the connection without an answer{why}: it "
+                f"stopped, or it serves HTTPS (aienv serve --tls){hint}",
+                EXIT_UNREACHABLE,
+            ) from exc
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        import json as jsonlib
+
+        target = "/api/v1" + quote(path, safe=_PATH_SAFE)
+        if params:
+            target += "?" + urlencode(params)
+        headers = {"Accept": "application/json"}
+        body = b""
+        if json is not None:
+            body = jsonlib.dumps(json).encode()
+            headers["Content-Type"] = "application/json"
+        login = credentials()
+        if login is not None:
+            import base64
+
+            token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        try:
+            resp = self._send(method, target, body, headers)
+        except _Unreachable as exc:
+            raise CliError(
+                f"cannot reach the aienv node at {self.url} ({exc}): is `aienv serve` "
+                "running? (set AIENV_URL to use another node)",
+                EXIT_UNREACHABLE,
+            ) from exc
+        is_json = resp.headers.get("content-type", "").startswith("application/json")
+        if resp.status >= 400:
+            try:
+                message = str(jsonlib.loads(resp.body)["error"]["message"])
+            except (ValueError, KeyError, TypeError):
+                message = f"the node answered HTTP {resp.status}"
+            exit_code = {404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT}.get(resp.status, EXIT_ERROR)
+            raise CliError(message, exit_code)
+        if is_json:
+            try:
+                return jsonlib.loads(resp.body)
+            except ValueError as exc:  # the node sends JSON whole: this was cut short
+                raise self._cut(None) from exc
+        return resp.body.decode("utf-8", errors="replace")
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self.request("GET", path, params=params)
 
     def post(self, path: str, json: Any = None) -> Any:
         return self.request("POST", path, json=json if json is not None else {})

@@ -2,16 +2,13 @@
 snapshots (``aienv system`` is in ``aienv.cli.system``). Registered on the main
 app by ``aienv.cli.main``."""
 
-from __future__ import annotations
-
 import sys
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from aienv.cli.client import Client, CliError
-from aienv.cli.render import JsonOpt, emit_json, endpoints_text, human_size, out, plan_text
+from aienv.cli.render import JsonOpt, emit_json, endpoints_text, human_size, out, plan_text, table
 
 snapshot_app = typer.Typer(
     help="Snapshots of an environment (VMs): create, list, revert, delete.",
@@ -86,14 +83,15 @@ def ps(
     if as_json:
         emit_json(envs)
         return
-    table = Table("id", "runtime", "plan", "state", "endpoints", box=None)
+    rows = []
     for e in envs:
         urls = " ".join(ep["url"] for ep in e["endpoints"])
         state = e["state"] + (
             f" ({e['error']})" if e.get("error") and e["state"] == "failed" else ""
         )
-        table.add_row(e["id"], e["runtime"], _plan_cell(e), state, urls)
-    out.print(table if envs else "no environments running")
+        rows.append([e["id"], e["runtime"], _plan_cell(e), state, urls])
+    headers = ["id", "runtime", "plan", "state", "endpoints"]
+    out.line(table(headers, rows) if envs else "no environments running")
 
 
 def _env_ids(client: Client, ref: str) -> list[str]:
@@ -151,10 +149,8 @@ def snapshot_list(env: EnvId, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(snaps)
         return
-    table = Table("name", "created", "state", box=None)
-    for snap in snaps:
-        table.add_row(snap["name"], str(snap.get("created", "")), str(snap.get("state", "")))
-    out.print(table if snaps else f"{env_id} has no snapshots")
+    rows = [[s["name"], str(s.get("created", "")), str(s.get("state", ""))] for s in snaps]
+    out.line(table(["name", "created", "state"], rows) if snaps else f"{env_id} has no snapshots")
 
 
 @snapshot_app.command("revert")

@@ -2,22 +2,19 @@
 containers) and ``aienv events`` (the node's event log, followed live).
 Registered on the main app by ``aienv.cli.main``."""
 
-from __future__ import annotations
-
 import json
-import os
 import sys
-import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from aienv.cli.client import Client, CliError
-from aienv.cli.render import JsonOpt, human_size, out
+from aienv.cli.render import JsonOpt, err, human_size, out
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 TOP_PROCESSES = 15  # the table shows the busiest; --json has them all
 FOLLOW_EVERY = 1.0  # seconds between two polls of the event log
@@ -25,13 +22,18 @@ MAX_EVENTS = 1000  # what the node keeps
 
 OutputOpt = Annotated[
     Path | None,
-    typer.Option("--output", "-o", help="Write the inventory as JSON to FILE (atomically)."),
+    typer.Option(
+        "--output", "-o", help="Write the inventory as JSON to FILE (atomically), not to stdout."
+    ),
 ]
 PrettyOpt = Annotated[bool, typer.Option("--pretty", help="Indent the JSON.")]
 
 
 def write_json_atomically(path: Path, data: Any, pretty: bool) -> None:
     """Write next to ``path`` and rename, so a reader never sees half a file."""
+    import os
+    import tempfile
+
     text = json.dumps(data, indent=2 if pretty else None, default=str) + "\n"
     folder = path.resolve().parent
     if not folder.is_dir():
@@ -49,7 +51,15 @@ def write_json_atomically(path: Path, data: Any, pretty: bool) -> None:
         raise CliError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+def _table(*headers: str, title: str | None = None) -> "Table":
+    from rich.table import Table
+
+    return Table(*headers, title=title, box=None)
+
+
 def _when(ts: float | None) -> str:
+    from datetime import datetime
+
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
 
 
@@ -74,7 +84,7 @@ def _hardware(data: dict[str, Any]) -> None:
     for iface in data.get("interfaces", []):
         state = "up" if iface["up"] else "down"
         out.print(f"net     {iface['name']} {state} {' '.join(iface['addresses'])}")
-    table = Table("runtime", "available", "why not", box=None)
+    table = _table("runtime", "available", "why not")
     for name, rt in data["runtimes"].items():
         table.add_row(name, "yes" if rt["available"] else "[red]no[/]", rt["reason"])
     out.print(table)
@@ -85,7 +95,7 @@ def _workloads(data: dict[str, Any]) -> None:
     if not found:
         out.print("AI workloads: none recognised")
         return
-    table = Table("kind", "id", "name", "why AI", title="AI workloads", box=None)
+    table = _table("kind", "id", "name", "why AI", title="AI workloads")
     for w in found:
         ident = str(w.get("pid") or w.get("id") or "")
         table.add_row(w["kind"], ident, w["name"] or "", "; ".join(w["reasons"]))
@@ -94,9 +104,8 @@ def _workloads(data: dict[str, Any]) -> None:
 
 def _processes(processes: list[dict[str, Any]]) -> None:
     busiest = sorted(processes, key=lambda p: (-(p["cpu_percent"] or 0), -(p["rss"] or 0)))
-    table = Table("pid", "user", "CPU %", "memory", "started", "ports", "command",
-                  title=f"processes (the {TOP_PROCESSES} busiest of {len(processes)})",
-                  box=None)  # fmt: skip
+    title = f"processes (the {TOP_PROCESSES} busiest of {len(processes)})"
+    table = _table("pid", "user", "CPU %", "memory", "started", "ports", "command", title=title)
     for p in busiest[:TOP_PROCESSES]:
         ports = " ".join(f"{x['port']}/{x['protocol']}" for x in p.get("listening", []))
         command = " ".join(p["cmdline"] or []) or (p["name"] or "")
@@ -123,7 +132,7 @@ def _containers(data: dict[str, Any]) -> None:
     if not containers:
         out.print(f"containers: none ({data.get('containers_reason') or 'the engine has none'})")
         return
-    table = Table("id", "name", "image", "status", "ports", "mounts", title="containers", box=None)
+    table = _table("id", "name", "image", "status", "ports", "mounts", title="containers")
     for c in containers:
         ports = " ".join(
             f"{p['host_port']}->{p['container_port']}/{p['protocol']}"
@@ -142,16 +151,14 @@ def system(
     pretty: PrettyOpt = False,
 ) -> None:
     """This machine: hardware, runtimes, AI workloads (and why), processes, services,
-    containers."""
+    containers. With --output, the JSON goes to FILE only (and where, to stderr)."""
     data = Client().get("/system")
     if output is not None:
         write_json_atomically(output, data, pretty)
-        if not as_json:
-            out.print(f"inventory written to {output}")
+        err.line(f"wrote {output}")
+        return
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2 if pretty else None, default=str) + "\n")
-        return
-    if output is not None:
         return
     _hardware(data)
     if "processes" not in data:  # a node elsewhere, without admin credentials
@@ -175,7 +182,7 @@ def _show(events: list[dict[str, Any]], as_json: bool, follow: bool) -> None:
         if as_json:  # following: one JSON object per line
             sys.stdout.write(json.dumps(event) + "\n")
         else:
-            out.print(_event_line(event), highlight=False, markup=False)
+            out.line(_event_line(event))
     sys.stdout.flush()
 
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from aienv.cli.client import Client
 from aienv.discovery import codec
-from aienv.discovery.link import Link
+from aienv.peer.link import Link
 from aienv.security.tls import ensure_certificate
 
 
@@ -36,19 +36,13 @@ def test_https_without_a_fingerprint_is_invalid() -> None:
 
 
 def test_link_options_pin_and_send_the_password_only_when_given() -> None:
-    body = codec.Body(
-        name="alpha",
-        instance="0" * 16,
-        seq=1,
-        http=codec.HttpInfo(port=37778, scheme="https", fingerprint="ab" * 32),
-    )
-    link = Link.to("10.0.0.1", body, password="s3cret-enough")
+    link = Link.at("10.0.0.1", 37778, "https", "ab" * 32, password="s3cret-enough")
     assert link.url == "https://10.0.0.1:37778"
     options = link.options()
     assert isinstance(options["ssl"], aiohttp.Fingerprint)
     assert options["headers"] == {"Authorization": "Basic YWllbnY6czNjcmV0LWVub3VnaA=="}
-    plain = codec.Body(name="beta", instance="0" * 16, seq=1, http=codec.HttpInfo(port=37778))
-    assert Link.to("10.0.0.2", plain).options() == {}
+    plain = Link.at("10.0.0.2", 37778).options()
+    assert plain["ssl"] is True and plain["headers"] == {}  # no pin, no password
 
 
 @pytest.mark.parametrize("hang_up", ["close", "reset"])

@@ -1,0 +1,83 @@
+"""``aienv serve``: the node itself, in the foreground. Every other command is a
+client of its API. Registered on the main app by ``aienv.cli.main``; the node's
+modules are imported only when it runs."""
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from aienv.cli.client import CliError
+
+if TYPE_CHECKING:
+    from aienv.config import NodeSettings
+
+
+def serve(
+    home: Annotated[
+        Path | None, typer.Option(help="Home folder (default: platform data dir; env AIENV_HOME).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Node name (default: hostname).")] = None,
+    host: Annotated[str | None, typer.Option(help="HTTP listen address (default 0.0.0.0).")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default 37778).")] = None,
+    discovery_port: Annotated[
+        int | None, typer.Option(help="UDP announcement port (default 37777).")
+    ] = None,
+    interface: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--interface", "-i", help="Interface name or IPv4 address to announce on (repeatable)."
+        ),
+    ] = None,
+    announce_interval: Annotated[
+        float | None, typer.Option(help="Seconds between announcements (default 10).")
+    ] = None,
+    no_dnssd: Annotated[
+        bool, typer.Option("--no-dnssd", help="Do not use DNS-SD (zeroconf).")
+    ] = False,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            help="Serve HTTPS with a self-signed certificate that peers pin (env AIENV_TLS).",
+        ),
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the node: discovery, the HTTP API and the environments it launches."""
+    import logging
+
+    from aienv.node import run_node
+
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    overrides: dict[str, Any] = {
+        "home": home,
+        "name": name,
+        "http_host": host,
+        "http_port": port,
+        "discovery_port": discovery_port,
+        "interfaces": interface or None,
+        "announce_interval": announce_interval,
+    }
+    if no_dnssd:
+        overrides["dnssd"] = False
+    if tls:
+        overrides["tls"] = True
+    run_node(_settings(overrides))
+
+
+def _settings(overrides: dict[str, Any]) -> "NodeSettings":
+    """The node's settings: defaults, ``AIENV_*`` variables, then the flags given."""
+    from pydantic import ValidationError
+
+    from aienv.config import NodeSettings
+
+    try:
+        settings = NodeSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise CliError(f"invalid setting: {problems}") from exc
+    return settings

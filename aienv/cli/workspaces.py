@@ -1,0 +1,167 @@
+"""Commands about this node's workspaces: create, list, show, delete, share, unshare.
+Registered on the main app by ``aienv.cli.main``."""
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from aienv.cli.client import Client, CliError
+from aienv.cli.render import JsonOpt, byte_progress, emit_json, err, human_size, out, table
+
+if TYPE_CHECKING:
+    import threading
+
+    from rich.progress import Progress
+
+
+def create(
+    name: str,
+    source: Annotated[
+        Path | None, typer.Option("--from", help="A folder holding workspace.yaml.")
+    ] = None,
+    template: Annotated[
+        str | None, typer.Option(help="A built-in template (default hello-web).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a workspace from a folder (copied into the node) or a template."""
+    body: dict[str, Any] = {"name": name}
+    if source is not None:
+        if not source.is_dir():
+            raise CliError(f"{source} is not a folder")
+        body["from"] = str(source.resolve())
+    if template is not None:
+        body["template"] = template
+    ws = Client().post("/workspaces", body)
+    if as_json:
+        emit_json(ws)
+    else:
+        out.print(f"created workspace [bold]{ws['name']}[/] ({ws['version']}) at {ws['path']}")
+
+
+def list_cmd(as_json: JsonOpt = False) -> None:
+    """List this node's workspaces."""
+    items = Client().get("/workspaces")["workspaces"]
+    if as_json:
+        emit_json(items)
+        return
+    rows = []
+    for ws in items:
+        origin = ws.get("origin") or {}
+        where = (
+            f"{origin.get('peer_name')}/{origin.get('workspace')}"
+            if origin.get("kind") == "clone"
+            else origin.get("kind", "")
+        )
+        size = human_size(ws["archive"]["size"]) if ws["archive"] else "-"
+        shared = "yes" if ws["shared"] else "no"
+        rows.append([ws["name"], ws["version"], ",".join(ws["runtimes"]), shared, size, where])
+    headers = ["name", "version", "runtimes", "shared", "size", "origin"]
+    out.line(table(headers, rows) if items else "no workspaces yet: `aienv create NAME --from DIR`")
+
+
+def show(name: str, as_json: JsonOpt = False) -> None:
+    """Show one workspace."""
+    ws = Client().get(f"/workspaces/{name}")
+    if as_json:
+        emit_json(ws)
+        return
+    out.print(f"[bold]{ws['name']}[/] {ws['version']} — {ws['description']}")
+    out.print(f"path: {ws.get('path')}   shared: {'yes' if ws['shared'] else 'no'}")
+    if ws["archive"]:
+        a = ws["archive"]
+        out.print(f"archive: sha256 {a['digest']}  {human_size(a['size'])} ({a['files']} files)")
+    for env in ws["environments"]:
+        eps = ", ".join(f"{e['name']}:{e['port']}" for e in env["endpoints"]) or "no endpoints"
+        out.print(f"environment {env['name']} ({env['runtime']}): {eps}")
+
+
+def delete(
+    name: str, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False
+) -> None:
+    """Delete a workspace and its files."""
+    if (
+        not yes
+        and sys.stdin.isatty()
+        and not typer.confirm(f"delete workspace {name} and its files?")
+    ):
+        raise typer.Exit(1)
+    Client().delete(f"/workspaces/{name}")
+    out.print(f"deleted {name}")
+
+
+def share(name: str) -> None:
+    """Share a workspace: every node on the LAN sees it at once.
+
+    The first share (and one after the files changed) packs the workspace, with a
+    progress bar; Ctrl-C cancels the packing and shares nothing.
+    """
+    import threading
+
+    result: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            result["ws"] = Client(timeout=None).post(f"/workspaces/{name}/share")
+        except CliError as exc:
+            result["error"] = exc
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    try:
+        _follow_pack(name, worker)
+    except KeyboardInterrupt:
+        for pack in _active_packs(Client(), name):
+            Client().post(f"/transfers/{pack['id']}/cancel")
+        worker.join(10)
+        raise CliError(
+            "sharing cancelled: the packing stopped and nothing was shared", 130
+        ) from None
+    if "error" in result:
+        raise result["error"]
+    a = result["ws"]["archive"]
+    for path in result["ws"].get("added", []):
+        out.print(f"added {path} to the workspace (from this machine)")
+    out.print(f"sharing [bold]{name}[/] ({human_size(a['size'])}, sha256 {a['digest'][:16]}…)")
+
+
+def _active_packs(client: Client, name: str) -> list[dict[str, Any]]:
+    return [
+        t
+        for t in client.get("/transfers")["transfers"]
+        if t["direction"] == "pack" and t["workspace"] == name and t["state"] == "active"
+    ]
+
+
+def _follow_pack(name: str, worker: "threading.Thread") -> None:
+    """A transient bar while the node packs, drawn only once packing is seen and only on
+    a terminal: a share that packs nothing, or output to a file, prints nothing here."""
+    client = Client()
+    progress: Progress | None = None
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+            if not worker.is_alive() or not err.is_terminal:
+                continue
+            try:
+                packs = _active_packs(client, name)
+            except CliError:
+                continue
+            if not packs:
+                continue
+            if progress is None:
+                progress = byte_progress(transient=True)
+                progress.start()
+                task = progress.add_task(f"packing {name}", total=packs[0]["total"])
+            progress.update(task, completed=packs[0]["bytes"], total=packs[0]["total"])
+    finally:
+        if progress is not None:
+            progress.stop()
+
+
+def unshare(name: str) -> None:
+    """Stop sharing a workspace."""
+    Client().post(f"/workspaces/{name}/unshare")
+    out.print(f"{name} is no longer shared")
