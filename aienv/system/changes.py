@@ -7,17 +7,29 @@ when it is AI-related, or once it has lived ``LONG_LIVED`` seconds; only
 notable processes start and stop in the change log. A container is up while
 its state is ``running``. Command lines kept in changes (and so in the event
 log) have secret-looking values masked.
+
+The event log, read by a person, is quieter still (``worth_an_event``): a line
+for each container, AI process, and process of a system service or that
+listens on a port (its ``role``); the rest (shells, tools, jobs run from a
+terminal, however long they live) are summed up in one line per sample
+(``routine_summary``); the change log keeps them all.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aienv.system.containers import mask_args
 
 LONG_LIVED = 60.0  # seconds a process must live to be worth an event without AI signs
 CMD_CHARS = 200  # a command line kept in a change is cut to this
+NAMES_SHOWN = 6  # names in the summary line of routine processes
+
+#: what a notable process is to this machine: an AI workload, the process of a system
+#: service, a server (it listens on a port), or another (a shell, a tool, a job)
+Role = Literal["ai", "service", "server", "other"]
 
 
 @dataclass(slots=True)
@@ -129,3 +141,44 @@ def describe(change: dict[str, Any]) -> str:
             f"{change['detail']}{ai}"
         )
     return f"container {change['name']} ({change['detail']}) {change['action']}{ai}"
+
+
+def role_of(ai: bool, unit: str | None, listens: bool) -> Role:
+    """A process's role from what the sampler read of it: its AI signs, the systemd unit
+    of its cgroup (a user's session manager, ``user@UID.service``, is not a service),
+    and whether it listens on a port."""
+    if ai:
+        return "ai"
+    if unit and unit.endswith(".service") and not unit.startswith("user@"):
+        return "service"
+    return "server" if listens else "other"
+
+
+def worth_an_event(change: dict[str, Any]) -> bool:
+    """Whether a change gets its own line in the event log (else it is summed up)."""
+    return (
+        change["kind"] == "container"
+        or change["ai"]
+        or change.get("role")
+        in (
+            "ai",
+            "service",
+            "server",
+        )
+    )
+
+
+def routine_summary(found: list[dict[str, Any]]) -> str | None:
+    """One event line for the process changes not worth a line each, or None."""
+    routine = [c for c in found if not worth_an_event(c)]
+    if not routine:
+        return None
+    started = sum(1 for c in routine if c["action"] == "started")
+    stopped = len(routine) - started
+    names = Counter(str(c["name"]) for c in routine).most_common()
+    shown = ", ".join(f"{n} ({k})" if k > 1 else n for n, k in names[:NAMES_SHOWN])
+    more = ", …" if len(names) > NAMES_SHOWN else ""
+    return (
+        f"{started} other process{'es' if started != 1 else ''} started, {stopped} stopped "
+        f"({shown}{more}): GET /api/v1/system/changes lists them"
+    )

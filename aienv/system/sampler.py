@@ -84,6 +84,7 @@ class Sampler:
         self._lock = threading.Lock()  # the table and the Docker client: one thread at a time
         self.previous: changes.Snapshot | None = None
         self.samples = 0
+        self._roles: dict[str, changes.Role] = {}  # process key -> its role, once notable
 
     # -- blocking parts: worker threads ------------------------------------------
 
@@ -104,7 +105,12 @@ class Sampler:
         snap = changes.snapshot(now, processes, container_list)
         if why and self.previous is not None:  # an engine that cannot answer is no "down"
             snap.containers = self.previous.containers
+        self._learn_roles(snap)
         found = [] if self.previous is None else changes.diff(self.previous, snap, self.long_lived)
+        for change in found:
+            if change["kind"] == "process":
+                change["role"] = self._roles.get(change["key"], "other")
+        self._roles = {k: r for k, r in self._roles.items() if k in snap.processes}
         self.previous = snap
         mem = psutil.virtual_memory()
         record = {
@@ -121,6 +127,23 @@ class Sampler:
             ],
         }
         return record, found
+
+    def _learn_roles(self, snap: changes.Snapshot) -> None:
+        """The role of each process that became notable (blocking: reads its cgroup, and
+        the listening sockets once when there is any to learn)."""
+        new = [
+            key
+            for key, p in snap.processes.items()
+            if key not in self._roles and changes.notable(p, snap.ts, self.long_lived)
+        ]
+        if not new:
+            return
+        listening = set(listening_ports())
+        for key in new:
+            p = snap.processes[key]
+            self._roles[key] = changes.role_of(
+                p["ai"], cgroup_unit(p["pid"]), p["pid"] in listening
+            )
 
     def full(self, home: Path, runtimes: dict[str, tuple[bool, str]]) -> dict[str, Any]:
         """The full inventory (blocking: a worker thread; a few hundred ms on a busy machine)."""
@@ -163,13 +186,17 @@ class Sampler:
         """Keep the sample and its changes, and log the changes as events."""
         self.samples += 1
         self.state.add_system_sample(sample, found)
-        for change in found[:EVENTS_PER_SAMPLE]:
+        worth = [c for c in found if changes.worth_an_event(c)]
+        for change in worth[:EVENTS_PER_SAMPLE]:
             self.state.event("system", changes.describe(change))
-        if len(found) > EVENTS_PER_SAMPLE:
-            rest = len(found) - EVENTS_PER_SAMPLE
+        if len(worth) > EVENTS_PER_SAMPLE:
+            rest = len(worth) - EVENTS_PER_SAMPLE
             self.state.event("system", f"and {rest} more changes (GET /api/v1/system/changes)")
+        summary = changes.routine_summary(found)
+        if summary is not None:
+            self.state.event("system", summary)
 
-    async def async_run(self) -> None:
+    async def run(self) -> None:
         """Sample forever, every ``interval`` seconds (cancel to stop)."""
         while True:
             started = time.monotonic()

@@ -148,8 +148,8 @@ def test_system_table_and_output_file(node: Host, tmp_path: Path) -> None:
     text = node.cli("system").stdout
     assert "busiest" in text and "AI workloads" in text and "containers: none" in text
     target = tmp_path / "inventory.json"
-    res = node.cli("system", "--output", str(target), "--pretty")
-    assert "written" in res.stdout
+    res = node.cli("system", "--output", str(target), "--pretty", "--json")
+    assert res.stdout == "" and f"wrote {target}" in res.stderr  # the file, not stdout too
     written = json.loads(target.read_text())
     assert written["processes"] and target.read_text().startswith("{\n  ")
     assert not [p for p in tmp_path.iterdir() if p.name != "inventory.json"]  # no temp left
