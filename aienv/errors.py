@@ -92,6 +92,14 @@ class PeerUnreachable(DiscoveryError):
     status = 502
 
 
+class PeerImpostor(PeerUnreachable):
+    """The node at a peer's address could not prove it is that peer (its TLS
+    certificate is not the one the peer's signed announcement names)."""
+
+    code = "peer_impostor"
+    status = 502
+
+
 class PeerRefused(AienvError):
     """A peer answered but will not let this node in: a password, a lockout, its allow-list."""
 
@@ -102,6 +110,20 @@ class PeerRefused(AienvError):
 class TransferError(AienvError):
     code = "transfer_failed"
     status = 502
+
+
+class NotOnPeer(TransferError):
+    """A peer answered 404: it does not (or no longer) share or hold what was asked."""
+
+    code = "not_on_peer"
+    status = 502
+
+
+class RangeNotHeld(TransferError):
+    """A peer does not have that part of an archive yet (it is still downloading it)."""
+
+    code = "range_not_held"
+    status = 409
 
 
 class IntegrityError(TransferError):
@@ -117,6 +139,13 @@ class UnsafeArchive(TransferError):
 class DiskFull(AienvError):
     code = "disk_full"
     status = 507
+
+
+class InvalidTransition(Conflict):
+    """A state machine was asked to move where its table does not go: a bug, or two
+    actions racing on one record (say a stop during a launch)."""
+
+    code = "invalid_transition"
 
 
 class RuntimeFailure(AienvError):

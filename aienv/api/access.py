@@ -17,7 +17,8 @@ answers a peer 403 ``admin_only`` here, before its handler runs.
 Wrong credentials answer 401; ``lockout.FAILURES`` of them within a minute lock
 the address out (429 with ``Retry-After``), logged as events. A password is
 checked with scrypt in a thread, and a success is remembered for a few minutes
-so a browser's every request does not pay for it again.
+so a browser's every request does not pay for it again. The stored credentials
+are read once and forgotten when the state store says they changed.
 """
 
 from __future__ import annotations
@@ -30,18 +31,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from aiohttp import web
 
-from aienv.api.common import NODE, ROLE, admin_refusal, origin_refusal, require_admin
+from aienv.api.common import ROLE, admin_refusal, origin_refusal, require_admin
+from aienv.api.keys import ALLOW
 from aienv.errors import AienvError, Forbidden
 from aienv.security import ADMIN, NODE_PASSWORD, PEERS, WORKSPACE_PASSWORD
 from aienv.security.lockout import Lockout
 from aienv.security.passwords import verify_password
-
-if TYPE_CHECKING:
-    from aienv.node import Node
+from aienv.state.store import Change, StateStore
 
 Role = Literal["admin", "peer"]
 PUBLIC_PATHS = frozenset({"/api/v1/node/announcement"})
@@ -60,6 +60,7 @@ PEER_ROUTES = frozenset(
         "/api/v1/archives/{digest}/pieces",
         "/api/v1/system",  # a summary for peers (system.py)
         "/api/v1/stream",  # public kinds only, names blanked (stream.py)
+        "/api/v1/openapi.json",
         "/",
         "/ui",
     }
@@ -116,18 +117,23 @@ def parse_basic(header: str | None) -> Credentials | None:
 class Access:
     """The node's access state: the lockout and the cache of verified passwords."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
         self.lockout = Lockout()
         self._verified: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._stored: dict[str, dict[str, str]] | None = None  # kind → name → hash
         self._archives: tuple[int, dict[str, str]] | None = None  # (state version, names)
+        state.listen(self._changed)
+
+    def _changed(self, change: Change) -> None:
+        if change.kind == "credential":
+            self.forget()
 
     def _credentials(self, kind: str) -> dict[str, str]:
         """The stored hashes, read once: every request asks, and only ``forget`` changes them."""
         if self._stored is None:
             kinds = (ADMIN, NODE_PASSWORD, WORKSPACE_PASSWORD)
-            self._stored = {k: self.node.state.credentials(k) for k in kinds}
+            self._stored = {k: self.state.credentials(k) for k in kinds}
         return self._stored[kind]
 
     def protected(self) -> set[str]:
@@ -152,9 +158,9 @@ class Access:
     def _archive_names(self) -> dict[str, str]:
         """Archive digest → workspace name, read again only after a state change (every
         download and piece request of a node with workspace passwords asks)."""
-        version = self.node.state.version
+        version = self.state.version
         if self._archives is None or self._archives[0] != version:
-            names = {r.digest: r.name for r in self.node.state.archives()}
+            names = {r.digest: r.name for r in self.state.archives()}
             self._archives = (version, names)
         return self._archives[1]
 
@@ -217,7 +223,7 @@ class Access:
     def _failed(self, address: str) -> None:
         if self.lockout.failed(address):
             minutes = round(self.lockout.lock / 60)
-            self.node.state.event(
+            self.state.event(
                 "security",
                 f"{address} locked out for {minutes} min after "
                 f"{self.lockout.failures} failed logins",
@@ -231,8 +237,7 @@ ACCESS: web.AppKey[Access] = web.AppKey("access", Access)
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse what the allow-list does not admit, give the request its role, and refuse a
     peer every route that is not one of ``PEER_ROUTES``."""
-    node = request.app[NODE]
-    if not node.allow.allows(request.remote):
+    if not request.app[ALLOW].allows(request.remote):
         raise Forbidden(
             f"this node answers only its LAN; {request.remote} is outside the allowed "
             "networks (AIENV_ALLOW)",

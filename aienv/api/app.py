@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -15,17 +15,16 @@ from aienv.api import (
     capture,
     environments,
     network,
+    openapi,
     peer_workspaces,
     stream,
     system,
     ui,
     workspaces,
 )
-from aienv.api.common import MAX_BODY, NODE, reply
+from aienv.api.common import MAX_BODY, reply
+from aienv.api.keys import Parts, install
 from aienv.errors import AienvError
-
-if TYPE_CHECKING:
-    from aienv.node import Node
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +73,19 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return _error(500, "internal_error", "internal error in the node; see its log")
 
 
-def create_app(node: Node) -> web.Application:
+def create_app(parts: Parts) -> web.Application:
+    """The application over the node's components, each under its key (``keys``)."""
     app = web.Application(
         middlewares=[errors_middleware, access.access_middleware], client_max_size=MAX_BODY
     )
-    app[NODE] = node
-    app[access.ACCESS] = access.Access(node)
+    install(app, parts)
+    app[access.ACCESS] = access.Access(parts.state)
+    add_routes(app)
+    return app
+
+
+def add_routes(app: web.Application) -> None:
+    """Every route of the API and the web UI (``routes_only`` lists them)."""
     network.add_routes(app.router)
     auth.add_routes(app.router)
     workspaces.add_routes(app.router)
@@ -89,5 +95,12 @@ def create_app(node: Node) -> web.Application:
     system.add_routes(app.router)
     capture.add_routes(app.router)
     stream.add_routes(app)
+    openapi.add_routes(app)
     ui.add_routes(app)
+
+
+def routes_only() -> web.Application:
+    """An application with the routes and no node behind them: to list or document them."""
+    app = web.Application()
+    add_routes(app)
     return app

@@ -7,7 +7,9 @@ import re
 
 from aiohttp import web
 
-from aienv.api.common import is_local, node_of, reply
+from aienv.api.common import is_local, reply
+from aienv.api.keys import HOLDINGS, UPLOADS
+from aienv.api.openapi import doc
 from aienv.errors import InvalidInput, NotFound
 from aienv.transfer.holdings import Holding
 from aienv.transfer.serve import send_archive
@@ -19,19 +21,21 @@ def _holding(request: web.Request) -> Holding:
     digest = request.match_info["digest"]
     if not DIGEST.fullmatch(digest):
         raise InvalidInput(f"{digest[:80]!r} is not a sha256 digest (64 lowercase hex digits)")
-    holding = node_of(request).holdings.find(digest)
+    holding = request.app[HOLDINGS].find(digest)
     if holding is None:
         raise NotFound(f"this node does not serve an archive {digest[:16]}…", code="not_held")
     return holding
 
 
 async def list_archives(request: web.Request) -> web.Response:
-    node = node_of(request)
+    """The archives this node serves beyond its shared workspaces (kept after
+    clones, or being downloaded); from this machine also the cache's use."""
+    holdings = request.app[HOLDINGS]
     data: dict[str, object] = {
-        "archives": [a.model_dump(mode="json") for a in node.holdings.announced()]
+        "archives": [a.model_dump(mode="json") for a in holdings.announced()]
     }
     if is_local(request):
-        data["cache"] = node.holdings.usage()
+        data["cache"] = await asyncio.to_thread(holdings.usage)
     return reply(data)
 
 
@@ -39,27 +43,31 @@ async def serve(
     request: web.Request, holding: Holding, filename: str | None = None
 ) -> web.StreamResponse:
     """Send an archive: to a peer within an upload slot, to this machine (an export) freely."""
-    node = node_of(request)
-    with node.holdings.using(holding.digest):
+    with request.app[HOLDINGS].using(holding.digest):
         if is_local(request):
             return await send_archive(request, holding, None, filename)
-        with node.uploads.acquire(request.remote or "?", holding) as transfer:
+        with request.app[UPLOADS].acquire(request.remote or "?", holding) as transfer:
             return await send_archive(request, holding, transfer, filename)
 
 
+@doc(returns="the archive's bytes", content="application/zip")
 async def get_archive(request: web.Request) -> web.StreamResponse:
+    """An archive by its sha256: whole, or the ``Range`` asked for (``ETag`` is the
+    digest; ``If-Range`` and ``If-None-Match`` honoured). A peer is served within an
+    upload slot (503 with ``Retry-After`` when the node serves its limit)."""
     return await serve(request, _holding(request))
 
 
+@doc(query={"fields": "`have` for the bitfield of pieces held alone"})
 async def get_pieces(request: web.Request) -> web.Response:
     """The piece list (hashes) and which pieces this node has; ``?fields=have`` for the latter."""
-    node = node_of(request)
+    holdings = request.app[HOLDINGS]
     holding = _holding(request)
     have = "all" if holding.partial is None else holding.partial.bitfield()
     if request.query.get("fields") == "have":
         return reply({"digest": holding.digest, "have": have})
-    with node.holdings.using(holding.digest):
-        pieces = await asyncio.to_thread(node.holdings.pieces, holding)
+    with holdings.using(holding.digest):
+        pieces = await asyncio.to_thread(holdings.pieces, holding)
     return reply({**pieces.to_json(), "have": have})
 
 

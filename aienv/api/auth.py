@@ -1,20 +1,23 @@
 """Credentials (``aienv auth``): admin users, the node's peer password and workspace
 passwords, stored hashed.
 
-Every route needs the admin role. Changing credentials drops the cache of
-verified passwords, so a removed user or a changed password stops working at
-once.
+Every route needs the admin role. A change of credentials reaches the access
+rules through the state store, which then drop their cache of verified
+passwords: a removed user or a changed password stops working at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from aienv.api.access import ACCESS
-from aienv.api.common import node_of, parse_body, reply
+from aienv.api.common import parse_body, reply
+from aienv.api.keys import STATE, STORE
+from aienv.api.openapi import doc
 from aienv.errors import InvalidInput, NotFound
 from aienv.security import ADMIN, NODE_PASSWORD, PEERS, WORKSPACE_PASSWORD
 from aienv.security.passwords import MAX_LENGTH, check_strength, hash_password
@@ -42,16 +45,18 @@ async def _hashed(request: web.Request) -> str:
     problem = check_strength(body.password)
     if problem:
         raise InvalidInput(problem)
-    return hash_password(body.password)
+    return await asyncio.to_thread(hash_password, body.password)
 
 
 async def show(request: web.Request) -> web.Response:
-    node = node_of(request)
+    """Admin users, whether a peer password is set, protected workspaces, and the
+    addresses locked out now."""
+    state = request.app[STATE]
     return reply(
         {
-            "admins": sorted(node.state.credentials(ADMIN)),
-            "peer_password": PEERS in node.state.credentials(NODE_PASSWORD),
-            "protected_workspaces": sorted(node.state.credentials(WORKSPACE_PASSWORD)),
+            "admins": sorted(state.credentials(ADMIN)),
+            "peer_password": PEERS in state.credentials(NODE_PASSWORD),
+            "protected_workspaces": sorted(state.credentials(WORKSPACE_PASSWORD)),
             "locked_out": {
                 address: round(wait, 1)
                 for address, wait in request.app[ACCESS].lockout.locked().items()
@@ -60,63 +65,65 @@ async def show(request: web.Request) -> web.Response:
     )
 
 
+@doc(body=SetPassword, example={"password": "a long passphrase"})
 async def set_admin(request: web.Request) -> web.Response:
+    """Add an admin user, or change its password (201 when added)."""
     user = _user(request)
     hashed = await _hashed(request)
-    node = node_of(request)
-    existed = user in node.state.credentials(ADMIN)
-    node.state.set_credential(ADMIN, user, hashed)
-    request.app[ACCESS].forget()
-    node.state.event("security", f"admin user {user} {'password changed' if existed else 'added'}")
+    state = request.app[STATE]
+    existed = user in state.credentials(ADMIN)
+    state.set_credential(ADMIN, user, hashed)
+    state.event("security", f"admin user {user} {'password changed' if existed else 'added'}")
     return reply({"admin": user}, status=200 if existed else 201)
 
 
 async def remove_admin(request: web.Request) -> web.Response:
+    """Remove an admin user."""
     user = _user(request)
-    node = node_of(request)
-    if not node.state.remove_credential(ADMIN, user):
+    state = request.app[STATE]
+    if not state.remove_credential(ADMIN, user):
         raise NotFound(f"there is no admin user {user!r}")
-    request.app[ACCESS].forget()
-    node.state.event("security", f"admin user {user} removed")
+    state.event("security", f"admin user {user} removed")
     return reply({"removed": user})
 
 
+@doc(body=SetPassword, example={"password": "a long passphrase"})
 async def set_peer_password(request: web.Request) -> web.Response:
+    """Set the password peers must give to browse and download."""
     hashed = await _hashed(request)
-    node = node_of(request)
-    node.state.set_credential(NODE_PASSWORD, PEERS, hashed)
-    request.app[ACCESS].forget()
-    node.state.event("security", "peer password set: peers must log in to browse and download")
+    state = request.app[STATE]
+    state.set_credential(NODE_PASSWORD, PEERS, hashed)
+    state.event("security", "peer password set: peers must log in to browse and download")
     return reply({"peer_password": True})
 
 
 async def clear_peer_password(request: web.Request) -> web.Response:
-    node = node_of(request)
-    node.state.remove_credential(NODE_PASSWORD, PEERS)
-    request.app[ACCESS].forget()
-    node.state.event("security", "peer password cleared: peers browse without logging in")
+    """Let peers browse and download without a password."""
+    state = request.app[STATE]
+    state.remove_credential(NODE_PASSWORD, PEERS)
+    state.event("security", "peer password cleared: peers browse without logging in")
     return reply({"peer_password": False})
 
 
+@doc(body=SetPassword, example={"password": "a long passphrase"})
 async def set_workspace_password(request: web.Request) -> web.Response:
-    node = node_of(request)
-    name = node.workspaces.record(request.match_info["name"]).name  # 404 if there is none
+    """Protect a workspace with its own password: peers must give it for its
+    details, archive and pieces."""
+    name = request.app[STORE].record(request.match_info["name"]).name  # 404 if there is none
     hashed = await _hashed(request)
-    node.state.set_credential(WORKSPACE_PASSWORD, name, hashed)
-    request.app[ACCESS].forget()
-    node.state.event("security", f"workspace {name} protected by a password")
-    node.discovery.announce_now()  # peers learn that it asks for one
+    state = request.app[STATE]
+    state.set_credential(WORKSPACE_PASSWORD, name, hashed)  # peers learn it asks for one
+    state.event("security", f"workspace {name} protected by a password")
     return reply({"workspace": name, "protected": True})
 
 
 async def clear_workspace_password(request: web.Request) -> web.Response:
-    node = node_of(request)
+    """Take a workspace's own password away."""
+    state = request.app[STATE]
     name = request.match_info["name"]
-    if not node.state.remove_credential(WORKSPACE_PASSWORD, name):
+    if not state.remove_credential(WORKSPACE_PASSWORD, name):
         raise NotFound(f"workspace {name!r} has no password", code="not_protected")
-    request.app[ACCESS].forget()
-    node.state.event("security", f"workspace {name} no longer protected by a password")
-    node.discovery.announce_now()
+    state.event("security", f"workspace {name} no longer protected by a password")
     return reply({"workspace": name, "protected": False})
 
 

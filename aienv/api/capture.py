@@ -8,11 +8,13 @@ from typing import Annotated
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from aienv.api.common import node_of, parse_body, reply
+from aienv.api.common import parse_body, reply
+from aienv.api.keys import ABOUT, STORE
+from aienv.api.openapi import doc
+from aienv.capture import DEFAULT_COPY_LIMIT, capture_container, capture_process
 from aienv.errors import InvalidInput
 from aienv.names import check_name
 from aienv.units import parse_size
-from aienv.workspace.capture import DEFAULT_COPY_LIMIT, capture_container, capture_process
 
 Size = Annotated[int, BeforeValidator(parse_size)]
 
@@ -25,21 +27,24 @@ class CaptureBody(BaseModel):
     copy_limit: Size = Field(default=DEFAULT_COPY_LIMIT, ge=0)
 
 
+@doc(body=CaptureBody, example={"process": 4242, "as": "twin"}, status=201)
 async def capture(request: web.Request) -> web.Response:
+    """A workspace made from a running process or container: what it runs, its
+    ports, its environment without secrets, its files; a report of what was left out."""
     body = await parse_body(request, CaptureBody)
     if (body.process is None) == (body.container is None):
         raise InvalidInput('give exactly one of "process" (a PID) and "container" (a name or id)')
-    node = node_of(request)
+    store, settings = request.app[STORE], request.app[ABOUT].settings
     name = check_name(body.as_name, "workspace name") if body.as_name is not None else None
     if name is not None:
-        node.workspaces.check_free(name)
+        store.check_free(name)
     if body.process is not None:
-        ws, draft = await capture_process(node.workspaces, body.process, name, body.copy_limit)
+        ws, draft = await capture_process(store, body.process, name, body.copy_limit)
         source = {"kind": "process", "pid": body.process}
     else:
         assert body.container is not None
         ws, draft = await capture_container(
-            node.workspaces, node.settings.docker_host, body.container, name, body.copy_limit
+            store, settings.docker_host, body.container, name, body.copy_limit
         )
         source = {"kind": "container", "container": body.container}
     ws_name = ws.record.name
@@ -52,7 +57,7 @@ async def capture(request: web.Request) -> web.Response:
                 f"aienv show {ws_name}",
                 f"aienv launch {ws_name}",
                 f"aienv share {ws_name}",
-                f"aienv clone {node.settings.name}/{ws_name}   # on a peer",
+                f"aienv clone {settings.name}/{ws_name}   # on a peer",
             ],
         },
         status=201,

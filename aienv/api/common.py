@@ -1,9 +1,9 @@
-"""What every handler shares: the node key, access checks, body parsing, JSON replies."""
+"""What every handler shares: access checks, body parsing, JSON replies."""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -11,18 +11,10 @@ from pydantic import BaseModel, ValidationError
 from aienv.errors import Forbidden, InvalidInput
 from aienv.security.allow import is_loopback
 
-if TYPE_CHECKING:
-    from aienv.node import Node
-
-NODE: web.AppKey[Node] = web.AppKey("node")
 ROLE = "aienv_role"  # the request's role, set by the access middleware: "admin" or "peer"
 MAX_BODY = 64 * 1024
 
 M = TypeVar("M", bound=BaseModel)
-
-
-def node_of(request: web.Request) -> Node:
-    return request.app[NODE]
 
 
 def is_local(request: web.Request) -> bool:

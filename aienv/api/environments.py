@@ -6,7 +6,9 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from aienv.api.common import node_of, parse_body, reply
+from aienv.api.common import parse_body, reply
+from aienv.api.keys import CLONES, ENVIRONMENTS, SNAPSHOTS, STORE
+from aienv.api.openapi import doc
 from aienv.names import check_name
 from aienv.security.passwords import MAX_LENGTH
 
@@ -33,20 +35,31 @@ class StartClone(BaseModel):
 
 
 async def list_environments(request: web.Request) -> web.Response:
-    return reply({"environments": node_of(request).environments.all()})
+    """Environments of this node, live and ended."""
+    records = request.app[ENVIRONMENTS].all()
+    return reply({"environments": [r.to_json() for r in records]})
 
 
+@doc(body=Launch, example={"workspace": "hello", "environment": "web"}, status=201)
 async def launch(request: web.Request) -> web.Response:
+    """Plan and launch an environment; answers once its endpoints answer (or it
+    failed). 409 ``does_not_fit`` carries the plan when it does not fit."""
     body = await parse_body(request, Launch)
     check_name(body.workspace, "workspace name")
     if body.environment is not None:
         check_name(body.environment, "environment name")
-    doc = await node_of(request).environments.launch(
+    record = await request.app[ENVIRONMENTS].launch(
         body.workspace, body.environment, force=body.force
     )
-    return reply(doc, status=201)
+    return reply(record.to_json(), status=201)
 
 
+@doc(
+    query={
+        "environment": "which environment (default: the first)",
+        "force": "plan even when it does not fit (true/false)",
+    }
+)
 async def get_plan(request: web.Request) -> web.Response:
     """The plan for a local workspace's environment; 409 ``does_not_fit`` carries it too."""
     name = check_name(request.match_info["name"], "workspace name")
@@ -54,74 +67,92 @@ async def get_plan(request: web.Request) -> web.Response:
     if env is not None:
         check_name(env, "environment name")
     force = request.query.get("force", "false").lower() in ("1", "true", "yes")
-    node = node_of(request)
-    plan = await node.environments.plan(name, env, force=force)
-    manifest = node.workspaces.get(name).manifest
-    (chosen,) = [e for e in manifest.environments if e.name == plan.environment]
+    plan = await request.app[ENVIRONMENTS].plan(name, env, force=force)
+    chosen = request.app[STORE].get(name).manifest.environment(plan.environment)
     return reply({**plan.model_dump(), "runs": chosen.runs()})
 
 
 async def list_snapshots(request: web.Request) -> web.Response:
+    """A VM environment's snapshots."""
     env_id = request.match_info["id"]
-    return reply({"snapshots": await node_of(request).environments.snapshots(env_id)})
+    return reply({"snapshots": await request.app[SNAPSHOTS].list(env_id)})
 
 
+@doc(body=SnapshotBody, example={"name": "before-upgrade"}, status=201)
 async def create_snapshot(request: web.Request) -> web.Response:
+    """Snapshot a VM environment."""
     body = await parse_body(request, SnapshotBody)
     env_id = request.match_info["id"]
-    doc = await node_of(request).environments.snapshot(env_id, "create", body.name)
-    return reply(doc, status=201)
+    return reply(await request.app[SNAPSHOTS].act(env_id, "create", body.name), status=201)
 
 
 async def revert_snapshot(request: web.Request) -> web.Response:
+    """Revert a VM environment to a snapshot (one taken running brings it up)."""
     env_id, name = request.match_info["id"], request.match_info["name"]
-    return reply(await node_of(request).environments.snapshot(env_id, "revert", name))
+    return reply(await request.app[SNAPSHOTS].act(env_id, "revert", name))
 
 
 async def delete_snapshot(request: web.Request) -> web.Response:
+    """Delete a snapshot of a VM environment."""
     env_id, name = request.match_info["id"], request.match_info["name"]
-    return reply(await node_of(request).environments.snapshot(env_id, "delete", name))
+    return reply(await request.app[SNAPSHOTS].act(env_id, "delete", name))
 
 
 async def get_environment(request: web.Request) -> web.Response:
-    return reply(node_of(request).environments.get(request.match_info["id"]))
+    """One environment: its state, plan, ports, links and runtime details."""
+    return reply(request.app[ENVIRONMENTS].get(request.match_info["id"]).to_json())
 
 
 async def stop_environment(request: web.Request) -> web.Response:
-    return reply(await node_of(request).environments.stop(request.match_info["id"]))
+    """Stop an environment: politely, then by force."""
+    record = await request.app[ENVIRONMENTS].stop(request.match_info["id"])
+    return reply(record.to_json())
 
 
+@doc(
+    query={"tail": "lines from the end (1-10000, default 200)"},
+    returns="the log's last lines",
+    content="text/plain",
+)
 async def environment_logs(request: web.Request) -> web.Response:
+    """The tail of an environment's log (each run headed by a marked line)."""
     try:
         tail = max(1, min(int(request.query.get("tail", "200")), 10_000))
     except ValueError:
         tail = 200
-    text = node_of(request).environments.logs(request.match_info["id"], tail)
+    text = await request.app[ENVIRONMENTS].logs(request.match_info["id"], tail)
     return web.Response(text=text, content_type="text/plain")
 
 
 async def list_clones(request: web.Request) -> web.Response:
-    return reply({"clones": node_of(request).clones.all()})
+    """This node's clone jobs: state, bytes, rate, sources, errors."""
+    return reply({"clones": [j.to_json() for j in request.app[CLONES].all()]})
 
 
+@doc(body=StartClone, example={"source": "alpha/hello", "as": "hello2", "launch": True}, status=202)
 async def start_clone(request: web.Request) -> web.Response:
+    """Start cloning ``PEER/WORKSPACE``: the job runs in the background (follow it
+    with ``GET /clones/{id}`` or the live feed)."""
     body = await parse_body(request, StartClone)
-    doc = node_of(request).clones.start(
+    job = request.app[CLONES].start(
         body.source, body.as_name, body.launch, body.force, body.password
     )
-    return reply(doc, status=202)
+    return reply(job.to_json(), status=202)
 
 
 async def get_clone(request: web.Request) -> web.Response:
-    return reply(node_of(request).clones.get(request.match_info["id"]))
+    """One clone job."""
+    return reply(request.app[CLONES].get(request.match_info["id"]).to_json())
 
 
 async def clear_clones(request: web.Request) -> web.Response:
-    return reply({"removed": node_of(request).clones.clear_finished()})
+    """Forget the clone jobs that have ended (what they installed stays)."""
+    return reply({"removed": request.app[CLONES].clear_finished()})
 
 
 async def cancel_clone(request: web.Request) -> web.Response:
-    return reply(await node_of(request).clones.cancel(request.match_info["id"]))
+    """Cancel a clone that has not installed its workspace yet."""
+    return reply((await request.app[CLONES].cancel(request.match_info["id"])).to_json())
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

@@ -8,10 +8,13 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from aienv import __version__
-from aienv.api.common import is_admin, node_of, parse_body, reply
+from aienv.api.common import is_admin, parse_body, reply
+from aienv.api.keys import ABOUT, DISCOVERY, HEALTH, STATE, TRANSFERS, UPLOADS
+from aienv.api.openapi import doc
 from aienv.api.system import parse_int
-from aienv.discovery.service import split_host_port
+from aienv.discovery.codec import MAX_HTTP_ANNOUNCEMENT
 from aienv.errors import Conflict, InvalidInput, NotFound
+from aienv.peer import split_host_port
 from aienv.state.store import MAX_EVENTS
 
 
@@ -21,48 +24,47 @@ class AddPeer(BaseModel):
 
 
 async def get_node(request: web.Request) -> web.Response:
-    node = node_of(request)
+    """This node: id, name, version, addresses, discovery counters, runtimes, uploads."""
+    about, discovery, uploads = request.app[ABOUT], request.app[DISCOVERY], request.app[UPLOADS]
+    cert = about.certificate
     data = {
-        "id": node.identity.node_id,
-        "name": node.settings.name,
+        "id": about.identity.node_id,
+        "name": about.settings.name,
         "version": __version__,
-        "public_key": node.identity.public_key.hex(),
-        "http_port": node.settings.http_port,
-        "tls": {"fingerprint": node.certificate.fingerprint} if node.certificate else None,
-        "addresses": [i.address for i in node.interfaces],
+        "public_key": about.identity.public_key.hex(),
+        "http_port": about.settings.http_port,
+        "tls": {"fingerprint": cert.fingerprint} if cert else None,
+        "addresses": [i.address for i in discovery.interfaces],
         "admin": is_admin(request),
-        "uptime": round(time.monotonic() - node.started, 1),
-        "state_version": node.state.version,
-        "discovery": node.discovery.to_json(),
+        "uptime": round(time.monotonic() - about.started, 1),
+        "state_version": request.app[STATE].version,
+        "discovery": discovery.to_json(),
         "runtimes": {
             name: {"available": ok, "reason": why}
-            for name, (ok, why) in sorted(node.runtime_health.items())
+            for name, (ok, why) in sorted(request.app[HEALTH].runtime.items())
         },
-        "uploads": {
-            "peers": node.uploads.peers(),
-            "limit": node.uploads.limit,
-            "refused": node.uploads.refused,
-        },
+        "uploads": {"peers": uploads.peers(), "limit": uploads.limit, "refused": uploads.refused},
     }
     if is_admin(request):
-        data["home"] = str(node.settings.home)
+        data["home"] = str(about.settings.home)
     return reply(data)
 
 
+@doc(returns="the announcement datagram (docs/protocol.md)", content="application/octet-stream")
 async def get_announcement(request: web.Request) -> web.Response:
-    from aienv.discovery.codec import MAX_HTTP_ANNOUNCEMENT
-
-    data = node_of(request).discovery.datagram(max_size=MAX_HTTP_ANNOUNCEMENT)
+    """This node's signed announcement, fresh (what DNS-SD and manual peers poll)."""
+    data = request.app[DISCOVERY].datagram(max_size=MAX_HTTP_ANNOUNCEMENT)
     return web.Response(body=data, content_type="application/octet-stream")
 
 
 async def list_peers(request: web.Request) -> web.Response:
-    node = node_of(request)
-    now = node.discovery.peers.now()
+    """Nodes seen on the network and what each shares; the manually added peers."""
+    peers = request.app[DISCOVERY].peers
+    now = peers.now()
     return reply(
         {
-            "peers": [p.to_json(now) for p in node.discovery.peers.all()],
-            "manual": node.state.manual_peers(),
+            "peers": [p.to_json(now) for p in peers.all()],
+            "manual": request.app[STATE].manual_peers(),
         }
     )
 
@@ -77,31 +79,33 @@ def _check_address(address: str) -> str:
     return address
 
 
+@doc(body=AddPeer, example={"address": "192.168.1.20:37778"}, status=201)
 async def add_peer(request: web.Request) -> web.Response:
+    """Add a peer by ``HOST[:PORT]``, for networks that block multicast."""
     body = await parse_body(request, AddPeer)
-    node = node_of(request)
     address = _check_address(body.address.strip())
-    node.state.add_manual_peer(address)
-    reached = await node.discovery.poll(address)
+    request.app[STATE].add_manual_peer(address)
+    reached = await request.app[DISCOVERY].poll(address)
     return reply({"address": address, "reached": reached}, status=201)
 
 
 async def remove_peer(request: web.Request) -> web.Response:
-    node = node_of(request)
+    """Remove a manually added peer."""
     address = request.match_info["address"]
-    if not node.state.remove_manual_peer(address):
+    if not request.app[STATE].remove_manual_peer(address):
         raise NotFound(f"{address!r} is not a manually added peer")
     return reply({"removed": address})
 
 
 async def list_transfers(request: web.Request) -> web.Response:
-    return reply({"transfers": [t.to_json() for t in node_of(request).transfers.all()]})
+    """Transfers in flight and the last finished ones: uploads, downloads, packs."""
+    return reply({"transfers": [t.to_json() for t in request.app[TRANSFERS].all()]})
 
 
 async def cancel_transfer(request: web.Request) -> web.Response:
-    node = node_of(request)
+    """Cancel a download or a packing."""
     try:
-        transfer = node.transfers.get(int(request.match_info["id"]))
+        transfer = request.app[TRANSFERS].get(int(request.match_info["id"]))
     except ValueError:
         transfer = None
     if transfer is None:
@@ -112,9 +116,15 @@ async def cancel_transfer(request: web.Request) -> web.Response:
     return reply(transfer.to_json())
 
 
+@doc(
+    query={
+        "limit": "how many (1-1000, default 100)",
+        "after": "an event id: the events after it, oldest first",
+    }
+)
 async def list_events(request: web.Request) -> web.Response:
     """The last ``limit`` events, or (``after``: an event id) those after it, oldest first."""
-    state = node_of(request).state
+    state = request.app[STATE]
     limit = parse_int(request.query.get("limit"), "limit", 100, 1, MAX_EVENTS)
     after = request.query.get("after")
     if after is None:

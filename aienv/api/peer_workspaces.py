@@ -8,16 +8,14 @@ cloning. What the peer sends is data: it is validated, never run.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from pydantic import ValidationError
 
-from aienv.api.common import node_of, reply
-from aienv.discovery.link import Link, describe
-from aienv.errors import InvalidInput, NotFound, PeerRefused, PeerUnreachable
+from aienv.api.common import reply
+from aienv.api.keys import CLIENT, DISCOVERY, ENVIRONMENTS
+from aienv.errors import InvalidInput, NotFound, NotOnPeer, PeerUnreachable
 from aienv.names import check_name
 from aienv.workspace.manifest import Endpoint, Environment, Resources
 
@@ -38,51 +36,20 @@ def _environment(data: Any) -> Environment:
     )
 
 
-async def _fetch(link: Link, url: str) -> dict[str, Any]:
-    timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            # never led elsewhere; pinned to the certificate the signed announcement names
-            session.get(url, allow_redirects=False, **link.options()) as resp,
-        ):
-            if resp.status == 404:
-                raise NotFound("the peer no longer shares this workspace")
-            if resp.status == 401:
-                raise PeerRefused(
-                    "the peer asks for a password to show this workspace: clone it with "
-                    "the password to see it"
-                )
-            if resp.status != 200:
-                raise PeerUnreachable(f"the peer answered {resp.status} for {url}")
-            body = b""
-            async for chunk in resp.content.iter_chunked(64 * 1024):
-                body += chunk
-                if len(body) > MAX_DETAILS:
-                    break
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        why = describe(exc, link.url) if str(exc) else "timed out"
-        raise PeerUnreachable(f"cannot reach the peer at {url}: {why}") from exc
-    if len(body) > MAX_DETAILS:
-        raise PeerUnreachable(f"the peer's answer for {url} is larger than {MAX_DETAILS} bytes")
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise PeerUnreachable(f"the peer's answer for {url} is not JSON") from exc
-    if not isinstance(data, dict):
-        raise PeerUnreachable(f"the peer's answer for {url} is not a workspace")
-    return data
-
-
 async def peer_workspace(request: web.Request) -> web.Response:
     """Admin only (not a peer route): it makes this node call out, and shows its plan."""
-    node = node_of(request)
-    peer = node.discovery.peers.resolve(request.match_info["peer"])
+    peer = request.app[DISCOVERY].peers.resolve(request.match_info["peer"])
     name = check_name(request.match_info["name"], "workspace name")
-    if peer.url is None:
+    link = peer.link()
+    if link is None:
         raise PeerUnreachable(f"peer {peer.name} announces no HTTP address")
-    link = Link.of(peer)
-    workspace = await _fetch(link, f"{link.url}/api/v1/workspaces/{name}")
+    try:
+        workspace = await request.app[CLIENT].workspace(
+            link, name, limit=MAX_DETAILS, timeout=FETCH_TIMEOUT
+        )
+    except NotOnPeer as exc:
+        raise NotFound("the peer no longer shares this workspace") from exc
+    planner = request.app[ENVIRONMENTS].planner
     plans = []
     for item in workspace.get("environments") or []:
         try:
@@ -92,7 +59,7 @@ async def peer_workspace(request: web.Request) -> web.Response:
                 f"peer {peer.name} described an environment of {name} this node cannot read: "
                 f"{str(exc).splitlines()[0]}"
             ) from exc
-        plans.append(await node.environments.preview(env))
+        plans.append(await planner.preview(env))
     return reply(
         {
             "peer": {"id": peer.node_id, "name": peer.name, "url": peer.url},

@@ -14,14 +14,15 @@ import asyncio
 import contextlib
 import json
 import math
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from aienv.api.common import is_admin, node_of
+from aienv.api.common import is_admin
+from aienv.api.keys import CLONES, STATE
+from aienv.api.openapi import doc
+from aienv.flows.clone import CloneManager
 from aienv.state.store import Change, StateStore
-from aienv.transfer.machine import TERMINAL, CloneState
 
 PING_EVERY = 15.0
 PROGRESS_EVERY = 0.5
@@ -86,9 +87,11 @@ class _Feed:
         await self.send("progress", {"clones": clones})
 
 
+@doc(returns="an event stream (docs/rest_api.md, The live feed)", content="text/event-stream")
 async def stream(request: web.Request) -> web.StreamResponse:
-    node = node_of(request)
-    state = node.state
+    """The live feed: the state store's changes as Server-Sent Events, replayed
+    after a reconnect (``Last-Event-ID``); clone progress for the admin."""
+    state = request.app[STATE]
     closing = request.app[CLOSING]
     resp = web.StreamResponse(
         headers={
@@ -111,7 +114,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 await feed.hello(resync=False, known=known)
                 for change in changes:
                     await feed.change(change)
-            await _pump(feed, queue, closing, node.clones.all if feed.admin else None)
+            await _pump(feed, queue, closing, request.app[CLONES] if feed.admin else None)
         except (ConnectionResetError, asyncio.CancelledError):
             pass  # the reader went away, or the node is stopping
     return resp
@@ -121,7 +124,7 @@ async def _pump(
     feed: _Feed,
     queue: asyncio.Queue[Change],
     closing: asyncio.Event,
-    clones: Callable[[], list[dict[str, Any]]] | None,
+    clones: CloneManager | None,
 ) -> None:
     loop = asyncio.get_running_loop()
     next_ping = loop.time() + PING_EVERY
@@ -144,7 +147,7 @@ async def _pump(
             now = loop.time()
             if clones is not None and now >= next_progress:
                 next_progress = now + PROGRESS_EVERY
-                active = [c for c in clones() if CloneState(c["state"]) not in TERMINAL]
+                active = [j.to_json() for j in clones.all() if not j.ended]
                 if active:
                     await feed.progress(active)
             if now >= next_ping:

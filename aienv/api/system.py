@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from aienv.api.common import is_admin, node_of, reply
+from aienv.api.common import is_admin, reply
+from aienv.api.keys import ABOUT, HEALTH, SAMPLER, STATE
+from aienv.api.openapi import doc
 from aienv.errors import InvalidInput
 from aienv.system import inventory
 
@@ -67,35 +69,41 @@ def parse_bool(raw: str | None, name: str, default: bool) -> bool:
     raise InvalidInput(f"{name} must be true or false, not {raw!r}")
 
 
+@doc(query={"full": "false: the hardware alone (default true for the admin)"})
 async def get_system(request: web.Request) -> web.Response:
     """``?full=false``: the hardware alone, which is cheap (the web UI's node facts)."""
-    node = node_of(request)
+    settings, health, sampler = (
+        request.app[ABOUT].settings,
+        request.app[HEALTH],
+        request.app[SAMPLER],
+    )
     full = parse_bool(request.query.get("full"), "full", True)
     if is_admin(request) and full:
-        data = await asyncio.to_thread(node.sampler.full, node.settings.home, node.runtime_health)
-        data["sampling"] = {
-            "interval": node.settings.sample_interval,
-            "samples": node.sampler.samples,
-        }
+        data = await asyncio.to_thread(sampler.full, settings.home, health.runtime)
+        data["sampling"] = {"interval": settings.sample_interval, "samples": sampler.samples}
         return reply(data)
-    data = await asyncio.to_thread(inventory.inventory, node.settings.home, node.runtime_health)
+    data = await asyncio.to_thread(inventory.inventory, settings.home, health.runtime)
     if not is_admin(request):  # a peer sees resources and runtimes, not names and addresses
         for key in PEER_HIDDEN:
             data.pop(key, None)
     return reply(data)
 
 
+@doc(query={"since": "unix seconds or an ISO 8601 time", "limit": "how many (1-10000)"})
 async def get_changes(request: web.Request) -> web.Response:
+    """What started and stopped on this machine (processes, services, containers)."""
     since = parse_since(request.query.get("since"))
     limit = parse_int(request.query.get("limit"), "limit", 1000, 1, MAX_LIMIT)
-    state = node_of(request).state
+    state = request.app[STATE]
     return reply({"since": since, "changes": state.system_changes(since, limit)})
 
 
+@doc(query={"since": "unix seconds or an ISO 8601 time", "limit": "how many (1-10000)"})
 async def get_history(request: web.Request) -> web.Response:
+    """The machine's sampled use over time (one sample per interval)."""
     since = parse_since(request.query.get("since"))
     limit = parse_int(request.query.get("limit"), "limit", 100, 1, MAX_LIMIT)
-    state = node_of(request).state
+    state = request.app[STATE]
     return reply({"since": since, "samples": state.system_samples(since, limit)})
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from aienv.api.openapi import doc
+
 STATIC = Path(__file__).with_name("static")
 PAGE_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -19,7 +21,9 @@ PAGE_POLICY = (
 )
 
 
+@doc(returns="the page", content="text/html")
 async def index(request: web.Request) -> web.FileResponse:
+    """The web UI's page (its scripts and stylesheet are under ``/ui/``)."""
     return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 

@@ -11,11 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aienv.api import archives
 from aienv.api.access import ACCESS
-from aienv.api.common import is_admin, node_of, parse_body, reply
+from aienv.api.common import is_admin, parse_body, reply
+from aienv.api.keys import ABOUT, HOLDINGS, STORE, WORKSPACES
+from aienv.api.openapi import doc
 from aienv.errors import Conflict, InvalidInput, NotFound, TooLarge
 from aienv.names import check_name
-from aienv.runtime.machine import LIVE, EnvState
-from aienv.security import WORKSPACE_PASSWORD
 from aienv.transfer.holdings import Holding
 from aienv.units import human_size
 from aienv.workspace.store import Workspace, template_names
@@ -36,19 +36,10 @@ class CreateWorkspace(BaseModel):
 
 def _visible(request: web.Request, name: str) -> Workspace:
     """A workspace the caller may see: any from this machine, only shared ones from peers."""
-    ws = node_of(request).workspaces.get(name)
+    ws = request.app[STORE].get(name)
     if not ws.record.shared and not is_admin(request):
         raise NotFound(f"no workspace {name!r} on this node", code="workspace_not_found")
     return ws
-
-
-def _running(request: web.Request) -> dict[str, list[str]]:
-    """The ids of each workspace's live environments."""
-    out: dict[str, list[str]] = {}
-    for doc in node_of(request).environments.all():
-        if EnvState(doc["state"]) in LIVE:
-            out.setdefault(doc["workspace"], []).append(doc["id"])
-    return out
 
 
 def _workspace_json(
@@ -58,7 +49,7 @@ def _workspace_json(
     protected = ws.record.name in request.app[ACCESS].protected()
     if not is_admin(request):
         return {**ws.to_json(local=False), "protected": protected}
-    running = _running(request) if running is None else running
+    running = request.app[WORKSPACES].running() if running is None else running
     return {
         **ws.to_json(local=True),
         "protected": protected,
@@ -83,45 +74,54 @@ def _summary(ws: Workspace) -> dict[str, Any]:
 async def list_workspaces(request: web.Request) -> web.Response:
     """Every workspace for the admin; for a peer the shared ones, a protected one only as
     its summary (its details ask for its password: ``GET /workspaces/{name}``)."""
+    store = request.app[STORE]
     if is_admin(request):
-        running = _running(request)
-        items = [_workspace_json(request, ws, running) for ws in node_of(request).workspaces.all()]
+        running = request.app[WORKSPACES].running()
+        items = [_workspace_json(request, ws, running) for ws in store.all()]
     else:
         protected = request.app[ACCESS].protected()
         items = [
             _summary(ws) if ws.record.name in protected else _workspace_json(request, ws)
-            for ws in node_of(request).workspaces.all()
+            for ws in store.all()
             if ws.record.shared
         ]
     return reply({"workspaces": items})
 
 
 async def list_templates(request: web.Request) -> web.Response:
+    """The built-in templates a workspace can be created from."""
     return reply({"templates": template_names()})
 
 
+@doc(body=CreateWorkspace, example={"name": "hello", "from": "/home/me/src/hello-web"}, status=201)
 async def create_workspace(request: web.Request) -> web.Response:
+    """Create a workspace from a folder on this machine (copied in) or a template."""
     body = await parse_body(request, CreateWorkspace)
     name = check_name(body.name, "workspace name")
     source = Path(body.source) if body.source else None
-    ws = await node_of(request).workspaces.create(name, source, body.template)
+    ws = await request.app[WORKSPACES].create(name, source, body.template)
     return reply(_workspace_json(request, ws), status=201)
 
 
+@doc(
+    query={"name": "the new workspace's name", "file": "the uploaded file's name"},
+    upload="application/zip",
+    status=201,
+)
 async def import_workspace(request: web.Request) -> web.Response:
     """``POST /api/v1/workspaces/import?name=N``: the body is a workspace ZIP."""
-    node = node_of(request)
+    store = request.app[STORE]
     name = check_name(request.query.get("name", ""), "workspace name")
-    node.workspaces.check_free(name)
+    store.check_free(name)
     if request.content_type not in ("application/zip", "application/octet-stream"):
         raise InvalidInput("send the workspace ZIP as the body, as Content-Type: application/zip")
     filename = request.query.get("file", "")[:255] or f"{name}.zip"
-    upload = node.workspaces.staging("upload")
+    upload = store.staging("upload")
     try:
-        await _receive(request, upload, node.settings.max_import)
-        ws = await node.workspaces.import_archive(name, upload, filename)
+        await _receive(request, upload, request.app[ABOUT].settings.max_import)
+        ws = await request.app[WORKSPACES].import_zip(name, upload, filename)
     finally:
-        upload.unlink(missing_ok=True)
+        await asyncio.to_thread(upload.unlink, True)
     return reply(_workspace_json(request, ws), status=201)
 
 
@@ -142,75 +142,57 @@ async def _receive(request: web.Request, path: Path, limit: int) -> None:
 
 
 async def get_workspace(request: web.Request) -> web.Response:
+    """One workspace as the caller may see it (a peer: only a shared one)."""
     ws = _visible(request, request.match_info["name"])
     return reply(_workspace_json(request, ws))
 
 
+@doc(body=EditWorkspace, example={"description": "A demo", "tags": ["demo"]})
 async def edit_workspace(request: web.Request) -> web.Response:
+    """Change a workspace's description and tags."""
     body = await parse_body(request, EditWorkspace)
-    node = node_of(request)
-    name = request.match_info["name"]
-    ws = await node.workspaces.edit(name, body.description, body.tags)
-    if ws.record.shared:  # peers see the new description and tags at once
-        await node.workspaces.ensure_archive(name)
-        node.discovery.announce_now()
-    return reply(_workspace_json(request, node.workspaces.get(name)))
+    ws = await request.app[WORKSPACES].edit(request.match_info["name"], body.description, body.tags)
+    return reply(_workspace_json(request, ws))
 
 
 async def delete_workspace(request: web.Request) -> web.Response:
-    node = node_of(request)
+    """Delete a workspace with no running environment, and its files."""
     name = request.match_info["name"]
-    record = node.workspaces.record(name)
-    running = _running(request).get(name, [])
-    if running:
-        raise Conflict(
-            f"workspace {name} has running environments ({', '.join(running)}): stop them first"
-        )
-    for doc in node.environments.all():
-        if doc["workspace"] == name:
-            await node.environments.remove(doc["id"])
-    was_shared = record.shared
-    await node.workspaces.delete(name)
-    if node.state.remove_credential(WORKSPACE_PASSWORD, name):  # not inherited by a new one
-        request.app[ACCESS].forget()
-    if was_shared:
-        node.discovery.announce_now()
+    await request.app[WORKSPACES].delete(name)
     return reply({"deleted": name})
 
 
 async def share(request: web.Request) -> web.Response:
-    node = node_of(request)
-    name = request.match_info["name"]
-    node.workspaces.get(name)
-    added = await node.environments.prepare_share(name)  # e.g. a local image, saved in
-    await node.workspaces.ensure_archive(name)  # the digest is known before peers hear of it
-    node.state.set_shared(name, True)
-    node.state.event("share", f"workspace {name} shared")
-    node.discovery.announce_now()
-    return reply({**_workspace_json(request, node.workspaces.get(name)), "added": added})
+    """Share a workspace: pack it (with what its runtimes add, a local image) and
+    announce it."""
+    ws, added = await request.app[WORKSPACES].share(request.match_info["name"])
+    return reply({**_workspace_json(request, ws), "added": added})
 
 
 async def unshare(request: web.Request) -> web.Response:
-    node = node_of(request)
-    name = request.match_info["name"]
-    node.workspaces.get(name)
-    node.state.set_shared(name, False)
-    node.state.event("share", f"workspace {name} unshared")
-    node.discovery.announce_now()
-    return reply(_workspace_json(request, node.workspaces.get(name)))
+    """Stop sharing a workspace."""
+    ws = await request.app[WORKSPACES].unshare(request.match_info["name"])
+    return reply(_workspace_json(request, ws))
 
 
+@doc(
+    query={"digest": "refuse (409) unless the archive still has this digest"},
+    returns="the archive's bytes",
+    content="application/zip",
+)
 async def get_archive(request: web.Request) -> web.StreamResponse:
-    node = node_of(request)
+    """A shared workspace's current archive (packed again if its files changed)."""
+    store = request.app[STORE]
     ws = _visible(request, request.match_info["name"])
-    record = await node.workspaces.ensure_archive(ws.record.name)
+    record = await store.ensure_archive(ws.record.name)
     wanted = request.query.get("digest")
     if wanted and wanted != record.digest:
         raise Conflict(
             f"workspace {ws.record.name} changed: its archive is now {record.digest[:16]}…",
             code="workspace_changed",
         )
-    holding = Holding(record.digest, record.size, node.holdings.path(record.digest), ws.record.name)
+    holdings = request.app[HOLDINGS]
+    holding = Holding(record.digest, record.size, holdings.path(record.digest), ws.record.name)
     return await archives.serve(request, holding, f"{ws.record.name}-{ws.manifest.version}.zip")
 
 

@@ -129,6 +129,45 @@ class _HashingWriter:
         return self._whole.hexdigest(), tuple(self.hashes)
 
 
+@dataclass(slots=True)
+class _Packing:
+    """What a packing has written so far, and how it reports and stops."""
+
+    root: Path
+    total: int
+    progress: Callable[[int, int], None] | None
+    cancel: threading.Event | None
+    done: int = 0
+    files: int = 0
+    stored: int = 0
+
+    def add(self, zf: zipfile.ZipFile, rel: str, st: os.stat_result) -> None:
+        """Write the folder or file ``rel`` (stored or deflated, by ``should_compress``)."""
+        if stat.S_ISDIR(st.st_mode):
+            info = zipfile.ZipInfo(rel + "/", ZIP_EPOCH)
+            info.external_attr = (stat.S_IFDIR | 0o755) << 16 | 0x10
+            zf.writestr(info, b"")
+            return
+        info = zipfile.ZipInfo(rel, ZIP_EPOCH)
+        info.external_attr = (stat.S_IFREG | (st.st_mode & 0o777)) << 16
+        if should_compress(self.root / rel, st.st_size):
+            info.compress_type = zipfile.ZIP_DEFLATED
+        else:
+            info.compress_type = zipfile.ZIP_STORED
+            self.stored += 1
+        info.file_size = st.st_size
+        big = st.st_size >= ZIP64_LIMIT
+        with (self.root / rel).open("rb") as src, zf.open(info, "w", force_zip64=big) as dst:
+            while chunk := src.read(CHUNK):
+                if self.cancel is not None and self.cancel.is_set():
+                    raise Cancelled("packing cancelled")
+                dst.write(chunk)
+                self.done += len(chunk)
+                if self.progress is not None:
+                    self.progress(self.done, self.total)
+        self.files += 1
+
+
 def pack_workspace(
     root: Path,
     out_dir: Path,
@@ -146,9 +185,7 @@ def pack_workspace(
     entries = list(walk(root))
     total = sum(st.st_size for _, st in entries if stat.S_ISREG(st.st_mode))
     tmp = out_dir / f".pack-{os.getpid()}-{threading.get_ident():x}.tmp"
-    done = 0
-    files = 0
-    stored = 0
+    packing = _Packing(root, total, progress, cancel)
     fp = hashlib.sha256()
     try:
         with tmp.open("wb") as raw:
@@ -156,29 +193,7 @@ def pack_workspace(
             with zipfile.ZipFile(writer, "w", allowZip64=True) as zf:  # type: ignore[call-overload]
                 for rel, st in entries:
                     fp.update(_fingerprint_line(rel, st))
-                    if stat.S_ISDIR(st.st_mode):
-                        info = zipfile.ZipInfo(rel + "/", ZIP_EPOCH)
-                        info.external_attr = (stat.S_IFDIR | 0o755) << 16 | 0x10
-                        zf.writestr(info, b"")
-                        continue
-                    info = zipfile.ZipInfo(rel, ZIP_EPOCH)
-                    info.external_attr = (stat.S_IFREG | (st.st_mode & 0o777)) << 16
-                    if should_compress(root / rel, st.st_size):
-                        info.compress_type = zipfile.ZIP_DEFLATED
-                    else:
-                        info.compress_type = zipfile.ZIP_STORED
-                        stored += 1
-                    info.file_size = st.st_size
-                    big = st.st_size >= ZIP64_LIMIT
-                    with (root / rel).open("rb") as src, zf.open(info, "w", force_zip64=big) as dst:
-                        while chunk := src.read(CHUNK):
-                            if cancel is not None and cancel.is_set():
-                                raise Cancelled("packing cancelled")
-                            dst.write(chunk)
-                            done += len(chunk)
-                            if progress is not None:
-                                progress(done, total)
-                    files += 1
+                    packing.add(zf, rel, st)
             digest, hashes = writer.finish()
         final = out_dir / f"{digest}.zip"
         size = tmp.stat().st_size
@@ -192,8 +207,8 @@ def pack_workspace(
         digest=digest,
         size=size,
         unpacked_size=total,
-        files=files,
-        stored=stored,
+        files=packing.files,
+        stored=packing.stored,
         fingerprint=fp.hexdigest(),
         pieces=result_pieces,
     )

@@ -1,8 +1,8 @@
 """Capture: a workspace made from a running process or container, so a peer can run
 its twin.
 
-``aienv.system.capture`` reads the workload; this package decides what the
-workspace holds (``process.draft_process``, ``container.draft_container``: pure
+``read_process`` and ``read_container`` read the workload; the package decides
+what the workspace holds (``process.draft_process``, ``container.draft_container``: pure
 but for file sizes, on the common ``draft.Draft``), leaves out what may be
 secret (``filter``), and ``install`` writes it into a staging folder and
 installs it through the store, all or nothing. See docs/workspace-format.md, "Captured workspaces".
@@ -18,7 +18,7 @@ and special files (a workspace holds neither).
 
 from __future__ import annotations
 
-from aienv.workspace.capture.draft import DEFAULT_COPY_LIMIT
-from aienv.workspace.capture.install import capture_container, capture_process
+from aienv.capture.draft import DEFAULT_COPY_LIMIT
+from aienv.capture.install import capture_container, capture_process
 
 __all__ = ["DEFAULT_COPY_LIMIT", "capture_container", "capture_process"]

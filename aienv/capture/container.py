@@ -8,10 +8,7 @@ import stat
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from aienv.system.capture import ContainerFacts
-from aienv.system.containers import mask_args
-from aienv.units import human_size
-from aienv.workspace.capture.draft import (
+from aienv.capture.draft import (
     ENVIRONMENT,
     IMAGE_RE,
     NOTES_FILE,
@@ -25,7 +22,10 @@ from aienv.workspace.capture.draft import (
     resources_text,
     unique_name,
 )
-from aienv.workspace.capture.filter import holds_secrets, measure, split_env, whole_machine
+from aienv.capture.filter import holds_secrets, measure, split_env, whole_machine
+from aienv.capture.read_container import ContainerFacts
+from aienv.system.containers import mask_args
+from aienv.units import human_size
 
 # -- a container -----------------------------------------------------------------------
 
@@ -99,29 +99,11 @@ def _mount_source(
     return dest, folder
 
 
-def draft_container(
-    facts: ContainerFacts,
-    name: str,
-    copy_limit: int,
-    protocols: dict[int, str] | None = None,
-    exclude: frozenset[str] = frozenset(),
-) -> Draft:
-    host = socket.gethostname()
-    draft = Draft(
-        name,
-        {},
-        {"kind": "capture", "container": facts.name, "image": facts.image, "host": host},
-    )
-    ref, _ = image_reference(facts, name)
-    archive = f"images/{name}.tar"
-    draft.image = (ref, archive)
-    draft.captured.append(f"image {facts.image} ({facts.image_id[:19]}) -> {archive} as {ref}")
-    env, env_secrets = split_env(facts.env, drop_noise=False)
-    command = None
-    if facts.command is not None:
-        command = hide_command(draft, facts.command, facts.env, env_secrets)
-    else:
-        draft.secrets = env_secrets
+def _mounts(
+    draft: Draft, facts: ContainerFacts, copy_limit: int, exclude: frozenset[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The container's bind and volume mounts copied into the workspace, and the data
+    sets the copied folders become."""
     mounts: list[dict[str, Any]] = []
     data: list[dict[str, Any]] = []
     used: set[str] = set()
@@ -140,7 +122,12 @@ def draft_container(
         if folder:
             data.append({"name": dest.removeprefix("mounts/"), "path": dest,
                          "description": f"mounted at {target} (from {source})"})  # fmt: skip
-    protocols = protocols or {}
+    return mounts, data
+
+
+def _endpoints(
+    draft: Draft, facts: ContainerFacts, protocols: dict[int, str]
+) -> list[dict[str, Any]]:
     endpoints = endpoint_names([(p, protocols.get(p) or "http") for p in facts.ports])
     unprobed = [str(p) for p in facts.ports if not protocols.get(p)]
     if unprobed:
@@ -152,19 +139,44 @@ def draft_container(
             f"its entrypoint {mask_args(facts.entrypoint)} differs from the image's: the twin "
             "runs the image's entrypoint (a workspace cannot change it)"
         )
+    return endpoints
+
+
+def draft_container(
+    facts: ContainerFacts,
+    name: str,
+    copy_limit: int,
+    protocols: dict[int, str] | None = None,
+    exclude: frozenset[str] = frozenset(),
+) -> Draft:
+    host = socket.gethostname()
+    origin = {"kind": "capture", "container": facts.name, "image": facts.image, "host": host}
+    draft = Draft(name, {}, origin)
+    ref, _ = image_reference(facts, name)
+    archive = f"images/{name}.tar"
+    draft.image = (ref, archive)
+    draft.captured.append(f"image {facts.image} ({facts.image_id[:19]}) -> {archive} as {ref}")
+    env, env_secrets = split_env(facts.env, drop_noise=False)
+    command = None
+    if facts.command is not None:
+        command = hide_command(draft, facts.command, facts.env, env_secrets)
+    else:
+        draft.secrets = env_secrets
+    mounts, data = _mounts(draft, facts, copy_limit, exclude)
+    endpoints = _endpoints(draft, facts, protocols or {})
     requires, recommends = resources(
         facts.memory_used, facts.cpus_used, facts.uses_gpu, facts.memory_limit, facts.cpus_limit
     )
-    container: dict[str, Any] = {
-        "image": ref,
-        "image_archive": archive,
-        "env": env,
-        "mounts": mounts,
-    }
+    container: dict[str, Any] = {"image": ref, "image_archive": archive, "env": env,
+                                 "mounts": mounts}  # fmt: skip
     if command is not None:
         container["command"] = command
     if facts.workdir:
         container["workdir"] = facts.workdir
+    environment = {"name": ENVIRONMENT, "runtime": "container",
+                   "description": f"A twin of container {facts.name}", "requires": requires,
+                   "recommends": recommends, "container": container,
+                   "endpoints": endpoints}  # fmt: skip
     draft.manifest = {
         "apiVersion": "aienv/v1",
         "name": name,
@@ -172,17 +184,7 @@ def draft_container(
         "description": f"Captured from container {facts.name} ({facts.image}) on {host}"[:4096],
         "tags": ["captured"],
         "data": data,
-        "environments": [
-            {
-                "name": ENVIRONMENT,
-                "runtime": "container",
-                "description": f"A twin of container {facts.name}",
-                "requires": requires,
-                "recommends": recommends,
-                "container": container,
-                "endpoints": endpoints,
-            }
-        ],
+        "environments": [environment],
     }
     if command is not None:
         draft.captured.append("command: " + " ".join(command))

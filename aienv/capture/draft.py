@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aienv.system.capture import round_up
+from aienv.capture.filter import hide_secret_args
+from aienv.capture.read_process import round_up
 from aienv.units import human_size
-from aienv.workspace.capture.filter import hide_secret_args
 
 MiB = 1024**2
 GiB = 1024**3

@@ -12,20 +12,14 @@ from typing import Any
 
 import yaml
 
+from aienv.capture.container import draft_container, image_reference
+from aienv.capture.draft import NOTES_FILE, Draft, default_name
+from aienv.capture.filter import copy_file, copy_folder
+from aienv.capture.process import draft_process, process_default_name
+from aienv.capture.read_container import read_container
+from aienv.capture.read_process import probe_http, python_packages, read_process
+from aienv.dockerengine.images import save_image, tag_image, untag_image
 from aienv.errors import DiskFull, WorkspaceError
-from aienv.runtime.container import save_image
-from aienv.system.capture import (
-    probe_http,
-    python_packages,
-    read_container,
-    read_process,
-    tag_image,
-    untag_image,
-)
-from aienv.workspace.capture.container import draft_container, image_reference
-from aienv.workspace.capture.draft import NOTES_FILE, Draft, default_name
-from aienv.workspace.capture.filter import copy_file, copy_folder
-from aienv.workspace.capture.process import draft_process, process_default_name
 from aienv.workspace.manifest import MANIFEST_FILE
 from aienv.workspace.store import Workspace, WorkspaceStore
 

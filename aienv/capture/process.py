@@ -9,10 +9,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from aienv.system.capture import ProcessFacts
-from aienv.system.containers import mask_args
-from aienv.units import human_size
-from aienv.workspace.capture.draft import (
+from aienv.capture.draft import (
     ENVIRONMENT,
     NOTES_FILE,
     PROJECT,
@@ -26,7 +23,10 @@ from aienv.workspace.capture.draft import (
     resources_text,
     unique_name,
 )
-from aienv.workspace.capture.filter import measure, split_env, whole_machine
+from aienv.capture.filter import measure, split_env, whole_machine
+from aienv.capture.read_process import ProcessFacts
+from aienv.system.containers import mask_args
+from aienv.units import human_size
 
 # -- a process ------------------------------------------------------------------------
 
@@ -155,35 +155,15 @@ def _model_files(draft: Draft, facts: ProcessFacts, paths: _Paths, copy_limit: i
         draft.captured.append(f"model file {model} -> {dest} ({human_size(size)})")
 
 
-def draft_process(
+def _command(
+    draft: Draft,
     facts: ProcessFacts,
-    name: str,
-    copy_limit: int,
-    packages: list[str] | None = None,
-    packages_note: str = "",
-    exclude: frozenset[str] = frozenset(),
-) -> Draft:
-    shown = _shown(facts.cmdline)
-    host = socket.gethostname()
-    draft = Draft(
-        name,
-        {},
-        {
-            "kind": "capture",
-            "process": facts.pid,
-            "command": mask_args(facts.cmdline)[:64],
-            "host": host,
-        },
-    )
-    # the working folder: copied in as the project when small enough
-    cwd_dest = _working_folder(draft, facts, copy_limit, exclude)
-    workdir = PROJECT if cwd_dest else "."
-    paths = _Paths(facts.cwd, cwd_dest, workdir)
-    _model_files(draft, facts, paths, copy_limit)
-    env, env_secrets = split_env(facts.environ, drop_noise=True)
-    cmdline = hide_command(draft, facts.cmdline, facts.environ, env_secrets)
-    # endpoints: every port it listens on; {port.NAME} where the command names it
-    endpoints = endpoint_names([(lst.port, lst.protocol or "tcp") for lst in facts.listeners])
+    cmdline: list[str],
+    paths: _Paths,
+    endpoints: list[dict[str, Any]],
+) -> list[str]:
+    """The twin's command: ``python3`` from its PATH for a Python program, ``{port.NAME}``
+    where the command names a port it listens on, paths into the workspace."""
     by_port = {e["port"]: e["name"] for e in endpoints}
     command = []
     for i, arg in enumerate(cmdline):
@@ -201,6 +181,64 @@ def draft_process(
                 f"{ep['port']} wherever it runs (AIENV_PORT_{ep['name'].upper().replace('-', '_')} "
                 "gives the planned port)"
             )
+    return command
+
+
+def _manifest(
+    facts: ProcessFacts, name: str, host: str, environment: dict[str, Any], paths: _Paths,
+    project: bool,
+) -> dict[str, Any]:  # fmt: skip
+    shown = _shown(facts.cmdline)
+    projects = [{"name": PROJECT, "path": PROJECT,
+                 "description": f"the working folder {facts.cwd}"[:4096]}]  # fmt: skip
+    models = [{"name": "models", "path": "models", "description": "model files it held open"}]
+    return {
+        "apiVersion": "aienv/v1",
+        "name": name,
+        "version": "0.1.0",
+        "description": f"Captured from process {facts.pid} ({shown}) on {host}"[:4096],
+        "tags": ["captured"],
+        "languages": ["python"] if facts.python else [],
+        "projects": projects if project else [],
+        "data": models if paths.files else [],
+        "environments": [environment],
+    }
+
+
+def _packages(draft: Draft, facts: ProcessFacts, packages: list[str], note: str) -> None:
+    if facts.python is None:
+        return
+    if note:
+        draft.notes.append(note)
+        return
+    draft.files["requirements.txt"] = "".join(f"{p}\n" for p in packages)
+    draft.captured.append(f"the packages of {facts.python}: requirements.txt ({len(packages)})")
+    draft.notes.append("install requirements.txt where the twin runs (pip install -r)")
+
+
+def draft_process(
+    facts: ProcessFacts,
+    name: str,
+    copy_limit: int,
+    packages: list[str] | None = None,
+    packages_note: str = "",
+    exclude: frozenset[str] = frozenset(),
+) -> Draft:
+    shown = _shown(facts.cmdline)
+    host = socket.gethostname()
+    origin = {"kind": "capture", "process": facts.pid,
+              "command": mask_args(facts.cmdline)[:64], "host": host}  # fmt: skip
+    draft = Draft(name, {}, origin)
+    # the working folder: copied in as the project when small enough
+    cwd_dest = _working_folder(draft, facts, copy_limit, exclude)
+    workdir = PROJECT if cwd_dest else "."
+    paths = _Paths(facts.cwd, cwd_dest, workdir)
+    _model_files(draft, facts, paths, copy_limit)
+    env, env_secrets = split_env(facts.environ, drop_noise=True)
+    cmdline = hide_command(draft, facts.cmdline, facts.environ, env_secrets)
+    # endpoints: every port it listens on; {port.NAME} where the command names it
+    endpoints = endpoint_names([(lst.port, lst.protocol or "tcp") for lst in facts.listeners])
+    command = _command(draft, facts, cmdline, paths, endpoints)
     env = {k: paths.rewrite(v) if v.startswith("/") else v for k, v in env.items()}
     requires, recommends = resources(facts.rss, facts.cpu_percent / 100, facts.uses_gpu)
     environment: dict[str, Any] = {
@@ -212,46 +250,13 @@ def draft_process(
         "process": {"command": command, "workdir": workdir, "env": env},
         "endpoints": endpoints,
     }
-    manifest: dict[str, Any] = {
-        "apiVersion": "aienv/v1",
-        "name": name,
-        "version": "0.1.0",
-        "description": f"Captured from process {facts.pid} ({shown}) on {host}"[:4096],
-        "tags": ["captured"],
-        "languages": ["python"] if facts.python else [],
-        "projects": (
-            [
-                {
-                    "name": PROJECT,
-                    "path": PROJECT,
-                    "description": f"the working folder {facts.cwd}"[:4096],
-                }
-            ]
-            if cwd_dest
-            else []
-        ),
-        "data": (
-            [{"name": "models", "path": "models", "description": "model files it held open"}]
-            if paths.files
-            else []
-        ),
-        "environments": [environment],
-    }
-    if facts.python is not None:
-        if packages_note:
-            draft.notes.append(packages_note)
-        else:
-            draft.files["requirements.txt"] = "".join(f"{p}\n" for p in packages or [])
-            draft.captured.append(
-                f"the packages of {facts.python}: requirements.txt ({len(packages or [])})"
-            )
-            draft.notes.append("install requirements.txt where the twin runs (pip install -r)")
+    draft.manifest = _manifest(facts, name, host, environment, paths, bool(cwd_dest))
+    _packages(draft, facts, packages or [], packages_note)
     draft.captured.append("command: " + " ".join(command))
     draft.captured.append(f"environment: {', '.join(env) or 'no variables'}")
     draft.captured += [
         f"endpoint {e['name']}: port {e['port']} ({e['protocol']})" for e in endpoints
     ]
     draft.captured.append(resources_text(requires, recommends))
-    draft.manifest = manifest
     draft.files[NOTES_FILE] = notes_text(draft, f"process {facts.pid} ({shown})", "process")
     return draft

@@ -64,7 +64,7 @@ class Beacon:
         sock.setblocking(False)
         return sock
 
-    async def async_start(self, on_datagram: Callable[[bytes, str], None]) -> None:
+    async def start(self, on_datagram: Callable[[bytes, str], None]) -> None:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _Receiver(on_datagram), sock=self._receive_socket()

@@ -42,7 +42,7 @@ class DnsSd:
         self._tasks: set[asyncio.Task[None]] = set()
         self.instance_name = f"{node_name}-{node_id[:8]}.{SERVICE_TYPE}"
 
-    async def async_start(self) -> None:
+    async def start(self) -> None:
         if not self.interfaces:
             return
         addrs = [i.address for i in self.interfaces]
@@ -79,7 +79,7 @@ class DnsSd:
         if addresses and info.port:
             self.on_found(name, f"{addresses[0]}:{info.port}")
 
-    async def async_close(self) -> None:
+    async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         if self._browser is not None:

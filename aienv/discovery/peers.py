@@ -13,6 +13,7 @@ from typing import Literal
 
 from aienv.discovery.codec import Announcement, Body, SharedWorkspace
 from aienv.errors import InvalidInput, NotFound
+from aienv.peer import Link
 
 MISSED_INTERVALS = 3
 
@@ -42,6 +43,14 @@ class Peer:
             return None
         host = f"[{self.address}]" if ":" in self.address else self.address
         return f"{self.body.http.scheme}://{host}:{self.body.http.port}"
+
+    def link(self, password: str | None = None) -> Link | None:
+        """How to reach the peer over HTTP (pinned to the certificate its announcement
+        names), or None when it serves no HTTP."""
+        http = self.body.http
+        if http is None:
+            return None
+        return Link.at(self.address, http.port, http.scheme, http.fingerprint, password)
 
     @property
     def expires_at(self) -> float:

@@ -17,92 +17,20 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import psutil
 
-from aienv.config import DEFAULT_HTTP_PORT
 from aienv.discovery import codec
 from aienv.discovery.beacon import Beacon
 from aienv.discovery.dnssd import DnsSd
 from aienv.discovery.interfaces import Interface
-from aienv.discovery.link import describe
 from aienv.discovery.peers import PeerTable
 from aienv.errors import PeerUnreachable
 from aienv.identity import Identity
+from aienv.peer import PeerClient
 
 log = logging.getLogger(__name__)
 
 BURST_DELAYS = (0.0, 0.15, 0.5)
-POLL_TIMEOUT = 3.0
-
-
-def split_host_port(address: str, default_port: int) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or "]" in port:
-        return address.strip("[]"), default_port
-    return host.strip("[]"), int(port)
-
-
-def http_base(address: str, default_port: int, scheme: str = "http") -> tuple[str, str]:
-    """(host, base URL) for a ``HOST[:PORT]`` address."""
-    host, port = split_host_port(address, default_port)
-    url_host = f"[{host}]" if ":" in host else host
-    return host, f"{scheme}://{url_host}:{port}"
-
-
-async def fetch_announcement(
-    session: aiohttp.ClientSession,
-    base_url: str,
-    timeout: float = POLL_TIMEOUT,
-    ssl: aiohttp.Fingerprint | bool | None = None,
-) -> bytes:
-    """The raw signed announcement a node serves over HTTP (not yet decoded).
-
-    Over https the certificate is pinned when ``ssl`` is the peer's known fingerprint,
-    and unchecked otherwise: the signature is what vouches for the announcement, and
-    the fingerprint it names is pinned for everything that follows.
-    """
-    if ssl is None and base_url.startswith("https://"):
-        ssl = False
-    try:
-        async with session.get(
-            f"{base_url}/api/v1/node/announcement",
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            ssl=True if ssl is None else ssl,
-        ) as resp:
-            if resp.status != 200:
-                raise PeerUnreachable(f"{base_url} answered HTTP {resp.status}")
-            data = bytearray()
-            async for chunk in resp.content.iter_chunked(64 * 1024):
-                data += chunk
-                if len(data) > codec.MAX_HTTP_ANNOUNCEMENT:
-                    break  # decode reports it as oversized
-            return bytes(data)
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        raise PeerUnreachable(
-            f"cannot reach peer at {base_url} ({describe(exc, base_url)}): is it still up?"
-        ) from exc
-
-
-async def fetch_announcement_at(
-    session: aiohttp.ClientSession, address: str, timeout: float = POLL_TIMEOUT
-) -> tuple[str, str, bytes]:
-    """(host, base URL, announcement) of the node at ``HOST[:PORT]``, over http or https.
-
-    Plain http first; when something answers but not in plain HTTP (a TLS node
-    hangs up on it), https.
-    """
-    host, url = http_base(address, DEFAULT_HTTP_PORT)
-    try:
-        return host, url, await fetch_announcement(session, url, timeout)
-    except PeerUnreachable as exc:
-        if isinstance(exc.__cause__, aiohttp.ClientConnectorError | TimeoutError):
-            raise  # nothing listens there, or it is silent: https would not do better
-        host, tls_url = http_base(address, DEFAULT_HTTP_PORT, "https")
-        try:
-            return host, tls_url, await fetch_announcement(session, tls_url, timeout)
-        except PeerUnreachable:
-            raise exc from None
 
 
 def _basic_resources() -> dict[str, int]:
@@ -127,6 +55,8 @@ class DiscoveryService:
         resources: Callable[[], dict[str, int]] | None = None,
         allowed: Callable[[str], bool] = lambda address: True,
         tls_fingerprint: str | None = None,
+        client: PeerClient | None = None,
+        peers: PeerTable | None = None,
     ) -> None:
         self.identity = identity
         self.http = codec.HttpInfo(
@@ -136,7 +66,6 @@ class DiscoveryService:
         )
         self.allowed = allowed
         self.node_name = node_name
-        self.http_port = http_port
         self.interval = interval
         self.interfaces = interfaces
         self.shared = shared
@@ -145,20 +74,15 @@ class DiscoveryService:
         self.manual_peers = manual_peers
         self.on_peer_change = on_peer_change
         self.instance = secrets.token_hex(8)
-        self.peers = PeerTable()
+        self.client = client or PeerClient()
+        self.peers = peers or PeerTable()
         self.counters: Counter[str] = Counter()
         self._seq = 0
         self._logged: set[str] = set()
         self._beacon = Beacon(group, port, interfaces)
+        found, lost = self._dnssd_found, self._dnssd_lost
         self._dnssd = (
-            DnsSd(
-                identity.node_id,
-                node_name,
-                http_port,
-                interfaces,
-                self._dnssd_found,
-                self._dnssd_lost,
-            )
+            DnsSd(identity.node_id, node_name, http_port, interfaces, found, lost)
             if dnssd
             else None
         )
@@ -169,7 +93,6 @@ class DiscoveryService:
         self._full_fetched: dict[str, float] = {}
         self._names: dict[str, str] = {}  # peer name → the node id first seen with it
         self._conflicts: set[tuple[str, str]] = set()
-        self._session: aiohttp.ClientSession | None = None
         self._stopped = False
 
     # -- what we say ---------------------------------------------------------
@@ -267,12 +190,17 @@ class DiscoveryService:
 
     # -- lifecycle -----------------------------------------------------------
 
-    async def async_start(self) -> None:
-        await self._beacon.async_start(self.handle_datagram)
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=POLL_TIMEOUT))
+    async def start(self) -> None:
+        await self._beacon.start(self.handle_datagram)
+        if not self.interfaces:
+            log.warning(
+                "no interface to announce on (no up IPv4 interface but loopback, or none "
+                "of --interface): peers will not see this node unless they add it by "
+                "address (aienv peer add)"
+            )
         if self._dnssd is not None:
             try:
-                await self._dnssd.async_start()
+                await self._dnssd.start()
             except OSError as exc:  # mDNS port taken or no multicast: the beacon still works
                 log.warning("DNS-SD disabled: %s", exc)
                 self._dnssd = None
@@ -329,9 +257,8 @@ class DiscoveryService:
 
     async def poll(self, address: str, source: str = "manual") -> bool:
         """Fetch one peer's signed announcement over HTTP; True if it was accepted."""
-        assert self._session is not None
         try:
-            host, _, data = await fetch_announcement_at(self._session, address)
+            host, _, data = await self.client.announcement_at(address)
         except PeerUnreachable as exc:
             log.debug("poll of %s failed: %s", address, exc.message)
             return False
@@ -348,7 +275,7 @@ class DiscoveryService:
     def _dnssd_lost(self, name: str) -> None:
         self._dnssd_peers.pop(name, None)
 
-    async def async_stop(self) -> None:
+    async def stop(self) -> None:
         """Say goodbye, then stop every task and socket. Safe to call twice."""
         if self._stopped:
             return
@@ -360,9 +287,7 @@ class DiscoveryService:
         await asyncio.sleep(0.05)
         self._send(codec.KIND_GOODBYE)
         if self._dnssd is not None:
-            await self._dnssd.async_close()
-        if self._session is not None:
-            await self._session.close()
+            await self._dnssd.close()
         self._beacon.close()
 
     def to_json(self) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 A runtime is found through the entry-point group ``aienv.runtimes`` (see
 docs/plugins.md), built with no arguments, then given the node's settings with
-``configure``. Every method that can block (an engine call, a disk copy) is a
-coroutine; blocking library calls go to a thread so the node's event loop never
-waits on them.
+``configure``. Every method that can block (an engine call, a disk copy, a look
+at the process table) is a coroutine, and a runtime sends its blocking library
+calls to a worker thread in one place, so the node's event loop never waits on
+them. Coroutines carry no ``async_`` prefix (a rule for all of aienv).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 from pydantic import BaseModel
 
@@ -23,6 +24,11 @@ from aienv.workspace.manifest import Environment, Resources
 if TYPE_CHECKING:
     from aienv.config import NodeSettings
     from aienv.system.plan import Plan
+
+#: what a runtime records of an environment it launched (a pid, a container id, a
+#: domain name): a JSON object only the runtime reads, persisted by the node so a
+#: restarted node finds what it launched
+Handle: TypeAlias = dict[str, Any]
 
 
 class Unsupported(AienvError):
@@ -42,16 +48,16 @@ class LaunchSpec:
     plan: Plan
     state_dir: Path  # this environment's own folder (overlays, generated files); kept until removed
     node_id: str = ""
-    previous: dict[str, Any] | None = None  # the handle of this environment's last run, if any
+    previous: Handle | None = None  # the handle of this environment's last run, if any
     #: persists a handle (on the event loop). A runtime calls it once the environment
     #: exists but before it runs, so that a node killed at that moment still knows,
     #: after its restart, what it made; None when nobody keeps handles (direct use)
-    record: Callable[[dict[str, Any]], None] | None = None
+    record: Callable[[Handle], None] | None = None
 
 
 class Runtime(ABC):
-    """Launches one kind of environment. Handles are JSON-serialisable dicts the
-    node persists, so a restarted node can find what it launched."""
+    """Launches one kind of environment. Handles are JSON objects the node persists,
+    so a restarted node can find what it launched."""
 
     kind: ClassVar[str]
     #: resources assumed when the workspace names none (a VM needs a memory size)
@@ -62,18 +68,18 @@ class Runtime(ABC):
     options_model: ClassVar[type[BaseModel] | None] = None
 
     def configure(self, settings: NodeSettings) -> None:  # noqa: B027 - optional hook
-        """Receive the node's settings (called once, before anything else)."""
+        """Receive the node's settings (called once, before anything else; must not block)."""
 
-    def available(self) -> tuple[bool, str]:
+    async def available(self) -> tuple[bool, str]:
         """Whether this runtime can run here, and why not (shown by ``aienv system``)."""
         return True, ""
 
-    def check(self, env: Environment, root: Path) -> None:  # noqa: B027 - optional hook
+    async def check(self, env: Environment, root: Path) -> None:  # noqa: B027 - optional hook
         """Raise ``RuntimeFailure`` naming what is wrong before anything is started
         (a missing image file, bad options). Called by ``plan`` and ``launch``."""
 
     @abstractmethod
-    async def async_launch(self, spec: LaunchSpec) -> dict[str, Any]:
+    async def launch(self, spec: LaunchSpec) -> Handle:
         """Start the environment; return its handle. Raise ``RuntimeFailure`` on failure.
 
         A runtime that can first make the environment and then let it run (create a
@@ -81,44 +87,45 @@ class Runtime(ABC):
         runs is then always recorded, whenever the node dies."""
 
     @abstractmethod
-    async def async_wait(self, handle: dict[str, Any]) -> int | None:
+    async def wait(self, handle: Handle) -> int | None:
         """Wait until the environment ends; return its exit code if known."""
 
     @abstractmethod
-    async def async_stop(self, handle: dict[str, Any], timeout: float) -> None:
+    async def stop(self, handle: Handle, timeout: float) -> None:
         """Stop the environment: politely, then by force after ``timeout`` seconds."""
 
     @abstractmethod
-    def is_running(self, handle: dict[str, Any]) -> bool:
+    async def is_running(self, handle: Handle) -> bool:
         """Whether what ``handle`` names is still running (used after a node restart)."""
 
-    async def async_remove(self, handle: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+    async def remove(self, handle: Handle) -> None:  # noqa: B027 - optional hook
         """Forget a stopped environment for good: delete what ``launch`` created
         outside ``state_dir`` (containers, VM definitions). The default does nothing."""
 
-    async def async_prepare_share(self, env: Environment, root: Path) -> list[str]:
+    async def prepare_share(self, env: Environment, root: Path) -> list[str]:
         """Before ``root`` is packed for sharing, bring in what ``env`` needs from this
         machine (a local container image); return the workspace paths it wrote."""
         return []
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:  # noqa: B027 - optional hook
         """Let go of engine connections when the node stops (idempotent; what runs
-        is stopped by the node before, through ``async_stop``)."""
+        is stopped by the node before, through ``stop``)."""
 
-    def details(self, handle: dict[str, Any]) -> dict[str, Any]:
-        """Runtime facts worth showing in ``aienv ps`` (container id, domain name)."""
+    def details(self, handle: Handle) -> dict[str, Any]:
+        """Runtime facts worth showing in ``aienv ps`` (container id, domain name),
+        read from the handle alone (no engine call)."""
         return {}
 
     # -- snapshots (VMs); other runtimes say they have none ------------------
 
-    async def async_snapshot_create(self, handle: dict[str, Any], name: str) -> dict[str, Any]:
+    async def snapshot_create(self, handle: Handle, name: str) -> dict[str, Any]:
         raise Unsupported(f"the {self.kind} runtime has no snapshots")
 
-    async def async_snapshot_list(self, handle: dict[str, Any]) -> list[dict[str, Any]]:
+    async def snapshot_list(self, handle: Handle) -> list[dict[str, Any]]:
         raise Unsupported(f"the {self.kind} runtime has no snapshots")
 
-    async def async_snapshot_revert(self, handle: dict[str, Any], name: str) -> None:
+    async def snapshot_revert(self, handle: Handle, name: str) -> None:
         raise Unsupported(f"the {self.kind} runtime has no snapshots")
 
-    async def async_snapshot_delete(self, handle: dict[str, Any], name: str) -> None:
+    async def snapshot_delete(self, handle: Handle, name: str) -> None:
         raise Unsupported(f"the {self.kind} runtime has no snapshots")

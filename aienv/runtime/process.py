@@ -23,7 +23,7 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,7 @@ import psutil
 
 from aienv.errors import RuntimeFailure
 from aienv.runtime import limits
-from aienv.runtime.base import LaunchSpec, Runtime
+from aienv.runtime.base import Handle, LaunchSpec, Runtime
 from aienv.workspace.manifest import Environment
 
 if TYPE_CHECKING:
@@ -90,6 +90,14 @@ def check_program(program: str, cwd: Path, env: dict[str, str]) -> None:
         raise RuntimeFailure(f"cannot run {program!r}: Permission denied")
 
 
+def _started(pid: int) -> float:
+    """When process ``pid`` started (with its pid, what tells it from a later one)."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return 0.0
+
+
 class ProcessRuntime(Runtime):
     kind = "process"
 
@@ -100,69 +108,49 @@ class ProcessRuntime(Runtime):
     def configure(self, settings: NodeSettings) -> None:
         self._use_cgroups = settings.cgroups
 
-    def check(self, env: Environment, root: Path) -> None:
+    async def check(self, env: Environment, root: Path) -> None:
         if env.process is not None and not (root / env.process.workdir).is_dir():
             raise RuntimeFailure(
                 f"working folder {env.process.workdir!r} does not exist in the workspace"
             )
 
-    async def async_launch(self, spec: LaunchSpec) -> dict[str, Any]:
+    async def launch(self, spec: LaunchSpec) -> Handle:
         block = spec.environment.process
         if block is None:
             raise RuntimeFailure(f"environment {spec.environment.name!r} has no process block")
-        self.check(spec.environment, spec.root)
+        await self.check(spec.environment, spec.root)
         cwd = spec.root / block.workdir
         env = {**os.environ, **block.env, **spec.env}
         command = [expand(a, spec.ports, env) for a in block.command]
-        return await self.async_spawn(spec, command, cwd, env)
+        return await self.spawn(spec, command, cwd, env)
 
-    async def async_spawn(
+    async def spawn(
         self, spec: LaunchSpec, command: list[str], cwd: Path, env: dict[str, str]
-    ) -> dict[str, Any]:
+    ) -> Handle:
         """Run ``command`` under the plan's limits; the handle this runtime understands.
         Plugins that prepare something first (a virtualenv) call this to run it."""
         check_program(command[0], cwd, env)
         group = limits.group_name(spec.node_id, spec.env_id)
         applied, enter = await asyncio.to_thread(
-            limits.prepare,
-            group,
-            spec.plan.cpus,
-            spec.plan.memory,
-            use_cgroups=self._use_cgroups,
+            limits.prepare, group, spec.plan.cpus, spec.plan.memory, use_cgroups=self._use_cgroups
         )
-        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         gate, opener = os.pipe()  # not inherited: the child gets ``gate`` as its stdin only
         try:
-            with spec.log_path.open("ab") as log:
-                proc = await asyncio.create_subprocess_exec(
-                    *(SHELL, "-c", GATE, "sh", *command),
-                    cwd=cwd,
-                    env=env,
-                    stdin=gate,
-                    stdout=log,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=enter,
-                )
-        except (OSError, subprocess.SubprocessError) as exc:
+            proc = await self._start(spec, command, cwd, env, gate, enter)
+        except BaseException as exc:
             os.close(opener)
             await asyncio.to_thread(limits.remove_groups, group)
-            why = exc.strerror if isinstance(exc, OSError) else str(exc)
-            raise RuntimeFailure(f"cannot run {command[0]!r}: {why or exc}") from exc
-        except BaseException:
-            os.close(opener)
+            if isinstance(exc, OSError | subprocess.SubprocessError):
+                why = exc.strerror if isinstance(exc, OSError) else str(exc)
+                raise RuntimeFailure(f"cannot run {command[0]!r}: {why or exc}") from exc
             raise
         finally:
             os.close(gate)
         self._procs[proc.pid] = proc
-        try:
-            started = psutil.Process(proc.pid).create_time()
-        except psutil.Error:
-            started = 0.0
         handle = {
             "pid": proc.pid,
             "pgid": proc.pid,
-            "started": started,
+            "started": _started(proc.pid),
             "command": command,
             "limits": applied.as_dict(),
             "group": group,
@@ -173,32 +161,55 @@ class ProcessRuntime(Runtime):
             with contextlib.suppress(BrokenPipeError):  # gone already: its wait will say so
                 os.write(opener, b"go\n")  # recorded: the command may run
         except BaseException:
-            os.close(opener)  # end of file at the gate: the command never runs
             self._procs.pop(proc.pid, None)
             await asyncio.to_thread(limits.remove_groups, group)
             raise
-        os.close(opener)
+        finally:
+            os.close(opener)  # without the line first: end of file at the gate, nothing runs
         return handle
 
-    def details(self, handle: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    async def _start(
+        spec: LaunchSpec,
+        command: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        gate: int,
+        enter: Callable[[], None] | None,
+    ) -> asyncio.subprocess.Process:
+        """The gate's ``sh`` in its own session, output to the log, waiting for its line."""
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with spec.log_path.open("ab") as log:
+            return await asyncio.create_subprocess_exec(
+                *(SHELL, "-c", GATE, "sh", *command),
+                cwd=cwd,
+                env=env,
+                stdin=gate,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=enter,
+            )
+
+    def details(self, handle: Handle) -> dict[str, Any]:
         return {"pid": handle["pid"], "limits": handle.get("limits", {}).get("kind", "none")}
 
-    async def async_wait(self, handle: dict[str, Any]) -> int | None:
+    async def wait(self, handle: Handle) -> int | None:
         proc = self._procs.get(handle["pid"])
         code: int | None = None
         if proc is not None:
             code = await proc.wait()
             self._procs.pop(handle["pid"], None)
         else:
-            while self.is_running(handle):  # adopted after a node restart: not our child
+            while self._alive(handle):  # adopted after a node restart: not our child
                 await asyncio.sleep(POLL)
         if handle.get("group"):
             await asyncio.to_thread(limits.remove_groups, handle["group"])
         return code
 
-    async def async_stop(self, handle: dict[str, Any], timeout: float) -> None:
+    async def stop(self, handle: Handle, timeout: float) -> None:
         pgid = handle["pgid"]
-        if not self.is_running(handle):
+        if not self._alive(handle):
             self._signal_group(pgid, signal.SIGKILL)  # children left behind by the leader
             return
         self._signal_group(pgid, signal.SIGTERM)
@@ -211,12 +222,12 @@ class ProcessRuntime(Runtime):
         if handle.get("group"):  # anything that left the process group but not its cgroup
             await asyncio.to_thread(limits.remove_groups, handle["group"])
 
-    async def _wait_gone(self, handle: dict[str, Any]) -> None:
+    async def _wait_gone(self, handle: Handle) -> None:
         proc = self._procs.get(handle["pid"])
         if proc is not None:
             await proc.wait()
             return
-        while self.is_running(handle):
+        while self._alive(handle):
             await asyncio.sleep(0.05)
 
     @staticmethod
@@ -224,7 +235,12 @@ class ProcessRuntime(Runtime):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
 
-    def is_running(self, handle: dict[str, Any]) -> bool:
+    async def is_running(self, handle: Handle) -> bool:
+        return self._alive(handle)
+
+    def _alive(self, handle: Handle) -> bool:
+        """Our child still runs, or (adopted) the process of that pid and start time does:
+        a look at /proc, quick enough for the loop."""
         proc = self._procs.get(handle["pid"])
         if proc is not None:
             return proc.returncode is None

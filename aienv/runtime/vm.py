@@ -30,9 +30,10 @@ What a launch makes, and why:
   built for it, counts as unusable); ``kvm`` or ``tcg`` override it. A host
   whose libvirt offers no KVM domains gets TCG in ``auto`` mode, with a warning.
 
-Every libvirt call blocks, so each public coroutine runs its work through
-``_run`` (one ``asyncio.to_thread``); libvirt errors become ``RuntimeFailure``
-(or ``NotFound``) in ``_mapped``, with libvirt's own message.
+Every libvirt call blocks, so each coroutine runs its work through ``_run``
+(one ``asyncio.to_thread``); connections and the mapping of libvirt's errors to
+``RuntimeFailure`` (or ``NotFound``), with libvirt's own message, are
+``vm_libvirt.Libvirt``'s.
 """
 
 from __future__ import annotations
@@ -45,17 +46,27 @@ import os
 import platform
 import threading
 import time
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from aienv.errors import Conflict, NotFound, RuntimeFailure
+from aienv.errors import Conflict, RuntimeFailure
 from aienv.names import check_name
-from aienv.runtime.base import LaunchSpec, Runtime
+from aienv.runtime.base import Handle, LaunchSpec, Runtime
 from aienv.runtime.vm_disk import OVERLAY_META, prepare_overlay
 from aienv.runtime.vm_domain import DomainConfig, domain_name, domain_xml, guest_domain_types
-from aienv.workspace.manifest import Environment, Resources, VmSpec
+from aienv.runtime.vm_libvirt import (
+    STATES,
+    Libvirt,
+    find_snapshot,
+    is_system,
+    known_snapshot,
+    lookup,
+    snapshot_info,
+    unreachable,
+    vm_block,
+)
+from aienv.workspace.manifest import Environment, Resources
 
 try:
     import libvirt
@@ -71,27 +82,6 @@ T = TypeVar("T")
 
 POLL = 0.5
 CONNECT_TIMEOUT = 5.0
-_STATES: dict[int, str] = {}
-if libvirt is not None:
-    _STATES = {
-        libvirt.VIR_DOMAIN_RUNNING: "running",
-        libvirt.VIR_DOMAIN_BLOCKED: "running",
-        libvirt.VIR_DOMAIN_SHUTDOWN: "running",  # shutting down
-        libvirt.VIR_DOMAIN_PAUSED: "paused",
-        libvirt.VIR_DOMAIN_PMSUSPENDED: "paused",
-        libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
-        libvirt.VIR_DOMAIN_CRASHED: "crashed",
-    }
-
-
-def _snapshot_info(snap: Any) -> dict[str, Any]:
-    desc = ET.fromstring(snap.getXMLDesc(0))
-    return {
-        "name": snap.getName(),
-        "created": float(desc.findtext("creationTime") or 0),
-        "state": desc.findtext("state") or "unknown",
-        "current": bool(snap.isCurrent(0)),
-    }
 
 
 class VmRuntime(Runtime):
@@ -102,84 +92,27 @@ class VmRuntime(Runtime):
     def __init__(self) -> None:
         self.uri = "qemu:///system" if os.geteuid() == 0 else "qemu:///session"
         self.accel_setting = "auto"
-        self._conns: dict[str, Any] = {}
-        self._lock = threading.Lock()
-        if libvirt is not None:  # libvirt prints every error to stderr unless told otherwise
-            libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+        self._libvirt = Libvirt()
 
     def configure(self, settings: NodeSettings) -> None:
         if settings.libvirt_uri:
             self.uri = settings.libvirt_uri
         self.accel_setting = settings.vm_accel
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Close the libvirt connections (idempotent; the VMs run on)."""
-        with self._lock:
-            conns, self._conns = list(self._conns.values()), {}
-        for conn in conns:
-            with contextlib.suppress(Exception):
-                conn.close()
-
-    # -- libvirt access: one thread hop, one error mapping -------------------
+        self._libvirt.close()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """One thread hop for every libvirt call."""
         return await asyncio.to_thread(fn, *args)
-
-    def _unreachable(self, uri: str, exc: BaseException) -> RuntimeFailure:
-        return RuntimeFailure(
-            f"libvirt is not reachable at {uri}: {_message(exc)}; is libvirtd running?",
-            code="runtime_unavailable",
-        )
-
-    def _conn(self, uri: str) -> Any:
-        with self._lock:
-            conn = self._conns.get(uri)
-            if conn is not None:
-                with contextlib.suppress(libvirt.libvirtError):
-                    if conn.isAlive():
-                        return conn
-                with contextlib.suppress(libvirt.libvirtError):
-                    conn.close()
-            try:
-                conn = libvirt.open(uri)
-            except libvirt.libvirtError as exc:
-                raise self._unreachable(uri, exc) from exc
-            self._conns[uri] = conn
-            return conn
-
-    @contextlib.contextmanager
-    def _mapped(self, what: str, uri: str) -> Iterator[None]:
-        """Turn a libvirt error while doing ``what`` into one a person can act on."""
-        if libvirt is None:
-            raise RuntimeFailure("the libvirt Python binding is not installed")
-        try:
-            yield
-        except libvirt.libvirtError as exc:
-            code = exc.get_error_code()
-            if code == libvirt.VIR_ERR_NO_DOMAIN:
-                raise NotFound(
-                    f"cannot {what}: its VM is no longer defined in libvirt at {uri}",
-                    code="vm_not_found",
-                ) from exc
-            if code == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
-                raise NotFound(
-                    f"cannot {what}: no such snapshot", code="snapshot_not_found"
-                ) from exc
-            if code in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC) or (
-                code == libvirt.VIR_ERR_SYSTEM_ERROR
-                and exc.get_error_domain() in (libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE)
-            ):
-                with self._lock:
-                    self._conns.pop(uri, None)
-                raise self._unreachable(uri, exc) from exc
-            raise RuntimeFailure(f"cannot {what}: {_message(exc)}") from exc
-
-    def _domain(self, handle: dict[str, Any]) -> Any:
-        return self._conn(handle["uri"]).lookupByName(handle["domain"])
 
     # -- what the node asks first ---------------------------------------------
 
-    def available(self) -> tuple[bool, str]:
+    async def available(self) -> tuple[bool, str]:
+        return await self._run(self._available)
+
+    def _available(self) -> tuple[bool, str]:
         if libvirt is None:
             return False, "the libvirt Python binding (libvirt-python) is not installed"
         box: dict[str, Any] = {}
@@ -203,7 +136,7 @@ class VmRuntime(Runtime):
                 "is libvirtd running?"
             )
         if "error" in box:
-            return False, self._unreachable(self.uri, box["error"]).message
+            return False, unreachable(self.uri, box["error"]).message
         arch = platform.machine()
         if not guest_domain_types(box["caps"], arch):
             return False, (
@@ -212,17 +145,8 @@ class VmRuntime(Runtime):
             )
         return True, ""
 
-    def check(self, env: Environment, root: Path) -> None:
-        vm = _vm_block(env)
-        top = root.resolve()
-        for what, rel in (("disk image", vm.disk), ("kernel", vm.kernel), ("initrd", vm.initrd)):
-            if rel is None:
-                continue
-            path = root / rel
-            if not path.is_file():
-                raise RuntimeFailure(f"the vm's {what} {rel!r} is not in the workspace ({path})")
-            if not path.resolve().is_relative_to(top):
-                raise RuntimeFailure(f"the vm's {what} {rel!r} points outside the workspace")
+    async def check(self, env: Environment, root: Path) -> None:
+        await self._run(_check_files, env, root)
 
     def _accel(self, plan: Plan) -> str:
         """The setting when given, else the plan's choice (``kvm_status`` already counts a
@@ -233,29 +157,29 @@ class VmRuntime(Runtime):
 
     # -- launch ----------------------------------------------------------------
 
-    async def async_launch(self, spec: LaunchSpec) -> dict[str, Any]:
+    async def launch(self, spec: LaunchSpec) -> Handle:
         """Define the domain, let the node record it, then start it: a node killed in
         between finds a defined VM that is not running, never an unknown running one."""
-        self.check(spec.environment, spec.root)
+        await self.check(spec.environment, spec.root)
         handle = await self._run(self._define, spec, self._accel(spec.plan))
         if spec.record is not None:
             spec.record(handle)
         await self._run(self._start, handle)
         return handle
 
-    def _start(self, handle: dict[str, Any]) -> None:
-        with self._mapped(f"start the VM {handle['domain']}", handle["uri"]):
-            self._domain(handle).create()
+    def _start(self, handle: Handle) -> None:
+        with self._libvirt.mapped(f"start the VM {handle['domain']}", handle["uri"]):
+            self._libvirt.domain(handle).create()
 
-    def _define(self, spec: LaunchSpec, accel: str) -> dict[str, Any]:
-        vm, uri = _vm_block(spec.environment), self.uri
+    def _define(self, spec: LaunchSpec, accel: str) -> Handle:
+        vm, uri = vm_block(spec.environment), self.uri
         prev = spec.previous or {}
         name = domain_name(spec.env_id, spec.node_id)
         if prev.get("uri") == uri and str(prev.get("domain", "")).startswith("aienv-"):
             name = prev["domain"]  # the same domain as last time, whatever names it now
-        with self._mapped(f"define the VM {name}", uri):
-            conn = self._conn(uri)
-            existing = _lookup(conn, name)
+        with self._libvirt.mapped(f"define the VM {name}", uri):
+            conn = self._libvirt.conn(uri)
+            existing = lookup(conn, name)
             if existing is not None and existing.isActive():
                 raise Conflict(
                     f"the VM {name} is already running (left from an earlier run?); "
@@ -289,7 +213,7 @@ class VmRuntime(Runtime):
                 cmdline=vm.cmdline,
                 forwards=[(spec.ports[ep.name], ep.port) for ep in spec.environment.endpoints],
                 uuid=existing.UUIDString() if existing is not None else None,
-                user=(os.getuid(), os.getgid()) if _is_system(uri) else None,
+                user=(os.getuid(), os.getgid()) if is_system(uri) else None,
                 description=f"aienv environment {spec.env_id}",
             )
             dom = conn.defineXMLFlags(domain_xml(cfg), libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
@@ -305,16 +229,16 @@ class VmRuntime(Runtime):
 
     # -- watching and stopping ---------------------------------------------------
 
-    def _state(self, handle: dict[str, Any]) -> tuple[str, int]:
+    def _state(self, handle: Handle) -> tuple[str, int]:
         """("running" | "paused" | "shutoff" | "crashed" | "gone" | ..., libvirt's reason)."""
-        with self._mapped(f"ask about the VM {handle['domain']}", handle["uri"]):
-            dom = _lookup(self._conn(handle["uri"]), handle["domain"])
+        with self._libvirt.mapped(f"ask about the VM {handle['domain']}", handle["uri"]):
+            dom = lookup(self._libvirt.conn(handle["uri"]), handle["domain"])
             if dom is None:
                 return "gone", 0
             state, reason = dom.state()
-        return _STATES.get(state, "unknown"), int(reason)
+        return STATES.get(state, "unknown"), int(reason)
 
-    async def async_wait(self, handle: dict[str, Any]) -> int | None:
+    async def wait(self, handle: Handle) -> int | None:
         """0 when the VM shut off, 1 when it crashed or failed, None when it is gone."""
         while True:
             try:
@@ -332,17 +256,17 @@ class VmRuntime(Runtime):
                 return 1 if reason in failed else 0
             await asyncio.sleep(POLL)
 
-    def is_running(self, handle: dict[str, Any]) -> bool:
-        return self._state(handle)[0] in ("running", "paused")
+    async def is_running(self, handle: Handle) -> bool:
+        return (await self._run(self._state, handle))[0] in ("running", "paused")
 
-    async def async_stop(self, handle: dict[str, Any], timeout: float) -> None:
+    async def stop(self, handle: Handle, timeout: float) -> None:
         """ACPI shutdown, then destroy after ``timeout``; the definition and disk stay."""
         await self._run(self._stop, handle, timeout)
 
-    def _stop(self, handle: dict[str, Any], timeout: float) -> None:
+    def _stop(self, handle: Handle, timeout: float) -> None:
         name = handle["domain"]
-        with self._mapped(f"stop the VM {name}", handle["uri"]):
-            dom = _lookup(self._conn(handle["uri"]), name)
+        with self._libvirt.mapped(f"stop the VM {name}", handle["uri"]):
+            dom = lookup(self._libvirt.conn(handle["uri"]), name)
             if dom is None or not dom.isActive():
                 return
             if dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING:
@@ -359,13 +283,13 @@ class VmRuntime(Runtime):
                     if dom.isActive():
                         raise
 
-    async def async_remove(self, handle: dict[str, Any]) -> None:
+    async def remove(self, handle: Handle) -> None:
         await self._run(self._remove, handle)
 
-    def _remove(self, handle: dict[str, Any]) -> None:
+    def _remove(self, handle: Handle) -> None:
         name = handle["domain"]
-        with self._mapped(f"remove the VM {name}", handle["uri"]):
-            dom = _lookup(self._conn(handle["uri"]), name)
+        with self._libvirt.mapped(f"remove the VM {name}", handle["uri"]):
+            dom = lookup(self._libvirt.conn(handle["uri"]), name)
             if dom is not None:
                 if dom.isActive():
                     dom.destroy()
@@ -379,7 +303,7 @@ class VmRuntime(Runtime):
             overlay.unlink(missing_ok=True)
             (overlay.parent / OVERLAY_META).unlink(missing_ok=True)
 
-    def details(self, handle: dict[str, Any]) -> dict[str, Any]:
+    def details(self, handle: Handle) -> dict[str, Any]:
         return {
             "domain": handle.get("domain"),
             "accel": handle.get("accel"),
@@ -389,86 +313,58 @@ class VmRuntime(Runtime):
 
     # -- snapshots (internal to the qcow2 overlay) -------------------------------
 
-    async def async_snapshot_create(self, handle: dict[str, Any], name: str) -> dict[str, Any]:
+    async def snapshot_create(self, handle: Handle, name: str) -> dict[str, Any]:
         check_name(name, "snapshot name")
         return await self._run(self._snapshot_create, handle, name)
 
-    def _snapshot_create(self, handle: dict[str, Any], name: str) -> dict[str, Any]:
-        with self._mapped(f"snapshot the VM {handle['domain']}", handle["uri"]):
-            dom = self._domain(handle)
-            if _snapshot(dom, name) is not None:
+    def _snapshot_create(self, handle: Handle, name: str) -> dict[str, Any]:
+        with self._libvirt.mapped(f"snapshot the VM {handle['domain']}", handle["uri"]):
+            dom = self._libvirt.domain(handle)
+            if find_snapshot(dom, name) is not None:
                 raise Conflict(f"the VM already has a snapshot {name!r}", code="snapshot_exists")
             if not handle.get("overlay"):
                 raise RuntimeFailure("a VM without a disk image has nowhere to keep snapshots")
             xml = f"<domainsnapshot><name>{name}</name></domainsnapshot>"  # a checked name
-            return _snapshot_info(dom.snapshotCreateXML(xml, 0))
+            return snapshot_info(dom.snapshotCreateXML(xml, 0))
 
-    async def async_snapshot_list(self, handle: dict[str, Any]) -> list[dict[str, Any]]:
+    async def snapshot_list(self, handle: Handle) -> list[dict[str, Any]]:
         return await self._run(self._snapshot_list, handle)
 
-    def _snapshot_list(self, handle: dict[str, Any]) -> list[dict[str, Any]]:
-        with self._mapped(f"list the snapshots of the VM {handle['domain']}", handle["uri"]):
-            snaps = [_snapshot_info(s) for s in self._domain(handle).listAllSnapshots(0)]
+    def _snapshot_list(self, handle: Handle) -> list[dict[str, Any]]:
+        what = f"list the snapshots of the VM {handle['domain']}"
+        with self._libvirt.mapped(what, handle["uri"]):
+            snaps = [snapshot_info(s) for s in self._libvirt.domain(handle).listAllSnapshots(0)]
         return sorted(snaps, key=lambda s: (s["created"], s["name"]))
 
-    async def async_snapshot_revert(self, handle: dict[str, Any], name: str) -> None:
+    async def snapshot_revert(self, handle: Handle, name: str) -> None:
         check_name(name, "snapshot name")
         await self._run(self._snapshot_revert, handle, name)
 
-    def _snapshot_revert(self, handle: dict[str, Any], name: str) -> None:
-        with self._mapped(f"revert the VM {handle['domain']} to snapshot {name}", handle["uri"]):
-            dom = self._domain(handle)
-            dom.revertToSnapshot(_known_snapshot(dom, name), 0)
+    def _snapshot_revert(self, handle: Handle, name: str) -> None:
+        what = f"revert the VM {handle['domain']} to snapshot {name}"
+        with self._libvirt.mapped(what, handle["uri"]):
+            dom = self._libvirt.domain(handle)
+            dom.revertToSnapshot(known_snapshot(dom, name), 0)
 
-    async def async_snapshot_delete(self, handle: dict[str, Any], name: str) -> None:
+    async def snapshot_delete(self, handle: Handle, name: str) -> None:
         check_name(name, "snapshot name")
         await self._run(self._snapshot_delete, handle, name)
 
-    def _snapshot_delete(self, handle: dict[str, Any], name: str) -> None:
-        with self._mapped(f"delete snapshot {name} of the VM {handle['domain']}", handle["uri"]):
-            _known_snapshot(self._domain(handle), name).delete(0)
+    def _snapshot_delete(self, handle: Handle, name: str) -> None:
+        what = f"delete snapshot {name} of the VM {handle['domain']}"
+        with self._libvirt.mapped(what, handle["uri"]):
+            known_snapshot(self._libvirt.domain(handle), name).delete(0)
 
 
-# -- helpers that run in the worker thread ----------------------------------------
-
-
-def _message(exc: BaseException) -> str:
-    if libvirt is not None and isinstance(exc, libvirt.libvirtError):
-        return str(exc.get_error_message() or exc)
-    return str(exc)
-
-
-def _is_system(uri: str) -> bool:
-    """Whether ``uri`` reaches a privileged libvirt (whose qemu user we choose)."""
-    return uri.split("?", 1)[0].rstrip("/").endswith("/system")
-
-
-def _vm_block(env: Environment) -> VmSpec:
-    if env.vm is None:
-        raise RuntimeFailure(f"environment {env.name!r} has no vm block")
-    return env.vm
-
-
-def _lookup(conn: Any, name: str) -> Any:
-    try:
-        return conn.lookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return None
-        raise
-
-
-def _snapshot(dom: Any, name: str) -> Any:
-    try:
-        return dom.snapshotLookupByName(name, 0)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
-            return None
-        raise
-
-
-def _known_snapshot(dom: Any, name: str) -> Any:
-    snap = _snapshot(dom, name)
-    if snap is None:
-        raise NotFound(f"the VM has no snapshot {name!r}", code="snapshot_not_found")
-    return snap
+def _check_files(env: Environment, root: Path) -> None:
+    """The VM's disk, kernel and initrd are files inside the workspace (blocks)."""
+    vm = vm_block(env)
+    top = root.resolve()
+    for what, rel in (("disk image", vm.disk), ("kernel", vm.kernel), ("initrd", vm.initrd)):
+        if rel is None:
+            continue
+        path = root / rel
+        if not path.is_file():
+            raise RuntimeFailure(f"the vm's {what} {rel!r} is not in the workspace ({path})")
+        if not path.resolve().is_relative_to(top):
+            raise RuntimeFailure(f"the vm's {what} {rel!r} points outside the workspace")

@@ -1,25 +1,29 @@
 """The versioned state store: persisted records plus a change feed.
 
 Every mutation runs in one SQLite transaction, then bumps ``version`` and
-publishes a ``Change`` to subscribers (discovery re-announces when the shared
-set changes; the API can stream changes). Records the other parts own (clones,
-environments) are stored as JSON documents keyed by id.
+publishes a ``Change``: at once to listeners (``listen``: discovery re-announces
+when what it announces changed, the access rules drop cached credentials) and
+through a queue to subscribers (``subscribe``: the live feed). Records the other
+parts own (clones, environments) are stored as JSON documents keyed by id; each
+owner converts them to its typed record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from aienv.state.db import Database
 
+log = logging.getLogger(__name__)
 MAX_EVENTS = 1000
 KEPT_CHANGES = 1000  # recent changes replayed to a stream that reconnects
 
@@ -67,8 +71,15 @@ class StateStore:
         self.version = 0
         self._recent: deque[Change] = deque(maxlen=KEPT_CHANGES)
         self._subscribers: set[asyncio.Queue[Change]] = set()
+        self._listeners: list[Callable[[Change], None]] = []
 
     # -- change feed ---------------------------------------------------------
+
+    def listen(self, callback: Callable[[Change], None]) -> Callable[[], None]:
+        """Call ``callback`` with every change, at once (it must not block); returns the
+        function that stops it."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback)
 
     @contextmanager
     def subscribe(self, maxsize: int = 1000) -> Iterator[asyncio.Queue[Change]]:
@@ -94,6 +105,11 @@ class StateStore:
         self.version += 1
         change = Change(self.version, kind, key)
         self._recent.append(change)
+        for callback in list(self._listeners):
+            try:
+                callback(change)
+            except Exception:  # a listener's bug must not undo a committed change
+                log.exception("a listener of the state store failed on %s", change)
         for queue in self._subscribers:
             if queue.full():  # a slow reader loses the oldest change, never blocks the node
                 queue.get_nowait()

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from aienv.runtime.container import Engine, unreachable
+from aienv.dockerengine import Engine, unreachable
 from aienv.system import ai
 
 TIMEOUT = 5.0

@@ -10,6 +10,7 @@ whole table of cases is tested without the machine at hand.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -80,6 +81,66 @@ def _merge(first: Resources, fallback: Resources) -> Resources:
     )
 
 
+@dataclass(slots=True)
+class _Draft:
+    """A plan being made: the shortfalls (requirements not met) and notes (less given
+    than recommended, or how it will run) found so far."""
+
+    shortfalls: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _cpus(required: Resources, wanted: Resources, cap: Capacity, d: _Draft) -> float | None:
+    """CPUs are shared, not reserved: the limit is a share of this machine's cores."""
+    if required.cpus is not None and required.cpus > cap.cpus:
+        d.shortfalls.append(f"needs {required.cpus:g} CPUs, this machine has {cap.cpus}")
+    if wanted.cpus is None:
+        return None
+    cpus = min(wanted.cpus, float(cap.cpus))
+    if cpus < wanted.cpus:
+        d.notes.append(f"{wanted.cpus:g} CPUs recommended, {cap.cpus} here: given {cpus:g}")
+    return max(cpus, required.cpus) if required.cpus is not None else cpus
+
+
+def _memory(required: Resources, wanted: Resources, cap: Capacity, d: _Draft) -> int | None:
+    free = cap.memory_free
+    if required.memory is not None and required.memory > free:
+        d.shortfalls.append(
+            f"needs {human_size(required.memory)} of memory, {human_size(free)} is free here"
+        )
+    if wanted.memory is None:
+        return None
+    memory = min(wanted.memory, free)
+    if memory < wanted.memory:
+        d.notes.append(
+            f"{human_size(wanted.memory)} of memory recommended, "
+            f"{human_size(free)} free: given {human_size(memory)}"
+        )
+    return max(memory, required.memory) if required.memory is not None else memory
+
+
+def _disk(required: Resources, wanted: Resources, cap: Capacity, d: _Draft) -> int | None:
+    free = cap.disk_free
+    if required.disk is not None and required.disk > free:
+        d.shortfalls.append(
+            f"needs {human_size(required.disk)} of disk, {human_size(free)} is free here"
+        )
+    elif wanted.disk is not None and wanted.disk > free:
+        d.notes.append(f"{human_size(wanted.disk)} of disk recommended, {human_size(free)} free")
+        return free
+    return wanted.disk
+
+
+def _gpu(required: Resources, wanted: Resources, cap: Capacity, d: _Draft) -> GpuPlan:
+    policy = required.gpu or wanted.gpu or "none"
+    use = policy != "none" and bool(cap.gpus)
+    if policy == "required" and not cap.gpus:
+        d.shortfalls.append("needs a GPU, this machine has none")
+    elif policy == "optional" and not cap.gpus:
+        d.notes.append("no GPU here: runs on the CPU")
+    return GpuPlan(policy=policy, use=use, devices=[g.index for g in cap.gpus] if use else [])
+
+
 def make_plan(
     env: Environment,
     cap: Capacity,
@@ -94,89 +155,40 @@ def make_plan(
     ``defaults`` are the runtime's own (a VM needs a memory size even when the
     workspace names none); ``wants_accel`` says the runtime chooses KVM or TCG.
     """
-    defaults = defaults or Resources()
     required = env.requires
-    wanted = _merge(_merge(env.recommends, env.requires), defaults)
-    shortfalls: list[str] = []
-    notes: list[str] = []
-
-    # CPUs are shared, not reserved: the limit is a share of this machine's cores
-    cpus: float | None = None
-    if required.cpus is not None and required.cpus > cap.cpus:
-        shortfalls.append(f"needs {required.cpus:g} CPUs, this machine has {cap.cpus}")
-    if wanted.cpus is not None:
-        cpus = min(wanted.cpus, float(cap.cpus))
-        if cpus < wanted.cpus:
-            notes.append(f"{wanted.cpus:g} CPUs recommended, {cap.cpus} here: given {cpus:g}")
-        if required.cpus is not None:
-            cpus = max(cpus, required.cpus)
-    threads = max(1, math.floor(cpus)) if cpus is not None else cap.cpus
-
-    memory: int | None = None
-    if required.memory is not None and required.memory > cap.memory_free:
-        shortfalls.append(
-            f"needs {human_size(required.memory)} of memory, "
-            f"{human_size(cap.memory_free)} is free here"
-        )
-    if wanted.memory is not None:
-        memory = min(wanted.memory, cap.memory_free)
-        if memory < wanted.memory:
-            notes.append(
-                f"{human_size(wanted.memory)} of memory recommended, "
-                f"{human_size(cap.memory_free)} free: given {human_size(memory)}"
-            )
-        if required.memory is not None:
-            memory = max(memory, required.memory)
-
-    disk = wanted.disk
-    if required.disk is not None and required.disk > cap.disk_free:
-        shortfalls.append(
-            f"needs {human_size(required.disk)} of disk, {human_size(cap.disk_free)} is free here"
-        )
-    elif wanted.disk is not None and wanted.disk > cap.disk_free:
-        notes.append(
-            f"{human_size(wanted.disk)} of disk recommended, {human_size(cap.disk_free)} free"
-        )
-        disk = cap.disk_free
-
-    policy = required.gpu or wanted.gpu or "none"
-    use_gpu = policy != "none" and bool(cap.gpus)
-    if policy == "required" and not cap.gpus:
-        shortfalls.append("needs a GPU, this machine has none")
-    elif policy == "optional" and not cap.gpus:
-        notes.append("no GPU here: runs on the CPU")
-    gpu = GpuPlan(
-        policy=policy, use=use_gpu, devices=[g.index for g in cap.gpus] if use_gpu else []
-    )
-
+    wanted = _merge(_merge(env.recommends, env.requires), defaults or Resources())
+    d = _Draft()
+    cpus = _cpus(required, wanted, cap, d)
+    memory = _memory(required, wanted, cap, d)
+    disk = _disk(required, wanted, cap, d)
+    gpu = _gpu(required, wanted, cap, d)
     accel: Literal["kvm", "tcg"] | None = None
     if wants_accel:
         accel = "kvm" if cap.kvm else "tcg"
         if not cap.kvm:
-            notes.append("KVM is not usable here: the VM runs under TCG emulation (slower)")
-
-    fit: Fit = "does not fit" if shortfalls else ("fits with less" if notes else "fits")
-    if shortfalls and force:
-        notes.insert(0, "forced to launch although it does not fit: " + "; ".join(shortfalls))
+            d.notes.append("KVM is not usable here: the VM runs under TCG emulation (slower)")
+    fit: Fit = "does not fit" if d.shortfalls else ("fits with less" if d.notes else "fits")
+    if d.shortfalls and force:
+        d.notes.insert(0, "forced to launch although it does not fit: " + "; ".join(d.shortfalls))
     plan = Plan(
         environment=env.name,
         runtime=env.runtime,
         cpus=cpus,
-        threads=threads,
+        threads=max(1, math.floor(cpus)) if cpus is not None else cap.cpus,
         memory=memory,
         disk=disk,
         gpu=gpu,
         accel=accel,
         ports=ports,
         fit=fit,
-        shortfalls=shortfalls,
-        notes=notes,
-        forced=force and bool(shortfalls),
+        shortfalls=d.shortfalls,
+        notes=d.notes,
+        forced=force and bool(d.shortfalls),
     )
-    if shortfalls and not force:
+    if d.shortfalls and not force:
         raise DoesNotFit(
             f"environment {env.name!r} does not fit this machine: "
-            + "; ".join(shortfalls)
+            + "; ".join(d.shortfalls)
             + " (launch with --force to try anyway)",
             plan,
         )

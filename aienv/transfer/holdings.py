@@ -9,10 +9,12 @@ Three kinds, all under ``<home>/archives`` or ``<home>/tmp``:
   served already.
 
 Held and partial archives are announced (``archives`` in the announcement) so
-that a clone finds every source of a digest. A workspace behind a password is
-different: its download is private (neither announced nor served while it
-runs, and not kept after), and an archive some peer announces as protected is
-no longer re-served here even if it was cloned before the password was set.
+that a clone finds every source of a digest: every change of what is held goes
+through the state store (``held_archive``, ``partial``), which discovery
+follows. A workspace behind a password is different: its download is private
+(neither announced nor served while it runs, and not kept after), and an archive
+some peer announces as protected is no longer re-served here even if it was
+cloned before the password was set.
 
 The cache is pruned to the size budget (``archive_cache``), least recently used
 first; archives of shared workspaces and archives in use are never pruned.
@@ -94,15 +96,16 @@ class Holding:
 
 class Holdings:
     def __init__(
-        self, settings: NodeSettings, state: StateStore, on_change: Callable[[], None]
+        self,
+        settings: NodeSettings,
+        state: StateStore,
+        guarded: Callable[[str], bool] = lambda _: False,
     ) -> None:
         self.settings = settings
         self.state = state
-        self.on_change = on_change
         self.partial: dict[str, Partial] = {}
         self._in_use: Counter[str] = Counter()
-        # digests some peer announces as password-protected (set once discovery runs)
-        self.guarded: Callable[[str], bool] = lambda _: False
+        self.guarded = guarded  # digests some peer announces as password-protected
 
     def path(self, digest: str) -> Path:
         return self.settings.archives_dir / f"{digest}.zip"
@@ -168,11 +171,11 @@ class Holdings:
 
     def add_partial(self, partial: Partial) -> None:
         self.partial[partial.digest] = partial
-        self.on_change()
+        self.state.changed("partial", partial.digest)
 
     def remove_partial(self, digest: str) -> None:
         if self.partial.pop(digest, None) is not None:
-            self.on_change()
+            self.state.changed("partial", digest)
 
     def keep(self, partial: Partial, workspace: str) -> None:
         """Move a finished download into the cache and serve it from there.
@@ -184,17 +187,15 @@ class Holdings:
         final = self.path(partial.digest)
         piecemod.save(partial.pieces, final)
         partial.path.replace(final)
-        self.state.hold_archive(partial.digest, partial.pieces.size, workspace)
         self.partial.pop(partial.digest, None)
+        self.state.hold_archive(partial.digest, partial.pieces.size, workspace)
         self.prune()
-        self.on_change()
 
     def forget(self, digest: str) -> None:
         """Stop serving and delete a kept archive (it proved unusable)."""
         if any(h.digest == digest for h in self.state.held_archives()):
             self.state.drop_held_archive(digest)
             self._delete(digest)
-            self.on_change()
 
     # -- the size budget ---------------------------------------------------------
 
@@ -236,7 +237,6 @@ class Holdings:
             if digest not in protected:
                 used = held[digest].used_at if digest in held else st.st_mtime
                 candidates.append((used, digest, st.st_size))
-        changed = False
         for _, digest, size in sorted(candidates):
             if total <= self.settings.archive_cache:
                 break
@@ -244,10 +244,7 @@ class Holdings:
             self._delete(digest)
             if digest in held:
                 self.state.drop_held_archive(digest)
-                changed = True
             total -= size
-        if changed:
-            self.on_change()
 
     def _delete(self, digest: str) -> None:
         path = self.path(digest)

@@ -78,6 +78,12 @@ class Transfers:
             self._items.remove(old)
         return transfer
 
+    def pack(self, workspace: str, cancel: Callable[[], None]) -> Transfer:
+        """A workspace being packed into its archive (cancellable from the list)."""
+        transfer = self.start("pack", "", workspace, 0)
+        transfer.cancel = cancel
+        return transfer
+
     def all(self) -> list[Transfer]:
         return list(self._items)
 

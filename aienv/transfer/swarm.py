@@ -31,7 +31,6 @@ import errno
 import hashlib
 import logging
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,66 +39,26 @@ from typing import Any
 import aiohttp
 
 from aienv.archive.pieces import READ
-from aienv.discovery.link import Link, describe
-from aienv.errors import DiskFull, IntegrityError, PeerUnreachable, TransferError
-from aienv.transfer.holdings import Partial, parse_bitfield
+from aienv.errors import (
+    AienvError,
+    DiskFull,
+    IntegrityError,
+    PeerUnreachable,
+    RangeNotHeld,
+    TransferError,
+)
+from aienv.peer import Link, PeerClient
+from aienv.transfer.holdings import Partial
+from aienv.transfer.sources import Source, SourceFailed, failure
 
 log = logging.getLogger(__name__)
 
 PER_SOURCE = 2  # range requests in flight per source
 RUN_MAX = 8  # pieces per request, at most
 RUN_SECONDS = 1.5  # a request should take about this long at the source's rate
-BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)
 MAX_BAD_PIECES = 2  # corrupt pieces before a source is dropped
 REFRESH = 1.0  # seconds between refreshes of the source list and bitfields
 CHUNK = 256 * 1024
-REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=10)
-
-
-@dataclass(slots=True)
-class Source:
-    url: str
-    name: str
-    origin: bool = False
-    have: bytearray | None = None  # None: the source has every piece
-    rate: float = 0.0  # bytes/s, smoothed
-    delivered: int = 0
-    failures: int = 0
-    bad_pieces: int = 0
-    in_flight: int = 0
-    retry_at: float = 0.0
-    state: str = "ready"  # ready | busy | backoff | dropped
-    error: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # the TLS pin, a password
-
-    @classmethod
-    def at(cls, link: Link, name: str, **fields: Any) -> Source:
-        return cls(link.url, name, options=link.options(), **fields)
-
-    def has(self, index: int) -> bool:
-        return self.have is None or bool(self.have[index])
-
-    def usable(self, now: float) -> bool:
-        return self.state != "dropped" and now >= self.retry_at
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "url": self.url,
-            "origin": self.origin,
-            "complete": self.have is None,
-            "state": self.state,
-            "bytes": self.delivered,
-            "rate": round(self.rate),
-            "error": self.error,
-        }
-
-
-class _SourceFailed(Exception):
-    def __init__(self, message: str, *, retry_after: float | None = None, drop: bool = False):
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.drop = drop
 
 
 @dataclass(slots=True)
@@ -117,7 +76,7 @@ SourceFinder = Callable[[], list[tuple[Link, str]]]  # (link, name) of other hol
 class SwarmDownload:
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        client: PeerClient,
         partial: Partial,
         origin: Source,
         find_sources: SourceFinder,
@@ -127,7 +86,7 @@ class SwarmDownload:
         rotation: int = 0,
         on_progress: Callable[[SwarmDownload], None] = lambda _: None,
     ) -> None:
-        self.session = session
+        self.client = client
         self.partial = partial
         self.pieces = partial.pieces
         self.sources: dict[str, Source] = {origin.url: origin}
@@ -283,37 +242,15 @@ class SwarmDownload:
         if self.max_sources > 1:
             for link, name in self.find_sources():
                 if link.url not in self.sources and len(self.sources) < self.max_sources:
-                    self.sources[link.url] = Source.at(
-                        link, name, have=bytearray(self.pieces.count)
-                    )
+                    self.sources[link.url] = Source(link, name, have=bytearray(self.pieces.count))
         partial = [
             s for s in self.sources.values() if s.have is not None and s.usable(time.monotonic())
         ]
         await asyncio.gather(*(self._refresh_bitfield(s) for s in partial))
 
     async def _refresh_bitfield(self, source: Source) -> None:
-        url = f"{source.url}/api/v1/archives/{self.pieces.digest}/pieces"
-        try:
-            async with self.session.get(
-                url,
-                params={"fields": "have"},
-                timeout=aiohttp.ClientTimeout(total=3),
-                **source.options,
-            ) as resp:
-                if resp.status == 404:
-                    source.state, source.error = "dropped", "no longer holds the archive"
-                    return
-                if resp.status != 200:
-                    return
-                data = await resp.json()
-            have = data.get("have")
-            if have == "all":
-                source.have = None
-            elif isinstance(have, str):
-                source.have = parse_bitfield(have, self.pieces.count)
+        if await source.refresh(self.client, self.pieces.digest, self.pieces.count):
             self._wake.set()
-        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
-            return
 
     def _pick(self, source: Source) -> list[int]:
         """The next run of pieces for ``source``: rarest first, then in order."""
@@ -374,83 +311,45 @@ class SwarmDownload:
                 await self._fetch_run(source, run)
                 source.failures = 0
                 source.state, source.error = "ready", None
-            except _SourceFailed as exc:
-                self._failed(source, exc)
-            except aiohttp.ServerFingerprintMismatch as exc:  # never again: not who it claims
-                self._failed(source, _SourceFailed(describe(exc, source.url), drop=True))
-            except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-                self._failed(source, _SourceFailed(str(exc) or type(exc).__name__))
+            except SourceFailed as exc:
+                source.failed(exc)
             finally:
                 source.in_flight -= 1
                 self.in_flight.difference_update(run)
                 self._wake.set()
 
-    def _failed(self, source: Source, exc: _SourceFailed) -> None:
-        source.error = str(exc)
-        if exc.drop:
-            source.state = "dropped"
-            log.info("dropping source %s: %s", source.name, exc)
-            return
-        if exc.retry_after is not None:
-            source.state = "busy"
-            source.retry_at = time.monotonic() + exc.retry_after * random.uniform(1.0, 1.3)
-            return
-        delay = BACKOFF[min(source.failures, len(BACKOFF) - 1)]
-        source.failures += 1
-        source.state = "backoff"
-        source.retry_at = time.monotonic() + delay
-        log.info("source %s failed (%s); retrying in %.1f s", source.name, exc, delay)
-
     async def _fetch_run(self, source: Source, run: list[int]) -> None:
         start = self.pieces.span(run[0])[0]
         end = self.pieces.span(run[-1])[1]
-        url = f"{source.url}/api/v1/archives/{self.pieces.digest}"
-        headers = {"Range": f"bytes={start}-{end - 1}", "If-Range": f'"{self.pieces.digest}"'}
         t0 = time.monotonic()
-        options = dict(source.options)
-        headers |= options.pop("headers", {})  # a password's Authorization, for the origin
-        async with self.session.get(
-            url, headers=headers, timeout=REQUEST_TIMEOUT, **options
-        ) as resp:
-            if resp.status == 503:
-                retry = _retry_after(resp.headers.get("Retry-After"))
-                raise _SourceFailed("busy serving other peers", retry_after=retry)
-            if resp.status == 409:
-                source.have = bytearray(self.pieces.count) if source.have is None else source.have
-                for index in run:
-                    source.have[index] = 0
-                raise _SourceFailed("does not have those pieces yet", retry_after=REFRESH)
-            if resp.status == 404:
-                raise _SourceFailed("does not hold the archive", drop=True)
-            if resp.status in (401, 403, 429):
-                raise _SourceFailed(
-                    f"refused this node (HTTP {resp.status}): a missing or wrong password, "
-                    "or its allow-list",
-                    drop=True,
-                )
-            if resp.status != 206 or resp.headers.get("Content-Range", "").split("/")[0] != (
-                f"bytes {start}-{end - 1}"
-            ):
-                raise _SourceFailed(f"answered HTTP {resp.status} to a range request", drop=True)
-            await self._receive(source, resp, run, start)
+        try:
+            async with self.client.archive_range(
+                source.link, self.pieces.digest, start, end
+            ) as stream:
+                await self._receive(source, stream, run, start)
+        except RangeNotHeld as exc:
+            source.lacks(run, self.pieces.count)
+            raise SourceFailed("does not have those pieces yet", retry_after=REFRESH) from exc
+        except AienvError as exc:
+            raise failure(exc) from exc
         elapsed = max(time.monotonic() - t0, 1e-3)
         sample = (end - start) / elapsed
         source.rate = sample if source.rate == 0 else 0.7 * source.rate + 0.3 * sample
 
     async def _receive(
-        self, source: Source, resp: aiohttp.ClientResponse, run: list[int], offset: int
+        self, source: Source, stream: aiohttp.StreamReader, run: list[int], offset: int
     ) -> None:
         pieces = self.pieces
         index = run[0]
         piece_end = pieces.span(index)[1]
         hasher = hashlib.sha256()
-        async for chunk in resp.content.iter_chunked(CHUNK):
+        async for chunk in stream.iter_chunked(CHUNK):
             self.received += len(chunk)
             view = memoryview(chunk)
             while view:
                 take = min(len(view), piece_end - offset)
                 if take <= 0:
-                    raise _SourceFailed("sent more bytes than asked", drop=True)
+                    raise SourceFailed("sent more bytes than asked", drop=True)
                 part = view[:take]
                 os.pwrite(self._fd, part, offset)
                 hasher.update(part)
@@ -460,13 +359,13 @@ class SwarmDownload:
                     self._piece_done(source, index, hasher.hexdigest())
                     if index == run[-1]:
                         if view:
-                            raise _SourceFailed("sent more bytes than asked", drop=True)
+                            raise SourceFailed("sent more bytes than asked", drop=True)
                         break
                     index += 1
                     piece_end = pieces.span(index)[1]
                     hasher = hashlib.sha256()
         if index != run[-1] or offset != pieces.span(run[-1])[1]:
-            raise _SourceFailed("the connection closed before the end of the range")
+            raise SourceFailed("the connection closed before the end of the range")
 
     def _piece_done(self, source: Source, index: int, digest: str) -> None:
         if digest != self.pieces.hashes[index]:
@@ -474,8 +373,8 @@ class SwarmDownload:
             self.refused.setdefault(index, set()).add(source.url)
             log.warning("piece %d from %s is corrupt", index, source.name)
             if source.bad_pieces >= MAX_BAD_PIECES or (source.origin and len(self.sources) == 1):
-                raise _SourceFailed(f"sent {source.bad_pieces} corrupt piece(s)", drop=True)
-            raise _SourceFailed(f"sent a corrupt piece ({index})")
+                raise SourceFailed(f"sent {source.bad_pieces} corrupt piece(s)", drop=True)
+            raise SourceFailed(f"sent a corrupt piece ({index})")
         start, end = self.pieces.span(index)
         self.partial.have[index] = 1
         source.delivered += end - start
@@ -499,10 +398,3 @@ class SwarmDownload:
                 prefix.hasher.update(data)
                 prefix.hashed += len(data)
             prefix.next_piece += 1
-
-
-def _retry_after(value: str | None) -> float:
-    try:
-        return min(max(float(value or 1), 0.2), 30.0)
-    except ValueError:
-        return 1.0

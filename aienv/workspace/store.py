@@ -1,5 +1,9 @@
 """The node's local workspaces: folders under ``<home>/workspaces/NAME`` plus their records.
 
+The store packs a workspace's archive into the node's archive cache and shows
+the packing as a transfer; both are given to it (``ArchiveCache``, ``Trackers``),
+so this package knows nothing of the transfer engine above it.
+
 Every change that puts a folder in place is staged in ``<home>/tmp`` and moved
 with one ``rename``, so a crash never leaves a workspace half there. The record
 is written just before that rename and a delete moves the folder away just
@@ -14,9 +18,10 @@ import os
 import shutil
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aienv.archive.extract import safe_extract
 from aienv.archive.pack import PackResult, fingerprint, pack_workspace, walk
@@ -24,8 +29,6 @@ from aienv.config import NodeSettings
 from aienv.errors import AienvError, Cancelled, Conflict, NotFound, WorkspaceError
 from aienv.names import check_name
 from aienv.state.store import ArchiveRecord, StateStore, WorkspaceRecord
-from aienv.transfer.holdings import Holdings
-from aienv.transfer.progress import Transfers
 from aienv.workspace.manifest import Manifest, edit_manifest, load_manifest
 
 DEFAULT_TEMPLATE = "hello-web"
@@ -45,6 +48,28 @@ def template_names() -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "workspace.yaml").is_file())
+
+
+class ArchiveCache(Protocol):
+    """Where packed archives live, and the pruning of what is no longer needed."""
+
+    def path(self, digest: str) -> Path: ...
+
+    def prune(self) -> None: ...
+
+
+class Tracker(Protocol):
+    """A packing shown in the list of transfers."""
+
+    done: int
+    total: int
+    digest: str | None
+
+    def finish(self, state: str, error: str | None = None) -> None: ...
+
+
+class Trackers(Protocol):
+    def pack(self, workspace: str, cancel: Callable[[], None]) -> Tracker: ...
 
 
 @dataclass(slots=True, frozen=True)
@@ -106,13 +131,13 @@ class WorkspaceStore:
         self,
         settings: NodeSettings,
         state: StateStore,
-        holdings: Holdings,
-        transfers: Transfers,
+        archives: ArchiveCache,
+        trackers: Trackers,
     ) -> None:
         self.settings = settings
         self.state = state
-        self.holdings = holdings
-        self.transfers = transfers
+        self.archives = archives
+        self.trackers = trackers
         self._pack_locks: dict[str, asyncio.Lock] = {}
         self._edit_locks: dict[str, asyncio.Lock] = {}
         self._tidy()
@@ -185,10 +210,10 @@ class WorkspaceStore:
         try:
             await asyncio.to_thread(_copy_tree, source, staged)
         except OSError as exc:
-            shutil.rmtree(staged, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, staged, True)
             raise WorkspaceError(f"cannot copy {source}: {exc.strerror or exc}") from exc
         except BaseException:
-            shutil.rmtree(staged, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, staged, True)
             raise
         origin = (
             {"kind": "template", "template": template}
@@ -213,7 +238,7 @@ class WorkspaceStore:
             await asyncio.to_thread(safe_extract, archive, staged, limit)
             return await self.install(name, staged, {"kind": "import", "file": filename})
         finally:
-            shutil.rmtree(staged, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, staged, True)
 
     async def edit(self, name: str, description: str | None, tags: list[str] | None) -> Workspace:
         """Change the description and tags in the workspace's ``workspace.yaml``."""
@@ -258,7 +283,7 @@ class WorkspaceStore:
         if self.path(name).exists():
             os.replace(self.path(name), trash)
         self.state.remove_workspace(name)
-        self.holdings.prune()
+        self.archives.prune()
         await asyncio.to_thread(shutil.rmtree, trash, True)
         self.state.event("workspace", f"workspace {name} deleted")
 
@@ -272,7 +297,7 @@ class WorkspaceStore:
             if (
                 cached
                 and cached.fingerprint == current
-                and self.holdings.path(cached.digest).is_file()
+                and self.archives.path(cached.digest).is_file()
             ):
                 return cached
             result = await self._pack(name, ws.path)
@@ -285,14 +310,13 @@ class WorkspaceStore:
                 result.files,
             )
             self.state.set_archive(record)
-            self.holdings.prune()
+            self.archives.prune()
             return record
 
     async def _pack(self, name: str, path: Path) -> PackResult:
         """Pack in a thread, visible in the transfers list and cancellable from there."""
         cancel = threading.Event()
-        transfer = self.transfers.start("pack", "", name, 0)
-        transfer.cancel = cancel.set
+        transfer = self.trackers.pack(name, cancel.set)
         loop = asyncio.get_running_loop()
 
         def progress(done: int, total: int) -> None:

@@ -246,3 +246,12 @@ def test_peer_workspace_is_planned_against_this_machine(
     assert status == 404 and err["error"]["code"] == "peer_not_found"  # type: ignore[index]
     r = httpx.get(f"{b.url}/api/v1/peers/alpha/workspaces/hello", timeout=5)
     assert r.status_code == 403  # it makes the node call out: admin only
+
+
+def test_the_node_serves_its_openapi_document(pair: tuple[Host, Host]) -> None:
+    a, b = pair
+    document = b.api("/openapi.json").json()  # from another machine: a peer read
+    assert document["openapi"] == "3.1.0"
+    assert document["paths"]["/api/v1/clones"]["post"]["x-aienv-role"] == "admin"
+    assert document["components"]["schemas"]["StartClone"]["required"] == ["source"]
+    assert a.api("/openapi.json").json() == document  # built once, the same for all

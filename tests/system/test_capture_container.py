@@ -25,7 +25,7 @@ import pytest
 import yaml
 from docker.types import Mount
 
-from aienv.system.capture import tag_image, untag_image
+from aienv.dockerengine.images import tag_image, untag_image
 from tests.integration.conftest import no_leftovers, shared_by, wait_for
 from tests.lan import Host, Lan, admin_call
 from tests.system.container_image import DATA, IMAGE, PAGE, build_image

@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,11 @@ import httpx
 import pytest
 
 from aienv.config import NodeSettings
+from aienv.dockerengine.images import save_image
 from aienv.errors import RuntimeFailure
 from aienv.runtime.base import LaunchSpec
-from aienv.runtime.container import ContainerRuntime, container_name, create_options, save_image
+from aienv.runtime.container import ContainerRuntime
+from aienv.runtime.container_options import container_name, create_options
 from aienv.system.inventory import Capacity, Gpu
 from aienv.system.plan import make_plan
 from aienv.workspace.manifest import load_manifest
@@ -59,14 +61,14 @@ def image(client: Any) -> str:
 
 
 @pytest.fixture
-def runtime(engine: str, tmp_path: Path) -> Iterator[ContainerRuntime]:
+async def runtime(engine: str, tmp_path: Path) -> AsyncIterator[ContainerRuntime]:
     rt = ContainerRuntime()
     rt.configure(NodeSettings(home=tmp_path / "home", docker_host=engine))
     try:
         yield rt
     finally:
-        rt.close()
-        rt.close()  # idempotent
+        await rt.close()
+        await rt.close()  # idempotent
 
 
 def make_spec(root: Path, tmp_path: Path, *, port: int = PUBLISHED) -> LaunchSpec:
@@ -150,9 +152,9 @@ async def test_launch_loads_the_carried_image_and_runs_with_the_plan(
     spec = make_spec(root, tmp_path)
 
     started = time.monotonic()
-    handle = await runtime.async_launch(spec)
+    handle = await runtime.launch(spec)
     launched = time.monotonic() - started
-    waiter = asyncio.create_task(runtime.async_wait(handle))
+    waiter = asyncio.create_task(runtime.wait(handle))
     base = f"http://{lan.hosts[0].ip}:{PUBLISHED}"
     page = await fetch(f"{base}/")
     answered = time.monotonic() - started
@@ -164,7 +166,7 @@ async def test_launch_loads_the_carried_image_and_runs_with_the_plan(
     assert (await fetch(f"{base}/data/hello.txt")).text == DATA  # the mounted workspace folder
     client.images.get(image)  # loaded from the archive
     assert handle["name"] == container_name(spec.env_id) == "aienv-web.www"
-    assert runtime.is_running(handle)
+    assert await runtime.is_running(handle)
     assert runtime.details(handle) == {
         "container": handle["container"][:12],
         "name": "aienv-web.www",
@@ -199,14 +201,14 @@ async def test_launch_loads_the_carried_image_and_runs_with_the_plan(
     await wait_for_log(spec.log_path, "response:200")  # the server's own lines (stderr)
 
     stopping = time.monotonic()
-    await runtime.async_stop(handle, timeout=10)
+    await runtime.stop(handle, timeout=10)
     assert time.monotonic() - stopping < 5  # SIGTERM reached the server (docker-init)
     assert gone(client, handle["container"])
-    assert not runtime.is_running(handle)
+    assert not await runtime.is_running(handle)
     assert await asyncio.wait_for(waiter, 10) is not None
-    await runtime.async_stop(handle, timeout=10)  # again: nothing left to do
-    await runtime.async_remove(handle)
-    assert await runtime.async_wait(handle) is None
+    await runtime.stop(handle, timeout=10)  # again: nothing left to do
+    await runtime.remove(handle)
+    assert await runtime.wait(handle) is None
 
 
 async def test_an_image_neither_here_nor_carried_is_refused(
@@ -215,11 +217,11 @@ async def test_an_image_neither_here_nor_carried_is_refused(
     root = write_workspace(tmp_path / "ws", image="aienv-test/absent:1", archive=None)
     refused = r"image aienv-test/absent:1 is not on this machine and the workspace carries no"
     with pytest.raises(RuntimeFailure, match=refused):
-        await runtime.async_launch(make_spec(root, tmp_path))
+        await runtime.launch(make_spec(root, tmp_path))
 
     root = write_workspace(tmp_path / "ws2", image="aienv-test/absent:1")
     with pytest.raises(RuntimeFailure, match=r"no image archive \(images/www.tar is missing\)"):
-        await runtime.async_launch(make_spec(root, tmp_path))
+        await runtime.launch(make_spec(root, tmp_path))
     assert client.containers.list(all=True) == []
 
 
@@ -231,7 +233,7 @@ async def test_an_archive_without_the_image_is_refused(
     with pytest.raises(
         RuntimeFailure, match=r"does not hold image aienv-test/other:2 \(it holds: "
     ):
-        await runtime.async_launch(make_spec(root, tmp_path))
+        await runtime.launch(make_spec(root, tmp_path))
 
 
 async def test_an_application_that_ends_leaves_its_code_log_and_no_container(
@@ -239,8 +241,8 @@ async def test_an_application_that_ends_leaves_its_code_log_and_no_container(
 ) -> None:
     root = write_workspace(tmp_path / "ws", command=["/bin/sh", "-c", "echo bye >&2; exit 3"])
     spec = make_spec(root, tmp_path)
-    handle = await runtime.async_launch(spec)
-    assert await asyncio.wait_for(runtime.async_wait(handle), 15) == 3
+    handle = await runtime.launch(spec)
+    assert await asyncio.wait_for(runtime.wait(handle), 15) == 3
     assert "bye" in spec.log_path.read_text()  # stderr, complete when the wait returns
     assert gone(client, handle["container"])
 
@@ -250,16 +252,16 @@ async def test_a_left_over_container_is_replaced_a_foreign_one_refused(
 ) -> None:
     root = write_workspace(tmp_path / "ws")
     spec = make_spec(root, tmp_path)
-    first = await runtime.async_launch(spec)  # then the node "forgets" it
-    second = await runtime.async_launch(spec)
+    first = await runtime.launch(spec)  # then the node "forgets" it
+    second = await runtime.launch(spec)
     assert first["container"] != second["container"]
-    assert gone(client, first["container"]) and runtime.is_running(second)
-    await runtime.async_stop(second, timeout=5)
+    assert gone(client, first["container"]) and await runtime.is_running(second)
+    await runtime.stop(second, timeout=5)
 
     foreign = client.containers.create(image, name="aienv-web.www")
     try:
         with pytest.raises(RuntimeFailure, match=r"does not belong to environment web\.www"):
-            await runtime.async_launch(spec)
+            await runtime.launch(spec)
         client.containers.get(foreign.id)  # untouched
     finally:
         foreign.remove(force=True)
@@ -276,7 +278,7 @@ async def test_no_engine_is_reported_not_raised(tmp_path: Path, engine: str) -> 
     missing = f"unix://{tmp_path}/no-such.sock"
     rt = ContainerRuntime()
     rt.configure(NodeSettings(home=tmp_path / "home", docker_host=missing))
-    ok, why = rt.available()
+    ok, why = await rt.available()
     assert not ok
     assert why == (
         f"no Docker engine at {missing}: its socket does not exist; "
@@ -284,28 +286,28 @@ async def test_no_engine_is_reported_not_raised(tmp_path: Path, engine: str) -> 
     )
     root = write_workspace(tmp_path / "ws")
     with pytest.raises(RuntimeFailure, match=f"no Docker engine at {missing}"):
-        await rt.async_launch(make_spec(root, tmp_path))
+        await rt.launch(make_spec(root, tmp_path))
     with pytest.raises(RuntimeFailure, match="no Docker engine"):
         await save_image(missing, IMAGE, tmp_path / "x.tar")
-    rt.close()
+    await rt.close()
 
     there = ContainerRuntime()
     there.configure(NodeSettings(home=tmp_path / "home", docker_host=engine))
-    assert there.available() == (True, "")
-    there.close()
+    assert await there.available() == (True, "")
+    await there.close()
 
 
-def test_check_names_what_is_missing(tmp_path: Path) -> None:
+async def test_check_names_what_is_missing(tmp_path: Path) -> None:
     root = write_workspace(tmp_path / "ws")
     env = load_manifest(root).environment(None)
-    ContainerRuntime().check(env, root)  # the archive may be missing: the image may be here
+    await ContainerRuntime().check(env, root)  # the archive may be missing: the image may be here
     (root / "data" / "hello.txt").unlink()
     (root / "data").rmdir()
     with pytest.raises(RuntimeFailure, match="mounts 'data', which does not exist"):
-        ContainerRuntime().check(env, root)
+        await ContainerRuntime().check(env, root)
     (root / "data").symlink_to(tmp_path)
     with pytest.raises(RuntimeFailure, match="leads outside the workspace"):
-        ContainerRuntime().check(env, root)
+        await ContainerRuntime().check(env, root)
 
 
 def test_gpus_are_requested_from_the_engine(tmp_path: Path) -> None:

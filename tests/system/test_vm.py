@@ -171,17 +171,17 @@ def defined(bed: Bed) -> list[str]:
 # -- without a daemon --------------------------------------------------------------
 
 
-def test_unavailable_when_the_uri_points_nowhere(tmp_path: Path) -> None:
+async def test_unavailable_when_the_uri_points_nowhere(tmp_path: Path) -> None:
     runtime = VmRuntime()
     uri = f"qemu:///system?socket={tmp_path}/nowhere/libvirt-sock"
     runtime.configure(NodeSettings(home=tmp_path, libvirt_uri=uri))
-    ok, why = runtime.available()
+    ok, why = await runtime.available()
     assert not ok
     assert f"libvirt is not reachable at {uri}" in why
     assert "is libvirtd running?" in why
 
 
-def test_check_names_a_missing_file_and_one_outside(tmp_path: Path) -> None:
+async def test_check_names_a_missing_file_and_one_outside(tmp_path: Path) -> None:
     env = Environment.model_validate(
         {"name": "web", "runtime": "vm", "vm": {"kernel": "vm/vmlinuz", "disk": "vm/d.qcow2"}}
     )
@@ -189,14 +189,14 @@ def test_check_names_a_missing_file_and_one_outside(tmp_path: Path) -> None:
     (root / "vm").mkdir(parents=True)
     (root / "vm" / "vmlinuz").write_bytes(b"kernel")
     with pytest.raises(RuntimeFailure, match=r"disk image 'vm/d.qcow2' is not in the workspace"):
-        VmRuntime().check(env, root)
+        await VmRuntime().check(env, root)
     (tmp_path / "elsewhere").write_bytes(b"disk")
     (root / "vm" / "d.qcow2").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(RuntimeFailure, match="points outside the workspace"):
-        VmRuntime().check(env, root)
+        await VmRuntime().check(env, root)
     (root / "vm" / "d.qcow2").unlink()
     (root / "vm" / "d.qcow2").write_bytes(b"disk")
-    VmRuntime().check(env, root)
+    await VmRuntime().check(env, root)
 
 
 def test_a_disk_image_with_a_backing_file_is_refused(tmp_path: Path) -> None:
@@ -224,11 +224,11 @@ def test_domain_names_are_valid_and_distinct() -> None:
 # -- a real VM -----------------------------------------------------------------------
 
 
-def test_available_with_the_daemon(bed: Bed) -> None:
+async def test_available_with_the_daemon(bed: Bed) -> None:
     runtime = make_runtime(bed)
-    assert runtime.available() == (True, "")
-    runtime.close()
-    runtime.close()
+    assert await runtime.available() == (True, "")
+    await runtime.close()
+    await runtime.close()
 
 
 @pytest.mark.slow
@@ -243,13 +243,13 @@ async def test_vm_lifecycle(bed: Bed, record_property: Callable[[str, object], N
     assert spec.plan.memory == 256 * MiB and spec.plan.cpus == 2
 
     started = time.monotonic()
-    handle = await runtime.async_launch(spec)
+    handle = await runtime.launch(spec)
     boot = await wait_answering(port, spec.log_path)
     record_property(
         f"timing: vm launch to endpoint answering ({ACCEL})", time.monotonic() - started
     )
     assert handle["accel"] == ACCEL
-    assert runtime.is_running(handle)
+    assert await runtime.is_running(handle)
     assert runtime.details(handle)["domain"] == handle["domain"]
 
     # what the plan said is what the domain got, and what the guest sees
@@ -267,69 +267,69 @@ async def test_vm_lifecycle(bed: Bed, record_property: Callable[[str, object], N
 
     # snapshots: the disk goes back with the snapshot
     assert (await get(port, "/cgi-bin/disk?write=alpha")).strip() == "alpha"
-    made = await runtime.async_snapshot_create(handle, "first")
+    made = await runtime.snapshot_create(handle, "first")
     assert made["name"] == "first" and made["state"] == "running"
     with pytest.raises(Conflict):
-        await runtime.async_snapshot_create(handle, "first")
+        await runtime.snapshot_create(handle, "first")
     with pytest.raises(InvalidInput):
-        await runtime.async_snapshot_create(handle, "Not Valid")
+        await runtime.snapshot_create(handle, "Not Valid")
     assert (await get(port, "/cgi-bin/disk?write=beta")).strip() == "beta"
-    await runtime.async_snapshot_revert(handle, "first")
-    assert runtime.is_running(handle)
+    await runtime.snapshot_revert(handle, "first")
+    assert await runtime.is_running(handle)
     assert (await get(port, "/cgi-bin/disk")).strip() == "alpha"
     with pytest.raises(NotFound):
-        await runtime.async_snapshot_revert(handle, "nope")
-    listed = await runtime.async_snapshot_list(handle)
+        await runtime.snapshot_revert(handle, "nope")
+    listed = await runtime.snapshot_list(handle)
     assert [s["name"] for s in listed] == ["first"]
     assert listed[0]["created"] > time.time() - 300
 
     # stop: politely (ACPI), the definition and the overlay stay
-    waiter = asyncio.create_task(runtime.async_wait(handle))
+    waiter = asyncio.create_task(runtime.wait(handle))
     stop_began = time.monotonic()
-    await runtime.async_stop(handle, timeout=30)
+    await runtime.stop(handle, timeout=30)
     stop_took = time.monotonic() - stop_began
     assert await asyncio.wait_for(waiter, 10) == 0
     assert stop_took < 25, "the guest ignored the ACPI power button"
-    assert not runtime.is_running(handle)
+    assert not await runtime.is_running(handle)
     assert handle["domain"] in defined(bed)
     overlay = Path(handle["overlay"])
     assert overlay == state_dir / OVERLAY and is_file(overlay)
-    await runtime.async_stop(handle, timeout=1)  # twice is fine
+    await runtime.stop(handle, timeout=1)  # twice is fine
 
     # a stopped VM: a disk-only snapshot; reverting to a running one brings the VM back up
-    offline = await runtime.async_snapshot_create(handle, "offline")
+    offline = await runtime.snapshot_create(handle, "offline")
     assert offline["state"] == "shutoff"
-    await runtime.async_snapshot_revert(handle, "first")
-    assert runtime.is_running(handle)
+    await runtime.snapshot_revert(handle, "first")
+    assert await runtime.is_running(handle)
     assert (await get(port, "/cgi-bin/disk")).strip() == "alpha"
     assert (await get(port, "/cgi-bin/disk?write=gamma")).strip() == "gamma"
-    await runtime.async_stop(handle, timeout=30)
-    assert not runtime.is_running(handle)
+    await runtime.stop(handle, timeout=30)
+    assert not await runtime.is_running(handle)
 
     # a second run keeps the disk and the snapshots
     spec2 = make_spec(bed, state_dir, previous=handle)
-    handle2 = await runtime.async_launch(spec2)
+    handle2 = await runtime.launch(spec2)
     assert handle2["domain"] == handle["domain"] and handle2["uuid"] == handle["uuid"]
     await wait_answering(spec2.ports["http"], spec2.log_path)
     assert (await get(spec2.ports["http"], "/cgi-bin/disk")).strip() == "gamma"
-    listed = await runtime.async_snapshot_list(handle2)
+    listed = await runtime.snapshot_list(handle2)
     assert [s["name"] for s in listed] == ["first", "offline"]
     for snap in listed:
-        await runtime.async_snapshot_delete(handle2, snap["name"])
-    assert await runtime.async_snapshot_list(handle2) == []
+        await runtime.snapshot_delete(handle2, snap["name"])
+    assert await runtime.snapshot_list(handle2) == []
     with pytest.raises(NotFound):
-        await runtime.async_snapshot_delete(handle2, "first")
+        await runtime.snapshot_delete(handle2, "first")
 
     # remove: domain and overlay gone, twice is fine; the workspace's image never changed
-    await runtime.async_remove(handle2)
+    await runtime.remove(handle2)
     assert handle["domain"] not in defined(bed)
     assert not is_file(overlay)
-    await runtime.async_remove(handle2)
-    assert not runtime.is_running(handle2)
+    await runtime.remove(handle2)
+    assert not await runtime.is_running(handle2)
     with pytest.raises(NotFound):
-        await runtime.async_snapshot_list(handle2)
+        await runtime.snapshot_list(handle2)
     assert sha256(bed.image.disk) == base_digest
-    runtime.close()
+    await runtime.close()
     record_property(f"timing: vm boot to endpoint ({ACCEL})", boot)
     record_property(f"timing: vm ACPI stop ({ACCEL})", stop_took)
 
@@ -343,14 +343,14 @@ async def test_boots_under_tcg_when_told(
     state_dir = bed.tmp / "environments" / "tcg"
     state_dir.mkdir(parents=True)
     spec = make_spec(bed, state_dir, accel="kvm")  # the setting wins over the plan
-    handle = await runtime.async_launch(spec)
+    handle = await runtime.launch(spec)
     try:
         assert handle["accel"] == "tcg"
         assert domain(bed, handle["domain"])[1].get("type") == "qemu"
         took = await wait_answering(spec.ports["http"], spec.log_path, timeout=60)
         record_property("timing: vm boot to endpoint (tcg, by setting)", took)
     finally:
-        await runtime.async_stop(handle, timeout=0)
-        await runtime.async_remove(handle)
-        runtime.close()
+        await runtime.stop(handle, timeout=0)
+        await runtime.remove(handle)
+        await runtime.close()
     assert handle["domain"] not in defined(bed)

@@ -15,25 +15,23 @@ from typing import Any
 
 import pytest
 
-from aienv.errors import WorkspaceError
-from aienv.runtime.process import MissingVariable, expand
-from aienv.system import capture as system_capture
-from aienv.system.capture import (
-    ContainerFacts,
+from aienv.capture import install as capture
+from aienv.capture import read_process as process_reader
+from aienv.capture.container import draft_container, image_reference
+from aienv.capture.draft import default_name, resources
+from aienv.capture.filter import copy_folder, is_secret, measure, split_env
+from aienv.capture.install import write_draft
+from aienv.capture.process import draft_process, process_default_name
+from aienv.capture.read_container import ContainerFacts, container_facts, is_local_engine
+from aienv.capture.read_process import (
     InContainer,
     Listener,
     ProcessFacts,
-    container_facts,
-    is_local_engine,
     python_packages,
     read_process,
 )
-from aienv.workspace.capture import install as capture
-from aienv.workspace.capture.container import draft_container, image_reference
-from aienv.workspace.capture.draft import default_name, resources
-from aienv.workspace.capture.filter import copy_folder, is_secret, measure, split_env
-from aienv.workspace.capture.install import write_draft
-from aienv.workspace.capture.process import draft_process, process_default_name
+from aienv.errors import WorkspaceError
+from aienv.runtime.process import MissingVariable, expand
 from aienv.workspace.manifest import load_manifest
 
 MiB = 1024**2
@@ -450,7 +448,7 @@ def test_a_process_inside_a_container_is_refused(monkeypatch: pytest.MonkeyPatch
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         ids = {child.pid: "c0ffee123456"}
-        monkeypatch.setattr(system_capture, "container_id_of", ids.get)
+        monkeypatch.setattr(process_reader, "container_id_of", ids.get)
         with pytest.raises(InContainer, match="aienv capture --container c0ffee123456"):
             read_process(child.pid)
         ids[os.getpid()] = "c0ffee123456"  # the node runs in that container too: its paths

@@ -166,7 +166,8 @@ def test_announcement_summary_lists_runtimes_within_the_limit() -> None:
 
 async def test_vm_accel_setting_overrides_what_the_machine_offers(tmp_path: Any) -> None:
     from aienv.config import NodeSettings
-    from aienv.runtime.manager import EnvironmentManager
+    from aienv.flows.planning import Planner
+    from aienv.runtime.records import EnvRecords
     from aienv.runtime.vm import VmRuntime
     from aienv.state.db import Database
     from aienv.state.store import StateStore
@@ -175,8 +176,8 @@ async def test_vm_accel_setting_overrides_what_the_machine_offers(tmp_path: Any)
     try:
         for setting, accel in (("tcg", "tcg"), ("kvm", "kvm")):
             settings = NodeSettings(home=tmp_path, vm_accel=setting)
-            manager = EnvironmentManager(settings, StateStore(db), None, {})  # type: ignore[arg-type]
-            plan = await manager._plan(env(), VmRuntime(), force=False)
+            planner = Planner(settings, {}, {}, EnvRecords(StateStore(db)))
+            plan = await planner.plan(env(), VmRuntime(), force=False)
             assert plan.accel == accel
             assert (plan.cpus, plan.memory) == (1.0, 512 * MiB)  # the VM runtime's defaults
     finally:

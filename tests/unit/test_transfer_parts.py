@@ -21,12 +21,14 @@ from aienv.archive.pack import pack_workspace
 from aienv.archive.policy import should_compress
 from aienv.config import NodeSettings
 from aienv.errors import Busy, Cancelled
+from aienv.peer import Link
 from aienv.state.db import Database
 from aienv.state.store import ArchiveRecord, StateStore
 from aienv.transfer.holdings import Holding, Holdings, Partial, parse_bitfield
 from aienv.transfer.progress import Transfers
 from aienv.transfer.serve import UploadSlots
-from aienv.transfer.swarm import Source, SwarmDownload
+from aienv.transfer.sources import Source
+from aienv.transfer.swarm import SwarmDownload
 
 MIB = 1 << 20
 TEXT = "".join(f"def function_{i}(x):\n    return x * {i} + {i % 7}\n" for i in range(20000))
@@ -153,8 +155,9 @@ def settings_for(home: Path, budget: int) -> NodeSettings:
 def test_cache_is_pruned_to_its_budget_least_recently_used_first(tmp_path: Path) -> None:
     settings = settings_for(tmp_path / "home", budget=3000)
     state = StateStore(Database(settings.db_path))
-    changes: list[int] = []
-    holdings = Holdings(settings, state, lambda: changes.append(1))
+    changes: list[str] = []
+    state.listen(lambda change: changes.append(change.kind))
+    holdings = Holdings(settings, state)
     d0, d1, d2, d3 = (c * 64 for c in "abcd")
     for d in (d0, d1, d2, d3):
         (settings.archives_dir / f"{d}.zip").write_bytes(b"x" * 1000)
@@ -169,7 +172,7 @@ def test_cache_is_pruned_to_its_budget_least_recently_used_first(tmp_path: Path)
         holdings.prune()  # 4000 > 3000: the oldest that is neither shared nor in use goes
     assert {p.stem for p in settings.archives_dir.glob("*.zip")} == {d0, d1, d2}
     assert d3 not in {h.digest for h in state.held_archives()}
-    assert changes  # what the node announces changed
+    assert "held_archive" in changes  # what the node announces changed (discovery follows)
     settings.archive_cache = 2000
     holdings.prune()  # d2 is no longer in use and older than d1
     assert {p.stem for p in settings.archives_dir.glob("*.zip")} == {d0, d1}
@@ -198,7 +201,7 @@ def fake_download(
 
 
 def test_picker_goes_in_order_from_complete_sources(tmp_path: Path) -> None:
-    origin = Source("http://o", "o", origin=True)
+    origin = Source(Link("http://o"), "o", origin=True)
     d = fake_download(20, [origin], tmp_path, rotation=7)
     assert d._pick(origin) == [0]  # speed unknown: one piece
     origin.rate = 10 * 65536  # ~15 pieces in RUN_SECONDS, capped
@@ -209,8 +212,8 @@ def test_picker_goes_in_order_from_complete_sources(tmp_path: Path) -> None:
 
 
 def test_picker_spreads_a_swarm_rarest_first(tmp_path: Path) -> None:
-    origin = Source("http://o", "o", origin=True)
-    peer = Source("http://p", "p", have=bytearray(20))
+    origin = Source(Link("http://o"), "o", origin=True)
+    peer = Source(Link("http://p"), "p", have=bytearray(20))
     for i in range(10):
         peer.have[i] = 1  # type: ignore[index]
     d = fake_download(20, [origin, peer], tmp_path, rotation=3)

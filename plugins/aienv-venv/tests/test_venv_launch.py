@@ -32,7 +32,7 @@ async def answer(harness: Harness, handle: dict[str, Any], spec: LaunchSpec) -> 
     deadline = time.monotonic() + 20.0
     async with httpx.AsyncClient(trust_env=False, timeout=2.0) as client:
         while time.monotonic() < deadline:
-            if not harness.runtime.is_running(handle):
+            if not await harness.runtime.is_running(handle):
                 pytest.fail(f"the server exited; its log:\n{spec.log_path.read_text()}")
             try:
                 reply = await client.get(url)
@@ -66,7 +66,7 @@ async def test_serves_from_its_own_venv_and_reuses_it_while_requirements_hold(
     assert "Successfully installed" in log
     assert f"serving: {GREETING}" in log
     assert await harness.stop(handle) is not None
-    assert not harness.runtime.is_running(handle)
+    assert not await harness.runtime.is_running(handle)
 
     # unchanged requirements: the same venv, no pip run
     (venv / "sentinel").write_text("kept")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from venv_harness import venv_environment
 
 
 def check(root: Path, **options: Any) -> None:
-    VenvRuntime().check(venv_environment(**options), root)
+    asyncio.run(VenvRuntime().check(venv_environment(**options), root))
 
 
 def test_a_valid_environment_passes_and_defaults_fill_in(workspace: Path) -> None:
@@ -60,7 +61,7 @@ def test_bad_options_are_refused_naming_the_key(
 def test_a_missing_command_is_named() -> None:
     env = Environment(name="web", runtime="venv", options={})
     with pytest.raises(InvalidOptions, match=r"options\.command: required key is missing"):
-        VenvRuntime().check(env, Path("."))
+        asyncio.run(VenvRuntime().check(env, Path(".")))
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -24,4 +25,4 @@ def test_the_node_loads_it_and_it_can_run_here(tmp_path: Path) -> None:
     runtime = runtimes["venv"]
     assert isinstance(runtime, VenvRuntime)
     assert runtime.kind == "venv"
-    assert runtime.available() == (True, "")
+    assert asyncio.run(runtime.available()) == (True, "")

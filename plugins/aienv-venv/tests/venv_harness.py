@@ -117,15 +117,15 @@ class Harness:
         self.live: list[dict[str, Any]] = []
 
     async def launch(self, spec: LaunchSpec) -> dict[str, Any]:
-        handle = await self.runtime.async_launch(spec)
+        handle = await self.runtime.launch(spec)
         self.live.append(handle)
         return handle
 
     async def stop(self, handle: dict[str, Any]) -> int | None:
         """Stop it and reap it; its exit code."""
         self.live.remove(handle)
-        await self.runtime.async_stop(handle, 5.0)
-        return await self.runtime.async_wait(handle)
+        await self.runtime.stop(handle, 5.0)
+        return await self.runtime.wait(handle)
 
     async def close(self) -> None:
         for handle in list(self.live):

@@ -45,7 +45,7 @@ def bin_dir(venv: Path) -> Path:
     return venv / "bin"
 
 
-async def async_ensure(venv: Path, recipe: Recipe, log_path: Path) -> bool:
+async def ensure(venv: Path, recipe: Recipe, log_path: Path) -> bool:
     """Make ``venv`` match ``recipe``; True when the existing venv was reused as is.
 
     Raises ``RuntimeFailure`` with the tail of the failing tool's output.
@@ -53,14 +53,14 @@ async def async_ensure(venv: Path, recipe: Recipe, log_path: Path) -> bool:
     stamp, reused = await asyncio.to_thread(_reuse_or_clear, venv, recipe)
     if reused:
         return True
-    await _async_run(
+    await _run(
         [recipe.python, "-m", "venv", str(venv)],
         cwd=recipe.workspace,
         log_path=log_path,
         failure=f"cannot create a virtualenv with {recipe.python!r}",
     )
     if recipe.requirements is not None:
-        await _async_run(
+        await _run(
             [
                 str(bin_dir(venv) / "python"),
                 "-m",
@@ -137,7 +137,7 @@ def _tail(log_path: Path, offset: int) -> str:
 # -- child processes ------------------------------------------------------------
 
 
-async def _async_run(args: list[str], *, cwd: Path, log_path: Path, failure: str) -> None:
+async def _run(args: list[str], *, cwd: Path, log_path: Path, failure: str) -> None:
     """Run ``args`` with its output appended to ``log_path``; ``RuntimeFailure`` when it
     cannot start or exits non-zero. Cancelling kills its whole process group."""
     log_path.parent.mkdir(parents=True, exist_ok=True)

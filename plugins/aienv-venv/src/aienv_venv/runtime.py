@@ -1,13 +1,14 @@
 """The venv runtime: build the environment's virtualenv, then run its command there.
 
 Running, waiting and stopping are the process runtime's: this class holds a
-``ProcessRuntime`` and hands it the command through ``async_spawn``, so the
+``ProcessRuntime`` and hands it the command through ``spawn``, so the
 plan's limits, the process group and the log file behave exactly as for
 ``runtime: process``. The handle is the process runtime's plus where the venv is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import shutil
@@ -16,11 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aienv.errors import RuntimeFailure
-from aienv.runtime.base import LaunchSpec, Runtime
+from aienv.runtime.base import Handle, LaunchSpec, Runtime
 from aienv.runtime.process import ProcessRuntime, expand
 from aienv.workspace.manifest import Environment
 
-from aienv_venv.builder import Recipe, async_ensure, bin_dir
+from aienv_venv.builder import Recipe, bin_dir, ensure
 from aienv_venv.options import (
     InvalidOptions,
     VenvOptions,
@@ -46,51 +47,55 @@ class VenvRuntime(Runtime):
     def configure(self, settings: NodeSettings) -> None:
         self._process.configure(settings)
 
-    def available(self) -> tuple[bool, str]:
+    async def available(self) -> tuple[bool, str]:
         """The node's own interpreter can create venvs with pip (a workspace naming
         another ``python`` finds out when its venv is built)."""
-        if importlib.util.find_spec("venv") is None:
-            return False, f"{sys.executable} has no venv module"
-        try:
-            import ensurepip
+        return await asyncio.to_thread(_can_make_venvs)
 
-            ensurepip.version()
-        except Exception as exc:
-            return False, (
-                f"ensurepip does not work with {sys.executable} "
-                f"(on Debian: apt install python3-venv): {exc!r}"
-            )
-        return True, ""
+    async def check(self, env: Environment, root: Path) -> None:
+        await asyncio.to_thread(check_workspace, env.name, parse_options(env), root)
 
-    def check(self, env: Environment, root: Path) -> None:
-        check_workspace(env.name, parse_options(env), root)
-
-    async def async_launch(self, spec: LaunchSpec) -> dict[str, Any]:
+    async def launch(self, spec: LaunchSpec) -> Handle:
         options = parse_options(spec.environment)
-        check_workspace(spec.environment.name, options, spec.root)
+        await asyncio.to_thread(check_workspace, spec.environment.name, options, spec.root)
         venv = spec.state_dir / VENV_DIR
-        reused = await async_ensure(venv, venv_recipe(options, spec.root), spec.log_path)
+        reused = await ensure(venv, venv_recipe(options, spec.root), spec.log_path)
         command = venv_command(options.command, spec.ports, venv)
-        handle = await self._process.async_spawn(
+        handle = await self._process.spawn(
             spec, command, spec.root / options.workdir, venv_environ(options, venv, spec.env)
         )
         return {**handle, "venv": str(venv), "venv_reused": reused}
 
-    async def async_wait(self, handle: dict[str, Any]) -> int | None:
-        return await self._process.async_wait(handle)
+    async def wait(self, handle: Handle) -> int | None:
+        return await self._process.wait(handle)
 
-    async def async_stop(self, handle: dict[str, Any], timeout: float) -> None:
-        await self._process.async_stop(handle, timeout)
+    async def stop(self, handle: Handle, timeout: float) -> None:
+        await self._process.stop(handle, timeout)
 
-    def is_running(self, handle: dict[str, Any]) -> bool:
-        return self._process.is_running(handle)
+    async def is_running(self, handle: Handle) -> bool:
+        return await self._process.is_running(handle)
 
-    def details(self, handle: dict[str, Any]) -> dict[str, Any]:
+    def details(self, handle: Handle) -> dict[str, Any]:
         return {
             **self._process.details(handle),
             "venv": handle.get("venv"),
             "venv_reused": handle.get("venv_reused"),
         }
+
+
+def _can_make_venvs() -> tuple[bool, str]:
+    if importlib.util.find_spec("venv") is None:
+        return False, f"{sys.executable} has no venv module"
+    try:
+        import ensurepip
+
+        ensurepip.version()
+    except Exception as exc:
+        return False, (
+            f"ensurepip does not work with {sys.executable} "
+            f"(on Debian: apt install python3-venv): {exc!r}"
+        )
+    return True, ""
 
 
 def check_workspace(name: str, options: VenvOptions, root: Path) -> None:

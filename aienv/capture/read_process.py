@@ -1,0 +1,299 @@
+"""What a running process is, read for capture (psutil): its command, folder,
+environment, listening ports (and whether they speak HTTP), model files, GPU use
+and, for a Python program, its interpreter's installed distributions.
+
+Only reads. Each reader blocks (psutil samples CPU for half a second) and is
+called on a worker thread. A process that does not exist is ``NotFound``; one
+this node may not look into is ``Forbidden``; a process inside a container (its
+paths are not this machine's) is ``InContainer``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from aienv.errors import AienvError, Forbidden, NotFound
+from aienv.system.ai import mapped_paths, model_files
+from aienv.system.processes import container_id_of
+
+CPU_SAMPLE = 0.5  # seconds over which CPU use is measured
+PROBE_TIMEOUT = 1.0  # an endpoint that does not answer within this is not probed further
+MAX_PORTS = 16
+LIST_TIMEOUT = 30.0  # listing an interpreter's distributions
+FREEZE_SKIP = frozenset({"pip", "setuptools", "wheel", "distribute"})  # as `pip freeze`
+_PYTHON = re.compile(r"^python(\d+(\.\d+)?)?$")
+
+# Runs in the captured process's interpreter: its installed distributions as JSON.
+_LIST_DISTRIBUTIONS = (
+    "import importlib.metadata as m, json, sys\n"
+    "out = {}\n"
+    "for d in m.distributions():\n"
+    "    name = d.metadata['Name']\n"
+    "    if name and name not in out: out[name] = d.version\n"
+    "print(json.dumps({'python': sys.version.split()[0], 'packages': out}))\n"
+)
+
+
+class InContainer(AienvError):
+    """The process runs in a container: its folders and packages are not this machine's."""
+
+    code = "process_in_container"
+    status = 422
+
+
+@dataclass(slots=True)
+class Listener:
+    port: int
+    address: str
+    protocol: str  # "http" (it answered HTTP), "tcp" (it did not) or "" (not probed)
+
+
+@dataclass(slots=True)
+class ProcessFacts:
+    pid: int
+    name: str
+    username: str
+    uids: tuple[int, int]  # real user and group ids: the packages are listed as them
+    cmdline: list[str]
+    cwd: str
+    environ: dict[str, str]
+    rss: int  # with its children
+    cpu_percent: float  # of one core, with its children, over CPU_SAMPLE
+    listeners: list[Listener]
+    model_files: list[str]
+    uses_gpu: bool
+    python: str | None  # the interpreter that runs it, if it is a Python program
+    addresses: set[str] = field(default_factory=set)  # this machine's own IP addresses
+
+
+def _process(pid: int) -> psutil.Process:
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess as exc:
+        raise NotFound(f"no process {pid} on this machine", code="process_not_found") from exc
+
+
+def _denied(proc: psutil.Process, what: str) -> Forbidden:
+    owner = "another user"
+    with contextlib.suppress(psutil.Error):
+        owner = f"user {proc.username()}"
+    me = os.getuid()
+    return Forbidden(
+        f"cannot read the {what} of process {proc.pid}: it belongs to {owner} and the node "
+        f"(uid {me}) may not look into it; run the node as that user or as root",
+        code="process_forbidden",
+    )
+
+
+def _tree(proc: psutil.Process) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.Error):
+        return [proc, *proc.children(recursive=True)]
+    return [proc]
+
+
+def _open_devices(pid: int) -> list[str]:
+    """The device files a process has open (``/proc/PID/fd``); empty when not allowed."""
+    found = []
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("/dev/"):
+                    found.append(target)
+    return found
+
+
+def local_addresses() -> set[str]:
+    return {
+        a.address
+        for addrs in psutil.net_if_addrs().values()
+        for a in addrs
+        if a.family in (socket.AF_INET, socket.AF_INET6)
+    }
+
+
+def probe_http(address: str, port: int) -> str:
+    """``http`` when something answers HTTP at ``address:port``, ``tcp`` when something
+    answers otherwise, ``""`` when nothing could be reached."""
+    host = "127.0.0.1" if address in ("0.0.0.0", "", "::") else address
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT) as sock:
+            sock.settimeout(PROBE_TIMEOUT)
+            sock.sendall(b"HEAD / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            head = sock.recv(5)
+    except OSError:
+        return ""
+    return "http" if head == b"HTTP/" else "tcp"
+
+
+def _listeners(tree: list[psutil.Process]) -> list[Listener]:
+    found: dict[int, str] = {}
+    for proc in tree:
+        with contextlib.suppress(psutil.Error):
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr:
+                    found.setdefault(conn.laddr.port, conn.laddr.ip)
+    ports = sorted(found)[:MAX_PORTS]
+    return [Listener(p, found[p], probe_http(found[p], p)) for p in ports]
+
+
+def _which(program: str, cwd: str, env: dict[str, str]) -> str | None:
+    if "/" in program:
+        path = Path(cwd, program)
+        return str(path) if path.is_file() else None
+    return shutil.which(program, path=env.get("PATH", os.defpath))
+
+
+def python_interpreter(cmdline: list[str], exe: str, cwd: str, env: dict[str, str]) -> str | None:
+    """The interpreter running a Python program: the command's first argument when it
+    names one (a virtualenv's ``bin/python`` keeps its packages; ``exe`` is the real
+    binary behind it), else the executable; None when it is no Python program."""
+    if cmdline and _PYTHON.match(Path(cmdline[0]).name):
+        found = _which(cmdline[0], cwd, env)
+        if found:
+            return found
+    if _PYTHON.match(Path(exe).name) and Path(exe).is_file():
+        return exe
+    return None
+
+
+def _use(tree: list[psutil.Process]) -> tuple[int, float]:
+    """Resident memory of the process and its children, and the CPU (% of one core)
+    they use over ``CPU_SAMPLE`` seconds."""
+    for member in tree:
+        with contextlib.suppress(psutil.Error):
+            member.cpu_percent(None)
+    rss = 0
+    for member in tree:
+        with contextlib.suppress(psutil.Error):
+            rss += member.memory_info().rss
+    time.sleep(CPU_SAMPLE)
+    cpu = 0.0
+    for member in tree:
+        with contextlib.suppress(psutil.Error):
+            cpu += member.cpu_percent(None)
+    return rss, cpu
+
+
+def _held_open(tree: list[psutil.Process]) -> tuple[list[str], list[str]]:
+    """The model files the processes hold open or mapped, and the devices they hold."""
+    models: list[str] = []
+    devices: list[str] = []
+    for member in tree:
+        for path in model_files(member, mapped_paths(member.pid)):
+            if path not in models:
+                models.append(path)
+        devices += _open_devices(member.pid)
+    return models, devices
+
+
+def read_process(pid: int) -> ProcessFacts:
+    """Everything capture needs about process ``pid`` (blocks for ``CPU_SAMPLE``)."""
+    proc = _process(pid)
+    container = container_id_of(pid)
+    if container is not None and container != container_id_of(os.getpid()):
+        raise InContainer(
+            f"process {pid} runs inside container {container}: its folders, paths and "
+            "packages are the container's, not this machine's; capture the container "
+            f"instead: aienv capture --container {container}"
+        )
+    try:
+        with proc.oneshot():
+            cmdline = proc.cmdline()
+            name = proc.name()
+            username = proc.username()
+            uids = (proc.uids().real, proc.gids().real)
+        if not cmdline:
+            raise NotFound(
+                f"process {pid} has no command line (a kernel thread, or it is exiting)",
+                code="process_not_found",
+            )
+        try:
+            cwd, environ, exe = proc.cwd(), proc.environ(), proc.exe()
+        except psutil.AccessDenied as exc:
+            raise _denied(proc, "working folder and environment") from exc
+        tree = _tree(proc)
+        rss, cpu = _use(tree)
+    except psutil.NoSuchProcess as exc:
+        raise NotFound(f"process {pid} ended while it was read", code="process_not_found") from exc
+    except psutil.AccessDenied as exc:
+        raise _denied(proc, "details") from exc
+    models, devices = _held_open(tree)
+    return ProcessFacts(
+        pid=pid,
+        name=name,
+        username=username,
+        uids=uids,
+        cmdline=cmdline,
+        cwd=cwd,
+        environ=environ,
+        rss=rss,
+        cpu_percent=cpu,
+        listeners=_listeners(tree),
+        model_files=models,
+        uses_gpu=any(d.startswith("/dev/nvidia") for d in devices),
+        python=python_interpreter(cmdline, exe, cwd, environ),
+        addresses=local_addresses(),
+    )
+
+
+def python_packages(
+    interpreter: str, environ: dict[str, str], owner: tuple[int, int] | None = None
+) -> tuple[list[str], str]:
+    """``name==version`` of every distribution the interpreter sees (as ``pip freeze``
+    would list them), and a note when they could not be listed.
+
+    The interpreter itself is asked (``importlib.metadata``), from ``/`` so that
+    nothing in the program's folder is taken for installed, with the variables that
+    decide where it looks (``PATH``, ``HOME``, ``PYTHONPATH``, ``PYTHONUSERBASE``).
+    Starting it runs its ``site`` hooks (``.pth`` files), which belong to whoever owns
+    the process: a node running as root runs it as that ``owner`` (uid, gid), so
+    capturing another user's program never runs that user's code as root.
+    """
+    as_owner: dict[str, Any] = {}
+    if owner is not None and os.geteuid() == 0 and owner[0] != 0:
+        as_owner = {"user": owner[0], "group": owner[1], "extra_groups": []}
+    keep = ("PATH", "HOME", "PYTHONPATH", "PYTHONUSERBASE", "PYTHONHOME", "VIRTUAL_ENV")
+    env = {k: v for k, v in environ.items() if k in keep}
+    env.setdefault("PATH", os.defpath)
+    try:
+        res = subprocess.run(
+            [interpreter, "-c", _LIST_DISTRIBUTIONS],
+            capture_output=True,
+            text=True,
+            timeout=LIST_TIMEOUT,
+            cwd="/",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            **as_owner,
+        )
+        data = json.loads(res.stdout) if res.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        return [], f"could not list the packages of {interpreter}: {exc}"
+    if not isinstance(data, dict) or not isinstance(data.get("packages"), dict):
+        why = (res.stderr.strip().splitlines() or ["no answer"])[-1]
+        return [], f"could not list the packages of {interpreter}: {why}"
+    packages = sorted(
+        (f"{name}=={version}" for name, version in data["packages"].items()
+         if name.lower() not in FREEZE_SKIP),
+        key=str.lower,
+    )  # fmt: skip
+    return packages, ""
+
+
+def round_up(value: float, step: float) -> float:
+    return math.ceil(value / step) * step

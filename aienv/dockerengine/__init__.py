@@ -1,0 +1,7 @@
+"""The Docker engine, behind one adapter (``client.Engine``) and its image helpers
+(``images``): the container runtime, the inventory and capture all reach the
+engine through it, so errors read the same everywhere."""
+
+from aienv.dockerengine.client import Engine, engine_errors, explanation, unreachable
+
+__all__ = ["Engine", "engine_errors", "explanation", "unreachable"]

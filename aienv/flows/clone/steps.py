@@ -1,0 +1,216 @@
+"""The order of a clone's steps, from a queued job to a running environment.
+
+connect (the peer's current signed announcement, checked) → download and verify
+(or take the archive from the node's cache) → extract into quarantine → install
+in one rename → plan → launch. Each step moves the job through its machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from aienv.archive.extract import safe_extract
+from aienv.archive.pieces import Pieces
+from aienv.config import NodeSettings
+from aienv.discovery.codec import SharedWorkspace
+from aienv.discovery.lookup import current_peer
+from aienv.discovery.peers import Peer, PeerTable
+from aienv.errors import (
+    AienvError,
+    Conflict,
+    DiskFull,
+    NotFound,
+    NotOnPeer,
+    PeerRefused,
+    TransferError,
+    UnsafeArchive,
+)
+from aienv.flows.clone.fetch import DISK_MARGIN, Fetcher
+from aienv.flows.clone.job import CloneJob, CloneState
+from aienv.flows.clone.jobs import CloneJobs
+from aienv.flows.environments import Environments
+from aienv.peer import Link, PeerClient
+from aienv.transfer.holdings import Holdings
+from aienv.transfer.sources import SourceStatus
+from aienv.transfer.unpack import shielded
+from aienv.units import human_size
+from aienv.workspace.manifest import load_manifest
+from aienv.workspace.store import WorkspaceStore
+
+
+class CloneSteps:
+    def __init__(
+        self,
+        settings: NodeSettings,
+        jobs: CloneJobs,
+        client: PeerClient,
+        peers: PeerTable,
+        workspaces: WorkspaceStore,
+        environments: Environments,
+        holdings: Holdings,
+        fetcher: Fetcher,
+    ) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.client = client
+        self.peers = peers
+        self.workspaces = workspaces
+        self.environments = environments
+        self.holdings = holdings
+        self.fetcher = fetcher
+
+    async def run(
+        self,
+        job: CloneJob,
+        part: Path,
+        staged: Path,
+        password: str | None,
+        cancel: Callable[[], None],
+    ) -> None:
+        self.jobs.move(job, CloneState.CONNECTING)
+        peer, link = await current_peer(self.client, self.peers, job.peer, password)
+        offer = self._offer(job, peer, link)
+        job.peer_id, job.peer_name, job.peer_url = peer.node_id, peer.name, link.url
+        job.digest, job.bytes_total = offer.digest, offer.size
+        unpacked = await self._unpacked_size(link, job.workspace, offer.size)
+        cached = self.holdings.find(offer.digest)
+        if cached is not None and cached.partial is None:
+            await self._from_cache(job, offer, unpacked, staged)
+        else:
+            await self._download(job, peer, link, offer, unpacked, part, staged, cancel)
+        load_manifest(staged)
+        origin = {
+            "kind": "clone",
+            "peer_id": peer.node_id,
+            "peer_name": peer.name,
+            "peer_url": link.url,
+            "workspace": job.workspace,
+            "version": offer.version,
+            "digest": offer.digest,
+        }
+        installed = await self.workspaces.install(job.target, staged, origin)
+        self.jobs.move(job, CloneState.ADAPTING)
+        if not job.launch or not installed.manifest.environments:
+            self.jobs.move(job, CloneState.INSTALLED)
+            return
+        await self._launch(job)
+
+    def _offer(self, job: CloneJob, peer: Peer, link: Link) -> SharedWorkspace:
+        """What the peer shares under the job's name, as its signed announcement says."""
+        shared = {w.name: w for w in peer.workspaces}
+        offer = shared.get(job.workspace)
+        if offer is None:
+            names = ", ".join(sorted(shared)) or "nothing"
+            raise NotFound(
+                f"peer {peer.name} does not share a workspace {job.workspace!r} "
+                f"(it shares: {names})",
+                code="workspace_not_found",
+            )
+        if job.digest not in (None, offer.digest):
+            raise TransferError(
+                f"workspace {job.workspace} changed on {peer.name} while this clone was "
+                "interrupted: clone it again to get the new version"
+            )
+        if offer.protected and link.password is None:
+            raise PeerRefused(
+                f"workspace {offer.name} on {peer.name} asks for a password: clone it with "
+                "`aienv clone --password-stdin` (or enter the password in the web UI)"
+            )
+        return offer
+
+    async def _unpacked_size(self, link: Link, workspace: str, size: int) -> int:
+        """The size the workspace takes once extracted, as its origin says (else ``size``)."""
+        try:
+            meta = await self.client.workspace(link, workspace)
+        except NotOnPeer as exc:
+            raise TransferError(f"cannot read the workspace's metadata: {exc.message}") from exc
+        archive = meta.get("archive")
+        try:
+            value = int(archive.get("unpacked_size") or size) if isinstance(archive, dict) else size
+        except (TypeError, ValueError) as exc:
+            raise TransferError("the peer sent invalid metadata for the workspace") from exc
+        return max(value, 0)
+
+    async def _from_cache(
+        self, job: CloneJob, offer: SharedWorkspace, unpacked: int, staged: Path
+    ) -> None:
+        """The archive is in this node's cache already: verified once, extracted again."""
+        self._check_disk(unpacked)
+        self.jobs.move(job, CloneState.DOWNLOADING)
+        job.bytes_done = offer.size
+        job.sources = [SourceStatus("local cache", "", False, True, "done", offer.size, 0, None)]
+        self.jobs.move(job, CloneState.VERIFYING)
+        self.jobs.move(job, CloneState.EXTRACTING)
+        archive = self.holdings.path(offer.digest)
+        with self.holdings.using(offer.digest):
+            limit = shutil.disk_usage(self.settings.tmp_dir).free - DISK_MARGIN
+            try:
+                await shielded(asyncio.to_thread(safe_extract, archive, staged, limit))
+            except UnsafeArchive:
+                self.holdings.forget(offer.digest)  # signed, yet unsafe: never serve it on
+                raise
+
+    async def _download(
+        self,
+        job: CloneJob,
+        peer: Peer,
+        link: Link,
+        offer: SharedWorkspace,
+        unpacked: int,
+        part: Path,
+        staged: Path,
+        cancel: Callable[[], None],
+    ) -> None:
+        if offer.digest in self.holdings.partial:
+            raise Conflict(
+                f"this node is already downloading {job.workspace} from {peer.name} "
+                "in another clone: wait for it to finish",
+                code="clone_running",
+            )
+        try:
+            listed = await self.client.pieces(link, offer.digest)
+        except NotOnPeer as exc:
+            raise TransferError(
+                "the peer no longer shares this version of the workspace: clone again"
+            ) from exc
+        try:
+            pieces = Pieces.from_json(listed, offer.digest, offer.size)
+        except ValueError as exc:
+            raise TransferError(f"the peer sent an invalid piece list: {exc}") from exc
+        already = await asyncio.to_thread(_size, part)
+        self._check_disk(offer.size - min(already, offer.size) + unpacked)
+        self.jobs.move(job, CloneState.DOWNLOADING)
+        await self.fetcher.fetch(
+            job, peer, link, pieces, part, staged, private=offer.protected, cancel=cancel
+        )
+
+    async def _launch(self, job: CloneJob) -> None:
+        try:
+            job.plan = await self.environments.plan(job.target, force=job.force)
+            self.jobs.move(job, CloneState.LAUNCHING)
+            record = await self.environments.launch(job.target, force=job.force)
+        except AienvError as exc:
+            exc.message = f"installed as {job.target!r}, but the launch failed: {exc.message}"
+            raise
+        job.environment, job.endpoints = record.id, record.endpoints
+        self.jobs.move(job, CloneState.RUNNING)
+
+    def _check_disk(self, needed: int) -> None:
+        free = shutil.disk_usage(self.settings.tmp_dir).free
+        if free < needed + DISK_MARGIN:
+            missing = needed + DISK_MARGIN - free
+            raise DiskFull(
+                f"not enough disk space in {self.settings.home}: the clone needs "
+                f"{human_size(needed)}, {human_size(free)} is free; "
+                f"free at least {human_size(missing)}"
+            )
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0

@@ -1,0 +1,133 @@
+"""A person's workspaces: create, import, edit, share, unshare and delete them, and
+what this node announces of the ones it shares.
+
+Each flow changes the store and the state; nothing here calls discovery or the
+access rules: they follow the state store's changes (a share, an archive packed,
+a password set or removed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from aienv.discovery.codec import SharedWorkspace
+from aienv.errors import AienvError, Conflict
+from aienv.flows.environments import Environments
+from aienv.security import WORKSPACE_PASSWORD
+from aienv.state.store import StateStore
+from aienv.workspace.store import Workspace, WorkspaceStore
+
+log = logging.getLogger(__name__)
+
+
+class WorkspaceFlows:
+    def __init__(
+        self, state: StateStore, store: WorkspaceStore, environments: Environments
+    ) -> None:
+        self.state = state
+        self.store = store
+        self.environments = environments
+        self._announced: tuple[int, list[SharedWorkspace]] | None = None
+
+    def running(self) -> dict[str, list[str]]:
+        """The ids of each workspace's live environments."""
+        out: dict[str, list[str]] = {}
+        for record in self.environments.records.live():
+            out.setdefault(record.workspace, []).append(record.id)
+        return out
+
+    async def create(self, name: str, source: Path | None, template: str | None) -> Workspace:
+        return await self.store.create(name, source, template)
+
+    async def import_zip(self, name: str, upload: Path, filename: str) -> Workspace:
+        return await self.store.import_archive(name, upload, filename)
+
+    async def edit(self, name: str, description: str | None, tags: list[str] | None) -> Workspace:
+        """Change the description and tags; a shared workspace is packed again at once,
+        so peers see the change in the next announcement."""
+        ws = await self.store.edit(name, description, tags)
+        if ws.record.shared:
+            await self.store.ensure_archive(name)
+        return self.store.get(name)
+
+    async def share(self, name: str) -> tuple[Workspace, list[str]]:
+        """Offer ``name`` to the LAN; the paths a runtime added first (a local image)."""
+        self.store.get(name)
+        added = await self.environments.prepare_share(name)
+        await self.store.ensure_archive(name)  # the digest is known before peers hear of it
+        self.state.set_shared(name, True)
+        self.state.event("share", f"workspace {name} shared")
+        return self.store.get(name), added
+
+    async def unshare(self, name: str) -> Workspace:
+        self.store.get(name)
+        self.state.set_shared(name, False)
+        self.state.event("share", f"workspace {name} unshared")
+        return self.store.get(name)
+
+    async def delete(self, name: str) -> None:
+        """Delete a workspace with no running environment: its environments' records and
+        what their runtimes made, its files, and its password (a new workspace of the same
+        name does not inherit it)."""
+        self.store.record(name)
+        running = self.running().get(name, [])
+        if running:
+            raise Conflict(
+                f"workspace {name} has running environments ({', '.join(running)}): stop them first"
+            )
+        for record in self.environments.all():
+            if record.workspace == name:
+                await self.environments.remove(record.id)
+        await self.store.delete(name)
+        self.state.remove_credential(WORKSPACE_PASSWORD, name)
+
+    # -- what the node announces ---------------------------------------------------------
+
+    def announced(self) -> list[SharedWorkspace]:
+        """What this node shares, as it announces it. Every announcement and every peer's
+        poll asks; it is built again only after a change in the state store (a share, an
+        archive packed, a password set: each bumps ``state.version``)."""
+        version = self.state.version
+        if self._announced is None or self._announced[0] != version:
+            self._announced = (version, self._build())
+        return list(self._announced[1])
+
+    def _build(self) -> list[SharedWorkspace]:
+        out = []
+        protected = self.state.credentials(WORKSPACE_PASSWORD)
+        for ws in self.store.all():
+            if ws.record.shared and ws.archive is not None:
+                m = ws.manifest
+                out.append(
+                    SharedWorkspace(
+                        name=ws.record.name,
+                        version=m.version,
+                        digest=ws.archive.digest,
+                        size=ws.archive.size,
+                        runtimes=m.runtimes,
+                        tags=list(m.tags),
+                        languages=list(m.languages),
+                        tools=list(m.tools),
+                        protected=ws.record.name in protected,
+                    )
+                )
+        return out
+
+    async def refresh_shared(self, interval: float) -> None:
+        """Every ``interval`` seconds, pack again each shared workspace whose files
+        changed (the new digest reaches peers through the state feed)."""
+        while True:
+            await asyncio.sleep(interval)
+            for ws in self.store.all():
+                if not ws.record.shared:
+                    continue
+                before = ws.archive.digest if ws.archive else None
+                try:
+                    record = await self.store.ensure_archive(ws.record.name)
+                except (AienvError, OSError) as exc:
+                    log.warning("cannot re-pack shared workspace %s: %s", ws.record.name, exc)
+                    continue
+                if record.digest != before:
+                    self.state.event("share", f"workspace {ws.record.name} changed; new archive")

@@ -1,0 +1,128 @@
+"""What the container runtime asks of the engine, as pure settings and small blocking
+helpers (each takes an SDK client and runs on a worker thread through ``Engine``).
+
+``create_options`` turns a launch into the keyword arguments of
+``containers.create`` with no engine at hand, so it is tested alone."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import docker.errors
+from docker.types import DeviceRequest
+from docker.types import Mount as DockerMount
+
+from aienv.dockerengine import explanation
+from aienv.errors import RuntimeFailure
+from aienv.runtime.base import LaunchSpec
+from aienv.runtime.ports import port_variable
+from aienv.runtime.process import expand
+
+if TYPE_CHECKING:
+    from aienv.workspace.manifest import ContainerSpec, Environment
+
+log = logging.getLogger(__name__)
+
+
+def container_name(env_id: str) -> str:
+    """``aienv-WS.ENV``: names cannot hold a dot, so no two environments share one."""
+    return f"aienv-{env_id}"
+
+
+def block_of(env: Environment) -> ContainerSpec:
+    if env.container is None:
+        raise RuntimeFailure(f"environment {env.name!r} has no container block")
+    return env.container
+
+
+def create_options(spec: LaunchSpec, image: str, name: str) -> dict[str, Any]:
+    """The keyword arguments of ``containers.create`` for ``spec`` (pure: no engine)."""
+    block = block_of(spec.environment)
+    endpoints = spec.environment.endpoints
+    inside = {ep.name: ep.port for ep in endpoints}  # the app listens on the container port
+    env = {**block.env, **spec.env}
+    for ep in endpoints:
+        if port_variable(ep.name) in env:
+            env[port_variable(ep.name)] = str(ep.port)
+    options: dict[str, Any] = {
+        "image": image,
+        "name": name,
+        "command": [expand(a, inside, env) for a in block.command] if block.command else None,
+        "environment": env,
+        "working_dir": block.workdir,
+        "labels": {
+            "aienv.env": spec.env_id,
+            "aienv.node": spec.node_id,
+            "aienv.workspace": spec.workspace,
+        },
+        "init": True,  # docker-init passes SIGTERM on; an app as PID 1 would ignore it
+        "ports": {f"{ep.port}/tcp": spec.ports.get(ep.name, ep.port) for ep in endpoints},
+        "mounts": [
+            DockerMount(
+                target=m.target,
+                source=str((spec.root / m.source).resolve()),
+                type="bind",
+                read_only=m.read_only,
+            )
+            for m in block.mounts
+        ],
+    }
+    plan = spec.plan
+    if plan.cpus is not None:
+        options["nano_cpus"] = round(plan.cpus * 1e9)
+    if plan.memory is not None:
+        options["mem_limit"] = plan.memory
+        options["memswap_limit"] = plan.memory
+    if plan.gpu.use:
+        ids = [str(i) for i in plan.gpu.devices]
+        options["device_requests"] = [
+            DeviceRequest(device_ids=ids, capabilities=[["gpu"]])
+            if ids
+            else DeviceRequest(count=-1, capabilities=[["gpu"]])
+        ]
+    return options
+
+
+def clear_stale(client: Any, name: str, spec: LaunchSpec) -> None:
+    """Remove a container of this name left by an earlier run of the same environment;
+    refuse to touch one that belongs to something else."""
+    try:
+        old = client.containers.get(name)
+    except docker.errors.NotFound:
+        return
+    labels = old.labels or {}
+    mine = labels.get("aienv.env") == spec.env_id
+    if not mine or (old.status == "running" and labels.get("aienv.node") != spec.node_id):
+        raise RuntimeFailure(
+            f"a container named {name} already exists and does not belong to environment "
+            f"{spec.env_id} of this node: remove it (docker rm -f {name}) and launch again"
+        )
+    log.info("removing the container %s left by an earlier run", name)
+    old.remove(force=True)
+
+
+def remove_container(client: Any, ident: str, stop_timeout: float | None) -> None:
+    """Stop (if asked) and remove a container; one that is gone already is fine."""
+    try:
+        container = client.containers.get(ident)
+    except docker.errors.NotFound:
+        return
+    try:
+        if stop_timeout is not None:
+            container.stop(timeout=max(0, math.ceil(stop_timeout)))
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError as exc:
+        if "already in progress" not in explanation(exc):  # another stop is removing it
+            raise
+
+
+def is_running(client: Any, ident: str) -> bool:
+    try:
+        attrs = client.api.inspect_container(ident)
+    except docker.errors.NotFound:
+        return False
+    return bool(attrs.get("State", {}).get("Running"))
