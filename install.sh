@@ -14,14 +14,15 @@
 #   ./install.sh --no-runtimes           skip Docker, libvirt and qemu (process runtime only)
 #   ./install.sh --bench                 also nginx and tc, for scripts/bench (Debian/Ubuntu)
 #   ./install.sh --venv DIR              where the virtualenv goes
+#   ./install.sh --no-command            leave the `aienv` command on PATH as it is
 #   ./install.sh --tls                   the node serves HTTPS (a self-signed certificate peers pin)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SKIP_SYSTEM=0 SKIP_SERVICE=0 INTERACTIVE=1 DEV=0 BENCH=0 RUN=0 RUNTIMES=1 VENV="" TLS=0
+SKIP_SYSTEM=0 SKIP_SERVICE=0 INTERACTIVE=1 DEV=0 BENCH=0 RUN=0 RUNTIMES=1 VENV="" TLS=0 LINK=1
 [ -t 0 ] || INTERACTIVE=0
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,6 +35,7 @@ while [ $# -gt 0 ]; do
     --run) RUN=1 ;;
     --tls) TLS=1 ;;
     --venv) shift; VENV=${1:?--venv needs a folder} ;;
+    --no-command) LINK=0 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -146,9 +148,14 @@ else
   say "installing aienv from $REPO"
   "$VENV/bin/python" -m pip install -q "$REPO"
 fi
-mkdir -p "$BIN_DIR"
-ln -sfn "$VENV/bin/aienv" "$BIN_DIR/aienv"
-say "aienv $("$VENV/bin/aienv" --help >/dev/null && "$VENV/bin/python" -c 'import aienv; print(aienv.__version__)') installed: $BIN_DIR/aienv"
+version=$("$VENV/bin/aienv" --version)
+if [ "$LINK" -eq 1 ]; then
+  mkdir -p "$BIN_DIR"
+  ln -sfn "$VENV/bin/aienv" "$BIN_DIR/aienv"
+  say "$version installed: $BIN_DIR/aienv"
+else
+  say "$version installed: $VENV/bin/aienv"
+fi
 
 # -- 3. the service --------------------------------------------------------------
 # Never in CI: a node would announce itself on the machine's real interfaces.

@@ -2,8 +2,11 @@
 
 The CLI sends one request or a few to one node, its own, and what it costs is
 mostly imports: httpx with its client takes ~100 ms, the standard library's
-``http.client`` ~20 ms. So it speaks through ``http.client``, one connection per
-request, imported on the first request.
+``http.client`` ~25 ms (``email`` and ``ssl``), h11 ~12 ms. So it speaks HTTP/1.1
+through h11 (sans-IO: it frames the request and parses the answer, with its
+length, its chunks or the close, and says when the answer was cut short) over a
+plain socket, one connection per request; ``ssl`` is imported for an https
+node only.
 
 A node with TLS on hangs up on plain HTTP: with a clean close, or with a reset
 when the request was still unread (even while the connection is being set
@@ -15,13 +18,15 @@ refused connection means no node: it says so.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import SplitResult, quote, urlencode, urlsplit
 
 if TYPE_CHECKING:
-    import http.client
     import ssl
+
+    import h11
 
 DEFAULT_URL = "http://127.0.0.1:37778"
 
@@ -107,37 +112,27 @@ class Client:
             raise CliError(f"the node's URL has a bad port: {url!r}") from exc
         return parts
 
-    def _connect(self, parts: SplitResult) -> http.client.HTTPConnection:
-        """A connection to the node, made now (TLS set up for an https one)."""
-        import http.client
-
+    def _open(self, parts: SplitResult) -> socket.socket:
+        """A connection to the node, TLS set up for an https one."""
         host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
-        if parts.scheme == "https":
-            context = tls_context(node_certificate())
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                host, port, timeout=self.timeout, context=context
-            )
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
         try:
-            conn.connect()
+            sock = socket.create_connection((host, port), timeout=self.timeout)
         except (ConnectionResetError, ConnectionAbortedError) as exc:
-            conn.close()
             raise _HungUp(str(exc)) from exc  # accepted, then reset: something is there
         except TimeoutError as exc:
-            conn.close()
             raise _Unreachable(f"no answer within {self.timeout:g} s") from exc
+        except OSError as exc:  # refused, no route, no such host
+            raise _Unreachable(exc.strerror or str(exc)) from exc
+        if parts.scheme == "http":
+            return sock
+        try:
+            return tls_context(node_certificate()).wrap_socket(sock, server_hostname=host)
         except OSError as exc:
-            conn.close()
-            raise (
-                self._tls_failure(exc)
-                if parts.scheme == "https"
-                else _Unreachable(exc.strerror or str(exc))
-            ) from exc
-        return conn
+            sock.close()
+            raise self._tls_failure(exc) from exc
 
     def _tls_failure(self, exc: OSError) -> Exception:
-        """What a failed connection to an https node means."""
+        """What a failed TLS handshake with the node means."""
         import ssl
 
         if isinstance(exc, ssl.SSLCertVerificationError):
@@ -146,10 +141,8 @@ class Client:
                 f"{node_certificate() or '(none found: set AIENV_CERT to its cert.pem)'}",
                 EXIT_UNREACHABLE,
             )
-        if isinstance(exc, ssl.SSLEOFError):  # a close during the handshake: no answer
+        if isinstance(exc, ConnectionError | ssl.SSLEOFError):  # a reset or a close
             return _HungUp(f"during the TLS handshake: {exc}")
-        if not isinstance(exc, ssl.SSLError):  # refused, no route, no such host
-            return _Unreachable(exc.strerror or str(exc))
         return CliError(  # TLS refused: a plain HTTP node, say
             f"TLS with the node at {self.url} failed: {getattr(exc, 'reason', None) or exc} "
             "(does it serve HTTPS? aienv serve --tls)",
@@ -157,38 +150,59 @@ class Client:
         )
 
     def _exchange(self, method: str, target: str, body: bytes, headers: dict[str, str]) -> Answer:
-        """One request on a new connection, its answer read to the end."""
-        import http.client
+        """One request on a new connection, its answer read to the end: h11 frames both
+        (a length, chunks, or the close), and says when the answer was cut short."""
+        import h11
 
         parts = self._target(self.url)
-        conn = self._connect(parts)
-        try:
-            conn.request(method, parts.path.rstrip("/") + target, body=body or None,
-                         headers=headers)  # fmt: skip
-            resp = conn.getresponse()
-            data = resp.read()
-        except TimeoutError as exc:
-            raise CliError(
-                f"the node at {self.url} did not answer within {self.timeout:g} s",
-                EXIT_UNREACHABLE,
-            ) from exc
-        except http.client.IncompleteRead as exc:
-            raise self._cut(exc) from exc
-        except (http.client.BadStatusLine, ConnectionError) as exc:
-            # no answer at all: a close (RemoteDisconnected), a reset, a broken pipe, or
-            # bytes that are not HTTP (a TLS alert)
-            raise _HungUp(str(exc) or exc.__class__.__name__) from exc
-        except OSError as exc:  # a TLS close without notice, say
-            raise _HungUp(exc.strerror or str(exc) or exc.__class__.__name__) from exc
-        finally:
-            conn.close()
-        found = {k.lower(): v for k, v in resp.getheaders()}
-        if "content-length" not in found and "chunked" not in found.get("transfer-encoding", ""):
-            # the node always frames its answers: one without a frame was cut in its head
-            raise self._cut(None)
-        return Answer(resp.status, found, data)
+        conn = h11.Connection(h11.CLIENT)
+        fields = [("Host", parts.netloc), ("Connection", "close"), *headers.items()]
+        if body or method in ("POST", "PUT"):
+            fields.append(("Content-Length", str(len(body))))
+        out = conn.send(h11.Request(method=method, target=parts.path.rstrip("/") + target,
+                                    headers=fields))  # fmt: skip
+        out += conn.send(h11.Data(data=body)) if body else b""
+        out += conn.send(h11.EndOfMessage())
+        with self._open(parts) as sock:
+            try:
+                sock.sendall(out)
+                return self._answer(conn, sock)
+            except TimeoutError as exc:
+                raise CliError(
+                    f"the node at {self.url} did not answer within {self.timeout:g} s",
+                    EXIT_UNREACHABLE,
+                ) from exc
+            except OSError as exc:  # a reset, a broken pipe, a TLS close without notice
+                if conn.their_state is h11.SEND_RESPONSE:  # not a byte of an answer yet
+                    raise _HungUp(exc.strerror or str(exc) or type(exc).__name__) from exc
+                raise self._cut(exc) from exc
 
-    def _cut(self, exc: Exception | None) -> CliError:
+    def _answer(self, conn: h11.Connection, sock: socket.socket) -> Answer:
+        import h11
+
+        status, found, data, first = 0, {}, bytearray(), b""
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:  # the close came too soon, or not HTTP
+                if not status and not first.startswith(b"HTTP/"):
+                    raise _HungUp("what came back was not HTTP" if first else "") from exc
+                raise self._cut(exc) from exc
+            if event is h11.NEED_DATA:
+                chunk = sock.recv(65536)  # b"": the close
+                first = first or chunk[:5]
+                conn.receive_data(chunk)
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                found = {k.decode().lower(): v.decode("latin-1") for k, v in event.headers}
+            elif isinstance(event, h11.Data):
+                data += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                return Answer(status, found, bytes(data))
+            else:  # ConnectionClosed before a response (h11 says so only after one)
+                raise _HungUp("the connection closed without an answer")
+
+    def _cut(self, exc: BaseException | None) -> CliError:
         why = f" ({exc})" if exc is not None else ""
         return CliError(
             f"the node at {self.url} stopped in the middle of its answer{why}", EXIT_UNREACHABLE
