@@ -50,6 +50,13 @@ class NodeSettings(BaseSettings):
     max_sources: int = Field(default=8, ge=1, le=64)
     archive_cache: int = Field(default=20 * 1024**3, ge=0)
     stall_timeout: float = Field(default=60.0, gt=0)
+    send_timeout: float = Field(
+        default=20.0,
+        gt=0,
+        le=3600,
+        description="seconds a peer may take to take one 4 MiB slice of an archive before "
+        "its upload ends and its slot goes to another (at least ~200 KiB/s)",
+    )
     max_import: int = Field(
         default=64 * 1024**3, ge=1, description="largest workspace ZIP accepted by an import"
     )

@@ -39,7 +39,7 @@ from aienv.api.common import ROLE, admin_refusal, origin_refusal, require_admin
 from aienv.api.keys import ALLOW
 from aienv.errors import AienvError, Forbidden
 from aienv.security import ADMIN, NODE_PASSWORD, PEERS, WORKSPACE_PASSWORD
-from aienv.security.lockout import Lockout
+from aienv.security.lockout import GLOBAL_PACE, Lockout
 from aienv.security.passwords import verify_password
 from aienv.state.store import Change, StateStore
 
@@ -120,6 +120,7 @@ class Access:
     def __init__(self, state: StateStore) -> None:
         self.state = state
         self.lockout = Lockout()
+        self._pace = asyncio.Lock()  # the turn of a new password during an attack
         self._verified: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._stored: dict[str, dict[str, str]] | None = None  # kind → name → hash
         self._archives: tuple[int, dict[str, str]] | None = None  # (state version, names)
@@ -164,11 +165,17 @@ class Access:
             self._archives = (version, names)
         return self._archives[1]
 
-    async def _matches(self, password: str, stored: str) -> bool:
+    async def _matches(self, password: str, stored: str, *, paced: bool = False) -> bool:
+        """Whether ``password`` is the one ``stored`` hashes; a remembered success is
+        free. During an attack (``Lockout.under_attack``) a new password from another
+        machine (``paced``) waits its turn: one a second, from all addresses together."""
         key = (stored, hashlib.sha256(password.encode()).hexdigest())
         seen = self._verified.get(key)
         if seen is not None and time.monotonic() - seen < REMEMBER:
             return True
+        if paced and self.lockout.under_attack():
+            async with self._pace:
+                await asyncio.sleep(GLOBAL_PACE)
         if not await asyncio.to_thread(verify_password, password, stored):
             return False
         self._verified[key] = time.monotonic()
@@ -202,13 +209,15 @@ class Access:
             asking = "this node asks for its password: log in (any user name)"
         if creds is not None:
             admins = self._credentials(ADMIN)
-            if creds.user in admins and await self._matches(creds.password, admins[creds.user]):
+            paced = not local
+            admin = admins.get(creds.user)
+            if admin is not None and await self._matches(creds.password, admin, paced=paced):
                 self.lockout.succeeded(address)
                 refusal = origin_refusal(request)
                 if refusal is not None:
                     raise Forbidden(refusal, code="admin_only")
                 return "admin"
-            if needed and await self._matches(creds.password, needed):
+            if needed and await self._matches(creds.password, needed, paced=paced):
                 self.lockout.succeeded(address)
                 return "admin" if local else "peer"
             if not local:  # local callers are not locked out

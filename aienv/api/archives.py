@@ -8,7 +8,7 @@ import re
 from aiohttp import web
 
 from aienv.api.common import is_local, reply
-from aienv.api.keys import HOLDINGS, UPLOADS
+from aienv.api.keys import ABOUT, HOLDINGS, UPLOADS
 from aienv.api.openapi import doc
 from aienv.errors import InvalidInput, NotFound
 from aienv.transfer.holdings import Holding
@@ -47,7 +47,8 @@ async def serve(
         if is_local(request):
             return await send_archive(request, holding, None, filename)
         with request.app[UPLOADS].acquire(request.remote or "?", holding) as transfer:
-            return await send_archive(request, holding, transfer, filename)
+            timeout = request.app[ABOUT].settings.send_timeout
+            return await send_archive(request, holding, transfer, filename, timeout)
 
 
 @doc(returns="the archive's bytes", content="application/zip")

@@ -4,7 +4,8 @@ Checked for every entry before a byte is written: a relative POSIX name with no
 ``..``, no absolute path or drive, no backslash; a regular file or folder (no
 symbolic link, device or other special file); no duplicate name, no name that is
 both a file and a folder; stored or deflated, not encrypted; declared sizes
-within the limits (total and ratio, against ZIP bombs), and a stored entry's two
+within the limits (the total, and the ratio of each entry and of the whole
+archive, against ZIP bombs), names the file system can hold, and a stored entry's two
 sizes equal. ``zipfile`` only reads the central directory: each entry's bytes are
 read here, so that every check on them is this module's own. Its local header
 must carry the central directory's name, and its data must end before the next
@@ -34,13 +35,24 @@ CHUNK = 1024 * 1024
 COPY_MIN = 1024 * 1024  # stored entries from this size are copied in the kernel
 LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
 MAX_ENTRIES = 200_000
-MAX_RATIO = 1000  # uncompressed / compressed, for entries over 1 MiB
+MAX_RATIO = 1000  # uncompressed / compressed, for an entry of RATIO_FROM bytes or more
+RATIO_FROM = 64 * 1024
+MAX_TOTAL_RATIO = 200  # uncompressed / compressed, for the whole archive
+RATIO_FREE = 16 * 1024 * 1024  # an archive unpacking to less is never a bomb worth refusing
+MAX_NAME_PART = 255  # bytes in one name of a path (NAME_MAX)
+MAX_PATH = 4095  # bytes in a whole path (PATH_MAX less its NUL)
 METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 
 
 def _check_name(name: str) -> PurePosixPath:
     if not name or "\\" in name or "\x00" in name:
         raise UnsafeArchive(f"archive entry {name!r} has an invalid name")
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) > MAX_PATH or any(len(p) > MAX_NAME_PART for p in encoded.split(b"/")):
+        raise UnsafeArchive(
+            f"archive entry {name[:80]!r}… has a name longer than this machine's file "
+            f"system takes ({MAX_NAME_PART} bytes a name, {MAX_PATH} a path)"
+        )
     path = PurePosixPath(name)
     if path.is_absolute() or name.startswith("/"):
         raise UnsafeArchive(f"archive entry {name!r} is an absolute path")
@@ -67,7 +79,7 @@ def check_entries(zf: zipfile.ZipFile, max_total: int) -> int:
     seen: set[str] = set()
     files: set[PurePosixPath] = set()
     folders: set[PurePosixPath] = set()
-    total = 0
+    total = packed = 0
     for info in infos:
         # the name as stored (zipfile's ``filename`` stops at a NUL); a folder's ends in "/"
         path = _check_name(info.orig_filename.rstrip("/"))
@@ -90,7 +102,8 @@ def check_entries(zf: zipfile.ZipFile, max_total: int) -> int:
         if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
             raise UnsafeArchive(f"archive entry {key!r} is stored but its sizes differ")
         total += info.file_size
-        if info.file_size > 1024 * 1024 and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+        packed += info.compress_size
+        if info.file_size >= RATIO_FROM and info.file_size > MAX_RATIO * max(info.compress_size, 1):
             raise UnsafeArchive(
                 f"archive entry {key!r} expands {info.file_size // max(info.compress_size, 1)}x: "
                 "refused as a ZIP bomb"
@@ -100,6 +113,11 @@ def check_entries(zf: zipfile.ZipFile, max_total: int) -> int:
     if total > max_total:
         raise UnsafeArchive(
             f"archive would unpack to {total} bytes, more than the {max_total} allowed"
+        )
+    if total > RATIO_FREE and total > MAX_TOTAL_RATIO * max(packed, 1):
+        raise UnsafeArchive(
+            f"archive would unpack to {total} bytes from {packed}, {total // max(packed, 1)}x: "
+            "refused as a ZIP bomb"
         )
     return total
 

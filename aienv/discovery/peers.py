@@ -2,11 +2,18 @@
 
 Pure logic: it is fed decoded announcements and asked what expired; the clock
 is injected so tests need no sleeping.
+
+Bounded, whatever a LAN sends: at most ``MAX_PEERS`` peers; at most
+``NEW_PER_ADDRESS`` new node ids from one address in ``NEW_WINDOW`` seconds (a
+machine runs a node, not thousands: fresh keys are free to make); and a peer
+expires after three missed intervals of at most ``MAX_INTERVAL`` seconds,
+whatever interval it claims.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -16,8 +23,14 @@ from aienv.errors import InvalidInput, NotFound
 from aienv.peer import Link
 
 MISSED_INTERVALS = 3
+MAX_PEERS = 512
+NEW_PER_ADDRESS = 8
+NEW_WINDOW = 60.0
+MAX_INTERVAL = 300.0
+TRACKED_ADDRESSES = 4096
 
 Change = Literal["joined", "updated"]
+Refusal = Literal["table_full", "new_ids"]
 
 
 @dataclass(slots=True)
@@ -54,7 +67,7 @@ class Peer:
 
     @property
     def expires_at(self) -> float:
-        return self.last_seen + MISSED_INTERVALS * self.body.interval
+        return self.last_seen + MISSED_INTERVALS * min(self.body.interval, MAX_INTERVAL)
 
     @property
     def workspaces(self) -> list[SharedWorkspace]:
@@ -91,16 +104,44 @@ class PeerTable:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._peers: dict[str, Peer] = {}
+        # address → node ids it introduced lately, with when (oldest addresses dropped)
+        self._introduced: OrderedDict[str, dict[str, float]] = OrderedDict()
 
     def now(self) -> float:
         return self._clock()
 
-    def update(self, ann: Announcement, address: str, source: str) -> Change | None:
-        """Record an announcement; return what changed, or None for a stale or repeated one."""
+    def refusal(self, node_id: str, address: str) -> Refusal | None:
+        """Why a datagram of ``node_id`` from ``address`` would not be taken in, or None."""
+        if node_id in self._peers:
+            return None
+        if len(self._peers) >= MAX_PEERS:
+            return "table_full"
+        now = self._clock()
+        recent = self._introduced.get(address, {})
+        fresh = {n for n, t in recent.items() if now - t < NEW_WINDOW}
+        if node_id not in fresh and len(fresh) >= NEW_PER_ADDRESS:
+            return "new_ids"
+        return None
+
+    def _introduce(self, node_id: str, address: str, now: float) -> None:
+        recent = self._introduced.pop(address, {})
+        recent = {n: t for n, t in recent.items() if now - t < NEW_WINDOW}
+        recent.setdefault(node_id, now)
+        self._introduced[address] = recent  # most recent last
+        while len(self._introduced) > TRACKED_ADDRESSES:
+            self._introduced.popitem(last=False)
+
+    def update(self, ann: Announcement, address: str, source: str) -> Change | Refusal | None:
+        """Record an announcement; return what changed, why it was refused, or None for a
+        stale or repeated one."""
         now = self._clock()
         body = ann.body
         peer = self._peers.get(ann.node_id)
         if peer is None:
+            refused = self.refusal(ann.node_id, address)
+            if refused is not None:
+                return refused
+            self._introduce(ann.node_id, address, now)
             self._peers[ann.node_id] = Peer(ann.node_id, address, body, now, now, {source})
             return "joined"
         if body.instance == peer.body.instance and body.seq < peer.body.seq:

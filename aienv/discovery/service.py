@@ -20,6 +20,7 @@ from typing import Any
 import psutil
 
 from aienv.discovery import codec
+from aienv.discovery import peers as peers_module
 from aienv.discovery.beacon import Beacon
 from aienv.discovery.dnssd import DnsSd
 from aienv.discovery.interfaces import Interface
@@ -31,6 +32,7 @@ from aienv.peer import PeerClient
 log = logging.getLogger(__name__)
 
 BURST_DELAYS = (0.0, 0.15, 0.5)
+MAX_FETCHES = 4  # full lists fetched over HTTP at once, for every peer together
 
 
 def _basic_resources() -> dict[str, int]:
@@ -90,6 +92,7 @@ class DiscoveryService:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._polls: set[asyncio.Task[bool]] = set()
+        self._fetches: set[asyncio.Task[bool]] = set()  # full lists being fetched
         self._full_fetched: dict[str, float] = {}
         self._names: dict[str, str] = {}  # peer name → the node id first seen with it
         self._conflicts: set[tuple[str, str]] = set()
@@ -119,38 +122,39 @@ class DiscoveryService:
 
     # -- what we hear --------------------------------------------------------
 
-    def handle_datagram(self, data: bytes, address: str, source: str = "multicast") -> None:
+    def handle_datagram(
+        self, data: bytes, address: str, source: str = "multicast", *, over_http: bool = False
+    ) -> None:
+        """Take one announcement in: from a datagram, or (``over_http``) fetched from its
+        node, which may carry the full list of what it shares."""
         self.counters["received"] += 1
         if not self.allowed(address):  # LAN-only: not even decoded
-            self.counters["dropped_not_allowed"] += 1
-            self.counters["dropped"] += 1
-            if "not_allowed" not in self._logged:
-                self._logged.add("not_allowed")
-                log.info("ignoring announcements from %s: outside the allowed networks", address)
+            self._drop("not_allowed", address)
             return
+        http = over_http or source != "multicast"
         result = codec.decode(
-            data,
-            max_size=codec.MAX_DATAGRAM if source == "multicast" else codec.MAX_HTTP_ANNOUNCEMENT,
+            data, max_size=codec.MAX_HTTP_ANNOUNCEMENT if http else codec.MAX_DATAGRAM
         )
         if isinstance(result, codec.Invalid):
-            self.counters[f"dropped_{result.reason}"] += 1
-            self.counters["dropped"] += 1
-            if result.reason not in self._logged:
-                self._logged.add(result.reason)
-                log.debug("dropped datagram from %s: %s %s", address, result.reason, result.detail)
+            self._drop(result.reason, address, result.detail)
             return
         if result.node_id == self.identity.node_id:
             self.counters["own"] += 1
             return
-        self.counters["accepted"] += 1
         if result.kind == codec.KIND_GOODBYE:
+            self.counters["accepted"] += 1
             peer = self.peers.goodbye(result)
             if peer is not None:
                 self.on_peer_change("left", peer.node_id, f"peer {peer.name} left")
             return
+        refused = self.peers.refusal(result.node_id, address)
+        if refused is not None:  # a flood of fresh keys, or a full table: not taken in
+            self._drop(refused, address)
+            return
+        self.counters["accepted"] += 1
         self._check_name(result.body.name, result.node_id, address)
         change = self.peers.update(result, address, source)
-        if result.body.more and source == "multicast" and result.body.http is not None:
+        if result.body.more and not http and result.body.http is not None:
             self._fetch_full_list(result.node_id, f"{address}:{result.body.http.port}")
         if change == "joined":
             self.on_peer_change(
@@ -158,6 +162,23 @@ class DiscoveryService:
             )
         elif change == "updated":
             self.on_peer_change("updated", result.node_id, f"peer {result.body.name} updated")
+
+    def _drop(self, reason: str, address: str, detail: str = "") -> None:
+        """Count a datagram not taken in; log each reason once (at info for a refusal)."""
+        self.counters[f"dropped_{reason}"] += 1
+        self.counters["dropped"] += 1
+        if reason in self._logged:
+            return
+        self._logged.add(reason)
+        if reason == "not_allowed":
+            log.info("ignoring announcements from %s: outside the allowed networks", address)
+        elif reason in ("table_full", "new_ids"):
+            log.warning(
+                "not taking in announcements from %s (%s): too many new node ids, or too many "
+                "peers; counted as dropped_%s", address, reason, reason,
+            )  # fmt: skip
+        else:
+            log.debug("dropped datagram from %s: %s %s", address, reason, detail)
 
     def _check_name(self, name: str, node_id: str, address: str) -> None:
         """Report a name announced by another node id than the first one seen with it.
@@ -179,14 +200,23 @@ class DiscoveryService:
             )
 
     def _fetch_full_list(self, node_id: str, address: str) -> None:
-        """The peer's list did not fit a datagram: fetch it over HTTP (at most once a second)."""
+        """The peer's list did not fit a datagram: fetch it over HTTP, at most once a
+        second per peer and ``MAX_FETCHES`` at a time in all (datagrams, whose source
+        address can be forged, must not make this node connect anywhere at will)."""
         now = time.monotonic()
         if now - self._full_fetched.get(node_id, 0.0) < 1.0:
             return
+        if len(self._fetches) >= MAX_FETCHES:
+            self.counters["full_list_deferred"] += 1  # the next announcement asks again
+            return
         self._full_fetched[node_id] = now
+        while len(self._full_fetched) > peers_module.MAX_PEERS:
+            self._full_fetched.pop(next(iter(self._full_fetched)))
         task = asyncio.get_running_loop().create_task(self.poll(address, "multicast"))
         self._polls.add(task)
+        self._fetches.add(task)
         task.add_done_callback(self._polls.discard)
+        task.add_done_callback(self._fetches.discard)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -263,7 +293,7 @@ class DiscoveryService:
             log.debug("poll of %s failed: %s", address, exc.message)
             return False
         before = self.counters["accepted"]
-        self.handle_datagram(data, host, source)
+        self.handle_datagram(data, host, source, over_http=True)
         return self.counters["accepted"] > before
 
     def _dnssd_found(self, name: str, address: str) -> None:

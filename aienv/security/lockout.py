@@ -1,14 +1,18 @@
 """Addresses that keep failing to log in are locked out for a while.
 
 ``FAILURES`` failed attempts within ``WINDOW`` seconds lock the address for
-``LOCK`` seconds; a success clears its count. Pure logic with an injected
-clock, bounded in memory (the oldest addresses are forgotten first).
+``LOCK`` seconds; a success clears its count. Guessing from many addresses (a
+host's aliases, a subnet) gets past that, so the failures of all addresses are
+counted too: ``GLOBAL_FAILURES`` of them within ``WINDOW`` is an attack, during
+which the API lets one new password through its check per ``GLOBAL_PACE``
+seconds, from everyone (``under_attack``). Pure logic with an injected clock,
+bounded in memory (the oldest addresses are forgotten first).
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,6 +20,8 @@ FAILURES = 5
 WINDOW = 60.0
 LOCK = 300.0
 MAX_TRACKED = 10_000
+GLOBAL_FAILURES = 20
+GLOBAL_PACE = 1.0
 
 
 @dataclass(slots=True)
@@ -37,6 +43,7 @@ class Lockout:
         self.lock = lock
         self._clock = clock
         self._records: OrderedDict[str, _Record] = OrderedDict()
+        self._all: deque[float] = deque(maxlen=GLOBAL_FAILURES)  # the last failures, any address
 
     def retry_after(self, address: str) -> float:
         """Seconds until ``address`` may try again; 0 when it is not locked out."""
@@ -48,6 +55,7 @@ class Lockout:
     def failed(self, address: str) -> bool:
         """Count a failure; True when this one locks the address out."""
         now = self._clock()
+        self._all.append(now)
         record = self._records.pop(address, None) or _Record()
         self._records[address] = record  # most recent last
         while len(self._records) > MAX_TRACKED:
@@ -58,6 +66,11 @@ class Lockout:
             record.locked_until = now + self.lock
             return True
         return False
+
+    def under_attack(self) -> bool:
+        """Whether ``GLOBAL_FAILURES`` logins failed within ``WINDOW``, from any addresses."""
+        full = len(self._all) == GLOBAL_FAILURES
+        return full and self._clock() - self._all[0] < self.window
 
     def succeeded(self, address: str) -> None:
         self._records.pop(address, None)

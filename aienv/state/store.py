@@ -24,7 +24,8 @@ from typing import Any
 from aienv.state.db import Database
 
 log = logging.getLogger(__name__)
-MAX_EVENTS = 1000
+MAX_EVENTS = 1000  # kept of the security events, and as many of all others
+SECURITY = "security"
 KEPT_CHANGES = 1000  # recent changes replayed to a stream that reconnects
 
 
@@ -279,13 +280,19 @@ class StateStore:
     # -- events --------------------------------------------------------------
 
     def event(self, kind: str, message: str) -> None:
+        """Log an event; the log keeps the last ``MAX_EVENTS`` security events and the
+        last ``MAX_EVENTS`` others apart, so a flood of peers or processes cannot push
+        a lockout or a refused impostor out of it."""
+        same = "=" if kind == SECURITY else "!="
         with self.db.transaction() as conn:
             conn.execute(
                 "INSERT INTO events(ts, kind, message) VALUES (?, ?, ?)",
                 (time.time(), kind, message),
             )
             conn.execute(
-                "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (MAX_EVENTS,)
+                f"DELETE FROM events WHERE kind {same} ? AND id < (SELECT id FROM events "
+                f"WHERE kind {same} ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (SECURITY, SECURITY, MAX_EVENTS - 1),
             )
         self.changed("event", kind)
 

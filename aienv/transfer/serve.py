@@ -4,7 +4,9 @@ An archive goes out with ``loop.sendfile`` in slices, so the bytes never pass
 through Python and the upload's progress is visible between slices. At most
 ``max_uploads`` peers are served at once; a peer keeps its slot while it has a
 request in flight and for a short linger after (a clone is a run of range
-requests), and anyone beyond the limit gets ``503`` with ``Retry-After``.
+requests), and anyone beyond the limit gets ``503`` with ``Retry-After``. A
+peer that stops taking the bytes loses its slot: a slice it has not taken
+within ``send_timeout`` seconds ends its connection.
 """
 
 from __future__ import annotations
@@ -99,8 +101,12 @@ def _parse_range(request: web.Request, size: int, etag: str) -> tuple[int, int] 
     start, stop = rng.start, rng.stop
     if start is None and stop is None:
         return None
-    if start is None:  # a suffix: the last N bytes
-        start, stop = max(0, size + (stop or 0)), size
+    suffix = header.replace(" ", "").lower().startswith("bytes=-")
+    if suffix and (start is None or start >= 0):  # "bytes=-0": no bytes at all
+        raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+    if suffix:  # the last N bytes (aiohttp gives them as a negative start)
+        start, stop = max(0, size + start), size
+    start = start or 0
     stop = size if stop is None else min(stop, size)
     if start >= size or start >= stop:
         raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
@@ -112,6 +118,7 @@ async def send_archive(
     holding: Holding,
     transfer: Transfer | None,
     filename: str | None = None,
+    send_timeout: float | None = None,
 ) -> web.StreamResponse:
     """Send the archive (or the asked range of it) with sendfile."""
     size = holding.size
@@ -140,7 +147,7 @@ async def send_archive(
         await resp.write_eof()
         return resp
     try:
-        await _send_span(request, resp, holding, start, stop, transfer)
+        await _send_span(request, resp, holding, (start, stop), transfer, send_timeout)
         await resp.write_eof()
     except ConnectionError:  # reset, broken pipe, closing transport: the peer went away
         # nothing went wrong here and nobody is left to answer: every cancelled or
@@ -153,14 +160,17 @@ async def _send_span(
     request: web.Request,
     resp: web.StreamResponse,
     holding: Holding,
-    start: int,
-    stop: int,
+    span: tuple[int, int],
     transfer: Transfer | None,
+    send_timeout: float | None,
 ) -> None:
+    """Send bytes ``[start, stop)`` in slices; a slice not taken within ``send_timeout``
+    seconds (a peer that stopped reading) ends the connection."""
     loop = asyncio.get_running_loop()
     use_sendfile = (
         request.transport is not None and request.transport.get_extra_info("sslcontext") is None
     )
+    start, stop = span
     with holding.path.open("rb") as handle:
         offset = start
         while offset < stop:
@@ -168,15 +178,22 @@ async def _send_span(
             transport = request.transport
             if transport is None or transport.is_closing():
                 raise ConnectionResetError("the peer closed the connection")
-            if use_sendfile:
-                try:
-                    await loop.sendfile(transport, handle, offset, count)
-                except NotImplementedError:
-                    use_sendfile = False
-                    continue
-            else:
-                data = await asyncio.to_thread(_read_at, handle, offset, count)
-                await resp.write(data)
+            try:
+                if use_sendfile:
+                    try:
+                        await asyncio.wait_for(
+                            loop.sendfile(transport, handle, offset, count), send_timeout
+                        )
+                    except NotImplementedError:
+                        use_sendfile = False
+                        continue
+                else:
+                    data = await asyncio.to_thread(_read_at, handle, offset, count)
+                    await asyncio.wait_for(resp.write(data), send_timeout)
+            except TimeoutError:
+                log.info("%s took nothing for %g s: its upload ends", request.remote, send_timeout)
+                transport.abort()  # its slot goes to a peer that reads
+                raise ConnectionResetError("the peer stopped reading") from None
             offset += count
             if transfer is not None:
                 transfer.done += count

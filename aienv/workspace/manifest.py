@@ -7,15 +7,10 @@ so a person can find it in the file. See docs/workspace-format.md.
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import tempfile
-import threading
-from collections import OrderedDict
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -34,10 +29,6 @@ from aienv.units import parse_size
 MANIFEST_FILE = "workspace.yaml"
 API_VERSION = "aienv/v1"
 MAX_MANIFEST_BYTES = 256 * 1024
-# libyaml's loader where PyYAML was built with it (the wheels are): the same safe
-# constructors, several times faster than the pure-Python one
-YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-MANIFEST_CACHE_SIZE = 1024
 
 Name = Annotated[str, Field(pattern=NAME_RE.pattern)]
 Label = Annotated[
@@ -295,95 +286,3 @@ def parse_manifest(data: Any, source: str = MANIFEST_FILE) -> Manifest:
         return Manifest.model_validate(data)
     except ValidationError as exc:
         raise WorkspaceError(f"{source}: {format_errors(exc)}") from exc
-
-
-def read_manifest_data(folder: Path) -> Any:
-    """The parsed YAML of ``folder/workspace.yaml``, not yet validated."""
-    path = folder / MANIFEST_FILE
-    if not path.is_file():
-        raise WorkspaceError(f"{folder} is not a workspace: it has no {MANIFEST_FILE}")
-    raw = path.read_bytes()
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise WorkspaceError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes")
-    try:
-        return yaml.load(raw, Loader=YAML_LOADER)  # a safe loader (CSafeLoader or SafeLoader)
-    except (yaml.YAMLError, RecursionError) as exc:
-        raise WorkspaceError(f"{path}: not valid YAML ({exc or 'nested too deeply'})") from exc
-
-
-class _ManifestCache:
-    """Parsed manifests keyed by their file's identity (inode, size, mtime, ctime).
-
-    Listing workspaces, answering an announcement request or a peer's details read
-    every manifest; parsing and validating them each time made those requests
-    CPU-bound (docs/benchmarks.md, Load). A ``Manifest`` is frozen, so one parsed
-    object can be handed to every reader. The key changes with any write: an edit
-    renames a new file in (new inode), and an editor writing in place changes
-    mtime and ctime, so no invalidation hook is needed and a hand edit is seen at
-    once. Only valid manifests are kept; an error is raised again on every read.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[Path, tuple[tuple[int, ...], Manifest]] = OrderedDict()
-        self._lock = threading.Lock()  # readers run on the loop and in threads
-
-    def load(self, folder: Path) -> Manifest:
-        path = folder / MANIFEST_FILE
-        try:
-            st = path.stat()
-        except OSError:
-            key: tuple[int, ...] | None = None
-        else:
-            key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            with self._lock:
-                hit = self._items.get(path)
-                if hit is not None and hit[0] == key:
-                    self._items.move_to_end(path)
-                    return hit[1]
-        manifest = parse_manifest(read_manifest_data(folder), str(path))
-        if key is not None:
-            with self._lock:
-                self._items[path] = (key, manifest)
-                self._items.move_to_end(path)
-                while len(self._items) > self._size:
-                    self._items.popitem(last=False)
-        return manifest
-
-
-_cache = _ManifestCache(MANIFEST_CACHE_SIZE)
-
-
-def load_manifest(folder: Path) -> Manifest:
-    """Read and validate ``folder/workspace.yaml`` (parsed once per version of the file)."""
-    return _cache.load(folder)
-
-
-def edit_manifest(folder: Path, changes: dict[str, Any], staging: Path | None = None) -> Manifest:
-    """Set top-level keys of ``folder/workspace.yaml``, validated first, replaced atomically.
-
-    The other keys keep their order; YAML comments are not kept. The new file is
-    written in ``staging`` (default: ``folder``; on the same file system) and renamed
-    over the old one: the node stages in its ``tmp`` folder, which it empties at
-    start, so an edit cut off by a crash leaves no stray file in the workspace (it
-    would be packed and shared with the rest).
-    """
-    data = read_manifest_data(folder)
-    if not isinstance(data, dict):
-        raise WorkspaceError(f"{folder / MANIFEST_FILE}: the top level must be a mapping of keys")
-    data.update(changes)
-    manifest = parse_manifest(data)
-    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True).encode()
-    if len(text) > MAX_MANIFEST_BYTES:
-        raise WorkspaceError(f"{MANIFEST_FILE} would be larger than {MAX_MANIFEST_BYTES} bytes")
-    fd, staged = tempfile.mkstemp(dir=staging or folder, prefix=f".{MANIFEST_FILE}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(staged, folder / MANIFEST_FILE)
-    except BaseException:
-        Path(staged).unlink(missing_ok=True)
-        raise
-    return manifest

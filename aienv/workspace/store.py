@@ -29,7 +29,8 @@ from aienv.config import NodeSettings
 from aienv.errors import AienvError, Cancelled, Conflict, NotFound, WorkspaceError
 from aienv.names import check_name
 from aienv.state.store import ArchiveRecord, StateStore, WorkspaceRecord
-from aienv.workspace.manifest import Manifest, edit_manifest, load_manifest
+from aienv.workspace.manifest import Manifest
+from aienv.workspace.manifest_file import edit_manifest, load_manifest
 
 DEFAULT_TEMPLATE = "hello-web"
 IMPORT_DISK_MARGIN = 64 * 1024 * 1024  # left free when an import is extracted

@@ -32,7 +32,7 @@ from typing import Any
 import psutil
 import pytest
 
-from aienv.workspace.manifest import load_manifest
+from aienv.workspace.manifest_file import load_manifest
 from tests.integration.conftest import wait_for
 from tests.integration.faults import (
     cut_off,

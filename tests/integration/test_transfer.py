@@ -93,6 +93,13 @@ def test_archive_is_served_with_range_etag_and_length(stopped: Lan, tmp_path: Pa
     assert stale == f"200 {size}"  # another version asked for: the whole file
     beyond = b.run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-r", f"{size}-", url)
     assert beyond.stdout == "416"
+    # a suffix range (RFC 9110): the last 100 bytes, and nothing for the last 0
+    tail = b.run("curl", "-s", "-D", "-", "-o", str(tmp_path / "tail"), "-r", "-100", url).stdout
+    assert f"content-range: bytes {size - 100}-{size - 1}/{size}" in tail.lower()
+    held = a.home / "archives" / f"{digest}.zip"
+    assert (tmp_path / "tail").read_bytes() == held.read_bytes()[-100:]
+    none = b.run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-r", "-0", url)
+    assert none.stdout == "416"
     with httpx.Client() as http:
         r = http.get(f"{a.url}/api/v1/archives/{'0' * 64}")
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_held"
@@ -163,6 +170,52 @@ def test_uploads_beyond_the_limit_get_503_and_queue(stopped: Lan, tmp_path: Path
     assert done["state"] == "installed", done["error"]
     assert a.api("/node").json()["uploads"]["refused"] >= 2
     assert same_files(a, c, "big")
+
+
+# a downloader that asks for the whole archive and never reads a byte of it
+HOG = """
+import socket, sys, time
+host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect((host, port))
+s.sendall(f"GET {path} HTTP/1.1\\r\\nHost: {host}\\r\\n\\r\\n".encode())
+print("asked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_peer_that_stops_reading_loses_its_upload_slot(stopped: Lan, tmp_path: Path) -> None:
+    """A downloader that never reads held its slot for as long as it liked: with every slot
+    held so, other peers got 503 and a single-source clone failed. Now a slice not taken
+    within send_timeout ends the connection, and the clone gets the slot."""
+    a, b, c = stopped.hosts
+    a.extra_env = {"AIENV_MAX_UPLOADS": "1", "AIENV_SEND_TIMEOUT": "2"}
+    try:
+        a.start("alpha")
+    finally:
+        a.extra_env = {}
+    c.start("gamma")
+    digest = share_big(a, tmp_path / "big", 32 * MIB)["digest"]
+    hog = subprocess.Popen(
+        c.nsenter(sys.executable, "-c", HOG, a.ip, "37778", f"/api/v1/archives/{digest}"),
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert hog.stdout is not None and hog.stdout.readline().strip() == "asked"
+        wait_for(lambda: a.api("/node").json()["uploads"]["peers"] == 1, 10, "the hog's slot")
+        busy = b.run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-r", "0-9",
+                     f"{a.url}/api/v1/archives/{digest}").stdout  # fmt: skip
+        assert busy == "503"  # the one slot is the hog's
+        started = time.monotonic()
+        b.start("beta")
+        done = wait_clone(b, start_clone(b, f"{a.ip}/big"))
+        assert done["state"] == "installed", done["error"]
+        assert time.monotonic() - started < 30
+        assert "took nothing for 2 s: its upload ends" in a.log()
+    finally:
+        hog.kill()
+        hog.communicate()
 
 
 def clone_under_way(lan: Lan, tmp_path: Path) -> tuple[Host, Host, dict[str, Any], str]:

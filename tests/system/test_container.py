@@ -28,7 +28,7 @@ from aienv.runtime.container import ContainerRuntime
 from aienv.runtime.container_options import container_name, create_options
 from aienv.system.inventory import Capacity, Gpu
 from aienv.system.plan import make_plan
-from aienv.workspace.manifest import load_manifest
+from aienv.workspace.manifest_file import load_manifest
 from tests.lan import Lan
 from tests.system.container_image import DATA, IMAGE, PAGE, PORT, build_image, write_workspace
 

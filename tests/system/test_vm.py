@@ -32,7 +32,8 @@ from aienv.runtime.vm_disk import OVERLAY, base_format
 from aienv.runtime.vm_domain import domain_name
 from aienv.system.inventory import Capacity, kvm_is_pvm_only, kvm_status
 from aienv.system.plan import make_plan
-from aienv.workspace.manifest import Environment, load_manifest
+from aienv.workspace.manifest import Environment
+from aienv.workspace.manifest_file import load_manifest
 from tests.system.libvirt_daemon import LibvirtDaemon, running_daemon
 from tests.system.vm_image import READY_MARKER, VmImage, build_vm_workspace
 

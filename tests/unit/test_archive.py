@@ -243,6 +243,26 @@ def test_bomb_by_ratio_refused(tmp_path: Path) -> None:
     assert_refused_on_open(archive, tmp_path, "refused as a ZIP bomb")
 
 
+def test_many_small_zero_files_are_refused_as_a_bomb(tmp_path: Path) -> None:
+    """Each entry under the per-entry threshold, together ~20 MB from a few KB."""
+    entries = [(f"z{i:03d}", bytes(64 * 1024 - 1)) for i in range(320)]
+    archive = write_zip(tmp_path / "x.zip", entries)  # type: ignore[arg-type]
+    assert archive.stat().st_size < 200_000
+    assert_refused_on_open(archive, tmp_path, r"x: refused as a ZIP bomb", limit=1 << 40)
+
+
+def test_one_mebibyte_of_zeros_per_entry_is_refused(tmp_path: Path) -> None:
+    """The attack: 1,024 entries of exactly 1 MiB of zeros (the old check began above it)."""
+    archive = write_zip(tmp_path / "x.zip", [(f"z{i}", bytes(MIB)) for i in range(8)])
+    assert_refused_on_open(archive, tmp_path, "refused as a ZIP bomb", limit=1 << 40)
+
+
+@pytest.mark.parametrize("name", ["a" * 256, "/".join(["d" * 200] * 21)], ids=["name", "path"])
+def test_names_longer_than_the_file_system_takes_are_refused(tmp_path: Path, name: str) -> None:
+    archive = write_zip(tmp_path / "x.zip", [(name, b"x")])
+    assert_refused_on_open(archive, tmp_path, "longer than this machine's file system takes")
+
+
 def test_bomb_by_total_size_refused(tmp_path: Path) -> None:
     archive = write_zip(tmp_path / "x.zip", [("a", os.urandom(2048)), ("b", os.urandom(2048))])
     assert_refused_on_open(archive, tmp_path, "more than the 3000 allowed", limit=3000)

@@ -32,7 +32,7 @@ from aienv.capture.read_process import (
 )
 from aienv.errors import WorkspaceError
 from aienv.runtime.process import MissingVariable, expand
-from aienv.workspace.manifest import load_manifest
+from aienv.workspace.manifest_file import load_manifest
 
 MiB = 1024**2
 

@@ -446,7 +446,12 @@ def expected_count(svc: DiscoveryService, data: bytes, address: str, source: str
     result = codec.decode(data, max_size=limit)
     if isinstance(result, codec.Invalid):
         return f"dropped_{result.reason}"
-    return "own" if result.node_id == OWN.node_id else "accepted"
+    if result.node_id == OWN.node_id:
+        return "own"
+    refused = svc.peers.refusal(result.node_id, address)
+    if result.kind != codec.KIND_GOODBYE and refused is not None:
+        return f"dropped_{refused}"
+    return "accepted"
 
 
 @given(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +11,8 @@ import pytest
 import yaml
 
 from aienv.errors import WorkspaceError
-from aienv.workspace.manifest import edit_manifest, load_manifest, parse_manifest
+from aienv.workspace.manifest import parse_manifest
+from aienv.workspace.manifest_file import edit_manifest, load_manifest
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "workspaces" / "hello-web"
 
@@ -210,4 +213,42 @@ def test_a_manifest_is_parsed_once_per_version_of_its_file(tmp_path: Path) -> No
         load_manifest(tmp_path)
     path.unlink()
     with pytest.raises(WorkspaceError, match=r"has no workspace\.yaml"):
+        load_manifest(tmp_path)
+
+
+BOMB_LEVELS = "abcdefg"
+
+
+def alias_bomb(levels: str = BOMB_LEVELS) -> str:
+    """Seven levels of anchors, each naming the last ten times: ~600 bytes of YAML that
+    expand to ten million values (what a hostile peer's workspace.yaml could hold)."""
+    lines = [f"      {levels[0]}: &{levels[0]} [{', '.join(['x'] * 10)}]"]
+    for prev, name in itertools.pairwise(levels):
+        lines.append(f"      {name}: &{name} [{', '.join([f'*{prev}'] * 10)}]")
+    return (
+        "apiVersion: aienv/v1\nname: bomb\nversion: '1'\nenvironments:\n"
+        "  - name: web\n    runtime: venv\n    options:\n" + "\n".join(lines) + "\n"
+    )
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    (tmp_path / "workspace.yaml").write_text(alias_bomb())
+    assert len(alias_bomb()) < 1000
+    started = time.monotonic()
+    with pytest.raises(WorkspaceError, match="aliases expand to more than 20000 values"):
+        load_manifest(tmp_path)
+    assert time.monotonic() - started < 1.0
+
+
+def test_anchors_used_sparingly_are_fine(tmp_path: Path) -> None:
+    (tmp_path / "workspace.yaml").write_text(alias_bomb("abc"))  # 1,000 values once expanded
+    assert load_manifest(tmp_path).environments[0].options["c"][0][0] == ["x"] * 10
+
+
+def test_a_yaml_alias_that_refers_to_itself_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "workspace.yaml").write_text(
+        "apiVersion: aienv/v1\nname: loop\nversion: '1'\nenvironments:\n"
+        "  - name: web\n    runtime: venv\n    options: &o {self: *o}\n"
+    )
+    with pytest.raises(WorkspaceError, match="refers to itself"):
         load_manifest(tmp_path)

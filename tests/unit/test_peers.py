@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aienv.discovery import codec
+from aienv.discovery import codec, peers
 from aienv.discovery.peers import PeerTable
 from aienv.errors import InvalidInput, NotFound
 from aienv.identity import Identity
@@ -123,3 +123,39 @@ def test_truncated_datagram_does_not_replace_the_full_list() -> None:
     changed = announce(ident, "alpha", 3, workspaces=[full[4]], more=True)
     assert table.update(changed, "10.0.0.1", "multicast") == "updated"
     assert [w.name for w in table.all()[0].workspaces] == ["w4"]
+
+
+def test_fresh_keys_from_one_address_are_bounded() -> None:
+    """Keys are free to make: 20,000 announcements under fresh keys once filled the table
+    for hours. One address brings at most NEW_PER_ADDRESS new ids a minute."""
+    clock = Clock()
+    table = PeerTable(clock)
+    keys = [Identity.generate() for _ in range(peers.NEW_PER_ADDRESS + 3)]
+    results = [table.update(announce(k, f"n{i}", 1), "10.0.0.66", "multicast")
+               for i, k in enumerate(keys)]  # fmt: skip
+    assert results == ["joined"] * peers.NEW_PER_ADDRESS + ["new_ids"] * 3
+    assert table.update(announce(keys[0], "n0", 2), "10.0.0.66", "multicast") is None  # known
+    assert table.update(announce(keys[-1], "x", 1), "10.0.0.67", "multicast") == "joined"
+    clock.now += peers.NEW_WINDOW
+    assert table.update(announce(keys[-2], "y", 1), "10.0.0.66", "multicast") == "joined"
+
+
+def test_the_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(peers, "MAX_PEERS", 3)
+    table = PeerTable(Clock())
+    results = [
+        table.update(announce(Identity.generate(), f"n{i}", 1), f"10.0.0.{i}", "multicast")
+        for i in range(5)
+    ]
+    assert results == ["joined"] * 3 + ["table_full"] * 2 and len(table.all()) == 3
+
+
+def test_a_forged_long_interval_does_not_keep_a_peer_for_hours() -> None:
+    clock = Clock()
+    table = PeerTable(clock)
+    body = codec.Body(name="ghost", instance="b" * 16, seq=1, interval=3600.0)
+    ann = codec.decode(codec.encode(body, Identity.generate()))
+    assert isinstance(ann, codec.Announcement)
+    assert table.update(ann, "10.0.0.5", "multicast") == "joined"
+    clock.now += peers.MISSED_INTERVALS * peers.MAX_INTERVAL + 1
+    assert [p.name for p in table.expire()] == ["ghost"]

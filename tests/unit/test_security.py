@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import time
+from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
+from aienv.api import access
 from aienv.api.access import Unauthorized, parse_basic
+from aienv.security import NODE_PASSWORD, PEERS
 from aienv.security.allow import AllowList, parse_networks
-from aienv.security.lockout import Lockout
+from aienv.security.lockout import GLOBAL_FAILURES, WINDOW, Lockout
 from aienv.security.passwords import check_strength, hash_password, verify_password
+from aienv.state.db import Database
+from aienv.state.store import StateStore
 
 
 def test_password_hashes_are_salted_and_verify() -> None:
@@ -127,3 +136,57 @@ def test_basic_credentials_are_parsed_or_refused() -> None:
     ):
         with pytest.raises(Unauthorized):
             parse_basic(bad)
+
+
+def test_failures_from_many_addresses_are_an_attack_together() -> None:
+    now = [1000.0]
+    lockout = Lockout(clock=lambda: now[0])
+    for i in range(GLOBAL_FAILURES - 1):
+        lockout.failed(f"10.0.0.{i}")  # one guess each: no address is locked out
+        now[0] += 0.1
+    assert not lockout.under_attack() and not lockout.locked()
+    lockout.failed("10.0.1.1")
+    assert lockout.under_attack()
+    now[0] += WINDOW
+    assert not lockout.under_attack()  # the guessing stopped a minute ago
+
+
+class _Transport:
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return (self.address, 40000) if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def _guess(address: str, password: str) -> web.Request:
+    token = base64.b64encode(f"x:{password}".encode()).decode()
+    return make_mocked_request(
+        "GET", "/api/v1/workspaces", transport=_Transport(address),
+        headers={"Host": "10.0.0.1:37778", "Authorization": f"Basic {token}"},
+    )  # fmt: skip
+
+
+async def test_guessing_from_many_addresses_is_slowed_to_one_a_pace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty alias addresses once made 100 guesses in 5 s; during an attack new passwords
+    are checked one per GLOBAL_PACE, whoever sends them."""
+    monkeypatch.setattr(access, "GLOBAL_PACE", 0.3)
+    state = StateStore(Database(tmp_path / "state.sqlite3"))
+    state.set_credential(NODE_PASSWORD, PEERS, hash_password("the right passphrase"))
+    guard = access.Access(state)
+    for i in range(GLOBAL_FAILURES):
+        with pytest.raises(Unauthorized):
+            await guard.role(_guess(f"10.0.2.{i}", f"guess {i}"))
+    started = time.monotonic()
+    results = await asyncio.gather(
+        *(guard.role(_guess(f"10.0.3.{i}", f"more {i}")) for i in range(5)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, Unauthorized) for r in results)
+    assert time.monotonic() - started >= 5 * 0.3  # one at a time
+    assert await guard.role(_guess("10.0.4.1", "the right passphrase")) == "peer"

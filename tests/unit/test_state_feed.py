@@ -8,7 +8,7 @@ from pathlib import Path
 from aienv.api import stream
 from aienv.state import store as store_mod
 from aienv.state.db import Database
-from aienv.state.store import StateStore
+from aienv.state.store import MAX_EVENTS, StateStore
 
 
 def make(tmp_path: Path) -> StateStore:
@@ -75,3 +75,19 @@ async def test_a_change_reaches_every_reader_at_once(tmp_path: Path) -> None:
     await asyncio.wait_for(asyncio.gather(*tasks), 1)  # and the node's stop ends them
     assert '"key": "hello"' in admin
     assert '"kind": "workspace", "key": ""' in guest and "hello" not in guest
+
+
+def test_a_flood_of_events_cannot_push_security_events_out(tmp_path: Path) -> None:
+    store = StateStore(Database(tmp_path / "state.sqlite3"))
+    store.event("security", "10.0.0.9 locked out for 5 min after 5 failed logins")
+    for i in range(1500):  # 1,500 peers joining (the attack in issue 16)
+        store.event("peer", f"peer p{i} joined")
+    kept = store.events(2000)
+    assert [e["message"] for e in kept if e["kind"] == "security"] == [
+        "10.0.0.9 locked out for 5 min after 5 failed logins"
+    ]
+    assert sum(1 for e in kept if e["kind"] == "peer") == MAX_EVENTS
+    for i in range(MAX_EVENTS + 5):
+        store.event("security", f"s{i}")
+    security = [e["message"] for e in store.events(3000) if e["kind"] == "security"]
+    assert len(security) == MAX_EVENTS and security[-1] == f"s{MAX_EVENTS + 4}"

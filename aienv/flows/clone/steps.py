@@ -37,7 +37,7 @@ from aienv.transfer.holdings import Holdings
 from aienv.transfer.sources import SourceStatus
 from aienv.transfer.unpack import shielded
 from aienv.units import human_size
-from aienv.workspace.manifest import load_manifest
+from aienv.workspace.manifest_file import load_manifest
 from aienv.workspace.store import WorkspaceStore
 
 
