@@ -15,11 +15,11 @@
 #   ./install.sh --bench                 also nginx and tc, for scripts/bench (Debian/Ubuntu)
 #   ./install.sh --venv DIR              where the virtualenv goes
 #   ./install.sh --no-command            leave the `aienv` command on PATH as it is
-#   ./install.sh --tls                   the node serves HTTPS (a self-signed certificate peers pin)
+#   ./install.sh --no-tls                peers reach the node over plain HTTP (TLS is the default)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SKIP_SYSTEM=0 SKIP_SERVICE=0 INTERACTIVE=1 DEV=0 BENCH=0 RUN=0 RUNTIMES=1 VENV="" TLS=0 LINK=1
+SKIP_SYSTEM=0 SKIP_SERVICE=0 INTERACTIVE=1 DEV=0 BENCH=0 RUN=0 RUNTIMES=1 VENV="" TLS=1 LINK=1
 [ -t 0 ] || INTERACTIVE=0
 
 usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -34,6 +34,7 @@ while [ $# -gt 0 ]; do
     --no-runtimes) RUNTIMES=0 ;;
     --run) RUN=1 ;;
     --tls) TLS=1 ;;
+    --no-tls) TLS=0 ;;
     --venv) shift; VENV=${1:?--venv needs a folder} ;;
     --no-command) LINK=0 ;;
     -h|--help) usage; exit 0 ;;

@@ -80,9 +80,11 @@ class NodeSettings(BaseSettings):
     )
     # access
     tls: bool = Field(
-        default=False,
-        description="serve HTTPS on the HTTP port with a self-signed certificate "
-        "(peers pin it by the fingerprint in the signed announcement)",
+        default=True,
+        description="peers reach this node over TLS, with a self-signed certificate they pin "
+        "by the fingerprint in its signed announcement (plain HTTP stays on the same port for "
+        "the node's own browser and CLI); AIENV_TLS=0 turns it off: a peer's identity is then "
+        "not bound to the connection, and passwords travel in clear",
     )
     allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

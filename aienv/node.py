@@ -27,6 +27,7 @@ from aiohttp import web
 
 from aienv.api.app import create_app
 from aienv.api.keys import About, Parts
+from aienv.api.listen import DualListener
 from aienv.config import NodeSettings
 from aienv.discovery.interfaces import Interface, select_interfaces
 from aienv.discovery.peers import PeerTable
@@ -220,7 +221,8 @@ class Node:
     def _peer_changed(self, change: str, node_id: str, message: str) -> None:
         self.state.changed("peer", node_id)
         if change != "updated":
-            self.state.event("security" if change == "conflict" else "peer", message)
+            security = change in ("conflict", "impostor")
+            self.state.event("security" if security else "peer", message)
 
     async def _probe_loop(self) -> None:
         """Keep runtime health and free resources fresh for announcements and the API."""
@@ -304,21 +306,28 @@ class Node:
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
+        listener: DualListener | None = None
         try:
-            await self._listen(runner)
+            listener = await self._listen(runner)
             await stop.wait()
             log.info("stopping")
         finally:
+            if listener is not None:
+                await listener.stop()
             await runner.cleanup()
             self.db.close()
             os.close(self._lock)
 
-    async def _listen(self, runner: web.AppRunner) -> None:
+    async def _listen(self, runner: web.AppRunner) -> DualListener | None:
+        """Serve the app: TLS and plain HTTP on the one port (``api.listen``), or plain
+        HTTP alone with TLS turned off."""
         settings, cert = self.settings, self.parts.about.certificate
-        tls = cert.server_context() if cert else None
-        site = web.TCPSite(runner, settings.http_host, settings.http_port, ssl_context=tls)
+        listener = DualListener(runner, cert.server_context()) if cert else None
         try:
-            await site.start()
+            if listener is not None:
+                await listener.start(settings.http_host, settings.http_port)
+            else:
+                await web.TCPSite(runner, settings.http_host, settings.http_port).start()
         except OSError as exc:
             raise AienvError(
                 f"cannot listen on {settings.http_host}:{settings.http_port} "
@@ -327,14 +336,15 @@ class Node:
         interfaces = self.discovery.interfaces
         names = ", ".join(f"{i.name} {i.address}" for i in interfaces) or "none"
         log.info(
-            "node %s (%s) listening on %s://%s:%d, announcing on: %s",
+            "node %s (%s) listening on %s:%d (%s), announcing on: %s",
             settings.name,
             self.parts.about.identity.node_id[:12],
-            "https" if tls else "http",
             settings.http_host,
             settings.http_port,
+            "TLS for peers and plain HTTP" if cert else "plain HTTP only: TLS is off",
             names,
         )
+        return listener
 
 
 def run_node(settings: NodeSettings) -> None:

@@ -36,12 +36,13 @@ def serve(
         bool, typer.Option("--no-dnssd", help="Do not use DNS-SD (zeroconf).")
     ] = False,
     tls: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--tls",
-            help="Serve HTTPS with a self-signed certificate that peers pin (env AIENV_TLS).",
+            "--tls/--no-tls",
+            help="Peers reach the node over TLS, pinned by the fingerprint in its signed "
+            "announcement (the default; env AIENV_TLS). --no-tls: plain HTTP only, unsafe.",
         ),
-    ] = False,
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the node: discovery, the HTTP API and the environments it launches."""
@@ -64,8 +65,8 @@ def serve(
     }
     if no_dnssd:
         overrides["dnssd"] = False
-    if tls:
-        overrides["tls"] = True
+    if tls is not None:
+        overrides["tls"] = tls
     run_node(_settings(overrides))
 
 

@@ -41,6 +41,15 @@ class Peer:
     first_seen: float
     last_seen: float
     sources: set[str] = field(default_factory=set)
+    #: another address it was announced from, not yet proved to be the peer's (a relay
+    #: of its signed announcement moves nothing on its own: ``confirm_move``)
+    proposed: str | None = None
+    addresses: set[str] = field(default_factory=set)  # where it was first seen, or proved itself
+
+    @property
+    def provable(self) -> bool:
+        """Whether the peer can prove who it is at an address (TLS, pinned)."""
+        return self.body.http is not None and self.body.http.fingerprint is not None
 
     @property
     def name(self) -> str:
@@ -142,7 +151,9 @@ class PeerTable:
             if refused is not None:
                 return refused
             self._introduce(ann.node_id, address, now)
-            self._peers[ann.node_id] = Peer(ann.node_id, address, body, now, now, {source})
+            peer = Peer(ann.node_id, address, body, now, now, {source})
+            peer.addresses.add(address)  # where it was first seen (a pin proves the rest)
+            self._peers[ann.node_id] = peer
             return "joined"
         if body.instance == peer.body.instance and body.seq < peer.body.seq:
             return None
@@ -166,6 +177,9 @@ class PeerTable:
                     "more": False,
                 }
             )
+        if address != peer.address and peer.provable and address not in peer.addresses:
+            peer.proposed = address  # what it says is signed; where it is, not yet proved
+            address = peer.address
         changed = (
             body.workspaces != peer.body.workspaces
             or body.archives != peer.body.archives
@@ -179,6 +193,22 @@ class PeerTable:
         peer.last_seen = now
         peer.sources.add(source)
         return "updated" if changed else None
+
+    def confirm_move(self, node_id: str, address: str) -> Peer | None:
+        """The peer proved at ``address`` that it holds its certificate: it is there now."""
+        peer = self._peers.get(node_id)
+        if peer is None:
+            return None
+        peer.addresses.add(address)
+        peer.address = address
+        if peer.proposed == address:
+            peer.proposed = None
+        return peer
+
+    def refuse_move(self, node_id: str, address: str) -> None:
+        peer = self._peers.get(node_id)
+        if peer is not None and peer.proposed == address:
+            peer.proposed = None
 
     def holders(self, digest: str) -> list[Peer]:
         """Peers that announce all or part of archive ``digest``, complete ones first."""

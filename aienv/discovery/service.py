@@ -24,15 +24,16 @@ from aienv.discovery import peers as peers_module
 from aienv.discovery.beacon import Beacon
 from aienv.discovery.dnssd import DnsSd
 from aienv.discovery.interfaces import Interface
-from aienv.discovery.peers import PeerTable
-from aienv.errors import PeerUnreachable
+from aienv.discovery.peers import Peer, PeerTable
+from aienv.errors import AienvError, PeerUnreachable
 from aienv.identity import Identity
-from aienv.peer import PeerClient
+from aienv.peer import Link, PeerClient
 
 log = logging.getLogger(__name__)
 
 BURST_DELAYS = (0.0, 0.15, 0.5)
 MAX_FETCHES = 4  # full lists fetched over HTTP at once, for every peer together
+MOVE_EVERY = 10.0  # seconds between two checks of a peer's new address
 
 
 def _basic_resources() -> dict[str, int]:
@@ -92,7 +93,8 @@ class DiscoveryService:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._polls: set[asyncio.Task[bool]] = set()
-        self._fetches: set[asyncio.Task[bool]] = set()  # full lists being fetched
+        self._fetches: set[asyncio.Task[bool]] = set()  # full lists and moves being fetched
+        self._move_tried: dict[str, float] = {}
         self._full_fetched: dict[str, float] = {}
         self._names: dict[str, str] = {}  # peer name → the node id first seen with it
         self._conflicts: set[tuple[str, str]] = set()
@@ -154,6 +156,7 @@ class DiscoveryService:
         self.counters["accepted"] += 1
         self._check_name(result.body.name, result.node_id, address)
         change = self.peers.update(result, address, source)
+        self._prove_move(result.node_id)
         if result.body.more and not http and result.body.http is not None:
             self._fetch_full_list(result.node_id, f"{address}:{result.body.http.port}")
         if change == "joined":
@@ -217,6 +220,52 @@ class DiscoveryService:
         self._fetches.add(task)
         task.add_done_callback(self._polls.discard)
         task.add_done_callback(self._fetches.discard)
+
+    def _prove_move(self, node_id: str) -> None:
+        """A known peer announced from another address: move it there only once that
+        address proves to be the peer (a TLS handshake pinned to the certificate its
+        signed announcement names), at most once per ``MOVE_EVERY`` seconds a peer."""
+        peer = next((p for p in self.peers.all() if p.node_id == node_id), None)
+        if peer is None or peer.proposed is None or peer.body.http is None:
+            return
+        now = time.monotonic()
+        if now - self._move_tried.get(node_id, -MOVE_EVERY) < MOVE_EVERY:
+            return
+        if len(self._fetches) >= MAX_FETCHES:
+            return  # asked again with the next announcement
+        self._move_tried[node_id] = now
+        while len(self._move_tried) > peers_module.MAX_PEERS:
+            self._move_tried.pop(next(iter(self._move_tried)))
+        http = peer.body.http
+        link = Link.at(peer.proposed, http.port, http.scheme, http.fingerprint)
+        task = asyncio.get_running_loop().create_task(self._check_move(peer, link))
+        self._polls.add(task)
+        self._fetches.add(task)
+        task.add_done_callback(self._polls.discard)
+        task.add_done_callback(self._fetches.discard)
+
+    async def _check_move(self, peer: Peer, link: Link) -> bool:
+        address = link.host
+        try:
+            data = await self.client.announcement(link)
+            ann = codec.decode(data, max_size=codec.MAX_HTTP_ANNOUNCEMENT)
+            ok = isinstance(ann, codec.Announcement) and ann.node_id == peer.node_id
+        except AienvError:
+            ok = False
+        if ok:
+            self.peers.confirm_move(peer.node_id, address)
+            self.on_peer_change("moved", peer.node_id, f"peer {peer.name} moved to {address}")
+            return True
+        self.peers.refuse_move(peer.node_id, address)
+        self.counters["moves_refused"] += 1
+        self.on_peer_change(
+            "impostor",
+            peer.node_id,
+            f"peer {peer.name}'s signed announcement came from {address}, which could not "
+            f"prove it is {peer.name} (its TLS certificate): a relay or an impostor; "
+            f"{peer.name} stays at {peer.address}",
+        )
+        return False
 
     # -- lifecycle -----------------------------------------------------------
 

@@ -12,7 +12,10 @@ within ``send_timeout`` seconds ends its connection.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import struct
+import termios
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 SLICE = 4 * 1024 * 1024
 LINGER = 1.0  # seconds a peer keeps its slot after its last request
 RETRY_AFTER = 1.0
+DELIVERED = 64 * 1024  # an answer with at most this much still in flight is delivered
 
 
 @dataclass(slots=True)
@@ -149,11 +153,41 @@ async def send_archive(
     try:
         await _send_span(request, resp, holding, (start, stop), transfer, send_timeout)
         await resp.write_eof()
+        await _delivered(request, send_timeout)
     except ConnectionError:  # reset, broken pipe, closing transport: the peer went away
         # nothing went wrong here and nobody is left to answer: every cancelled or
         # interrupted clone does this to its sources (aiohttp drops the connection)
         log.debug("%s left in the middle of %s", request.remote, request.path)
     return resp
+
+
+def _unsent(transport: asyncio.BaseTransport) -> int:
+    """Bytes written to the connection that the peer has not taken yet: what the transport
+    still holds (TLS holds whole slices) and, on Linux, the kernel's send queue."""
+    held = transport.get_write_buffer_size() if isinstance(transport, asyncio.WriteTransport) else 0
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return held
+    try:
+        queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    except OSError:
+        queued = 0
+    return held + int(queued)
+
+
+async def _delivered(request: web.Request, timeout: float | None) -> None:
+    """Wait until the peer has taken what this answer wrote: it keeps its upload slot
+    until then, not only until the handler has handed the bytes to the kernel (a 4 MiB
+    slice sits in a socket's buffers for a while on a slow link)."""
+    transport = request.transport
+    deadline = time.monotonic() + (timeout or 60.0)
+    while transport is not None and not transport.is_closing():
+        if _unsent(transport) <= DELIVERED:
+            return
+        if time.monotonic() > deadline:
+            transport.abort()
+            raise ConnectionResetError("the peer stopped reading")
+        await asyncio.sleep(0.02)
 
 
 async def _send_span(

@@ -159,3 +159,21 @@ def test_a_forged_long_interval_does_not_keep_a_peer_for_hours() -> None:
     assert table.update(ann, "10.0.0.5", "multicast") == "joined"
     clock.now += peers.MISSED_INTERVALS * peers.MAX_INTERVAL + 1
     assert [p.name for p in table.expire()] == ["ghost"]
+
+
+def test_a_datagram_from_another_address_moves_a_tls_peer_only_once_proved() -> None:
+    table = PeerTable(Clock())
+    ident = Identity.generate()
+    http = codec.HttpInfo(port=37778, scheme="https", fingerprint="ab" * 32)
+    body = codec.Body(name="alpha", instance="a" * 16, seq=1, http=http)
+    first = codec.decode(codec.encode(body, ident))
+    again = codec.decode(codec.encode(body.model_copy(update={"seq": 2}), ident))
+    assert isinstance(first, codec.Announcement) and isinstance(again, codec.Announcement)
+    assert table.update(first, "10.0.0.1", "multicast") == "joined"
+    table.update(again, "10.0.0.66", "multicast")  # relayed by another machine
+    (peer,) = table.all()
+    assert peer.address == "10.0.0.1" and peer.proposed == "10.0.0.66"
+    table.refuse_move(ident.node_id, "10.0.0.66")
+    assert table.all()[0].proposed is None and table.all()[0].address == "10.0.0.1"
+    table.confirm_move(ident.node_id, "10.0.0.2")  # a new address that proved it
+    assert table.all()[0].address == "10.0.0.2"
