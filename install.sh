@@ -68,7 +68,8 @@ if [ "$SKIP_SYSTEM" -eq 0 ]; then
   fi
   case "$family" in
     *debian*|*ubuntu*)
-      pkgs="python3 python3-venv python3-pip iproute2 curl util-linux ca-certificates"
+      # bubblewrap: the sandbox process environments run in (docs/security.md)
+      pkgs="python3 python3-venv python3-pip iproute2 curl util-linux ca-certificates bubblewrap"
       # libvirt-python is built against the installed libvirt
       pkgs="$pkgs gcc pkg-config python3-dev libvirt-dev"
       # the container and VM runtimes: engines are installed, not started (see below)
@@ -118,7 +119,7 @@ if [ "$SKIP_SYSTEM" -eq 0 ]; then
         [ "$status" -eq 0 ] || die "apt-get install failed (exit $status)"
       fi ;;
     *fedora*|*rhel*|*centos*)
-      pkgs="python3 python3-pip iproute curl util-linux gcc pkgconf-pkg-config python3-devel libvirt-devel"
+      pkgs="python3 python3-pip iproute curl util-linux bubblewrap gcc pkgconf-pkg-config python3-devel libvirt-devel"
       [ "$RUNTIMES" -eq 1 ] && pkgs="$pkgs moby-engine iptables libvirt-daemon-driver-qemu \
         libvirt-client qemu-kvm qemu-img"
       missing=$(for p in $pkgs; do rpm -q "$p" >/dev/null 2>&1 || echo "$p"; done)
@@ -131,7 +132,17 @@ if [ "$SKIP_SYSTEM" -eq 0 ]; then
   esac
 fi
 
-# -- 2. the virtualenv and the package ----------------------------------------------
+# -- 2. the sandbox's account --------------------------------------------------------
+# A node running as root runs sandboxed environments as this unprivileged account
+# (AIENV_SANDBOX_USER), never as root; a node running as another user needs none.
+SANDBOX_USER=${AIENV_SANDBOX_USER:-aienv-sandbox}
+if [ "$ROOT" -eq 1 ] && ! id "$SANDBOX_USER" >/dev/null 2>&1; then
+  say "creating the account $SANDBOX_USER that sandboxed environments run as"
+  useradd --system --user-group --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin "$SANDBOX_USER"
+fi
+
+# -- 3. the virtualenv and the package ----------------------------------------------
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || die "aienv needs Python >= 3.11; $("$PYTHON" --version 2>&1) found (set PYTHON=...)"
@@ -158,7 +169,7 @@ else
   say "$version installed: $VENV/bin/aienv"
 fi
 
-# -- 3. the service --------------------------------------------------------------
+# -- 4. the service --------------------------------------------------------------
 # Never in CI: a node would announce itself on the machine's real interfaces.
 case "${CI:-}" in true|TRUE|True|1|yes) IN_CI=1 ;; *) IN_CI=0 ;; esac
 if [ "$SKIP_SERVICE" -eq 0 ] && [ "$RUN" -eq 0 ]; then

@@ -70,6 +70,24 @@ class NodeSettings(BaseSettings):
     )
     vm_accel: Literal["auto", "kvm", "tcg"] = "auto"
     cgroups: bool = Field(default=True, description="limit process environments with cgroups")
+    sandbox: bool = Field(
+        default=True,
+        description="run process environments in a bubblewrap sandbox (docs/security.md); "
+        "off, they run as the node's user and see what it sees",
+    )
+    sandbox_user: str = Field(
+        default="aienv-sandbox",
+        description="the account sandboxed environments run as when the node runs as root "
+        "(install.sh creates it)",
+    )
+    allow_unsandboxed: bool = Field(
+        default=False,
+        description="let a workspace that asks for it (isolation.sandbox: false) run outside "
+        "the sandbox",
+    )
+    pids_limit: int = Field(
+        default=4096, ge=16, description="most processes one environment may have at once"
+    )
     # this machine
     sample_interval: float = Field(
         default=10.0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pwd
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,7 +23,7 @@ from aienv.api import (
     ui,
     workspaces,
 )
-from aienv.api.common import MAX_BODY, reply
+from aienv.api.common import MAX_BODY, SANDBOX_UIDS, reply
 from aienv.api.keys import Parts, install
 from aienv.errors import AienvError
 
@@ -80,6 +81,7 @@ def create_app(parts: Parts) -> web.Application:
     )
     install(app, parts)
     app[access.ACCESS] = access.Access(parts.state)
+    app[SANDBOX_UIDS] = sandbox_uids(parts.about.settings.sandbox_user)
     add_routes(app)
     return app
 
@@ -104,3 +106,11 @@ def routes_only() -> web.Application:
     app = web.Application()
     add_routes(app)
     return app
+
+
+def sandbox_uids(user: str) -> frozenset[int]:
+    """The uid of the sandbox's account, when it exists (a node running as root uses it)."""
+    try:
+        return frozenset({pwd.getpwnam(user).pw_uid})
+    except KeyError:
+        return frozenset()

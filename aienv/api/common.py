@@ -10,8 +10,11 @@ from pydantic import BaseModel, ValidationError
 
 from aienv.errors import Forbidden, InvalidInput
 from aienv.security.allow import is_loopback
+from aienv.security.owner import socket_owner
 
 ROLE = "aienv_role"  # the request's role, set by the access middleware: "admin" or "peer"
+#: the uids of the accounts sandboxed environments run as: never admin from loopback
+SANDBOX_UIDS = web.AppKey("sandbox_uids", frozenset)
 MAX_BODY = 64 * 1024
 
 M = TypeVar("M", bound=BaseModel)
@@ -45,7 +48,21 @@ def admin_refusal(request: web.Request) -> str | None:
     host = request.headers.get("Host", "")
     if not is_loopback(request.url.host):
         return f"admin requests must address the node as localhost, not {host!r}"
+    if _from_a_sandbox(request):
+        return "a sandboxed environment shares this machine's network but is not its admin"
     return origin_refusal(request)
+
+
+def _from_a_sandbox(request: web.Request) -> bool:
+    """The loopback connection belongs to a sandboxed environment's account."""
+    uids = request.app.get(SANDBOX_UIDS)
+    if not uids or request.transport is None:
+        return False
+    peer = request.transport.get_extra_info("peername")
+    here = request.transport.get_extra_info("sockname")
+    if not peer or not here:
+        return False
+    return socket_owner((peer[0], peer[1]), (here[0], here[1])) in uids
 
 
 def is_admin(request: web.Request) -> bool:

@@ -155,6 +155,9 @@ def plan_text(plan: dict[str, Any]) -> str:
         lines.append("  ports: " + ", ".join(f"{n} -> {p}" for n, p in plan["ports"].items()))
     lines += [f"  ! {s}" for s in plan["shortfalls"]]
     lines += [f"  - {n}" for n in plan["notes"]]
+    if plan.get("allowed"):
+        lines.append("  what it may do:")
+        lines += [f"    {a}" for a in plan["allowed"]]
     return "\n".join(lines)
 
 

@@ -13,6 +13,25 @@ if TYPE_CHECKING:
     from aienv.config import NodeSettings
 
 
+TlsOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--tls/--no-tls",
+        help="Peers reach the node over TLS, pinned by the fingerprint in its signed "
+        "announcement (the default; env AIENV_TLS). --no-tls: plain HTTP only, unsafe.",
+    ),
+]
+SandboxOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--sandbox/--no-sandbox",
+        help="Launch environments sandboxed (the default; env AIENV_SANDBOX): process "
+        "environments in bubblewrap as an unprivileged account, containers hardened. "
+        "--no-sandbox: they run as the node's user, with what it may do.",
+    ),
+]
+
+
 def serve(
     home: Annotated[
         Path | None, typer.Option(help="Home folder (default: platform data dir; env AIENV_HOME).")
@@ -35,14 +54,8 @@ def serve(
     no_dnssd: Annotated[
         bool, typer.Option("--no-dnssd", help="Do not use DNS-SD (zeroconf).")
     ] = False,
-    tls: Annotated[
-        bool | None,
-        typer.Option(
-            "--tls/--no-tls",
-            help="Peers reach the node over TLS, pinned by the fingerprint in its signed "
-            "announcement (the default; env AIENV_TLS). --no-tls: plain HTTP only, unsafe.",
-        ),
-    ] = None,
+    tls: TlsOption = None,
+    sandbox: SandboxOption = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the node: discovery, the HTTP API and the environments it launches."""
@@ -62,11 +75,10 @@ def serve(
         "discovery_port": discovery_port,
         "interfaces": interface or None,
         "announce_interval": announce_interval,
+        "dnssd": False if no_dnssd else None,
+        "tls": tls,
+        "sandbox": sandbox,
     }
-    if no_dnssd:
-        overrides["dnssd"] = False
-    if tls is not None:
-        overrides["tls"] = tls
     run_node(_settings(overrides))
 
 

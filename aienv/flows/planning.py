@@ -77,14 +77,19 @@ class Planner:
         ports = await asyncio.to_thread(
             portalloc.allocate, [(e.name, e.port) for e in env.endpoints], self._taken_ports()
         )
-        return make_plan(
-            env,
-            cap,
-            ports=ports,
-            defaults=runtime.defaults,
-            wants_accel=runtime.wants_accel,
-            force=force,
-        )
+        try:
+            plan = make_plan(
+                env,
+                cap,
+                ports=ports,
+                defaults=runtime.defaults,
+                wants_accel=runtime.wants_accel,
+                force=force,
+            )
+        except DoesNotFit as exc:
+            exc.plan = exc.plan.model_copy(update={"allowed": runtime.confinement(env, exc.plan)})
+            raise
+        return plan.model_copy(update={"allowed": runtime.confinement(env, plan)})
 
     async def preview(self, env: Environment) -> dict[str, Any]:
         """How ``env`` (of a workspace not installed here, e.g. a peer's) would fit this

@@ -102,6 +102,11 @@ class Runtime(ABC):
         """Forget a stopped environment for good: delete what ``launch`` created
         outside ``state_dir`` (containers, VM definitions). The default does nothing."""
 
+    def confinement(self, env: Environment, plan: Plan) -> list[str]:
+        """What a launch of ``env`` will be allowed to do, in lines a person reads before
+        it runs (``aienv plan``, the launch, the web UI). Must not block."""
+        return []
+
     async def prepare_share(self, env: Environment, root: Path) -> list[str]:
         """Before ``root`` is packed for sharing, bring in what ``env`` needs from this
         machine (a local container image); return the workspace paths it wrote."""

@@ -46,6 +46,7 @@ from aienv.errors import AienvError, NotFound, RuntimeFailure
 from aienv.runtime.base import Handle, LaunchSpec, Runtime
 from aienv.runtime.container_logs import LogCopiers
 from aienv.runtime.container_options import (
+    DROPPED_CAPABILITIES,
     block_of,
     clear_stale,
     container_name,
@@ -53,9 +54,11 @@ from aienv.runtime.container_options import (
     is_running,
     remove_container,
 )
+from aienv.runtime.sandbox import Sandbox
 
 if TYPE_CHECKING:
     from aienv.config import NodeSettings
+    from aienv.system.plan import Plan
     from aienv.workspace.manifest import ContainerSpec, Environment
 
 log = logging.getLogger(__name__)
@@ -67,11 +70,15 @@ class ContainerRuntime(Runtime):
     def __init__(self) -> None:
         self._engine = Engine(None)
         self._logs = LogCopiers(self._engine)
+        self._consent = Sandbox()  # whether an unhardened container is allowed
+        self._pids: int | None = None
 
     def configure(self, settings: NodeSettings) -> None:
         self._engine.close()
         self._engine = Engine(settings.docker_host)
         self._logs = LogCopiers(self._engine)
+        self._consent.configure(settings)
+        self._pids = settings.pids_limit
 
     async def available(self) -> tuple[bool, str]:
         return await self._engine.call_ping()
@@ -84,6 +91,26 @@ class ContainerRuntime(Runtime):
         needs it and lacks it fails with a message that says so.
         """
         await asyncio.to_thread(_check_files, env, root)
+        self._consent.applies(env.isolation)  # raises when it asks for what is not allowed
+
+    def confinement(self, env: Environment, plan: Plan) -> list[str]:
+        block = block_of(env)
+        isolation = env.isolation
+        if self._consent.applies(isolation):
+            dropped = ", ".join(DROPPED_CAPABILITIES)
+            first = (f"a Docker container with no new privileges, without the capabilities "
+                     f"{dropped}, at most {self._pids} processes")  # fmt: skip
+        else:
+            first = "a Docker container with Docker's default privileges (not hardened)"
+        mounts = ", ".join(f"{m.source} at {m.target}" + (" (read-only)" if m.read_only else "")
+                           for m in block.mounts)  # fmt: skip
+        network = "no network"
+        if isolation.network == "host":
+            network = "the network through its published ports"
+        devices = ", ".join(isolation.devices) or "none of the host's"
+        seen = f" and, of the workspace, {mounts}" if mounts else ""
+        return [first, f"sees its image{seen}; nothing else of the host",
+                f"{network}; devices: {devices}"]  # fmt: skip
 
     async def _image(self, block: ContainerSpec, root: Path) -> str:
         image = block.image
@@ -119,7 +146,8 @@ class ContainerRuntime(Runtime):
         await self._engine.call(
             f"remove the old container {name}", lambda c: clear_stale(c, name, spec)
         )
-        options = create_options(spec, image, name)
+        hardened = self._consent.applies(spec.environment.isolation)
+        options = create_options(spec, image, name, hardened=hardened, pids=self._pids)
         container = await self._engine.call(
             f"create container {name}", lambda c: c.containers.create(**options)
         )

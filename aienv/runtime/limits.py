@@ -1,10 +1,11 @@
-"""CPU and memory limits for a process environment.
+"""CPU, memory and process-count limits for a process environment.
 
-cgroups where the node may create them (v2 unified, or the v1 ``cpu`` and
-``memory`` hierarchies), one group per environment under ``aienv/``; the child
+cgroups where the node may create them (v2 unified, or the v1 ``cpu``, ``memory``
+and ``pids`` hierarchies), one group per environment under ``aienv/``; the child
 moves itself into its groups before it runs the command, so nothing it starts
-escapes them. Elsewhere the fallback is an address-space rlimit and CPU affinity
-(coarser: RLIMIT_AS counts virtual memory, affinity whole cores).
+escapes them. Elsewhere the fallback is an address-space rlimit, CPU affinity and
+a per-user process rlimit (coarser: RLIMIT_AS counts virtual memory, affinity whole
+cores, RLIMIT_NPROC every process of the account).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ class Limits:
     cpus: float | None
     memory: int | None
     groups: list[str] = field(default_factory=list)
+    pids: int | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "cpus": self.cpus, "memory": self.memory, "groups": self.groups}
+        return {"kind": self.kind, "cpus": self.cpus, "memory": self.memory,
+                "pids": self.pids, "groups": self.groups}  # fmt: skip
 
 
 def cgroup_version() -> int | None:
@@ -52,12 +55,14 @@ def _write(path: Path, value: str) -> None:
 
 
 def _enable_v2(parent: Path) -> None:
-    wanted = {"cpu", "memory"} & set((parent / "cgroup.controllers").read_text().split())
+    wanted = {"cpu", "memory", "pids"} & set((parent / "cgroup.controllers").read_text().split())
     with contextlib.suppress(OSError):
         _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted)))
 
 
-def make_groups(name: str, cpus: float | None, memory: int | None, version: int) -> Limits:
+def make_groups(
+    name: str, cpus: float | None, memory: int | None, version: int, pids: int | None = None
+) -> Limits:
     """Create the environment's groups and set their limits (raises OSError)."""
     if version == 2:
         top = CGROUP_ROOT / "aienv"
@@ -72,30 +77,39 @@ def make_groups(name: str, cpus: float | None, memory: int | None, version: int)
                 _write(group / "memory.swap.max", "0")
         quota = "max" if cpus is None else str(math.ceil(cpus * CFS_PERIOD))
         _write(group / "cpu.max", f"{quota} {CFS_PERIOD}")
-        return Limits("cgroup2", cpus, memory, [str(group)])
+        if pids is not None:
+            _write(group / "pids.max", str(pids))
+        return Limits("cgroup2", cpus, memory, [str(group)], pids)
     mem_group = CGROUP_ROOT / "memory" / "aienv" / name
     cpu_group = CGROUP_ROOT / "cpu" / "aienv" / name
     mem_group.mkdir(parents=True, exist_ok=True)
     cpu_group.mkdir(parents=True, exist_ok=True)
+    groups = [str(mem_group), str(cpu_group)]
+    if pids is not None and (CGROUP_ROOT / "pids").is_dir():
+        pid_group = CGROUP_ROOT / "pids" / "aienv" / name
+        pid_group.mkdir(parents=True, exist_ok=True)
+        _write(pid_group / "pids.max", str(pids))
+        groups.append(str(pid_group))
     _write(mem_group / "memory.limit_in_bytes", str(memory if memory is not None else -1))
     _write(cpu_group / "cpu.cfs_period_us", str(CFS_PERIOD))
     _write(
         cpu_group / "cpu.cfs_quota_us", str(-1 if cpus is None else math.ceil(cpus * CFS_PERIOD))
     )
-    return Limits("cgroup1", cpus, memory, [str(mem_group), str(cpu_group)])
+    return Limits("cgroup1", cpus, memory, groups, pids)
 
 
 def prepare(
-    name: str, cpus: float | None, memory: int | None, *, use_cgroups: bool
-) -> tuple[Limits, Callable[[], None]]:
+    name: str, cpus: float | None, memory: int | None, *, use_cgroups: bool,
+    pids: int | None = None,
+) -> tuple[Limits, Callable[[], None]]:  # fmt: skip
     """Set up limits for an environment; return them and a function the child runs
     (``preexec_fn``) to put itself under them."""
-    if cpus is None and memory is None:
+    if cpus is None and memory is None and pids is None:
         return Limits("none", None, None), lambda: None
     version = cgroup_version() if use_cgroups else None
     if version is not None:
         try:
-            limits = make_groups(name, cpus, memory, version)
+            limits = make_groups(name, cpus, memory, version, pids)
         except OSError:
             remove_groups(name)
         else:
@@ -113,9 +127,11 @@ def prepare(
     def restrict() -> None:
         if memory is not None:
             resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        if pids is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (pids, pids))
         os.sched_setaffinity(0, cores)
 
-    return Limits("rlimit", cpus, memory), restrict
+    return Limits("rlimit", cpus, memory, pids=pids), restrict
 
 
 def remove_groups(name: str) -> None:
@@ -124,6 +140,7 @@ def remove_groups(name: str) -> None:
         CGROUP_ROOT / "aienv" / name,
         CGROUP_ROOT / "memory" / "aienv" / name,
         CGROUP_ROOT / "cpu" / "aienv" / name,
+        CGROUP_ROOT / "pids" / "aienv" / name,
     ):
         if not group.is_dir():
             continue

@@ -5,8 +5,10 @@ command is replaced by the endpoint's local port; the same ports are passed as
 ``AIENV_PORT_<NAME>`` variables. ``{env.NAME}`` is replaced by the variable
 ``NAME`` of the process's environment (a capture writes it where a secret was);
 a variable that is not set stops the launch, naming it. The plan's CPU and
-memory are enforced with cgroups where possible, else rlimits and affinity (see
-``limits``).
+memory, and a cap on processes, are enforced with cgroups where possible, else
+rlimits and affinity (see ``limits``). The command runs in a bubblewrap sandbox
+unless the node or (with the node's consent) the workspace turns it off (see
+``sandbox``).
 
 The command starts behind a gate: ``sh`` waits for a line on a pipe from the
 node, which comes once the node has recorded the process (``spec.record``), and
@@ -32,10 +34,12 @@ import psutil
 from aienv.errors import RuntimeFailure
 from aienv.runtime import limits
 from aienv.runtime.base import Handle, LaunchSpec, Runtime
+from aienv.runtime.sandbox import Sandbox
 from aienv.workspace.manifest import Environment
 
 if TYPE_CHECKING:
     from aienv.config import NodeSettings
+    from aienv.system.plan import Plan
 
 POLL = 0.5
 SHELL = "/bin/sh"
@@ -104,15 +108,24 @@ class ProcessRuntime(Runtime):
     def __init__(self) -> None:
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._use_cgroups = True
+        self._pids: int | None = None
+        self.sandbox = Sandbox()
 
     def configure(self, settings: NodeSettings) -> None:
         self._use_cgroups = settings.cgroups
+        self._pids = settings.pids_limit
+        self.sandbox.configure(settings)
 
     async def check(self, env: Environment, root: Path) -> None:
         if env.process is not None and not (root / env.process.workdir).is_dir():
             raise RuntimeFailure(
                 f"working folder {env.process.workdir!r} does not exist in the workspace"
             )
+        if self.sandbox.applies(env.isolation):
+            self.sandbox.check()
+
+    def confinement(self, env: Environment, plan: Plan) -> list[str]:
+        return self.sandbox.describe(env.isolation, memory=plan.memory)
 
     async def launch(self, spec: LaunchSpec) -> Handle:
         block = spec.environment.process
@@ -130,10 +143,14 @@ class ProcessRuntime(Runtime):
         """Run ``command`` under the plan's limits; the handle this runtime understands.
         Plugins that prepare something first (a virtualenv) call this to run it."""
         check_program(command[0], cwd, env)
+        shown, sandboxed = command, self.sandbox.applies(spec.environment.isolation)
+        if sandboxed:
+            command, env = await self._sandboxed(spec, command, cwd, env)
         group = limits.group_name(spec.node_id, spec.env_id)
         applied, enter = await asyncio.to_thread(
-            limits.prepare, group, spec.plan.cpus, spec.plan.memory, use_cgroups=self._use_cgroups
-        )
+            limits.prepare, group, spec.plan.cpus, spec.plan.memory,
+            use_cgroups=self._use_cgroups, pids=self._pids,
+        )  # fmt: skip
         gate, opener = os.pipe()  # not inherited: the child gets ``gate`` as its stdin only
         try:
             proc = await self._start(spec, command, cwd, env, gate, enter)
@@ -151,9 +168,10 @@ class ProcessRuntime(Runtime):
             "pid": proc.pid,
             "pgid": proc.pid,
             "started": _started(proc.pid),
-            "command": command,
+            "command": shown,
             "limits": applied.as_dict(),
             "group": group,
+            "sandboxed": sandboxed,
         }
         try:
             if spec.record is not None:
@@ -167,6 +185,27 @@ class ProcessRuntime(Runtime):
         finally:
             os.close(opener)  # without the line first: end of file at the gate, nothing runs
         return handle
+
+    async def _sandboxed(
+        self, spec: LaunchSpec, command: list[str], cwd: Path, env: dict[str, str]
+    ) -> tuple[list[str], dict[str, str]]:
+        """The command wrapped in the sandbox, and the variables it gets; its folders
+        handed to the sandbox's account first."""
+        self.sandbox.check()
+        account = self.sandbox.account()
+        home = spec.state_dir / "home"
+        writable = [spec.root, spec.state_dir]
+
+        def prepare() -> None:
+            home.mkdir(parents=True, exist_ok=True)
+            self.sandbox.hand_over(account, writable)
+
+        await asyncio.to_thread(prepare)
+        wrapped = self.sandbox.wrap(
+            command, cwd=cwd, writable=writable, isolation=spec.environment.isolation,
+            memory=spec.plan.memory, account=account,
+        )  # fmt: skip
+        return wrapped, self.sandbox.environ(env, home)
 
     @staticmethod
     async def _start(
@@ -192,7 +231,8 @@ class ProcessRuntime(Runtime):
             )
 
     def details(self, handle: Handle) -> dict[str, Any]:
-        return {"pid": handle["pid"], "limits": handle.get("limits", {}).get("kind", "none")}
+        return {"pid": handle["pid"], "limits": handle.get("limits", {}).get("kind", "none"),
+                "sandboxed": bool(handle.get("sandboxed"))}  # fmt: skip
 
     async def wait(self, handle: Handle) -> int | None:
         proc = self._procs.get(handle["pid"])

@@ -148,6 +148,15 @@ class VmRuntime(Runtime):
     async def check(self, env: Environment, root: Path) -> None:
         await self._run(_check_files, env, root)
 
+    def confinement(self, env: Environment, plan: Plan) -> list[str]:
+        who = "root" if os.geteuid() == 0 else "the node's user"
+        return [
+            f"a VM: qemu through libvirt ({self.uri}), {self._accel(plan).upper()}, as {who}",
+            "the guest sees its own disk (a copy-on-write overlay) and kernel, nothing of the "
+            "host's files",
+            "user-mode network: it reaches out through the host, only its endpoints reach in",
+        ]
+
     def _accel(self, plan: Plan) -> str:
         """The setting when given, else the plan's choice (``kvm_status`` already counts a
         PVM-only /dev/kvm as unusable)."""

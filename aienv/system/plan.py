@@ -61,6 +61,8 @@ class Plan(BaseModel):
     shortfalls: list[str]
     notes: list[str]
     forced: bool
+    #: what the launch may do (its sandbox), from the runtime
+    allowed: list[str] = []
 
     def describe(self) -> str:
         cpus = "all" if self.cpus is None else f"{self.cpus:g}"

@@ -157,6 +157,33 @@ class VmSpec(_Model):
         return self
 
 
+def _device_path(value: str) -> str:
+    """A host device a workspace may ask to see: a path under ``/dev``, no ``..``."""
+    path = PurePosixPath(value)
+    if len(path.parts) < 3 or path.parts[:2] != ("/", "dev") or ".." in path.parts:
+        raise ValueError(f"{value!r} must be a device path under /dev (e.g. /dev/dri)")
+    return str(path)
+
+
+DevicePath = Annotated[str, AfterValidator(_device_path)]
+
+
+class Isolation(_Model):
+    """What a launched environment may do beyond its sandbox's defaults (docs/security.md)."""
+
+    sandbox: bool = Field(
+        default=True,
+        description="run sandboxed; false (the node's own user and view of the machine) is "
+        "refused unless the node allows it (allow_unsandboxed)",
+    )
+    network: Literal["host", "none"] = Field(
+        default="host", description="'none': no network at all (its endpoints unreachable)"
+    )
+    devices: list[DevicePath] = Field(
+        default_factory=list, max_length=32, description="host devices shown to it"
+    )
+
+
 BUILTIN_BLOCKS = {"process": "process", "container": "container", "vm": "vm"}
 
 
@@ -174,6 +201,7 @@ class Environment(_Model):
     options: dict[str, Any] = Field(
         default_factory=dict, description="a plugin runtime's own settings, checked by it"
     )
+    isolation: Isolation = Field(default_factory=Isolation)
 
     @model_validator(mode="after")
     def _runtime_block(self) -> Environment:

@@ -341,3 +341,40 @@ def test_env_references_in_the_command_come_from_the_container_env(tmp_path: Pat
     unfilled = env.model_copy(update={"container": block.model_copy(update={"command": command})})
     with pytest.raises(RuntimeFailure, match="variable API_KEY"):
         create_options(dataclasses.replace(spec, environment=unfilled), IMAGE, "aienv-web.www")
+
+
+async def test_a_container_runs_hardened_without_new_privileges_or_spare_capabilities(
+    engine: str, client: Any, image: str, tmp_path: Path
+) -> None:
+    """A hostile container: no privilege gain, no raw sockets or device nodes, its process
+    count capped, the workspace's read-only mount kept read-only."""
+    rt = ContainerRuntime()
+    rt.configure(NodeSettings(home=tmp_path / "home", docker_host=engine, pids_limit=32))
+    script = (
+        "grep -E '^(NoNewPrivs|CapBnd)' /proc/self/status; "
+        "if mknod /tmp/mem c 1 1 2>/dev/null; then echo mknod=made; else echo mknod=refused; fi; "
+        "if echo x > /data/planted 2>/dev/null; then echo data=written; "
+        "else echo data=refused; fi; "
+        # a fork bomb in a subshell: the shell that cannot fork any more ends, not this one
+        "(i=0; while [ $i -lt 100 ]; do sleep 30 & i=$((i+1)); done) 2>/dev/null; "
+        "set -- /proc/[0-9]*; echo processes=$#; exit 0"  # a glob: no fork needed
+    )
+    root = write_workspace(tmp_path / "ws", command=["/bin/sh", "-c", script])
+    spec = make_spec(root, tmp_path)
+    try:
+        handle = await rt.launch(spec)
+        code = await asyncio.wait_for(rt.wait(handle), 30)
+    finally:
+        await rt.close()
+    log = spec.log_path.read_text()
+    assert code == 0, log
+    status = dict(line.split(":\t") for line in log.splitlines() if ":\t" in line)
+    assert status["NoNewPrivs"] == "1", log
+    bounding = int(status["CapBnd"], 16)
+    for bit, name in ((13, "NET_RAW"), (27, "MKNOD"), (18, "SYS_CHROOT"), (31, "SETFCAP")):
+        assert not bounding & (1 << bit), f"{name} is still in the bounding set:\n{log}"
+    assert bounding & (1 << 0), log  # CHOWN stays: an entrypoint may need it
+    assert "mknod=refused" in log and "data=refused" in log, log
+    processes = int(log.split("processes=")[1].split()[0])
+    assert processes <= 32, log
+    assert not (root / "data" / "planted").exists()

@@ -143,6 +143,8 @@ def test_share_appears_then_clone_launch_open_and_stop(
     page.get_by_role("button", name="Launch hello", exact=True).click()
     link = page.get_by_role("link", name="Open http of hello.web", exact=True)
     expect(link).to_be_visible(timeout=30_000)
+    # what the launch may do, said where it runs
+    expect(section(page, "Environments")).to_contain_text("sandboxed (bubblewrap), runs as")
     page.screenshot(path=shots / "environments.png", full_page=True)
     href = link.get_attribute("href")
     assert href and href.startswith("http://127.0.0.1:")

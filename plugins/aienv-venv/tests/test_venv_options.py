@@ -12,7 +12,7 @@ from aienv.errors import RuntimeFailure
 from aienv.workspace.manifest import Environment
 
 from aienv_venv import InvalidOptions, VenvOptions, VenvRuntime
-from aienv_venv.options import resolve_pip_args
+from aienv_venv.options import base_python, resolve_pip_args
 from aienv_venv.runtime import venv_command, venv_environ
 from venv_harness import venv_environment
 
@@ -30,7 +30,8 @@ def test_a_valid_environment_passes_and_defaults_fill_in(workspace: Path) -> Non
         {},
         [],
     )
-    assert options.python == sys.executable
+    assert options.python == base_python()  # the interpreter under any venv
+    assert not Path(options.python).is_relative_to(sys.prefix) or sys.prefix == sys.base_prefix
     assert VenvRuntime.options_model is VenvOptions
 
 

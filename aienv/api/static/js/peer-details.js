@@ -41,7 +41,8 @@ function environment(env, plan) {
       env.runs ? [h('dt', {}, 'Runs'), h('dd', {}, h('code', { class: 'runs' }, env.runs))] : null,
       plan?.plan ? [h('dt', {}, 'Would get here'), h('dd', {}, planText(plan.plan))] : null),
     bullets('Short of', plan?.shortfalls, 'shortfalls'),
-    bullets('Notes', plan?.notes, 'notes'));
+    bullets('Notes', plan?.notes, 'notes'),
+    bullets('What it may do here', plan?.plan?.allowed, 'allowed'));
 }
 
 export function detailsPanel(id, state) {

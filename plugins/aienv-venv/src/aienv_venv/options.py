@@ -6,6 +6,7 @@ Validated with pydantic (unknown keys refused); a bad value becomes
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path, PurePosixPath
@@ -28,6 +29,12 @@ class InvalidOptions(RuntimeFailure):
     status = 422
 
 
+def base_python() -> str:
+    """The real interpreter under the node's (its virtualenv's links resolved)."""
+    base = getattr(sys, "_base_executable", "") or sys.executable
+    return os.path.realpath(base)
+
+
 class VenvOptions(BaseModel):
     """``options:`` of an environment with ``runtime: venv``."""
 
@@ -43,9 +50,11 @@ class VenvOptions(BaseModel):
     workdir: RelPath = "."
     env: dict[str, str] = Field(default_factory=dict)
     python: str = Field(
-        default_factory=lambda: sys.executable,
+        default_factory=base_python,
         min_length=1,
-        description="the interpreter the virtualenv is created with",
+        description="the interpreter the virtualenv is created with (default: the one the "
+        "node's own runs on, outside any virtualenv, so a sandbox that sees only the "
+        "system finds it)",
     )
     pip_args: list[str] = Field(
         default_factory=list, description="extra arguments to `pip install`"

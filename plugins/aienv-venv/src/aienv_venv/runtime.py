@@ -33,6 +33,7 @@ from aienv_venv.options import (
 
 if TYPE_CHECKING:
     from aienv.config import NodeSettings
+    from aienv.system.plan import Plan
 
 VENV_DIR = "venv"  # inside the environment's state folder
 
@@ -54,6 +55,11 @@ class VenvRuntime(Runtime):
 
     async def check(self, env: Environment, root: Path) -> None:
         await asyncio.to_thread(check_workspace, env.name, parse_options(env), root)
+        if self._process.sandbox.applies(env.isolation):
+            self._process.sandbox.check()
+
+    def confinement(self, env: Environment, plan: Plan) -> list[str]:
+        return self._process.confinement(env, plan)
 
     async def launch(self, spec: LaunchSpec) -> Handle:
         options = parse_options(spec.environment)
