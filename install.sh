@@ -142,6 +142,21 @@ if [ "$ROOT" -eq 1 ] && ! id "$SANDBOX_USER" >/dev/null 2>&1; then
     --shell /usr/sbin/nologin "$SANDBOX_USER"
 fi
 
+# The node's admin on this machine: its own user, root and the group aienv
+# (AIENV_ADMIN_GROUP); other users of the machine are peers. The user who ran
+# install.sh through sudo joins the group (it takes effect at their next login).
+ADMIN_GROUP=${AIENV_ADMIN_GROUP:-aienv}
+if [ "$ROOT" -eq 1 ]; then
+  if ! getent group "$ADMIN_GROUP" >/dev/null; then
+    say "creating the group $ADMIN_GROUP, whose members administer the node from this machine"
+    groupadd --system "$ADMIN_GROUP"
+  fi
+  if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] && ! id -nG "$SUDO_USER" | grep -qw "$ADMIN_GROUP"; then
+    usermod -aG "$ADMIN_GROUP" "$SUDO_USER"
+    say "added $SUDO_USER to the group $ADMIN_GROUP (log in again for it to count)"
+  fi
+fi
+
 # -- 3. the virtualenv and the package ----------------------------------------------
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \

@@ -104,6 +104,11 @@ class NodeSettings(BaseSettings):
         "the node's own browser and CLI); AIENV_TLS=0 turns it off: a peer's identity is then "
         "not bound to the connection, and passwords travel in clear",
     )
+    admin_group: str = Field(
+        default="aienv",
+        description="members of this group (besides the node's own user and root) are the "
+        "node's admin from this machine; other local users are peers",
+    )
     allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="networks that may talk to the node (comma-separated, e.g. 10.0.0.0/8); "

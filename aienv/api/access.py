@@ -2,9 +2,10 @@
 
 Every request gets a role before any handler runs:
 
-- **admin** (changes the node): a request from the node's own machine (see
-  ``common.admin_refusal``), or one carrying the credentials of an admin user
-  (``aienv auth admin add``), from any allowed address;
+- **admin** (changes the node): a request over loopback from the node's own
+  user, root or the group ``admin_group`` (see ``common.admin_refusal``), or one
+  carrying the credentials of an admin user (``aienv auth admin add``), from any
+  allowed address;
 - **peer** (reads what the node shares): anyone else the allow-list admits. With
   a node password set (``aienv auth peer-password set``) a peer must send it,
   under any user name; the signed announcement stays public. A workspace with
@@ -35,7 +36,14 @@ from typing import Literal
 
 from aiohttp import web
 
-from aienv.api.common import ROLE, admin_refusal, origin_refusal, require_admin
+from aienv.api.common import (
+    ROLE,
+    admin_refusal,
+    is_local,
+    loopback_owner,
+    origin_refusal,
+    require_admin,
+)
 from aienv.api.keys import ALLOW
 from aienv.errors import AienvError, Forbidden
 from aienv.security import ADMIN, NODE_PASSWORD, PEERS, WORKSPACE_PASSWORD
@@ -191,13 +199,15 @@ class Access:
     async def role(self, request: web.Request) -> Role:
         """The caller's role; raises Unauthorized / LockedOut / Forbidden."""
         address = request.remote or ""
+        local = admin_refusal(request) is None  # the node's own machine, its admin
+        if is_local(request) and not local:  # another user of this machine: its own count
+            address = f"{address} uid {loopback_owner(request)}"
         wait = self.lockout.retry_after(address)
         if wait:
             raise LockedOut(
                 f"too many failed logins from {address}: try again in {round(wait)} s", wait
             )
         creds = parse_basic(request.headers.get("Authorization"))
-        local = admin_refusal(request) is None  # the node's own machine
         # the password a peer needs here: the workspace's own, else the node's
         workspace = self._scope(request)
         needed: str | None

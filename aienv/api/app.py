@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import pwd
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,9 +23,10 @@ from aienv.api import (
     ui,
     workspaces,
 )
-from aienv.api.common import MAX_BODY, SANDBOX_UIDS, reply
+from aienv.api.common import LOCAL_ADMINS, MAX_BODY, reply
 from aienv.api.keys import Parts, install
 from aienv.errors import AienvError
+from aienv.security.owner import LocalAdmins
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ def create_app(parts: Parts) -> web.Application:
     )
     install(app, parts)
     app[access.ACCESS] = access.Access(parts.state)
-    app[SANDBOX_UIDS] = sandbox_uids(parts.about.settings.sandbox_user)
+    settings = parts.about.settings
+    app[LOCAL_ADMINS] = LocalAdmins(os.geteuid(), settings.admin_group, settings.sandbox_user)
     add_routes(app)
     return app
 
@@ -106,11 +108,3 @@ def routes_only() -> web.Application:
     app = web.Application()
     add_routes(app)
     return app
-
-
-def sandbox_uids(user: str) -> frozenset[int]:
-    """The uid of the sandbox's account, when it exists (a node running as root uses it)."""
-    try:
-        return frozenset({pwd.getpwnam(user).pw_uid})
-    except KeyError:
-        return frozenset()

@@ -7,7 +7,7 @@ import re
 
 from aiohttp import web
 
-from aienv.api.common import is_local, reply
+from aienv.api.common import is_admin, reply
 from aienv.api.keys import ABOUT, HOLDINGS, UPLOADS
 from aienv.api.openapi import doc
 from aienv.errors import InvalidInput, NotFound
@@ -34,7 +34,7 @@ async def list_archives(request: web.Request) -> web.Response:
     data: dict[str, object] = {
         "archives": [a.model_dump(mode="json") for a in holdings.announced()]
     }
-    if is_local(request):
+    if is_admin(request):
         data["cache"] = await asyncio.to_thread(holdings.usage)
     return reply(data)
 
@@ -44,7 +44,7 @@ async def serve(
 ) -> web.StreamResponse:
     """Send an archive: to a peer within an upload slot, to this machine (an export) freely."""
     with request.app[HOLDINGS].using(holding.digest):
-        if is_local(request):
+        if is_admin(request):  # an export: no upload slot
             return await send_archive(request, holding, None, filename)
         with request.app[UPLOADS].acquire(request.remote or "?", holding) as transfer:
             timeout = request.app[ABOUT].settings.send_timeout

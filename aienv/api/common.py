@@ -10,11 +10,11 @@ from pydantic import BaseModel, ValidationError
 
 from aienv.errors import Forbidden, InvalidInput
 from aienv.security.allow import is_loopback
-from aienv.security.owner import socket_owner
+from aienv.security.owner import LocalAdmins, socket_owner
 
 ROLE = "aienv_role"  # the request's role, set by the access middleware: "admin" or "peer"
-#: the uids of the accounts sandboxed environments run as: never admin from loopback
-SANDBOX_UIDS = web.AppKey("sandbox_uids", frozenset)
+#: who, among the users of this machine, is the node's admin over loopback
+LOCAL_ADMINS = web.AppKey("local_admins", LocalAdmins)
 MAX_BODY = 64 * 1024
 
 M = TypeVar("M", bound=BaseModel)
@@ -34,10 +34,12 @@ def origin_refusal(request: web.Request) -> str | None:
 
 
 def admin_refusal(request: web.Request) -> str | None:
-    """Why this request is not from the node's own machine, or None when it is.
+    """Why this request is not the local admin's, or None when it is.
 
-    A loopback source alone is not enough: a page in a local browser could post
-    to 127.0.0.1 (or reach it by DNS rebinding). So the Host header must name
+    A loopback source alone is not enough: another user of the machine or a
+    sandboxed environment reaches 127.0.0.1 too, so the connection's owner must
+    be one of ``LOCAL_ADMINS``; and a page in a local browser could post to
+    127.0.0.1 (or reach it by DNS rebinding), so the Host header must name
     loopback, and a browser's Origin, when sent, must be the node's own.
     """
     if not is_local(request):
@@ -48,21 +50,29 @@ def admin_refusal(request: web.Request) -> str | None:
     host = request.headers.get("Host", "")
     if not is_loopback(request.url.host):
         return f"admin requests must address the node as localhost, not {host!r}"
-    if _from_a_sandbox(request):
-        return "a sandboxed environment shares this machine's network but is not its admin"
+    admins = request.app.get(LOCAL_ADMINS)
+    if admins is not None:
+        owner = loopback_owner(request)
+        if not admins.admits(owner):
+            who = "an unknown user" if owner is None else f"uid {owner}"
+            return (
+                f"this action changes the node: on this machine it is allowed to the node's "
+                f"own user, root and the group {admins.group!r} ({who} is none of them: "
+                f"sudo usermod -aG {admins.group} USER, then log in again), or with admin "
+                "credentials (aienv auth admin add)"
+            )
     return origin_refusal(request)
 
 
-def _from_a_sandbox(request: web.Request) -> bool:
-    """The loopback connection belongs to a sandboxed environment's account."""
-    uids = request.app.get(SANDBOX_UIDS)
-    if not uids or request.transport is None:
-        return False
+def loopback_owner(request: web.Request) -> int | None:
+    """The uid that owns the client's end of this loopback connection."""
+    if request.transport is None:
+        return None
     peer = request.transport.get_extra_info("peername")
     here = request.transport.get_extra_info("sockname")
     if not peer or not here:
-        return False
-    return socket_owner((peer[0], peer[1]), (here[0], here[1])) in uids
+        return None
+    return socket_owner((peer[0], peer[1]), (here[0], here[1]))
 
 
 def is_admin(request: web.Request) -> bool:

@@ -1,17 +1,23 @@
-"""Who owns the other end of a loopback TCP connection (the kernel's socket table).
+"""Who owns the other end of a loopback TCP connection, and whether that is the
+node's local admin.
 
 Both ends of a loopback connection live in the node's network namespace, so the
 client's socket is in ``/proc/net/tcp`` (or ``tcp6``) with its owner's uid, as
-``SO_PEERCRED`` would give for a Unix socket. The access rules use it to refuse
-the admin role to a sandboxed environment, which shares the host's network and
-so reaches the node from 127.0.0.1 like the node's own CLI.
+``SO_PEERCRED`` would give for a Unix socket. The local admin is the node's own
+user, root, and the members of the group ``admin_group`` (``aienv``; install.sh
+creates it and adds the user who ran it), never the sandbox's account: another
+user of the machine, or a sandboxed environment sharing the host's network,
+reaches 127.0.0.1 as a peer.
 """
 
 from __future__ import annotations
 
+import grp
 import ipaddress
+import pwd
 import socket
 import struct
+from dataclasses import dataclass
 
 TABLES = {socket.AF_INET: "/proc/net/tcp", socket.AF_INET6: "/proc/net/tcp6"}
 
@@ -47,3 +53,33 @@ def socket_owner(client: tuple[str, int], server: tuple[str, int]) -> int | None
     except (OSError, StopIteration, IndexError, ValueError):
         return None
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAdmins:
+    """Which owners of a loopback connection are the node's admin."""
+
+    node_uid: int
+    group: str
+    sandbox_user: str
+
+    def admits(self, uid: int | None) -> bool:
+        if uid is None or uid == _uid_of(self.sandbox_user):
+            return False
+        return uid in (0, self.node_uid) or _in_group(uid, self.group)
+
+
+def _uid_of(user: str) -> int | None:
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None
+
+
+def _in_group(uid: int, group: str) -> bool:
+    """``uid``'s primary group is ``group``, or it is listed among its members."""
+    try:
+        account, members = pwd.getpwuid(uid), grp.getgrnam(group)
+    except KeyError:
+        return False
+    return account.pw_gid == members.gr_gid or account.pw_name in members.gr_mem

@@ -161,3 +161,39 @@ def test_leaving_the_sandbox_needs_the_nodes_consent(node: Host, tmp_path: Path)
     assert "outside the sandbox" in res.stderr and "AIENV_ALLOW_UNSANDBOXED" in res.stderr
     assert "Traceback" not in res.stderr
     assert [e["state"] for e in environments(node)] in ([], ["failed"])
+
+
+ASK = """
+import json, sys, urllib.error, urllib.request
+request = urllib.request.Request("http://127.0.0.1:37778" + sys.argv[2], method=sys.argv[1])
+try:
+    with urllib.request.urlopen(request, timeout=10) as response:
+        print(json.dumps([response.status, ""]))
+except urllib.error.HTTPError as exc:
+    print(json.dumps([exc.code, json.load(exc).get("error", {}).get("message", "")]))
+"""
+
+
+def as_nobody(host: Host, method: str, path: str) -> tuple[int, str]:
+    """The node's answer to ``nobody``, another user of its machine, over its loopback."""
+    res = host.run(
+        "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+        "/usr/bin/python3", "-c", ASK, method, path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    status, message = json.loads(res.stdout)
+    return int(status), str(message)
+
+
+def test_another_user_of_the_machine_is_a_peer_unless_in_the_admin_group(node: Host) -> None:
+    assert as_nobody(node, "GET", "/api/v1/node")[0] == 200  # a peer's read
+    status, message = as_nobody(node, "GET", "/api/v1/environments")
+    assert status == 403 and "the group 'aienv'" in message and "usermod -aG aienv" in message
+    status, _ = as_nobody(node, "POST", "/api/v1/workspaces/x/share")
+    assert status == 403
+    assert node.cli("ps").returncode == 0  # root, the node's own user, is its admin
+
+    node.stop()
+    node.extra_env["AIENV_ADMIN_GROUP"] = "nogroup"  # nobody's group
+    node.start("sandbox")
+    assert as_nobody(node, "GET", "/api/v1/environments")[0] == 200
