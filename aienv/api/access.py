@@ -125,8 +125,9 @@ def parse_basic(header: str | None) -> Credentials | None:
 class Access:
     """The node's access state: the lockout and the cache of verified passwords."""
 
-    def __init__(self, state: StateStore) -> None:
+    def __init__(self, state: StateStore, *, tls: bool = False) -> None:
         self.state = state
+        self.tls = tls  # credentials from another machine must then come over TLS
         self.lockout = Lockout()
         self._pace = asyncio.Lock()  # the turn of a new password during an attack
         self._verified: OrderedDict[tuple[str, str], float] = OrderedDict()
@@ -208,6 +209,13 @@ class Access:
                 f"too many failed logins from {address}: try again in {round(wait)} s", wait
             )
         creds = parse_basic(request.headers.get("Authorization"))
+        if creds is not None and self.tls and not request.secure and not is_local(request):
+            raise Forbidden(
+                "credentials sent over plain HTTP, which anyone on the LAN can read, are "
+                "refused: this node speaks HTTPS (https://HOST:PORT/, pinned to the "
+                "certificate in its announcement); change that password if it mattered",
+                code="plain_credentials",
+            )
         # the password a peer needs here: the workspace's own, else the node's
         workspace = self._scope(request)
         needed: str | None

@@ -81,7 +81,7 @@ def create_app(parts: Parts) -> web.Application:
         middlewares=[errors_middleware, access.access_middleware], client_max_size=MAX_BODY
     )
     install(app, parts)
-    app[access.ACCESS] = access.Access(parts.state)
+    app[access.ACCESS] = access.Access(parts.state, tls=parts.about.settings.tls)
     settings = parts.about.settings
     app[LOCAL_ADMINS] = LocalAdmins(os.geteuid(), settings.admin_group, settings.sandbox_user)
     add_routes(app)

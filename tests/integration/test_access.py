@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,6 +27,15 @@ from tests.lan import AIENV, BRIDGE_IP, Host, Lan, admin_call, sh
 pytestmark = pytest.mark.integration
 
 PASSWORD = "s3cret-enough"
+# credentials from another machine go over TLS (plain HTTP ones are refused); the
+# certificate pin is test_tls.py's matter, access is this module's
+http = httpx.Client(verify=False, timeout=5)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def client_closed() -> Iterator[None]:
+    yield
+    http.close()
 
 
 def set_password(host: Host, *args: str, password: str = PASSWORD) -> None:
@@ -50,7 +60,7 @@ def status_from(host: Host, url: str, user: str = "", password: str = "", source
     code = (
         "import httpx, sys; user, pw, src = sys.argv[2:5]; "
         "t = httpx.HTTPTransport(local_address=src) if src else None; "
-        "c = httpx.Client(transport=t, timeout=5); "
+        "c = httpx.Client(transport=t, timeout=5, verify=False); "
         "r = c.get(sys.argv[1], auth=(user, pw) if user else None); print(r.status_code, r.text)"
     )
     res = host.run(sys.executable, "-c", code, url, user, password, source)
@@ -94,26 +104,27 @@ def test_allow_list_ignores_announcements_and_requests_from_others(stopped: Lan)
 
 def test_admin_user_from_another_machine_and_lockout(stopped: Lan) -> None:
     a, b, _ = stopped.hosts
-    b.start("beta")
+    b.start("beta", "--tls")
     set_password(b, "admin", "add", "ops")
     stored = sqlite3.connect(b.home / "state.sqlite3").execute("SELECT hash FROM credentials")
     assert all(PASSWORD not in row[0] for row in stored)  # hashed, never in clear
 
     url = f"{b.url}/api/v1/workspaces"
     body = {"name": "remote", "template": "hello-web"}
-    assert httpx.post(url, json=body).status_code == 403  # no credentials: a peer
-    r = httpx.post(url, json=body, auth=("ops", PASSWORD), timeout=30)
+    assert http.post(url, json=body).status_code == 403  # no credentials: a peer
+    r = http.post(url, json=body, auth=("ops", PASSWORD), timeout=30)
     assert r.status_code == 201, r.text
-    env = {"AIENV_URL": b.url, "AIENV_USER": "ops", "AIENV_PASSWORD": PASSWORD}
+    env = {"AIENV_URL": b.url, "AIENV_USER": "ops", "AIENV_PASSWORD": PASSWORD,
+           "AIENV_CERT": str(b.home / "tls" / "cert.pem")}  # fmt: skip
     res = subprocess.run(
         [AIENV, "share", "remote"], env=env, capture_output=True, text=True, check=False
     )
     assert res.returncode == 0, res.stderr  # the CLI, from elsewhere, with the login
     # a page on another site cannot ride on a browser's remembered login (CSRF)
     evil = {"Origin": "http://evil.example"}
-    r = httpx.post(f"{url}/remote/unshare", json={}, auth=("ops", PASSWORD), headers=evil)
+    r = http.post(f"{url}/remote/unshare", json={}, auth=("ops", PASSWORD), headers=evil)
     assert r.status_code == 403 and r.json()["error"]["code"] == "admin_only"
-    assert httpx.get(f"{url}/remote").status_code == 200  # still shared
+    assert http.get(f"{url}/remote").status_code == 200  # still shared
     # a password under 8 characters is refused, and the old one stays
     res = subprocess.run(
         b.nsenter(AIENV, "auth", "admin", "add", "ops", "--password-stdin"),
@@ -126,14 +137,21 @@ def test_admin_user_from_another_machine_and_lockout(stopped: Lan) -> None:
     assert res.returncode == 1 and "at least 8 characters" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
 
-    r = httpx.post(url, json=body, auth=("ops", "wrong-password"))
+    # credentials over plain HTTP from the LAN are refused, whatever they are
+    plain = url.replace("https://", "http://")
+    r = http.post(plain, json=body, auth=("ops", PASSWORD))
+    assert r.status_code == 403 and r.json()["error"]["code"] == "plain_credentials", r.text
+    assert "https://" in r.json()["error"]["message"]
+    assert http.get(plain).status_code == 200  # without credentials: a peer's read
+
+    r = http.post(url, json=body, auth=("ops", "wrong-password"))
     assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Basic")
     for _ in range(4):  # five failures in all lock the address
-        assert httpx.get(url, auth=("ops", "wrong-password")).status_code == 401
-    r = httpx.get(url, auth=("ops", "wrong-password"))
+        assert http.get(url, auth=("ops", "wrong-password")).status_code == 401
+    r = http.get(url, auth=("ops", "wrong-password"))
     assert r.status_code == 429 and 290 <= int(r.headers["Retry-After"]) <= 300  # 5 min
     assert "too many failed logins" in r.json()["error"]["message"]
-    r = httpx.get(url, auth=("ops", PASSWORD))
+    r = http.get(url, auth=("ops", PASSWORD))
     assert r.status_code == 429  # locked out, even with the right password now
     shown = b.cli("auth", "show").stdout
     assert "locked out" in shown and "10.77.0.254" in shown
@@ -148,24 +166,24 @@ def test_admin_user_from_another_machine_and_lockout(stopped: Lan) -> None:
 
 def test_node_password_for_peers(stopped: Lan) -> None:
     a, b, _ = stopped.hosts
-    a.start("alpha")
+    a.start("alpha", "--tls")
     b.start("beta")
     a.cli("create", "hello", "--from", str(HELLO))
     a.cli("share", "hello")
     wait_for(lambda: "hello" in shared_by(b, "alpha"), 5, "beta sees hello")
     set_password(a, "peer-password", "set")
-    r = httpx.get(f"{a.url}/api/v1/workspaces")
+    r = http.get(f"{a.url}/api/v1/workspaces")
     assert r.status_code == 401 and "password" in r.json()["error"]["message"]
-    assert httpx.get(f"{a.url}/api/v1/workspaces/hello/archive").status_code == 401
-    assert httpx.get(f"{a.url}/").status_code == 401  # the browser asks for it
-    r = httpx.get(f"{a.url}/api/v1/workspaces", auth=("anyone", PASSWORD))
+    assert http.get(f"{a.url}/api/v1/workspaces/hello/archive").status_code == 401
+    assert http.get(f"{a.url}/").status_code == 401  # the browser asks for it
+    r = http.get(f"{a.url}/api/v1/workspaces", auth=("anyone", PASSWORD))
     assert r.status_code == 200 and [w["name"] for w in r.json()["workspaces"]] == ["hello"]
-    r = httpx.post(f"{a.url}/api/v1/clones", json={"source": "x/y"}, auth=("anyone", PASSWORD))
+    r = http.post(f"{a.url}/api/v1/clones", json={"source": "x/y"}, auth=("anyone", PASSWORD))
     assert r.status_code == 403  # the peer password never gives the admin role
     # the signed announcement stays public: peers keep seeing the node
-    assert httpx.get(f"{a.url}/api/v1/node/announcement").status_code == 200
+    assert http.get(f"{a.url}/api/v1/node/announcement").status_code == 200
     a.cli("auth", "peer-password", "clear")
-    assert httpx.get(f"{a.url}/api/v1/workspaces").status_code == 200
+    assert http.get(f"{a.url}/api/v1/workspaces").status_code == 200
 
 
 def clone_with(host: Host, source: str, password: str | None) -> dict[str, object]:
@@ -199,7 +217,7 @@ def held_by(observer: Host, peer: str) -> set[str]:
 
 def test_workspace_password_guards_details_archive_and_clones(stopped: Lan, tmp_path: Path) -> None:
     a, b, c = stopped.hosts
-    a.start("alpha")
+    a.start("alpha", "--tls")
     b.start("beta")
     c.start("gamma")
     a.cli("create", "hello", "--from", str(HELLO))
@@ -229,9 +247,9 @@ def test_workspace_password_guards_details_archive_and_clones(stopped: Lan, tmp_
         f"/archives/{digest}/pieces",
     ]
     for path in paths:
-        r = httpx.get(f"{a.url}/api/v1{path}")
+        r = http.get(f"{a.url}/api/v1{path}")
         assert r.status_code == 401 and "workspace secret asks" in r.json()["error"]["message"]
-        assert httpx.get(f"{a.url}/api/v1{path}", auth=("x", PASSWORD)).status_code == 200
+        assert http.get(f"{a.url}/api/v1{path}", auth=("x", PASSWORD)).status_code == 200
     assert a.api("/workspaces/hello").status_code == 200  # the others stay open
 
     # a clone without the password, or with a wrong one, fails and leaves nothing
@@ -255,21 +273,21 @@ def test_workspace_password_guards_details_archive_and_clones(stopped: Lan, tmp_
     # beta neither announces nor serves what it cloned behind a password
     time.sleep(1.5)
     assert digest not in held_by(c, "beta")
-    assert httpx.get(f"{b.url}/api/v1/archives/{digest}").status_code == 404
+    assert http.get(f"{b.url}/api/v1/archives/{digest}").status_code == 404
     assert not (b.home / "archives" / f"{digest}.zip").exists()
 
     # protecting hello later: gamma, which cloned it before, stops re-serving it
     set_password(a, "workspace-password", "set", "hello")
     wait_for(lambda: hello_digest not in held_by(b, "gamma"), 5, "gamma stops announcing it")
-    assert httpx.get(f"{c.url}/api/v1/archives/{hello_digest}").status_code == 404
+    assert http.get(f"{c.url}/api/v1/archives/{hello_digest}").status_code == 404
 
     # with a node password too, a workspace's own password opens it, the node's does not
     set_password(a, "peer-password", "set", password="node-password-1")
-    r = httpx.get(f"{a.url}/api/v1/workspaces/secret", auth=("x", "node-password-1"))
+    r = http.get(f"{a.url}/api/v1/workspaces/secret", auth=("x", "node-password-1"))
     assert r.status_code == 401
-    r = httpx.get(f"{a.url}/api/v1/workspaces/secret", auth=("x", PASSWORD))
+    r = http.get(f"{a.url}/api/v1/workspaces/secret", auth=("x", PASSWORD))
     assert r.status_code == 200
-    assert httpx.get(f"{a.url}/api/v1/workspaces", auth=("x", "node-password-1")).status_code == 200
+    assert http.get(f"{a.url}/api/v1/workspaces", auth=("x", "node-password-1")).status_code == 200
 
     # a deleted workspace takes its password along: a new one by that name starts open
     a.cli("auth", "peer-password", "clear")
@@ -277,7 +295,7 @@ def test_workspace_password_guards_details_archive_and_clones(stopped: Lan, tmp_
     assert "secret" not in a.cli("auth", "show").stdout
     a.cli("create", "secret", "--from", str(HELLO))
     a.cli("share", "secret")
-    assert httpx.get(f"{a.url}/api/v1/workspaces/secret").status_code == 200
+    assert http.get(f"{a.url}/api/v1/workspaces/secret").status_code == 200
 
 
 AUTOSTART = """apiVersion: aienv/v1
