@@ -22,9 +22,8 @@ What a launch makes, and why:
   ``-netdev``/``-device`` pair goes to qemu through ``<qemu:commandline>``; its
   NIC sits at a fixed PCI slot (0x1f) that libvirt's own address assignment
   never reaches first. libvirt logs such domains as "tainted: custom-argv".
-- **Privileges.** qemu runs as the node's own user and group with no file
-  relabelling (a static DAC label), so it can read the workspace under the
-  node's 0700 home and no libvirt setting has to change.
+- **Privileges.** libvirt's own qemu account where it can reach the VM's
+  files, else the node's user with a static DAC label (``vm_user``).
 - **Accelerator.** ``vm_accel = auto`` follows the plan (KVM when usable, else
   TCG; a /dev/kvm served only by ``kvm_pvm``, which runs only guest kernels
   built for it, counts as unusable); ``kvm`` or ``tcg`` override it. A host
@@ -66,6 +65,7 @@ from aienv.runtime.vm_libvirt import (
     unreachable,
     vm_block,
 )
+from aienv.runtime.vm_user import qemu_user, qemu_who
 from aienv.workspace.manifest import Environment, Resources
 
 try:
@@ -93,11 +93,13 @@ class VmRuntime(Runtime):
         self.uri = "qemu:///system" if os.geteuid() == 0 else "qemu:///session"
         self.accel_setting = "auto"
         self._libvirt = Libvirt()
+        self._home: Path | None = None
 
     def configure(self, settings: NodeSettings) -> None:
         if settings.libvirt_uri:
             self.uri = settings.libvirt_uri
         self.accel_setting = settings.vm_accel
+        self._home = settings.home
 
     async def close(self) -> None:
         """Close the libvirt connections (idempotent; the VMs run on)."""
@@ -149,7 +151,7 @@ class VmRuntime(Runtime):
         await self._run(_check_files, env, root)
 
     def confinement(self, env: Environment, plan: Plan) -> list[str]:
-        who = "root" if os.geteuid() == 0 else "the node's user"
+        who = qemu_who(is_system(self.uri), self._home)
         return [
             f"a VM: qemu through libvirt ({self.uri}), {self._accel(plan).upper()}, as {who}",
             "the guest sees its own disk (a copy-on-write overlay) and kernel, nothing of the "
@@ -222,7 +224,7 @@ class VmRuntime(Runtime):
                 cmdline=vm.cmdline,
                 forwards=[(spec.ports[ep.name], ep.port) for ep in spec.environment.endpoints],
                 uuid=existing.UUIDString() if existing is not None else None,
-                user=(os.getuid(), os.getgid()) if is_system(uri) else None,
+                user=qemu_user(is_system(uri), [spec.root, spec.state_dir, spec.log_path.parent]),
                 description=f"aienv environment {spec.env_id}",
             )
             dom = conn.defineXMLFlags(domain_xml(cfg), libvirt.VIR_DOMAIN_DEFINE_VALIDATE)

@@ -11,10 +11,13 @@ and deletes its temporary folder.
 The daemon runs in a private mount namespace where ``/etc/libvirt`` is a
 temporary folder: it reads its ``qemu.conf`` from there and keeps the
 definitions of its domains there, so nothing under the real ``/etc`` is read or
-written. That ``qemu.conf`` runs qemu as root by default (a machine without
-``libvirt-daemon-system`` has no ``libvirt-qemu`` user; the VM runtime sets
-each domain's user itself) and lets qemu write its own output files, so no
-``virtlogd`` is needed.
+written. That ``qemu.conf`` runs qemu as ``libvirt-qemu``, as Debian's does (a
+machine without ``libvirt-daemon-system`` has no such account: libvirtd then
+gets copies of ``/etc/passwd`` and ``/etc/group`` that have it; the VM runtime
+gives a domain the node's own user where that account cannot reach its files),
+in the group that owns ``/dev/kvm`` (Debian's is open to all; where it is not,
+a qemu that cannot use it makes libvirt probe qemu again on every call, ~8 s),
+and lets qemu write its own output files, so no ``virtlogd`` is needed.
 
 libvirt's other state folders (``/run/libvirt``, ``/var/lib/libvirt``,
 ``/var/cache/libvirt``, ``/var/log/libvirt``) are machine-wide, so only one
@@ -59,11 +62,19 @@ log_outputs = "3:file:{log}"
 """
 
 QEMU_CONF = """\
-user = "root"
-group = "root"
+user = "libvirt-qemu"
+group = "{group}"
 remember_owner = 0
 stdio_handler = "file"
 """
+
+
+def qemu_group() -> str:
+    """The group qemu runs in: the one that owns /dev/kvm, else libvirt-qemu's own."""
+    try:
+        return grp.getgrgid(os.stat("/dev/kvm").st_gid).gr_name
+    except (OSError, KeyError):
+        return QEMU_ACCOUNT
 
 
 class DaemonError(RuntimeError):
@@ -158,7 +169,7 @@ class LibvirtDaemon:
         for name in ("libvirt.conf", "libvirt-admin.conf"):
             with contextlib.suppress(OSError):
                 shutil.copy(Path("/etc/libvirt") / name, self.etc / name)
-        (self.etc / "qemu.conf").write_text(QEMU_CONF)
+        (self.etc / "qemu.conf").write_text(QEMU_CONF.format(group=qemu_group()))
         conf = self.tmp / "libvirtd.conf"
         conf.write_text(LIBVIRTD_CONF.format(sock_dir=self.sock_dir, log=self.log))
         mounts = [(self.etc, Path("/etc/libvirt")), *self._account_files()]

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import httpx
 import libvirt
+import psutil
 import pytest
 
 from aienv.config import NodeSettings
@@ -57,6 +58,8 @@ class Bed:
 @pytest.fixture(scope="module")
 def bed() -> Iterator[Bed]:
     tmp = Path(tempfile.mkdtemp(prefix="aienv-vmtest-"))
+    tmp.chmod(0o755)  # as a systemd install's /var/lib/aienv: libvirt's qemu account reaches it
+    (tmp / "home").mkdir()
     try:
         image = build_vm_workspace(tmp / "workspace")
         with running_daemon() as daemon:
@@ -257,7 +260,13 @@ async def test_vm_lifecycle(bed: Bed, record_property: Callable[[str, object], N
     info, desc = domain(bed, handle["domain"])
     assert info[1] == 256 * 1024 and info[3] == 2  # max memory in KiB, vCPUs
     assert desc.get("type") == ("kvm" if ACCEL == "kvm" else "qemu")
-    assert desc.find("seclabel/label") is not None
+    # qemu runs as libvirt's own qemu account, not root, and the plan says so
+    assert desc.find("seclabel[@type='static']") is None
+    (qemu,) = [p for p in psutil.process_iter(["cmdline", "uids"])
+               if f"guest={handle['domain']}" in " ".join(p.info["cmdline"] or [])]  # fmt: skip
+    assert qemu.info["uids"].real != 0
+    allowed = runtime.confinement(spec.environment, spec.plan)
+    assert "libvirt's qemu account (not root)" in allowed[0]
     assert desc.findtext("os/cmdline", "").startswith("console=ttyS0")
     guest = await get(port, "/cgi-bin/info")
     assert "cpus=2" in guest

@@ -4,13 +4,16 @@ tests/integration/test_hostile.py)."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from aienv.config import NodeSettings
 from aienv.runtime.sandbox import Account, Sandbox, SandboxRefused, _made_parents, tmp_size
+from aienv.runtime.vm_user import qemu_user, qemu_who
 from aienv.security.owner import socket_owner
 from aienv.workspace.manifest import Environment, Isolation
 
@@ -152,3 +155,21 @@ def test_an_ipv4_client_seen_through_a_dual_stack_socket_is_found() -> None:
             with accepted:
                 assert peer[0] == "::ffff:127.0.0.1"
                 assert socket_owner(peer[:2], accepted.getsockname()[:2]) == os.geteuid()
+
+
+def test_qemu_runs_as_libvirts_account_only_where_it_reaches_the_files() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a node that is not root runs qemu as itself")
+    top = Path(tempfile.mkdtemp())
+    try:
+        top.chmod(0o755)
+        (top / "open" / "ws").mkdir(parents=True)
+        (top / "closed").mkdir(mode=0o700)
+        (top / "closed" / "ws").mkdir()
+        assert qemu_user(True, [top / "open" / "ws"]) is None  # libvirt's own account
+        assert qemu_user(True, [top / "open" / "ws", top / "closed" / "ws"]) == (0, 0)
+        assert qemu_user(False, [top / "closed" / "ws"]) is None  # a session libvirt
+        assert "not root" in qemu_who(True, top / "open")
+        assert qemu_who(True, top / "closed" / "ws").startswith("root")
+    finally:
+        shutil.rmtree(top)
