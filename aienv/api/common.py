@@ -13,6 +13,7 @@ from aienv.security.allow import is_loopback
 from aienv.security.owner import LocalAdmins, socket_owner
 
 ROLE = "aienv_role"  # the request's role, set by the access middleware: "admin" or "peer"
+OWNER = "aienv_owner"  # who owns a loopback request's connection, once looked up
 #: who, among the users of this machine, is the node's admin over loopback
 LOCAL_ADMINS = web.AppKey("local_admins", LocalAdmins)
 MAX_BODY = 64 * 1024
@@ -65,7 +66,15 @@ def admin_refusal(request: web.Request) -> str | None:
 
 
 def loopback_owner(request: web.Request) -> int | None:
-    """The uid that owns the client's end of this loopback connection."""
+    """The uid that owns the client's end of this loopback connection (the socket table
+    is read once per request, however many checks ask)."""
+    if OWNER not in request:
+        request[OWNER] = _look_up_owner(request)
+    owner: int | None = request[OWNER]
+    return owner
+
+
+def _look_up_owner(request: web.Request) -> int | None:
     if request.transport is None:
         return None
     peer = request.transport.get_extra_info("peername")

@@ -191,8 +191,7 @@ class ProcessRuntime(Runtime):
     ) -> tuple[list[str], dict[str, str]]:
         """The command wrapped in the sandbox, and the variables it gets; its folders
         handed to the sandbox's account first."""
-        self.sandbox.check()
-        account = self.sandbox.account()
+        account = self.sandbox.check()
         home = spec.state_dir / "home"
         writable = [spec.root, spec.state_dir]
 

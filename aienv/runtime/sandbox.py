@@ -96,15 +96,16 @@ class Sandbox:
             )
         return False
 
-    def check(self) -> None:
-        """Raise ``SandboxRefused`` naming what is missing for a sandboxed launch."""
+    def check(self) -> Account | None:
+        """The account a sandboxed launch runs as (see ``account``); raises
+        ``SandboxRefused`` naming what is missing for one."""
         if shutil.which(BWRAP) is None:
             raise SandboxRefused(
                 "process environments run in a bubblewrap sandbox, and bwrap is not installed: "
                 "install it (apt install bubblewrap; install.sh does), or start the node with "
                 "--no-sandbox to run environments as the node's own user"
             )
-        self.account()
+        return self.account()
 
     def account(self) -> Account | None:
         """The account a root node runs sandboxes as; None when the node is not root."""

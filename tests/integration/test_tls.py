@@ -133,6 +133,18 @@ def alpha_at(observer: Host) -> str:
     return str(peer["address"])
 
 
+def protected_hello(lan: Lan) -> tuple[Host, Host, Host]:
+    """alpha shares hello behind a workspace password; beta runs beside it (the victim);
+    gamma (the relay) runs no node."""
+    a, b, c = lan.hosts
+    a.start("alpha")
+    b.start("beta")
+    a.cli("create", "hello", "--from", str(HELLO))
+    a.cli("share", "hello")
+    set_password(a, "workspace-password", "set", "hello")
+    return a, b, c
+
+
 def test_a_relayed_announcement_moves_nothing_and_the_clone_goes_to_the_real_node(
     stopped: Lan, tmp_path: Path
 ) -> None:
@@ -141,12 +153,7 @@ def test_a_relayed_announcement_moves_nothing_and_the_clone_goes_to_the_real_nod
     password, went through gamma). Now beta moves alpha only to an address that proves it
     holds alpha's certificate; gamma's cannot, so alpha stays, and the clone with its
     password goes to alpha."""
-    a, b, c = stopped.hosts
-    a.start("alpha")
-    b.start("beta")
-    a.cli("create", "hello", "--from", str(HELLO))
-    a.cli("share", "hello")
-    set_password(a, "workspace-password", "set", "hello")
+    a, b, c = protected_hello(stopped)
     wait_for(lambda: "hello" in shared_by(b, "alpha"), 5, "beta sees hello")
     impostor_log = tmp_path / "impostor.log"
     impostor_log.write_text("")
@@ -183,12 +190,7 @@ def test_a_relay_that_passes_the_connection_on_sees_no_password(
     own signed announcement and certificate answer, and every byte after the public
     announcement is encrypted end to end: the clone installs from alpha, and the relay
     never sees the password."""
-    a, b, c = stopped.hosts
-    a.start("alpha")
-    b.start("beta")
-    a.cli("create", "hello", "--from", str(HELLO))
-    a.cli("share", "hello")
-    set_password(a, "workspace-password", "set", "hello")
+    a, b, c = protected_hello(stopped)
     seen = tmp_path / "relay.log"
     proxy = relay(c, a, b, seen, "--proxy", a.ip)
     try:
