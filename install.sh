@@ -157,6 +157,24 @@ if [ "$ROOT" -eq 1 ]; then
   fi
 fi
 
+# The service's node runs as this system user, not as root (AIENV_NODE_USER): in the
+# admin group, and in docker's, libvirt's and kvm's groups to drive the engines. Its
+# unit gives it only the capabilities to run sandboxes as the sandbox's account
+# (SETUID, SETGID, CHOWN, KILL) and to manage their files (DAC_OVERRIDE, FOWNER).
+NODE_USER=${AIENV_NODE_USER:-aienv}
+if [ "$ROOT" -eq 1 ]; then
+  if ! id "$NODE_USER" >/dev/null 2>&1; then
+    say "creating the system user $NODE_USER that the node's service runs as"
+    useradd --system --gid "$ADMIN_GROUP" --no-create-home --home-dir /var/lib/aienv \
+      --shell /usr/sbin/nologin "$NODE_USER"
+  fi
+  for group in docker libvirt kvm; do
+    if getent group "$group" >/dev/null && ! id -nG "$NODE_USER" | grep -qw "$group"; then
+      usermod -aG "$group" "$NODE_USER"
+    fi
+  done
+fi
+
 # -- 3. the virtualenv and the package ----------------------------------------------
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -193,8 +211,18 @@ if [ "$SKIP_SERVICE" -eq 0 ] && [ "$RUN" -eq 0 ]; then
   elif [ -d /run/systemd/system ]; then
     if [ "$ROOT" -eq 1 ]; then
       unit=/etc/systemd/system/aienv.service; ctl="systemctl"; home=/var/lib/aienv; target=multi-user.target
+      caps="CAP_SETUID CAP_SETGID CAP_CHOWN CAP_KILL CAP_DAC_OVERRIDE CAP_FOWNER"
+      # systemd makes /var/lib/aienv, and gives an existing one (a root node's) to the user
+      system_user="User=$NODE_USER
+Group=$ADMIN_GROUP
+StateDirectory=aienv
+StateDirectoryMode=0711
+AmbientCapabilities=$caps
+CapabilityBoundingSet=$caps
+"
     else
       unit=$HOME/.config/systemd/user/aienv.service; ctl="systemctl --user"; home=$HOME/.local/share/aienv; target=default.target
+      system_user=""
     fi
     mkdir -p "$(dirname "$unit")"
     cat > "$unit.new" <<UNIT
@@ -207,7 +235,7 @@ Wants=network-online.target
 ExecStart=$VENV/bin/aienv serve
 Environment=AIENV_HOME=$home
 Environment=AIENV_TLS=$TLS
-Restart=on-failure
+${system_user}Restart=on-failure
 RestartSec=3
 KillMode=mixed
 TimeoutStopSec=30

@@ -6,13 +6,16 @@ platformdirs (or ``AIENV_HOME`` / ``--home``), its name from the hostname.
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
 import platformdirs
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from aienv.units import parse_size
 
 DEFAULT_HTTP_PORT = 37778
 DEFAULT_DISCOVERY_PORT = 37777
@@ -21,6 +24,9 @@ DEFAULT_ANNOUNCE_INTERVAL = 10.0
 
 
 def default_home() -> Path:
+    """``/var/lib/aienv`` for root (where the service keeps it), else the user's data folder."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/aienv")
     return Path(platformdirs.user_data_dir("aienv", appauthor=False))
 
 
@@ -87,6 +93,12 @@ class NodeSettings(BaseSettings):
     )
     pids_limit: int = Field(
         default=4096, ge=16, description="most processes one environment may have at once"
+    )
+    disk_reserve: Annotated[int, BeforeValidator(parse_size)] = Field(
+        default=1024**3,
+        ge=0,
+        description="free space the node keeps on its home's file system: when it falls "
+        "under this, the running environment that wrote most is stopped (0: never)",
     )
     # this machine
     sample_interval: float = Field(
@@ -179,14 +191,15 @@ class NodeSettings(BaseSettings):
         return self.home / "node.key"
 
     def make_dirs(self) -> None:
-        for path in (
-            self.home,
-            self.workspaces_dir,
-            self.archives_dir,
-            self.tmp_dir,
-            self.partial_dir,
-            self.logs_dir,
-            self.environments_dir,
-        ):
+        """The home and its folders. Another account may pass through the home to the
+        folders a sandboxed environment or libvirt's qemu is given (in ``workspaces``,
+        ``environments``, ``logs``) but list none of them; the rest is the node's alone,
+        as is each workspace folder until a launch hands it over."""
+        passage = (self.home, self.workspaces_dir, self.environments_dir, self.logs_dir)
+        private = (self.archives_dir, self.tmp_dir, self.partial_dir)
+        for path in (*passage, *private):
             path.mkdir(parents=True, exist_ok=True)
-        self.home.chmod(0o700)
+        for path in passage:
+            path.chmod(0o711)
+        for path in private:
+            path.chmod(0o700)

@@ -37,6 +37,7 @@ from aienv.flows.clone import CloneManager
 from aienv.flows.clone.fetch import Fetcher
 from aienv.flows.clone.jobs import CloneJobs
 from aienv.flows.clone.steps import CloneSteps
+from aienv.flows.disk import DiskGuard
 from aienv.flows.environments import Environments
 from aienv.flows.planning import Planner
 from aienv.flows.snapshots import Snapshots
@@ -249,6 +250,9 @@ class Node:
             loop.create_task(self._probe_loop(), name="probe"),
             loop.create_task(self.environments.autostart(), name="autostart"),
         ]
+        if self.settings.disk_reserve > 0:
+            guard = DiskGuard(self.environments, self.settings.home, self.settings.disk_reserve)
+            tasks.append(loop.create_task(guard.run(), name="disk-guard"))
         yield
         for task in tasks:
             task.cancel()

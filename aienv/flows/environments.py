@@ -15,6 +15,7 @@ import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aienv.config import NodeSettings
@@ -34,6 +35,7 @@ from aienv.workspace.store import WorkspaceStore
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 10.0
+STARTED = frozenset({EnvState.STARTING, EnvState.RUNNING})
 
 
 class Environments:
@@ -59,6 +61,8 @@ class Environments:
         self._live: dict[str, EnvRecord] = {}  # the one record of each launched environment
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        #: awaited with an environment's id and writable folders just before it starts
+        self.on_start: Callable[[str, list[Path]], Awaitable[None]] | None = None
 
     # -- queries -------------------------------------------------------------------
 
@@ -151,6 +155,8 @@ class Environments:
             record = self._planned(existing, workspace, env, plan)
             spec = self._spec(record, env, ws.path, runtime, existing)
             await asyncio.to_thread(logs.begin_run, spec.log_path, env_id, plan.describe())
+            if self.on_start is not None:
+                await self.on_start(env_id, [spec.root, spec.state_dir])
             self._move(record, EnvState.STARTING)
             await self._start(record, runtime, spec)
             await self._wait_ready(record, runtime)
@@ -297,6 +303,17 @@ class Environments:
         if record.state is EnvState.STOPPING:
             self._move(record, EnvState.STOPPED)
         return self.get(env_id)
+
+    async def stop_failed(self, env_id: str, reason: str) -> None:
+        """End a running environment the node itself must stop (it filled the disk): as
+        failed, with ``reason``, also kept as a security event."""
+        record = self._record(env_id)
+        if record.state not in STARTED:
+            return
+        await self._halt(record, self.runtimes.get(record.runtime))
+        if record.state is EnvState.STOPPING:
+            self._move(record, EnvState.FAILED, reason)
+        self.state.event("security", f"environment {env_id} {reason}")
 
     async def remove(self, env_id: str) -> None:
         """Stop the environment and forget it: what its runtime made, its folder, its record."""

@@ -18,11 +18,14 @@ What a sandboxed environment sees:
 The network is the host's (its tools serve the LAN) unless the workspace asks for
 ``isolation.network: none``.
 
-Who it runs as: a node running as root hands the two folders to the unprivileged
-account ``sandbox_user`` (install.sh creates it); bubblewrap, started as root, makes
-the view (it can reach folders under the node's 0700 home, which the account cannot)
-and ``setpriv`` then becomes the account with no capabilities, an empty bounding set
-and ``no_new_privs`` before the command runs. A node running as another user starts
+Who it runs as: a node that may switch users hands the two folders to the
+unprivileged account ``sandbox_user`` (install.sh creates it). A root node starts
+bubblewrap as root, which makes the view, and ``setpriv`` then becomes the account
+with no capabilities, an empty bounding set and ``no_new_privs`` before the command
+runs. The service's node (the system user ``aienv``, given CAP_SETUID, CAP_SETGID,
+CAP_CHOWN and CAP_KILL by its unit) becomes the account with ``setpriv`` first,
+dropping every capability, and bubblewrap then runs as the account in a user
+namespace. A node that may not switch users (a person's own ``aienv serve``) starts
 bubblewrap as itself, in a user namespace with every capability dropped and no
 further user namespaces. Either way the command never runs as root.
 """
@@ -51,6 +54,9 @@ SYSTEM_TREES = ("/usr", "/etc", "/opt")
 SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
 PASSED_VARIABLES = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM")
 TMP_SIZE = 1024**3  # the private /tmp's cap when the plan gives no memory limit
+#: what a node needs to run sandboxes as another account: CAP_CHOWN (hand the folders
+#: over), CAP_KILL (stop them), CAP_SETGID and CAP_SETUID (become the account)
+SWITCHING_CAPABILITIES = (0, 5, 6, 7)
 
 
 class SandboxRefused(RuntimeFailure):
@@ -108,8 +114,8 @@ class Sandbox:
         return self.account()
 
     def account(self) -> Account | None:
-        """The account a root node runs sandboxes as; None when the node is not root."""
-        if os.geteuid() != 0:
+        """The account the node runs sandboxes as; None when it may not switch users."""
+        if not may_switch_users():
             return None
         try:
             entry = pwd.getpwnam(self.user)
@@ -130,7 +136,7 @@ class Sandbox:
         if not isolation.sandbox:
             return ["not sandboxed (the workspace asks for it, the node allows it): runs as "
                     "the node's user and can read and change what it can"]  # fmt: skip
-        who = f"the account {self.user}" if os.geteuid() == 0 else "the node's user, namespaced"
+        who = f"the account {self.user}" if may_switch_users() else "the node's user, namespaced"
         network = "the host's network" if isolation.network == "host" else "no network"
         devices = ", ".join(isolation.devices) or "none of the host's"
         return [
@@ -146,16 +152,23 @@ class Sandbox:
         memory: int | None, account: Account | None,
     ) -> list[str]:  # fmt: skip
         """``command`` inside bubblewrap, with ``writable`` folders bound read-write, run
-        as ``account`` (a root node's) or as the node's user in a user namespace."""
+        as ``account`` or (None) as the node's user in a user namespace."""
+        become: list[str] = []
         args = [BWRAP, "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                 "--unshare-cgroup-try", "--hostname", "aienv"]  # fmt: skip
-        if account is None:
+        if account is not None and os.geteuid() != 0:  # the service's node: become it first
+            become = [SETPRIV, f"--reuid={account.uid}", f"--regid={account.gid}",
+                      "--clear-groups", "--inh-caps=-all", "--ambient-caps=-all",
+                      "--no-new-privs", "--"]  # fmt: skip
+        if account is None or become:
             args += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
         if isolation.network == "none":
             args.append("--unshare-net")
         readable = [Path(t) for t in SYSTEM_TREES if os.path.isdir(t)]
         interpreter = Path(sys.base_prefix)
-        if not any(interpreter.is_relative_to(t) for t in readable):
+        if not any(interpreter.is_relative_to(t) for t in readable) and (
+            not become or _enterable(interpreter)  # bwrap runs as the account, which must reach it
+        ):
             readable.append(interpreter)
         for top in readable:
             args += ["--ro-bind", str(top), str(top)]
@@ -181,11 +194,11 @@ class Sandbox:
         for parent in _made_parents([*readable, *folders]):  # bwrap gives them the source's modes
             args += ["--chmod", "0755", str(parent)]
         args += ["--chdir", str(cwd), "--"]
-        if account is not None:
+        if account is not None and not become:
             args += [SETPRIV, f"--reuid={account.uid}", f"--regid={account.gid}",
                      "--clear-groups", "--no-new-privs", "--inh-caps=-all",
                      "--bounding-set=-all", "--"]  # fmt: skip
-        return [*args, *command]
+        return [*become, *args, *command]
 
     @staticmethod
     def environ(env: dict[str, str], home: Path) -> dict[str, str]:
@@ -212,6 +225,26 @@ class Sandbox:
             for top, dirs, files in os.walk(folder):  # links to folders are not followed
                 for name in (*dirs, *files):
                     own(os.path.join(top, name))
+
+
+def may_switch_users(status: str | None = None) -> bool:
+    """Whether this process (whose ``/proc/self/status`` is ``status``) is root or holds
+    the capabilities to run a sandbox as another account."""
+    if status is None:
+        if os.geteuid() == 0:
+            return True
+        status = Path("/proc/self/status").read_text()
+    line = next((x for x in status.splitlines() if x.startswith("CapEff:")), "CapEff: 0")
+    effective = int(line.split(":", 1)[1], 16)
+    return all(effective >> bit & 1 for bit in SWITCHING_CAPABILITIES)
+
+
+def _enterable(folder: Path) -> bool:
+    """Any account may enter ``folder`` and every folder above it."""
+    try:
+        return all(os.stat(f).st_mode & 0o001 for f in (folder, *folder.parents))
+    except OSError:
+        return False
 
 
 def _made_parents(folders: list[Path]) -> list[str]:

@@ -82,6 +82,15 @@ T = TypeVar("T")
 
 POLL = 0.5
 CONNECT_TIMEOUT = 5.0
+SYSTEM_SOCKET = "/run/libvirt/libvirt-sock"  # qemu:///system
+
+
+def default_uri() -> str:
+    """libvirt's privileged daemon for root and for a member of its group (install.sh
+    puts the service's account there), else the user's own session daemon."""
+    if os.geteuid() == 0 or os.access(SYSTEM_SOCKET, os.W_OK):
+        return "qemu:///system"
+    return "qemu:///session"
 
 
 class VmRuntime(Runtime):
@@ -90,7 +99,7 @@ class VmRuntime(Runtime):
     defaults = Resources(cpus=1, memory=512 * 1024**2)
 
     def __init__(self) -> None:
-        self.uri = "qemu:///system" if os.geteuid() == 0 else "qemu:///session"
+        self.uri = default_uri()
         self.accel_setting = "auto"
         self._libvirt = Libvirt()
         self._home: Path | None = None

@@ -80,6 +80,8 @@ CREATE INDEX IF NOT EXISTS system_changes_ts ON system_changes(ts);
 class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
+        path.touch(mode=0o600)  # the node's alone: SQLite gives its -wal and -shm the same mode
+        path.chmod(0o600)
         self.conn = sqlite3.connect(path, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")

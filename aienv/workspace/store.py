@@ -263,6 +263,7 @@ class WorkspaceStore:
         final = self.path(name)
         self.state.add_workspace(name, origin)  # first: see _tidy for a crash before the move
         try:
+            os.chmod(staged, 0o700)  # the node's alone; a launch hands it to its sandbox account
             os.replace(staged, final)
         except BaseException:
             self.state.remove_workspace(name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -197,3 +198,65 @@ def test_another_user_of_the_machine_is_a_peer_unless_in_the_admin_group(node: H
     node.extra_env["AIENV_ADMIN_GROUP"] = "nogroup"  # nobody's group
     node.start("sandbox")
     assert as_nobody(node, "GET", "/api/v1/environments")[0] == 200
+
+
+FILLER = """apiVersion: aienv/v1
+name: filler
+environments:
+  - name: fill
+    process:
+      command: ["python3", "fill.py", "{port.http}"]
+    endpoints:
+      - name: http
+        port: 18202
+"""
+
+FILL = """
+import http.server, os, sys
+block = os.urandom(1024 * 1024)
+os.makedirs("junk", exist_ok=True)
+for i in range(768):  # 768 MiB at most: the node stops it long before
+    with open(f"junk/{i}", "wb") as out:
+        out.write(block)
+server = http.server.HTTPServer(("", int(sys.argv[1])), http.server.SimpleHTTPRequestHandler)
+server.serve_forever()
+"""
+
+
+def test_an_environment_that_fills_the_disk_is_stopped_and_the_node_carries_on(
+    node: Host, tmp_path: Path
+) -> None:
+    # a disk 128 MiB from the node's reserve, without filling the machine's disk
+    reserve = shutil.disk_usage(node.home).free - 128 * 1024**2
+    node.stop()
+    node.extra_env["AIENV_DISK_RESERVE"] = str(reserve)
+    node.start("sandbox")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "workspace.yaml").write_text(VICTIM)
+    node.cli("create", "victim", "--from", str(victim))
+    node.cli("launch", "victim")
+    filler = tmp_path / "filler"
+    filler.mkdir()
+    (filler / "workspace.yaml").write_text(FILLER)
+    (filler / "fill.py").write_text(FILL)
+    node.cli("create", "filler", "--from", str(filler))
+    node.cli("launch", "filler", check=False, timeout=120)
+
+    def stopped() -> dict[str, object] | None:
+        (env,) = [e for e in environments(node) if e["id"] == "filler.fill"]
+        return env if env["state"] == "failed" else None
+
+    wait_for(stopped, 30.0, "the node stops the environment that fills its disk")
+    env = stopped()
+    assert env is not None and "disk_reserve" in str(env["error"]), env
+    wrote = re.search(r"it wrote ([\d.]+) MiB", str(env["error"]))
+    assert wrote and float(wrote.group(1)) >= 128, env  # counted from before it started
+    events = node.cli("events", "--json").stdout
+    assert "filler.fill stopped by the node: it wrote" in events, events
+    # the node and the other environment carry on; what it wrote is its owner's to delete
+    assert node.proc is not None and node.proc.poll() is None
+    assert running(node, "victim.web")
+    node.cli("delete", "filler", "--yes")
+    assert "filler" not in node.cli("list").stdout
+    node.cli("stop", "victim")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import shutil
 import subprocess
 import tempfile
@@ -58,14 +59,30 @@ class Bed:
 @pytest.fixture(scope="module")
 def bed() -> Iterator[Bed]:
     tmp = Path(tempfile.mkdtemp(prefix="aienv-vmtest-"))
-    tmp.chmod(0o755)  # as a systemd install's /var/lib/aienv: libvirt's qemu account reaches it
+    tmp.chmod(0o711)  # as make_dirs leaves a node's home: others enter, list nothing
     (tmp / "home").mkdir()
     try:
         image = build_vm_workspace(tmp / "workspace")
+        (tmp / "workspace").chmod(0o700)  # as a workspace is installed: the launch opens it
         with running_daemon() as daemon:
             yield Bed(daemon, image, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def assert_confined(qemu: psutil.Process, key: Path) -> None:
+    """A guest that broke out into ``qemu`` would hold no capability and could not
+    read a 0600 file of the node's (``key``)."""
+    status = Path(f"/proc/{qemu.pid}/status").read_text()
+    assert re.search(r"^CapEff:\s*0+$", status, re.M), status
+    key.write_text("the node's secret")
+    key.chmod(0o600)
+    reads = subprocess.run(
+        ["setpriv", f"--reuid={qemu.uids().real}", f"--regid={qemu.gids().real}",
+         "--clear-groups", "cat", str(key)],
+        check=False, capture_output=True, text=True,
+    )  # fmt: skip
+    assert reads.returncode != 0 and "Permission denied" in reads.stderr
 
 
 def sha256(path: Path) -> str:
@@ -265,6 +282,7 @@ async def test_vm_lifecycle(bed: Bed, record_property: Callable[[str, object], N
     (qemu,) = [p for p in psutil.process_iter(["cmdline", "uids"])
                if f"guest={handle['domain']}" in " ".join(p.info["cmdline"] or [])]  # fmt: skip
     assert qemu.info["uids"].real != 0
+    assert_confined(qemu, bed.tmp / "node.key")
     allowed = runtime.confinement(spec.environment, spec.plan)
     assert "libvirt's qemu account (not root)" in allowed[0]
     assert desc.findtext("os/cmdline", "").startswith("console=ttyS0")

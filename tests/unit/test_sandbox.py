@@ -4,15 +4,25 @@ tests/integration/test_hostile.py)."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from aienv.config import NodeSettings
-from aienv.runtime.sandbox import Account, Sandbox, SandboxRefused, _made_parents, tmp_size
+from aienv.errors import RuntimeFailure
+from aienv.runtime.sandbox import (
+    Account,
+    Sandbox,
+    SandboxRefused,
+    _made_parents,
+    may_switch_users,
+    tmp_size,
+)
 from aienv.runtime.vm_user import qemu_user, qemu_who
 from aienv.security.owner import socket_owner
 from aienv.workspace.manifest import Environment, Isolation
@@ -70,6 +80,67 @@ def test_a_node_that_is_not_root_sandboxes_in_a_user_namespace(tmp_path: Path) -
     assert {"--unshare-user", "--disable-userns", "--unshare-net"} <= set(args)
     assert args[args.index("--cap-drop") + 1] == "ALL"
     assert args[args.index("--tmpfs") - 1] == str(tmp_size(None))
+
+
+CAPS = "+chown,+kill,+setgid,+setuid"  # what install.sh's unit gives the service's node
+
+
+def as_service_node(uid: int, gid: int, caps: str = CAPS) -> list[str]:
+    """A prefix that runs a command as the service's node would run: not root, holding
+    the unit's capabilities (systemd's AmbientCapabilities)."""
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+            f"--inh-caps={caps}", f"--ambient-caps={caps}", "--"]  # fmt: skip
+
+
+def own_status(prefix: list[str]) -> str:
+    """``/proc/self/status`` of a process started with ``prefix``."""
+    return subprocess.run([*prefix, "cat", "/proc/self/status"], check=True,
+                          capture_output=True, text=True).stdout  # fmt: skip
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("bwrap") is None,
+                    reason="switching accounts needs root and bubblewrap")  # fmt: skip
+def test_the_service_node_runs_sandboxes_as_the_account_without_being_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box = sandbox(tmp_path)
+    account = box.check()
+    assert account is not None
+    service = pwd.getpwnam("nobody")  # stands for the service's account, aienv
+    home = Path(tempfile.mkdtemp())
+    try:
+        home.chmod(0o711)  # as make_dirs leaves it
+        workspace, state = home / "ws", home / "state"
+        workspace.mkdir(mode=0o700)
+        state.mkdir(mode=0o700)
+        key = home / "node.key"
+        key.write_text("the node's secret")
+        key.chmod(0o600)
+        for path in (home, workspace, state, key):
+            os.chown(path, service.pw_uid, service.pw_gid)
+        with_caps = as_service_node(service.pw_uid, service.pw_gid)
+        without = as_service_node(service.pw_uid, service.pw_gid, "-all")
+        assert may_switch_users(own_status(with_caps))
+        assert not may_switch_users(own_status(without))
+        Sandbox.hand_over(account, [workspace, state])
+        monkeypatch.setattr(os, "geteuid", lambda: service.pw_uid)
+        script = ("id -u; grep CapEff /proc/self/status; echo mine > out; "
+                  f"cat {key} 2>&1 || true; ls /proc | grep -c '^[0-9]'")  # fmt: skip
+        args = box.wrap(["sh", "-c", script], cwd=workspace, writable=[workspace, state],
+                        isolation=Isolation(), memory=None, account=account)  # fmt: skip
+        monkeypatch.undo()
+        assert args[0] == "setpriv" and "--unshare-user" in args
+        ran = subprocess.run([*with_caps, *args], check=False, capture_output=True,
+                             text=True, timeout=30)  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        uid, caps, denied, processes = ran.stdout.splitlines()
+        assert int(uid) == account.uid != service.pw_uid
+        assert caps.split()[1] == "0000000000000000"
+        assert "No such file" in denied  # the node's home is not in its view
+        assert int(processes) <= 4  # its own pid namespace: bwrap, sh, ls, grep
+        assert (workspace / "out").stat().st_uid == account.uid
+    finally:
+        shutil.rmtree(home)
 
 
 def test_a_device_the_machine_lacks_is_refused_by_name(tmp_path: Path) -> None:
@@ -157,19 +228,24 @@ def test_an_ipv4_client_seen_through_a_dual_stack_socket_is_found() -> None:
                 assert socket_owner(peer[:2], accepted.getsockname()[:2]) == os.geteuid()
 
 
-def test_qemu_runs_as_libvirts_account_only_where_it_reaches_the_files() -> None:
+def test_qemu_runs_as_libvirts_account_and_never_as_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("a node that is not root runs qemu as itself")
     top = Path(tempfile.mkdtemp())
     try:
-        top.chmod(0o755)
-        (top / "open" / "ws").mkdir(parents=True)
+        top.chmod(0o711)
+        (top / "open").mkdir(mode=0o711)
+        (top / "open" / "ws").mkdir(mode=0o700)  # a workspace folder: the node's alone
         (top / "closed").mkdir(mode=0o700)
         (top / "closed" / "ws").mkdir()
         assert qemu_user(True, [top / "open" / "ws"]) is None  # libvirt's own account
-        assert qemu_user(True, [top / "open" / "ws", top / "closed" / "ws"]) == (0, 0)
+        assert (top / "open" / "ws").stat().st_mode & 0o777 == 0o711  # entered, not listed
+        with pytest.raises(RuntimeFailure, match=f"cannot enter {top / 'closed'},") as refused:
+            qemu_user(True, [top / "open" / "ws", top / "closed" / "ws"])
+        assert refused.value.code == "qemu_as_root"
+        assert (top / "closed").stat().st_mode & 0o777 == 0o700  # above the VM's own: untouched
         assert qemu_user(False, [top / "closed" / "ws"]) is None  # a session libvirt
         assert "not root" in qemu_who(True, top / "open")
-        assert qemu_who(True, top / "closed" / "ws").startswith("root")
+        assert qemu_who(True, top / "closed" / "ws").startswith("nobody: refused")
     finally:
         shutil.rmtree(top)
