@@ -52,6 +52,7 @@ from aienv.security.allow import AllowList
 from aienv.security.tls import Certificate, ensure_certificate
 from aienv.state.db import Database
 from aienv.state.store import Change, StateStore
+from aienv.state.variables import Variables
 from aienv.system.sampler import Sampler
 from aienv.transfer.holdings import Holdings
 from aienv.transfer.progress import Transfers
@@ -109,6 +110,7 @@ def _environments(base: _Base, health: Health, lan: str | None) -> Environments:
         records,
         base.store,
         planner,
+        Variables(base.state.db),
         lan_address=lan,
         node_id=base.identity.node_id,
     )

@@ -121,7 +121,7 @@ class Host:
         self.home.mkdir(parents=True)
 
     def cli(
-        self, *args: str, check: bool = True, timeout: float = 120
+        self, *args: str, check: bool = True, timeout: float = 120, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         env = {
             **os.environ,
@@ -136,6 +136,8 @@ class Host:
             env=env,
             timeout=timeout,
             check=False,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
         )
         if check and res.returncode != 0:
             raise AssertionError(

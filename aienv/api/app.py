@@ -21,6 +21,7 @@ from aienv.api import (
     stream,
     system,
     ui,
+    variables,
     workspaces,
 )
 from aienv.api.common import LOCAL_ADMINS, MAX_BODY, reply
@@ -93,6 +94,7 @@ def add_routes(app: web.Application) -> None:
     network.add_routes(app.router)
     auth.add_routes(app.router)
     workspaces.add_routes(app.router)
+    variables.add_routes(app.router)
     environments.add_routes(app.router)
     archives.add_routes(app.router)
     peer_workspaces.add_routes(app.router)

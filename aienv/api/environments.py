@@ -3,14 +3,20 @@ and clones (the clone jobs of this node)."""
 
 from __future__ import annotations
 
+import re
+from typing import Annotated
+
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from aienv.api.common import parse_body, reply
 from aienv.api.keys import CLONES, ENVIRONMENTS, SNAPSHOTS, STORE
 from aienv.api.openapi import doc
+from aienv.errors import InvalidInput
 from aienv.names import check_name
 from aienv.security.passwords import MAX_LENGTH
+from aienv.state.variables import MAX_VALUE
+from aienv.workspace.manifest import VAR_RE
 
 
 class Launch(BaseModel):
@@ -18,6 +24,9 @@ class Launch(BaseModel):
     workspace: str
     environment: str | None = None
     force: bool = False
+    variables: dict[str, Annotated[str, Field(max_length=MAX_VALUE)]] = Field(
+        default_factory=dict, max_length=64
+    )  # values to hold for the workspace's variables first
 
 
 class SnapshotBody(BaseModel):
@@ -43,14 +52,20 @@ async def list_environments(request: web.Request) -> web.Response:
 @doc(body=Launch, example={"workspace": "hello", "environment": "web"}, status=201)
 async def launch(request: web.Request) -> web.Response:
     """Plan and launch an environment; answers once its endpoints answer (or it
-    failed). 409 ``does_not_fit`` carries the plan when it does not fit."""
+    failed). 409 ``does_not_fit`` carries the plan when it does not fit; 422
+    ``variable_missing`` lists the variables it needs values for (``variables``)."""
     body = await parse_body(request, Launch)
     check_name(body.workspace, "workspace name")
     if body.environment is not None:
         check_name(body.environment, "environment name")
-    record = await request.app[ENVIRONMENTS].launch(
-        body.workspace, body.environment, force=body.force
-    )
+    environments = request.app[ENVIRONMENTS]
+    if body.variables:
+        request.app[STORE].get(body.workspace)  # 404 before holding anything
+        for name, value in body.variables.items():
+            if not re.fullmatch(VAR_RE, name):
+                raise InvalidInput(f"{name!r} is not a variable name")
+            environments.variables.set(body.workspace, name, value)
+    record = await environments.launch(body.workspace, body.environment, force=body.force)
     return reply(record.to_json(), status=201)
 
 

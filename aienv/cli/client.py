@@ -39,10 +39,14 @@ _PATH_SAFE = "/:@!$&'()*+,;=~"  # what a path may hold as it is (RFC 3986 pchar)
 
 
 class CliError(Exception):
-    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
+    def __init__(
+        self, message: str, exit_code: int = EXIT_ERROR, code: str = "", data: Any = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
+        self.code = code  # the node's error code, when it answered with one
+        self.data: dict[str, Any] = data if isinstance(data, dict) else {}  # its whole answer
 
 
 def node_url() -> str:
@@ -262,12 +266,14 @@ class Client:
             ) from exc
         is_json = resp.headers.get("content-type", "").startswith("application/json")
         if resp.status >= 400:
+            data, code = None, ""
             try:
-                message = str(jsonlib.loads(resp.body)["error"]["message"])
+                data = jsonlib.loads(resp.body)
+                message, code = str(data["error"]["message"]), str(data["error"]["code"])
             except (ValueError, KeyError, TypeError):
                 message = f"the node answered HTTP {resp.status}"
             exit_code = {404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT}.get(resp.status, EXIT_ERROR)
-            raise CliError(message, exit_code)
+            raise CliError(message, exit_code, code, data)
         if is_json:
             try:
                 return jsonlib.loads(resp.body)
@@ -280,6 +286,9 @@ class Client:
 
     def post(self, path: str, json: Any = None) -> Any:
         return self.request("POST", path, json=json if json is not None else {})
+
+    def put(self, path: str, json: Any) -> Any:
+        return self.request("PUT", path, json=json)
 
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)

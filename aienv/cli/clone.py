@@ -18,6 +18,7 @@ from aienv.cli.render import (
     out,
     table,
 )
+from aienv.cli.variables import EnvFileOpt, EnvOpt, assignments, launch_with_values
 
 TERMINAL_CLONE = {"running", "installed", "failed", "cancelled"}
 
@@ -49,20 +50,20 @@ def clone(
             help="Read the peer's password (its node or workspace password) from stdin.",
         ),
     ] = False,
+    env: EnvOpt = None,
+    env_file: EnvFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Download, verify, install, plan and launch a workspace shared by a peer.
 
     The download uses every peer that holds the same archive, resumes after
     interruptions (even a restart of this node) and is checked piece by piece.
+    Values for the workspace's variables come from --env/--env-file or, at a
+    terminal, are asked for before the launch; they stay on this node.
     """
+    values = assignments(env, env_file)
     client = Client()
-    body: dict[str, Any] = {"source": source, "launch": not no_launch, "force": force}
-    if as_name:
-        body["as"] = as_name
-    if password_stdin:
-        body["password"] = sys.stdin.readline().rstrip("\r\n")
-    job = client.post("/clones", body)
+    job = client.post("/clones", _body(source, as_name, no_launch, values, force, password_stdin))
     if detach:
         if as_json:
             emit_json(job)
@@ -70,14 +71,46 @@ def clone(
             out.print(f"clone [bold]{job['id']}[/] started: {source} → {job['target']}")
         return
     job = _follow_or_cancel(client, job, quiet=as_json)
-    if as_json:
-        emit_json(job)
     if job["state"] in ("failed", "cancelled"):
+        if as_json:
+            emit_json(job)
         raise CliError(f"clone {job['state']}: {job['error']}")
     if not as_json:
         out.print(f"[green]{job['target']}[/] {job['state']} (sha256 verified)")
-        if job["endpoints"]:
-            out.print(endpoints_text(job["endpoints"]))
+    if job["state"] == "installed" and not no_launch and (values or job.get("needs")):
+        body = {"workspace": job["target"], "force": force}
+        _show(launch_with_values(client, body, values), as_json)
+    else:
+        _show(job, as_json)
+
+
+def _body(
+    source: str,
+    as_name: str | None,
+    no_launch: bool,
+    values: dict[str, str],
+    force: bool,
+    password_stdin: bool,
+) -> dict[str, Any]:
+    """What ``POST /clones`` is sent: with values to hold first, the node only installs
+    it, and this command launches it with them."""
+    body: dict[str, Any] = {"source": source, "launch": not (no_launch or values), "force": force}
+    if as_name:
+        body["as"] = as_name
+    if password_stdin:
+        body["password"] = sys.stdin.readline().rstrip("\r\n")
+    return body
+
+
+def _show(done: dict[str, Any], as_json: bool) -> None:
+    """The clone job or the environment it launched: as JSON, or its links."""
+    if as_json:
+        emit_json(done)
+        return
+    if "id" in done and "." in done["id"]:  # an environment: WORKSPACE.ENVIRONMENT
+        out.print(f"[green]{done['id']}[/] {done['state']}")
+    if done["endpoints"]:
+        out.print(endpoints_text(done["endpoints"]))
 
 
 def _follow_or_cancel(client: Client, job: dict[str, Any], quiet: bool) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from aienv.cli.auth import auth_app
 from aienv.cli.capture import capture
 from aienv.cli.client import CliError
 from aienv.cli.render import err, out
+from aienv.cli.variables import env_app
 from aienv.errors import AienvError
 
 coercion.install()
@@ -79,6 +80,7 @@ for name, command in (
 app.add_typer(network.peer_app, name="peer")
 app.add_typer(runtimes.snapshot_app, name="snapshot")
 app.add_typer(auth_app, name="auth")
+app.add_typer(env_app, name="env")
 
 
 def main() -> None:

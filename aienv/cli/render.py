@@ -131,7 +131,9 @@ def pairs(items: Iterable[tuple[str, str]], indent: str = "") -> str:
 def endpoints_text(endpoints: list[dict[str, Any]]) -> str:
     lines = []
     for ep in endpoints:
-        line = f"  {ep['name']}: {ep['url']}"
+        line = f"  {ep['name']}: {ep.get('login_url') or ep['url']}"
+        if ep.get("login_url"):
+            line += "   (logs you in; others on the LAN meet its login)"
         if ep.get("lan_url"):
             line += f"   (LAN: {ep['lan_url']})"
         lines.append(line)

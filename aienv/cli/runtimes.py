@@ -9,6 +9,7 @@ import typer
 
 from aienv.cli.client import Client, CliError
 from aienv.cli.render import JsonOpt, emit_json, endpoints_text, human_size, out, plan_text, table
+from aienv.cli.variables import EnvFileOpt, EnvOpt, assignments, launch_with_values
 
 snapshot_app = typer.Typer(
     help="Snapshots of an environment (VMs): create, list, revert, delete.",
@@ -41,9 +42,13 @@ def launch(
     workspace: str,
     environment: EnvArg = None,
     force: ForceOpt = False,
+    env: EnvOpt = None,
+    env_file: EnvFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Launch an environment of a local workspace, showing its plan first."""
+    """Launch an environment of a local workspace, showing its plan first; asks for the
+    values of its variables that this node does not hold yet."""
+    values = assignments(env, env_file)
     client = Client()
     params: dict[str, str] = {"force": str(force).lower()}
     if environment:
@@ -51,14 +56,13 @@ def launch(
     shown = client.get(f"/workspaces/{workspace}/plan", params=params)
     if not as_json:
         out.print(plan_text(shown), highlight=False)
-    env = client.post(
-        "/environments", {"workspace": workspace, "environment": environment, "force": force}
-    )
+    body = {"workspace": workspace, "environment": environment, "force": force}
+    record = launch_with_values(client, body, values)
     if as_json:
-        emit_json(env)
+        emit_json(record)
         return
-    out.print(f"[green]{env['id']}[/] {env['state']}")
-    out.print(endpoints_text(env["endpoints"]))
+    out.print(f"[green]{record['id']}[/] {record['state']}")
+    out.print(endpoints_text(record["endpoints"]))
 
 
 def _plan_cell(e: dict[str, Any]) -> str:

@@ -22,12 +22,14 @@ from aienv.config import NodeSettings
 from aienv.errors import Conflict, RuntimeFailure
 from aienv.flows import readiness
 from aienv.flows.planning import Planner, plan_variables
+from aienv.flows.variables import endpoint_urls, launch_values, login_tokens
 from aienv.runtime import logs
 from aienv.runtime.base import Handle, LaunchSpec, Runtime
 from aienv.runtime.ports import port_variable
-from aienv.runtime.record import NOTED, EndpointUrl, EnvRecord, EnvState, advance
+from aienv.runtime.record import NOTED, EnvRecord, EnvState, advance
 from aienv.runtime.records import EnvRecords
 from aienv.state.store import StateStore
+from aienv.state.variables import Variables
 from aienv.system.plan import Plan
 from aienv.workspace.manifest import Environment
 from aienv.workspace.store import WorkspaceStore
@@ -46,6 +48,7 @@ class Environments:
         records: EnvRecords,
         workspaces: WorkspaceStore,
         planner: Planner,
+        variables: Variables,
         *,
         lan_address: str | None = None,
         node_id: str = "",
@@ -55,6 +58,7 @@ class Environments:
         self.records = records
         self.workspaces = workspaces
         self.planner = planner
+        self.variables = variables
         self.runtimes = planner.runtimes
         self.lan_address = lan_address
         self.node_id = node_id
@@ -92,18 +96,6 @@ class Environments:
         if new in NOTED:
             detail = f": {error}" if error else ""
             self.state.event("environment", f"environment {record.id} {new.value}{detail}")
-
-    def _endpoints(self, env: Environment, ports: dict[str, int]) -> list[EndpointUrl]:
-        out = []
-        for ep in env.endpoints:
-            port = ports[ep.name]
-            here = f"127.0.0.1:{port}"
-            lan = f"{self.lan_address}:{port}" if self.lan_address else None
-            if ep.protocol != "tcp":
-                here = f"{ep.protocol}://{here}{ep.path}"
-                lan = f"{ep.protocol}://{lan}{ep.path}" if lan else None
-            out.append(EndpointUrl(ep.name, ep.protocol, port, here, lan))
-        return out
 
     # -- planning ------------------------------------------------------------------
 
@@ -149,11 +141,13 @@ class Environments:
                     f"environment {env_id} is already {existing.state}: stop it first",
                     code="already_running",
                 )
+            values = launch_values(workspace, env, self.variables.of(workspace))
             runtime = await self.planner.runtime_for(env)
             await self.planner.check(runtime, env, ws)
             plan = await self.planner.plan(env, runtime, force=force)
-            record = self._planned(existing, workspace, env, plan)
-            spec = self._spec(record, env, ws.path, runtime, existing)
+            tokens = login_tokens(env)
+            record = self._planned(existing, workspace, env, plan, tokens)
+            spec = self._spec(record, env, ws.path, runtime, existing, {**values, **tokens})
             await asyncio.to_thread(logs.begin_run, spec.log_path, env_id, plan.describe())
             if self.on_start is not None:
                 await self.on_start(env_id, [spec.root, spec.state_dir])
@@ -163,7 +157,12 @@ class Environments:
             return self.get(env_id)
 
     def _planned(
-        self, existing: EnvRecord | None, workspace: str, env: Environment, plan: Plan
+        self,
+        existing: EnvRecord | None,
+        workspace: str,
+        env: Environment,
+        plan: Plan,
+        tokens: dict[str, str],
     ) -> EnvRecord:
         """The environment's record, planned afresh (a new one, or its last run's)."""
         env_id = f"{workspace}.{env.name}"
@@ -176,7 +175,7 @@ class Environments:
             record.plan, record.runtime, record.log_path = plan, env.runtime, log_path
             record.details, record.exit_code = {}, None
         record.ports = plan.ports
-        record.endpoints = self._endpoints(env, plan.ports)
+        record.endpoints = endpoint_urls(env, plan.ports, self.lan_address, tokens)
         self._live[env_id] = record
         self.records.save(record)
         notes = f" ({'; '.join(plan.notes)})" if plan.notes else ""
@@ -190,6 +189,7 @@ class Environments:
         root: Path,
         runtime: Runtime,
         existing: EnvRecord | None,
+        values: dict[str, str],
     ) -> LaunchSpec:
         state_dir = self.settings.environments_dir / record.id
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -201,6 +201,7 @@ class Environments:
             ports=record.ports,
             log_path=Path(record.log_path),
             env={
+                **values,
                 "AIENV_WORKSPACE": record.workspace,
                 "AIENV_ENVIRONMENT": env.name,
                 **{port_variable(n): str(p) for n, p in record.ports.items()},

@@ -35,7 +35,7 @@ from aienv.errors import RuntimeFailure
 from aienv.runtime import limits
 from aienv.runtime.base import Handle, LaunchSpec, Runtime
 from aienv.runtime.sandbox import Sandbox
-from aienv.workspace.manifest import Environment
+from aienv.workspace.manifest import ENV_REFERENCE, Environment
 
 if TYPE_CHECKING:
     from aienv.config import NodeSettings
@@ -46,9 +46,6 @@ SHELL = "/bin/sh"
 # stdin is the gate's pipe: one line and the command runs (with /dev/null as its stdin);
 # end of file (the node died before it recorded the process) and nothing runs
 GATE = 'read -r _ || exit 70; exec "$@" </dev/null'
-
-
-ENV_REFERENCE = re.compile(r"\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class MissingVariable(RuntimeFailure):
@@ -71,8 +68,9 @@ def expand(arg: str, ports: dict[str, int], env: Mapping[str, str] | None = None
         if name not in env:
             raise MissingVariable(
                 f"the command needs the variable {name} ({{env.{name}}}), which is not set: "
-                f"set {name} under the environment's `env` in workspace.yaml (or in the "
-                "node's environment); a captured workspace's CAPTURE.md lists what to fill"
+                f"give it with `aienv env set WORKSPACE {name}`, or set it under the "
+                "environment's `env` in workspace.yaml; a captured workspace's CAPTURE.md "
+                "lists what to fill"
             )
         return env[name]
 

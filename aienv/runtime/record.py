@@ -62,6 +62,7 @@ class EndpointUrl:
     port: int
     url: str
     lan_url: str | None = None
+    login_url: str | None = None  # ``url`` with the tool's login secret: the node's user's
 
 
 @dataclass(slots=True)
@@ -89,8 +90,9 @@ class EnvRecord:
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = _ADAPTER.dump_python(self, mode="json")
         for endpoint in data["endpoints"]:
-            if endpoint["lan_url"] is None:
-                del endpoint["lan_url"]
+            for key in ("lan_url", "login_url"):
+                if endpoint[key] is None:
+                    del endpoint[key]
         return data
 
     @classmethod

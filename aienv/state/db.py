@@ -21,6 +21,12 @@ CREATE TABLE IF NOT EXISTS workspaces (
     origin TEXT,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS variables (
+    workspace TEXT NOT NULL REFERENCES workspaces(name) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (workspace, name)
+);
 CREATE TABLE IF NOT EXISTS archives (
     name TEXT PRIMARY KEY REFERENCES workspaces(name) ON DELETE CASCADE,
     fingerprint TEXT NOT NULL,

@@ -7,6 +7,7 @@ so a person can find it in the file. See docs/workspace-format.md.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
@@ -65,11 +66,42 @@ class DataSet(_Model):
     description: str = ""
 
 
+VAR_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+VarName = Annotated[str, Field(pattern=VAR_RE)]
+#: ``{env.NAME}`` in a command: the variable's value at launch
+ENV_REFERENCE = re.compile(r"\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class EndpointAuth(_Model):
+    """How the endpoint's tool logs a person in: the node makes a secret for each launch,
+    gives it to the environment as the variable ``token``, and puts it in the link it
+    gives its own user (as the query parameter ``query``)."""
+
+    token: VarName = Field(description="the variable the tool reads its secret from")
+    query: str | None = Field(
+        default="token",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="the link's query parameter that carries the secret; null: the tool "
+        "asks for it on its own login page",
+    )
+
+
+class Variable(_Model):
+    """A value the environment needs that the workspace does not carry (a key, a
+    password, a choice of this node's): asked for when it is cloned or launched."""
+
+    name: VarName
+    description: str = Field(default="", max_length=512)
+    secret: bool = Field(default=True, description="never shown back once set")
+    default: str | None = Field(default=None, max_length=4096)
+
+
 class Endpoint(_Model):
     name: Name
     port: int = Field(ge=1, le=65535, description="the port the environment listens on by default")
     path: str = "/"
     protocol: Literal["http", "https", "tcp"] = "http"
+    auth: EndpointAuth | None = None
 
     @field_validator("path")
     @classmethod
@@ -202,6 +234,23 @@ class Environment(_Model):
         default_factory=dict, description="a plugin runtime's own settings, checked by it"
     )
     isolation: Isolation = Field(default_factory=Isolation)
+    variables: list[Variable] = Field(default_factory=list, max_length=64)
+
+    def needed_variables(self) -> list[Variable]:
+        """What a launch must be given: the declared variables without a default, and
+        those its command names (``{env.NAME}``) without setting them; a login token
+        the node makes is never among them."""
+        made = {e.auth.token for e in self.endpoints if e.auth is not None}
+        given = made | set(self.process.env if self.process else {})
+        given |= set(self.container.env if self.container else {})
+        needed = [v for v in self.variables if v.default is None and v.name not in made]
+        declared = {v.name for v in self.variables}
+        words = [*(self.process.command if self.process else []),
+                 *(self.container.command or [] if self.container else [])]  # fmt: skip
+        for name in dict.fromkeys(n for w in words for n in ENV_REFERENCE.findall(w)):
+            if name not in declared and name not in given:
+                needed.append(Variable(name=name))
+        return needed
 
     @model_validator(mode="after")
     def _runtime_block(self) -> Environment:
@@ -216,6 +265,9 @@ class Environment(_Model):
         names = [e.name for e in self.endpoints]
         if len(names) != len(set(names)):
             raise ValueError("endpoint names must be unique")
+        variables = [v.name for v in self.variables]
+        if len(variables) != len(set(variables)):
+            raise ValueError("variable names must be unique")
         for key in ("cpus", "memory", "disk"):
             low, high = getattr(self.requires, key), getattr(self.recommends, key)
             if low is not None and high is not None and high < low:

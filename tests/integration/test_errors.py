@@ -187,7 +187,14 @@ def test_every_route_but_the_peer_reads_is_refused_from_the_lan(nodes: Lan) -> N
     a, b, _ = nodes.hosts
     base = a.url  # the test runs on the bridge: a LAN address, not loopback
     digest = httpx.get(f"{base}/api/v1/workspaces/hello").json()["archive"]["digest"]
-    values = {"name": "hello", "digest": digest, "id": "x", "address": b.ip, "user": "ops"}
+    values = {
+        "name": "hello",
+        "digest": digest,
+        "id": "x",
+        "address": b.ip,
+        "user": "ops",
+        "variable": "API_KEY",
+    }
     values["peer"] = "beta"
     routes = app_routes()
     assert {path for _, path in routes} >= PEER_READS

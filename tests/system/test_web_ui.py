@@ -24,6 +24,7 @@ from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwrig
 
 from tests.integration.conftest import make_big_workspace, no_leftovers, shared_by, wait_for
 from tests.integration.test_access import PASSWORD, set_password
+from tests.integration.test_variables import MANIFEST, TOOL
 from tests.lan import Host, Lan, admin_call
 from tests.system.browser import browser_in
 
@@ -116,40 +117,42 @@ def test_share_appears_then_clone_launch_open_and_stop(
     page.screenshot(path=shots / "node.png", full_page=True)
 
     share(a, "hello")  # through A's own API, while B's page is open
-    clone_button = page.get_by_role("button", name="Clone hello from alpha", exact=True)
-    expect(clone_button).to_be_visible(timeout=10_000)  # no reload: the live feed told it
+    run_button = page.get_by_role("button", name="Run hello from alpha", exact=True)
+    expect(run_button).to_be_visible(timeout=10_000)  # no reload: the live feed told it
     network = section(page, "Network")
     expect(network).to_contain_text("python")  # languages and tools are announced too
+    expect(page.get_by_role("button", name="Clone hello from alpha without launching",
+                            exact=True)).to_be_visible()  # fmt: skip
 
     page.get_by_role("button", name="Details of hello from alpha", exact=True).click()
     expect(network).to_contain_text(re.compile(r"\bfits\b"))
-    # what it would run is shown before the clone, and again before the launch below
+    # what it would run is shown before the click
     runs = "command: python3 app/server.py --port '{port.http}'"
     expect(network).to_contain_text(runs)
     page.screenshot(path=shots / "network.png", full_page=True)
 
-    clone_button.focus()
-    page.keyboard.press("Enter")  # a real button: the keyboard clones as a click does
+    run_button.focus()
+    page.keyboard.press("Enter")  # a real button: the keyboard runs it as a click does
     source = f"{node_id(a)}/hello"
     bar = page.get_by_role("progressbar", name=f"Clone {source}", exact=True)
     expect(bar).to_be_visible()  # at once, from the POST's answer
     clones = section(page, "Clones")
-    expect(clones).to_contain_text("installed", timeout=30_000)
-    expect(bar).to_have_attribute("value", re.compile(r"^\d+$"))
+    # one click: downloaded, verified, installed, launched, and its link shown
+    opener = clones.get_by_role("link", name="Open http", exact=True)
+    expect(opener).to_be_visible(timeout=30_000)
+    expect(clones).to_contain_text("running")
     assert bar.get_attribute("value") == bar.get_attribute("max")
     page.screenshot(path=shots / "clone.png", full_page=True)
 
-    expect(section(page, "My workspaces")).to_contain_text(runs)
-    page.get_by_role("button", name="Launch hello", exact=True).click()
     link = page.get_by_role("link", name="Open http of hello.web", exact=True)
     expect(link).to_be_visible(timeout=30_000)
     # what the launch may do, said where it runs
     expect(section(page, "Environments")).to_contain_text("sandboxed (bubblewrap), runs as")
     page.screenshot(path=shots / "environments.png", full_page=True)
     href = link.get_attribute("href")
-    assert href and href.startswith("http://127.0.0.1:")
+    assert href and href.startswith("http://127.0.0.1:") and opener.get_attribute("href") == href
     with page.context.expect_page() as opened:
-        link.click()
+        opener.click()
     app = opened.value
     app.wait_for_load_state()
     expect(app.locator("body")).to_contain_text("Hello from aienv")
@@ -161,11 +164,49 @@ def test_share_appears_then_clone_launch_open_and_stop(
 
     events = section(page, "Events")
     expect(events).to_contain_text("alpha")  # the peer joining
-    expect(events).to_contain_text("installed")
+    expect(events).to_contain_text("running")
 
     page.get_by_role("button", name="Clear finished clones", exact=True).click()
     expect(bar).to_have_count(0)  # the job is forgotten, the workspace it installed stays
     expect(page.get_by_role("button", name="Launch hello", exact=True)).to_be_visible()
+
+
+def test_a_tool_that_needs_a_value_asks_for_it_then_opens_logged_in(
+    nodes: tuple[Host, Host], page: Page, tmp_path: Path, shots: Path
+) -> None:
+    a, b = nodes
+    folder = tmp_path / "greeter"
+    folder.mkdir()
+    (folder / "workspace.yaml").write_text(MANIFEST)
+    (folder / "tool.py").write_text(TOOL)
+    share(a, "greeter", folder)
+    page.get_by_role("button", name="Run greeter from alpha", exact=True).click()
+    clones = section(page, "Clones")
+    field = clones.get_by_label("GREETING", exact=True)
+    expect(field).to_be_visible(timeout=30_000)  # installed; the launch waits for it
+    expect(clones).to_contain_text("what the tool says to whoever logs in")
+    assert field.get_attribute("type") == "password"  # a secret is not shown as it is typed
+    field.fill("hello from the page")
+    page.screenshot(path=shots / "variables.png", full_page=True)
+    clones.get_by_role("button", name="Save and launch", exact=True).click()
+    opener = clones.get_by_role("link", name="Open http", exact=True)
+    expect(opener).to_be_visible(timeout=30_000)
+    expect(clones).to_contain_text("(logged in)")
+    href = opener.get_attribute("href") or ""
+    secret = href.partition("?token=")[2]
+    assert secret, href
+    expect(page.locator("body")).not_to_contain_text(secret)  # in the link, not on screen
+    with page.context.expect_page() as opened:
+        opener.click()
+    tool = opened.value
+    tool.wait_for_load_state()
+    expect(tool.locator("body")).to_contain_text("hello from the page (plain)")
+    tool.screenshot(path=shots / "logged-in.png")
+    tool.close()
+    # the same port without the link's secret meets the tool's login
+    plain = b.run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", href.partition("?")[0])
+    assert plain.stdout == "403"
+    b.cli("stop", "greeter")
 
 
 def test_page_resyncs_after_the_node_restarts(nodes: tuple[Host, Host], page: Page) -> None:
@@ -176,7 +217,7 @@ def test_page_resyncs_after_the_node_restarts(nodes: tuple[Host, Host], page: Pa
     b.start("beta")
     expect(status).to_have_text("Live", timeout=15_000)
     share(a, "after")  # a change made after the restart still reaches the page
-    expect(page.get_by_role("button", name="Clone after from alpha", exact=True)).to_be_visible()
+    expect(page.get_by_role("button", name="Run after from alpha", exact=True)).to_be_visible()
 
 
 def test_a_workspace_that_does_not_fit_says_why(
@@ -196,7 +237,7 @@ def test_a_workspace_that_does_not_fit_says_why(
     expect(network).to_contain_text("does not fit")
     expect(network).to_contain_text("64.0 TiB of memory")  # the shortfall, named
 
-    page.get_by_role("button", name="Clone huge from alpha", exact=True).click()
+    page.get_by_role("button", name="Clone huge from alpha without launching", exact=True).click()
     expect(section(page, "Clones")).to_contain_text("installed", timeout=30_000)
     page.get_by_role("button", name="Launch huge", exact=True).click()
     alert = section(page, "My workspaces").get_by_role("alert")
@@ -221,7 +262,7 @@ def test_a_protected_workspace_is_cloned_with_its_password(
     network = section(page, "Network")
     expect(network).to_contain_text("Password required")  # from the announcement, live
     field = page.get_by_label("Password for vault", exact=True)
-    clone = page.get_by_role("button", name="Clone vault from alpha", exact=True)
+    clone = page.get_by_role("button", name="Clone vault from alpha without launching", exact=True)
     field.fill("not the password")
     clone.click()
     alert = section(page, "Clones").get_by_role("alert")
@@ -246,7 +287,8 @@ def test_peer_vanishing_mid_clone_fails_with_what_to_do(
     wait_for(lambda: "big" in shared_by(b, "alpha"), 10, "B sees big")
     lan.shape(a, "16mbit")  # about 25 s for the whole archive: time to pull the plug
     try:
-        page.get_by_role("button", name="Clone big from alpha", exact=True).click()
+        only = "Clone big from alpha without launching"
+        page.get_by_role("button", name=only, exact=True).click()
         source = f"{node_id(a)}/big"
         bar = page.get_by_role("progressbar", name=f"Clone {source}", exact=True)
 
@@ -335,7 +377,7 @@ def test_a_peer_browser_sees_only_what_is_shared(
         expect(shared).not_to_contain_text("huge")  # B's clones are not shared
         for admin_only in ("Clones", "Environments", "Events", "My workspaces"):
             expect(page.get_by_role("heading", name=admin_only, exact=True)).to_be_hidden()
-        expect(page.get_by_role("button", name=re.compile("^(Clone|Launch|Delete|Share) "))
+        expect(page.get_by_role("button", name=re.compile("^(Run|Clone|Launch|Delete|Share) "))
                ).to_have_count(0)  # fmt: skip
         b.cli("unshare", "visible")  # the visitor's page follows the live feed too
         expect(shared).not_to_contain_text("visible")

@@ -26,6 +26,7 @@ from aienv.runtime.base import Handle, LaunchSpec, Runtime
 from aienv.runtime.records import EnvRecords
 from aienv.state.db import Database
 from aienv.state.store import Change, StateStore
+from aienv.state.variables import Variables
 from aienv.transfer.holdings import Holdings
 from aienv.transfer.progress import Transfers
 from aienv.workspace.store import WorkspaceStore
@@ -126,7 +127,9 @@ def bench(home: Path) -> Bench:
     runtime = FakeRuntime()
     records = EnvRecords(state)
     planner = Planner(settings, {"fake": runtime}, {}, records)
-    environments = Environments(settings, state, records, store, planner, node_id="ab" * 16)
+    environments = Environments(
+        settings, state, records, store, planner, Variables(db), node_id="ab" * 16
+    )
     made = Bench(settings, state, store, holdings, transfers, runtime, environments, db)
     state.listen(lambda change: made.seen.append((change.kind, change.key)))
     return made

@@ -100,6 +100,7 @@ class CloneJob:
     resumed: int = 0
     environment: str | None = None
     endpoints: list[EndpointUrl] = field(default_factory=list)
+    needs: list[str] = field(default_factory=list)  # variables to give before it launches
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 
@@ -110,8 +111,9 @@ class CloneJob:
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = _ADAPTER.dump_python(self, mode="json")
         for endpoint in data["endpoints"]:
-            if endpoint["lan_url"] is None:
-                del endpoint["lan_url"]
+            for key in ("lan_url", "login_url"):
+                if endpoint[key] is None:
+                    del endpoint[key]
         return data
 
     @classmethod

@@ -32,6 +32,7 @@ from aienv.flows.clone.fetch import DISK_MARGIN, Fetcher
 from aienv.flows.clone.job import CloneJob, CloneState
 from aienv.flows.clone.jobs import CloneJobs
 from aienv.flows.environments import Environments
+from aienv.flows.variables import missing
 from aienv.peer import Link, PeerClient
 from aienv.transfer.holdings import Holdings
 from aienv.transfer.sources import SourceStatus
@@ -188,6 +189,12 @@ class CloneSteps:
         )
 
     async def _launch(self, job: CloneJob) -> None:
+        env = self.workspaces.get(job.target).manifest.environment(None)
+        lacking = missing(env, self.environments.variables.of(job.target))
+        if lacking:  # installed; the launch waits for values only this node's user has
+            job.needs = [v.name for v in lacking]
+            self.jobs.move(job, CloneState.INSTALLED)
+            return
         try:
             job.plan = await self.environments.plan(job.target, force=job.force)
             self.jobs.move(job, CloneState.LAUNCHING)

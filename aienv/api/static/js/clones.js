@@ -1,7 +1,9 @@
 // The "Clones" section: one row per clone job, updated in place by fetches and progress events.
 import { api, enc } from './api.js';
 import { h, setAlert } from './dom.js';
+import { endpointUrl, shown } from './environments.js';
 import { bytes, rate, eta } from './format.js';
+import { describe, forget, launchWith, variablesForm } from './variables-form.js';
 
 const FLOW = ['queued', 'connecting', 'downloading', 'verifying', 'extracting', 'adapting'];
 const CANCELLABLE = new Set(['queued', 'connecting', 'downloading', 'verifying', 'extracting']);
@@ -21,7 +23,10 @@ const rows = new Map(); // id → {el, parts}
 const lastStage = new Map(); // id → the last stage seen before failed/cancelled
 const peerNames = new Map(); // peer reference (an id) → the name the Network showed for it
 
-export function init() {
+let ctx;
+
+export function init(context) {
+  ctx = context;
   list = document.getElementById('clone-list');
   empty = document.getElementById('clones-empty');
   clear = document.getElementById('clones-clear');
@@ -108,13 +113,16 @@ function build(job) {
     actionError: h('p', { class: 'alert', role: 'alert', hidden: true }),
     error: h('p', { class: 'alert', role: 'alert', hidden: true }),
     note: h('p', { class: 'note', hidden: true }),
+    links: h('ul', { class: 'endpoints', 'aria-label': `Links of ${job.target}`, hidden: true }),
+    ask: h('div', { hidden: true }),
   };
   const el = h('li', { class: 'card clone' },
     h('div', { class: 'card-head' }, parts.title, ' ', parts.target, ' ', parts.state, ' '),
     h('div', { class: 'bar-line' }, parts.bar, parts.numbers),
     parts.stepper,
+    parts.links,
     h('div', { class: 'actions' }, parts.cancel),
-    parts.actionError, parts.error, parts.note);
+    parts.ask, parts.actionError, parts.error, parts.note);
   el.dataset.key = job.id;
   return { el, parts };
 }
@@ -157,6 +165,64 @@ function update({ parts }, job) {
     : DONE.has(job.state) && job.error ? job.error : null;
   parts.note.hidden = !note;
   setText(parts.note, note ?? '');
+  renderLinks(parts.links, job.state === 'running' ? job.endpoints : launched.get(job.id)?.endpoints);
+  if (job.state === 'installed' && job.needs?.length && !launched.has(job.id)) renderAsk(parts, job);
+  else parts.ask.hidden = true;
+}
+
+/** The running environment's links: the tool opens logged in from this machine. */
+function renderLinks(ul, endpoints) {
+  const usable = (endpoints ?? []).map((ep) => [ep, endpointUrl(ep)]).filter(([, url]) => /^https?:/i.test(url ?? ''));
+  const sig = JSON.stringify(usable.map(([, url]) => url));
+  ul.hidden = usable.length === 0;
+  if (ul._sig === sig) return;
+  ul._sig = sig;
+  ul.replaceChildren(...usable.map(([ep, url]) => h('li', {}, h('a', {
+    href: url, target: '_blank', rel: 'noopener noreferrer', 'aria-label': `Open ${ep.name}`,
+  }, h('span', { class: 'ep-name' }, `Open ${ep.name}`), ' ', h('span', { class: 'ep-url' }, shown(ep, url)),
+  h('span', { 'aria-hidden': 'true' }, ' ↗')),
+  url === ep.login_url ? h('span', { class: 'muted' }, ' (logged in)') : null)));
+}
+
+const asking = new Map(); // job id → {variables, busy} of its form
+const launched = new Map(); // job id → the environment launched from its form
+
+/** A clone installed that needs values: the form, then the launch with them. */
+async function renderAsk(parts, job) {
+  let state = asking.get(job.id);
+  if (!state) {
+    state = { variables: null, busy: false };
+    asking.set(job.id, state);
+    try {
+      state.variables = await describe(job.target, job.needs);
+    } catch (err) {
+      setAlert(parts.actionError, err.message);
+      return;
+    }
+  }
+  if (!state.variables) return;
+  const submit = async (values) => {
+    state.busy = true;
+    renderAsk(parts, job);
+    setAlert(parts.actionError, null);
+    try {
+      launched.set(job.id, await launchWith(job.target, null, values));
+      forget(job.target);
+      ctx?.refresh('environments');
+    } catch (err) {
+      setAlert(parts.actionError, err.message);
+    } finally {
+      state.busy = false;
+      update(rows.get(job.id), jobs.get(job.id));
+    }
+  };
+  parts.ask.hidden = false;
+  const sig = `${state.busy}`;
+  if (parts.ask._sig === sig) return; // typing goes on undisturbed by progress events
+  parts.ask._sig = sig;
+  parts.ask.replaceChildren(variablesForm({
+    workspace: job.target, variables: state.variables, busy: state.busy, onSubmit: submit,
+  }));
 }
 
 function renderStepper(ol, job) {

@@ -31,8 +31,10 @@ function render() {
   keyed(list, envs, (env) => env.id, row, (env) => JSON.stringify([env, rows.sig(env.id)]));
 }
 
-function endpointUrl(ep) {
-  return onLoopback() ? ep.url ?? ep.lan_url : ep.lan_url ?? ep.url;
+/** Where to open an endpoint from this page: on the node's machine, the link that
+ * logs its user into the tool (login_url) when the tool has one. */
+export function endpointUrl(ep) {
+  return onLoopback() ? ep.login_url ?? ep.url ?? ep.lan_url : ep.lan_url ?? ep.url;
 }
 
 function endpoints(env) {
@@ -44,9 +46,15 @@ function endpoints(env) {
     }
     return h('li', {}, h('a', {
       href: url, target: '_blank', rel: 'noopener noreferrer', 'aria-label': `Open ${ep.name} of ${env.id}`,
-    }, h('span', { class: 'ep-name' }, ep.name), ' ', h('span', { class: 'ep-url' }, url),
-    h('span', { 'aria-hidden': 'true' }, ' ↗')));
+    }, h('span', { class: 'ep-name' }, ep.name), ' ', h('span', { class: 'ep-url' }, shown(ep, url)),
+    h('span', { 'aria-hidden': 'true' }, ' ↗')),
+    url === ep.login_url ? h('span', { class: 'muted' }, ' (opens it logged in)') : null);
   }));
+}
+
+/** The URL as shown: a login secret is not for the screen. */
+export function shown(ep, url) {
+  return url === ep.login_url ? ep.url : url;
 }
 
 function stateClass(state) {

@@ -12,6 +12,7 @@ const rows = new RowState(); // keyed by PEERID/WS: busy clone, clone error, sta
 const details = new Map(); // PEERID/WS → {open, loading, data, error}
 const asNames = new Map(); // PEERID/WS → the other name typed after a name clash (kept across re-renders)
 const passwords = new Map(); // PEERID/WS → the password typed for a protected workspace (never stored)
+const intents = new Map(); // PEERID/WS → whether the last click asked to launch (Run) or not (Clone only)
 
 const FILTERS = [
   ['runtime', (w) => w.runtimes],
@@ -127,12 +128,17 @@ function wsCard(peer, ws) {
         onclick: () => toggleDetails(peer, ws),
       }, open?.open ? 'Hide details' : 'Details') : null,
       ctx.admin ? actionButton({
-        label: `Clone ${ws.name} from ${peer.name}`, text: 'Clone', busyText: 'Starting…',
-        busy: state.busy.has('clone'), cls: 'primary', onclick: () => clone(peer, ws),
+        label: `Run ${ws.name} from ${peer.name}`, text: 'Run', busyText: 'Starting…',
+        busy: state.busy.has('clone'), cls: 'primary', onclick: () => clone(peer, ws, '', true),
+      }) : null,
+      ctx.admin ? actionButton({
+        label: `Clone ${ws.name} from ${peer.name} without launching`, text: 'Clone only',
+        busyText: 'Starting…', busy: state.busy.has('clone'), onclick: () => clone(peer, ws),
       }) : null),
     state.error ? alertBox(state.error.message, state.error.code === 'name_taken' ? rename(peer, ws) : []) : null,
     state.extra.started ? h('p', { class: 'note', role: 'status' },
-      `Clone started as ${state.extra.started}: `, h('a', { href: '#clones' }, 'see its progress in Clones'), '.')
+      `${state.extra.launch ? 'Downloading, then launching,' : 'Clone started'} as ${state.extra.started}: `,
+      h('a', { href: '#clones' }, 'see its progress and its links in Clones'), '.')
       : null,
     open?.open ? detailsPanel(panelId, open) : null);
 }
@@ -176,33 +182,34 @@ function rename(peer, ws) {
   const input = h('input', {
     id, value: asNames.get(k) ?? '', autocomplete: 'off', spellcheck: 'false',
     oninput: (event) => asNames.set(k, event.target.value),
-    onkeydown: (event) => { if (event.key === 'Enter') clone(peer, ws, input.value.trim()); },
+    onkeydown: (event) => { if (event.key === 'Enter') clone(peer, ws, input.value.trim(), intents.get(k)); },
   });
   return h('div', { class: 'rename' },
     h('label', { for: id }, `Another name for ${ws.name} here`), input,
     actionButton({
       label: `Clone ${ws.name} from ${peer.name} under this name`, text: 'Clone under this name',
       busyText: 'Starting…', busy: rows.get(k).busy.has('clone'),
-      onclick: () => clone(peer, ws, input.value.trim()),
+      onclick: () => clone(peer, ws, input.value.trim(), intents.get(k)),
     }));
 }
 
-async function clone(peer, ws, asName = '') {
+async function clone(peer, ws, asName = '', launch = false) {
   const state = rows.get(key(peer, ws));
+  intents.set(key(peer, ws), launch); // a retry under another name does what was asked
   if (state.busy.has('clone')) return;
   state.busy.add('clone');
   if (!asName) state.error = null; // a retry under another name keeps its field on screen
   state.extra = {};
   render();
   try {
-    const body = { source: `${peer.id}/${ws.name}`, launch: false };
+    const body = { source: `${peer.id}/${ws.name}`, launch };
     if (asName) body.as = asName;
     if (ws.protected) body.password = passwords.get(key(peer, ws)) ?? '';
     const job = await api('/clones', { method: 'POST', json: body });
     addJob(job, peer.name);
     state.error = null;
     asNames.delete(key(peer, ws));
-    state.extra = { started: job.target };
+    state.extra = { started: job.target, launch };
     ctx.refresh('clones');
   } catch (err) {
     state.error = { message: err.message, code: err.code };

@@ -3,6 +3,7 @@ import { api, enc, ApiError } from './api.js';
 import { h, keyed, alertBox, RowState, actionButton } from './dom.js';
 import { bytes } from './format.js';
 import * as forms from './workspace-forms.js';
+import { forget, launchWith, variablesForm } from './variables-form.js';
 
 let ctx;
 let list;
@@ -60,6 +61,7 @@ async function act(name, action, work, { keepError = false } = {}) {
   } catch (err) {
     state.error = { where: action, message: err.message, code: err.code };
     if (err instanceof ApiError && err.code === 'does_not_fit') state.error.anyway = true;
+    if (err instanceof ApiError && err.code === 'variable_missing') state.error.variables = err.body?.variables ?? [];
   } finally {
     state.busy.delete(action);
     render();
@@ -115,11 +117,10 @@ function launchName(ws, env, index) {
   return index === 0 ? `Launch ${ws.name}` : `Launch ${ws.name} ${env.name}`;
 }
 
-function launch(ws, env, force) {
+function launch(ws, env, force, values = {}) {
   act(ws.name, `launch:${env.name}`, async () => {
-    await api('/environments', {
-      method: 'POST', json: { workspace: ws.name, environment: env.name, force },
-    });
+    await launchWith(ws.name, env.name, values, force);
+    forget(ws.name);
     ctx.refresh('environments');
     ctx.refresh('workspaces');
   }, { keepError: force });
@@ -148,7 +149,12 @@ function envLine(ws, env, index) {
     }),
     // what Launch would run, read before clicking (a cloned workspace is a peer's code)
     env.runs ? h('code', { class: 'runs' }, env.runs) : null,
-    errorFor(ws.name, action, anyway ? [anyway] : []));
+    state.error?.where === action && state.error.variables?.length
+      ? variablesForm({
+        workspace: ws.name, variables: state.error.variables, busy: state.busy.has(action),
+        onSubmit: (values) => launch(ws, env, false, values),
+      })
+      : errorFor(ws.name, action, anyway ? [anyway] : []));
 }
 
 function shareSwitch(ws) {
