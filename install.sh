@@ -193,6 +193,38 @@ else
   say "installing aienv from $REPO"
   "$VENV/bin/python" -m pip install -q "$REPO"
 fi
+# The web page's terminal: xterm.js and its fit addon, pinned npm packages fetched
+# from the registry and checked against their published sha512 integrity (never kept
+# in this repository); the node serves them from the virtualenv's share/aienv/vendor.
+VENDOR="$VENV/share/aienv/vendor/xterm"
+npm_files() {  # TARBALL-URL INTEGRITY FILE...: files of a pinned npm package into $VENDOR
+  local url=$1 integrity=$2 tmp got; shift 2
+  tmp=$(mktemp -d)
+  if ! curl -fsSL --retry 3 -o "$tmp/package.tgz" "$url"; then
+    rm -rf "$tmp"; die "cannot download $url (the web page's terminal needs it)"
+  fi
+  got=$("$VENV/bin/python" -c 'import base64, hashlib, sys
+print("sha512-" + base64.b64encode(hashlib.sha512(open(sys.argv[1], "rb").read()).digest()).decode())' \
+    "$tmp/package.tgz")
+  if [ "$got" != "$integrity" ]; then
+    rm -rf "$tmp"; die "$url is not the published package (integrity $got, expected $integrity)"
+  fi
+  tar -xzf "$tmp/package.tgz" -C "$tmp"
+  mkdir -p "$VENDOR"
+  for file in "$@"; do cp "$tmp/package/$file" "$VENDOR/"; done
+  rm -rf "$tmp"
+}
+XTERM_PINS="@xterm/xterm@5.5.0 @xterm/addon-fit@0.10.0"
+if [ "$(cat "$VENDOR/.pins" 2>/dev/null)" != "$XTERM_PINS" ]; then
+  say "fetching the page's terminal ($XTERM_PINS) from the npm registry"
+  npm_files https://registry.npmjs.org/@xterm/xterm/-/xterm-5.5.0.tgz \
+    sha512-hqJHYaQb5OptNunnyAnkHyM8aCjZ1MEIDTQu1iIbbTD/xops91NB5yq1ZK/dC2JDbVWtF23zUtl9JE2NqwT87A== \
+    lib/xterm.js css/xterm.css LICENSE
+  npm_files https://registry.npmjs.org/@xterm/addon-fit/-/addon-fit-0.10.0.tgz \
+    sha512-UFYkDm4HUahf2lnEyHvio51TNGiLK66mqP2JoATy7hRZeXaGMRDr00JiSF7m63vR5WKATF605yEggJKsw0JpMQ== \
+    lib/addon-fit.js
+  echo "$XTERM_PINS" > "$VENDOR/.pins"
+fi
 version=$("$VENV/bin/aienv" --version)
 if [ "$LINK" -eq 1 ]; then
   mkdir -p "$BIN_DIR"

@@ -20,6 +20,7 @@ from aienv.api import (
     peer_workspaces,
     stream,
     system,
+    terminal,
     ui,
     variables,
     workspaces,
@@ -96,6 +97,7 @@ def add_routes(app: web.Application) -> None:
     workspaces.add_routes(app.router)
     variables.add_routes(app.router)
     environments.add_routes(app.router)
+    terminal.add_routes(app.router)
     archives.add_routes(app.router)
     peer_workspaces.add_routes(app.router)
     system.add_routes(app.router)

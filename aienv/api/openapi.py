@@ -57,7 +57,11 @@ def _operation(route: web.AbstractRoute, path: str) -> dict[str, Any]:
     text = inspect.getdoc(handler) or handler.__name__.replace("_", " ")
     summary, _, rest = text.partition("\n")
     op: dict[str, Any] = {
-        "operationId": f"{handler.__module__.rsplit('.', 1)[-1]}.{handler.__name__}",
+        "operationId": (
+            f"static{path.removesuffix('/{file}').replace('/', '.')}"
+            if isinstance(route.resource, web.StaticResource)
+            else f"{handler.__module__.rsplit('.', 1)[-1]}.{handler.__name__}"
+        ),
         "summary": summary.strip(),
         "tags": [path.split("/")[3] if path.startswith("/api/v1/") else "web ui"],
         "x-aienv-role": "peer" if route.method == "GET" and path in PEER_ROUTES else "admin",

@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from aienv import __version__
-from aienv.cli import clone, coercion, network, runtimes, serve, system, workspaces
+from aienv.cli import clone, coercion, network, runtimes, serve, shell, system, workspaces
 from aienv.cli.auth import auth_app
 from aienv.cli.capture import capture
 from aienv.cli.client import CliError
@@ -73,6 +73,7 @@ for name, command in (
     ("ps", runtimes.ps),
     ("stop", runtimes.stop),
     ("logs", runtimes.logs),
+    ("shell", shell.shell),
     ("events", system.events),
     ("capture", capture),
 ):

@@ -147,7 +147,7 @@ class Environments:
             plan = await self.planner.plan(env, runtime, force=force)
             tokens = login_tokens(env)
             record = self._planned(existing, workspace, env, plan, tokens)
-            spec = self._spec(record, env, ws.path, runtime, existing, {**values, **tokens})
+            spec = self.spec(record, env, ws.path, runtime, existing, {**values, **tokens})
             await asyncio.to_thread(logs.begin_run, spec.log_path, env_id, plan.describe())
             if self.on_start is not None:
                 await self.on_start(env_id, [spec.root, spec.state_dir])
@@ -182,7 +182,7 @@ class Environments:
         self.state.event("environment", f"environment {env_id} planned: {plan.describe()}{notes}")
         return record
 
-    def _spec(
+    def spec(
         self,
         record: EnvRecord,
         env: Environment,

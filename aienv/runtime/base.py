@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 from pydantic import BaseModel
 
 from aienv.errors import AienvError
+from aienv.runtime.terminal import Terminal
 from aienv.workspace.manifest import Environment, Resources
 
 if TYPE_CHECKING:
@@ -120,6 +121,11 @@ class Runtime(ABC):
         """Runtime facts worth showing in ``aienv ps`` (container id, domain name),
         read from the handle alone (no engine call)."""
         return {}
+
+    async def terminal(self, spec: LaunchSpec, handle: Handle) -> Terminal:
+        """A shell in the running environment ``handle`` names, as the environment's own
+        user in its own view of the machine (the web page's terminal, ``aienv shell``)."""
+        raise Unsupported(f"the {self.kind} runtime has no terminal")
 
     # -- snapshots (VMs); other runtimes say they have none ------------------
 

@@ -54,7 +54,9 @@ from aienv.runtime.container_options import (
     is_running,
     remove_container,
 )
+from aienv.runtime.container_terminal import ExecTerminal
 from aienv.runtime.sandbox import Sandbox
+from aienv.runtime.terminal import Terminal
 
 if TYPE_CHECKING:
     from aienv.config import NodeSettings
@@ -228,6 +230,12 @@ class ContainerRuntime(Runtime):
             return []
         await save_image(self._engine.host, block.image, root / block.image_archive)
         return [block.image_archive]
+
+    async def terminal(self, spec: LaunchSpec, handle: Handle) -> Terminal:
+        """``docker exec`` of a shell in the container, with the environment's variables."""
+        block = spec.environment.container
+        env = {**(block.env if block else {}), **spec.env}
+        return await ExecTerminal.start(self._engine, str(handle["container"]), env)
 
     def details(self, handle: Handle) -> dict[str, Any]:
         return {

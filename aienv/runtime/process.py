@@ -35,6 +35,7 @@ from aienv.errors import RuntimeFailure
 from aienv.runtime import limits
 from aienv.runtime.base import Handle, LaunchSpec, Runtime
 from aienv.runtime.sandbox import Sandbox
+from aienv.runtime.terminal import PtyTerminal, Terminal
 from aienv.workspace.manifest import ENV_REFERENCE, Environment
 
 if TYPE_CHECKING:
@@ -75,6 +76,11 @@ def expand(arg: str, ports: dict[str, int], env: Mapping[str, str] | None = None
         return env[name]
 
     return ENV_REFERENCE.sub(value, arg)
+
+
+def shell_program() -> str:
+    """The shell a terminal runs: bash where the system has it, else sh."""
+    return "/bin/bash" if os.path.exists("/bin/bash") else SHELL
 
 
 def check_program(program: str, cwd: Path, env: dict[str, str]) -> None:
@@ -134,6 +140,20 @@ class ProcessRuntime(Runtime):
         env = {**os.environ, **block.env, **spec.env}
         command = [expand(a, spec.ports, env) for a in block.command]
         return await self.spawn(spec, command, cwd, env)
+
+    async def terminal(self, spec: LaunchSpec, handle: Handle) -> Terminal:
+        """A shell in the environment's folder with its variables, in a sandbox like the
+        environment's own (same account, same view; not its process namespace)."""
+        block = spec.environment.process
+        cwd = spec.root / (block.workdir if block is not None else ".")
+        env = {**os.environ, **(block.env if block else {}), **spec.env, "TERM": "xterm-256color"}
+        command = [shell_program()]
+        if handle.get("sandboxed"):
+            command, env = await self._sandboxed(spec, command, cwd, env)
+        try:
+            return await PtyTerminal.start(command, cwd, env)
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot start a shell: {exc.strerror or exc}") from exc
 
     async def spawn(
         self, spec: LaunchSpec, command: list[str], cwd: Path, env: dict[str, str]

@@ -211,6 +211,31 @@ async def test_launch_loads_the_carried_image_and_runs_with_the_plan(
     assert await runtime.wait(handle) is None
 
 
+async def test_a_terminal_is_a_shell_in_the_running_container(
+    runtime: ContainerRuntime, image: str, tmp_path: Path
+) -> None:
+    """``aienv shell`` and the page's terminal on a container: docker exec with a TTY,
+    the environment's variables, its mounts, its window size, the shell's exit code."""
+    root = write_workspace(tmp_path / "ws")
+    spec = make_spec(root, tmp_path)
+    spec = dataclasses.replace(spec, env={**spec.env, "MARK": "held-here"})
+    handle = await runtime.launch(spec)
+    try:
+        term = await runtime.terminal(spec, handle)
+        await term.resize(120, 40)
+        await term.write(b"echo in:$MARK:$(cat /data/hello.txt); stty size; exit 5\n")
+        out = b""
+        while chunk := await asyncio.wait_for(term.read(), 20):
+            out += chunk
+        text = out.decode(errors="replace")
+        assert f"in:held-here:{DATA.strip()}" in text, text
+        assert "40 120" in text, text  # rows and columns, as resized
+        assert term.exit_code == 5
+        await term.close()
+    finally:
+        await runtime.stop(handle, 5)
+
+
 async def test_an_image_neither_here_nor_carried_is_refused(
     runtime: ContainerRuntime, client: Any, tmp_path: Path
 ) -> None:

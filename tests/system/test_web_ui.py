@@ -158,6 +158,18 @@ def test_share_appears_then_clone_launch_open_and_stop(
     expect(app.locator("body")).to_contain_text("Hello from aienv")
     app.close()
 
+    # a terminal in the page: a shell in the environment's folder, with its variables
+    page.get_by_role("button", name="Terminal of hello.web", exact=True).click()
+    dialog = page.get_by_role("dialog", name="Terminal of hello.web")
+    expect(dialog).to_contain_text("A shell in hello.web")
+    page.keyboard.type("echo from-the-page:$AIENV_WORKSPACE:$(id -u)\n")
+    screen = dialog.locator(".xterm-rows")
+    expect(screen).to_contain_text(re.compile(r"from-the-page:hello:[1-9]\d*"))
+    page.screenshot(path=shots / "terminal.png", full_page=False)
+    page.keyboard.type("exit 7\n")
+    expect(dialog).to_contain_text("Ended: the shell ended (exit code 7).")
+    dialog.get_by_role("button", name="Close", exact=True).click()
+
     page.get_by_role("button", name="Stop hello.web", exact=True).click()
     expect(section(page, "Environments")).to_contain_text("stopped")
     expect(link).to_have_count(0)

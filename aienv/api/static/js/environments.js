@@ -2,6 +2,7 @@
 import { api, enc, onLoopback } from './api.js';
 import { h, keyed, alertBox, RowState, actionButton, openDialog, closeDialog, restoreFocusOnClose, setAlert } from './dom.js';
 import { planText } from './format.js';
+import * as terminal from './terminal.js';
 
 const LIVE = new Set(['starting', 'running']);
 
@@ -13,6 +14,7 @@ const rows = new RowState();
 
 export function init(context) {
   ctx = context;
+  terminal.init();
   list = document.getElementById('environment-list');
   empty = document.getElementById('environments-empty');
   const dialog = document.getElementById('logs-dialog');
@@ -79,6 +81,9 @@ function row(env) {
     endpoints(env),
     h('div', { class: 'actions' },
       actionButton({ label: `Logs of ${env.id}`, text: 'Logs', onclick: () => openLogs(env.id) }),
+      env.state === 'running' && env.runtime !== 'vm' ? actionButton({
+        label: `Terminal of ${env.id}`, text: 'Terminal', onclick: () => terminal.open(env.id),
+      }) : null,
       LIVE.has(env.state) ? actionButton({
         label: `Stop ${env.id}`, text: 'Stop', busyText: 'Stopping…', cls: 'danger',
         busy: state.busy.has('stop'), onclick: () => stop(env.id),
