@@ -21,6 +21,7 @@ from aienv.workspace.manifest import Environment
 
 from aienv_venv import InvalidOptions
 from aienv_venv.builder import STAMP
+from aienv_venv.wheelhouse import RequirementUnavailable
 from venv_harness import GREETING, Harness, venv_environment
 
 MakeSpec = Callable[[Environment], LaunchSpec]
@@ -104,6 +105,38 @@ async def test_a_requirement_pip_cannot_install_is_a_clear_failure(
     assert "No matching distribution found for aienv_venv_probe==2.0" in message
     assert not (spec.state_dir / "venv" / STAMP).exists()  # the next launch starts over
     assert "No matching distribution" in spec.log_path.read_text()
+
+
+async def test_sharing_carries_the_wheels_and_a_launch_installs_from_them_alone(
+    harness: Harness, make_spec: MakeSpec, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = workspace.parent / "index"  # the sharer's package index (a folder, here)
+    (workspace / "wheels").rename(index)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    env = venv_environment(pip_args=[])
+    assert await harness.runtime.prepare_share(env, workspace) == ["wheelhouse/"]
+    assert [w.name for w in (workspace / "wheelhouse").glob("*.whl")] == [
+        "aienv_venv_probe-1.0-py3-none-any.whl"
+    ]
+    assert await harness.runtime.prepare_share(env, workspace) == []  # once per requirements
+    monkeypatch.delenv("PIP_FIND_LINKS")  # the receiver: no index, the wheelhouse alone
+    spec = make_spec(env)
+    handle = await harness.launch(spec)
+    assert GREETING in await answer(harness, handle, spec)
+    assert "--no-index --find-links" in spec.log_path.read_text()
+
+
+async def test_a_requirement_no_index_has_stops_the_share_naming_it(
+    harness: Harness, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (workspace / "requirements.txt").write_text("aienv_venv_absent==3.0\n")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(workspace / "wheels"))
+    with pytest.raises(RequirementUnavailable, match=r"no index this node reaches has "
+                       r"aienv_venv_absent==3\.0") as caught:  # fmt: skip
+        await harness.runtime.prepare_share(venv_environment(), workspace)
+    assert caught.value.status == 422
 
 
 async def test_bad_options_fail_before_anything_is_built(

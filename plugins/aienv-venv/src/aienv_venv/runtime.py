@@ -13,14 +13,17 @@ import importlib.util
 import os
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aienv.errors import RuntimeFailure
 from aienv.runtime.base import Handle, LaunchSpec, Runtime
 from aienv.runtime.process import ProcessRuntime, expand
+from aienv.runtime.terminal import Terminal
 from aienv.workspace.manifest import Environment
 
+from aienv_venv import wheelhouse
 from aienv_venv.builder import Recipe, bin_dir, ensure
 from aienv_venv.options import (
     InvalidOptions,
@@ -61,16 +64,28 @@ class VenvRuntime(Runtime):
     def confinement(self, env: Environment, plan: Plan) -> list[str]:
         return self._process.confinement(env, plan)
 
+    async def prepare_share(self, env: Environment, root: Path) -> list[str]:
+        """Carry the wheels of the requirements in the workspace (``wheelhouse``)."""
+        options = parse_options(env)
+        if options.requirements is None:
+            return []
+        return await wheelhouse.fill(root / options.requirements, root)
+
     async def launch(self, spec: LaunchSpec) -> Handle:
         options = parse_options(spec.environment)
         await asyncio.to_thread(check_workspace, spec.environment.name, options, spec.root)
         venv = spec.state_dir / VENV_DIR
         reused = await ensure(venv, venv_recipe(options, spec.root), spec.log_path)
-        command = venv_command(options.command, spec.ports, venv)
-        handle = await self._process.spawn(
-            spec, command, spec.root / options.workdir, venv_environ(options, venv, spec.env)
-        )
+        env = venv_environ(options, venv, spec.env)
+        command = venv_command(options.command, spec.ports, venv, env)
+        handle = await self._process.spawn(spec, command, spec.root / options.workdir, env)
         return {**handle, "venv": str(venv), "venv_reused": reused}
+
+    async def terminal(self, spec: LaunchSpec, handle: Handle) -> Terminal:
+        """A shell with the venv active, as the process runtime gives one."""
+        options = parse_options(spec.environment)
+        env = venv_environ(options, Path(handle["venv"]), spec.env)
+        return await self._process.terminal(replace(spec, env=env), handle)
 
     async def wait(self, handle: Handle) -> int | None:
         return await self._process.wait(handle)
@@ -132,15 +147,17 @@ def venv_recipe(options: VenvOptions, root: Path) -> Recipe:
     return Recipe(
         python=options.python,
         requirements=root / options.requirements if options.requirements else None,
-        pip_args=tuple(resolve_pip_args(options.pip_args, root)),
+        pip_args=(*resolve_pip_args(options.pip_args, root), *wheelhouse.offline_args(root)),
         workspace=root,
     )
 
 
-def venv_command(command: list[str], ports: dict[str, int], venv: Path) -> list[str]:
-    """``command`` with ``{port.NAME}`` expanded and a bare first word that the venv's
-    bin/ holds (``python``, a console script) replaced by its path there."""
-    args = [expand(arg, ports) for arg in command]
+def venv_command(
+    command: list[str], ports: dict[str, int], venv: Path, env: dict[str, str] | None = None
+) -> list[str]:
+    """``command`` with ``{port.NAME}`` and ``{env.NAME}`` expanded and a bare first word
+    that the venv's bin/ holds (``python``, a console script) replaced by its path there."""
+    args = [expand(arg, ports, env) for arg in command]
     inside = bin_dir(venv) / args[0]
     if "/" not in args[0] and inside.is_file():
         args[0] = str(inside)
