@@ -8,6 +8,7 @@ interfaces.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -18,6 +19,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,6 +152,24 @@ class Host:
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return sh(*self.nsenter(*args), check=False)
+
+
+@contextlib.contextmanager
+def open_to_others(folder: Path) -> Iterator[None]:
+    """Let other accounts enter (not list) the folders above ``folder`` for a while: a
+    VM's qemu runs as libvirt's own account, which must reach a node's home (a real
+    node's /var/lib/aienv is in its reach; pytest's temporary folders are 0700)."""
+    changed = []
+    for parent in reversed(folder.parents):
+        mode = parent.stat().st_mode & 0o777
+        if mode & 0o011 != 0o011:
+            parent.chmod(mode | 0o011)
+            changed.append((parent, mode))
+    try:
+        yield
+    finally:
+        for parent, mode in reversed(changed):
+            parent.chmod(mode)
 
 
 class Lan:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from aienv.cli.client import Client, CliError
+from aienv.cli.client import EXIT_CONFLICT, Client, CliError
 from aienv.cli.render import (
     JsonOpt,
     byte_progress,
@@ -77,11 +77,27 @@ def clone(
         raise CliError(f"clone {job['state']}: {job['error']}")
     if not as_json:
         out.print(f"[green]{job['target']}[/] {job['state']} (sha256 verified)")
-    if job["state"] == "installed" and not no_launch and (values or job.get("needs")):
+    if job["state"] == "installed" and job.get("refused"):
+        _launch_anyway(client, job, values, as_json)
+    elif job["state"] == "installed" and not no_launch and (values or job.get("needs")):
         body = {"workspace": job["target"], "force": force}
         _show(launch_with_values(client, body, values), as_json)
     else:
         _show(job, as_json)
+
+
+def _launch_anyway(
+    client: Client, job: dict[str, Any], values: dict[str, str], as_json: bool
+) -> None:
+    """The plan did not fit this machine: installed, launched only on the person's word."""
+    target = job["target"]
+    hint = f"installed as {target}, not launched: {job['refused']}"
+    if not sys.stdin.isatty() or as_json:
+        raise CliError(f"{hint} (aienv launch {target} --force runs it anyway)", EXIT_CONFLICT)
+    out.print(f"[yellow]{hint}[/]")
+    if not typer.confirm("Launch it anyway?", default=False):
+        raise CliError(f"not launched (aienv launch {target} --force runs it later)", EXIT_CONFLICT)
+    _show(launch_with_values(client, {"workspace": target, "force": True}, values), as_json)
 
 
 def _body(

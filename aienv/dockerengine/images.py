@@ -95,6 +95,25 @@ async def save_image(docker_host: str | None, image: str, dest: Path) -> int:
         engine.close()
 
 
+def _build(client: Any, image: str, context: Path) -> str:
+    if not (context / "Dockerfile").is_file():
+        raise RuntimeFailure(f"{context.name}/Dockerfile is missing: the image is built from it")
+    try:
+        built, _ = client.images.build(path=str(context), tag=image, rm=True, forcerm=True)
+    except docker.errors.BuildError as exc:
+        lines = [str(step.get("stream", "")).strip() for step in exc.build_log]
+        tail = " / ".join(line for line in lines if line)[-400:]
+        raise RuntimeFailure(f"building image {image} failed: {exc.msg} ({tail})") from exc
+    return str(built.id)
+
+
+async def build_image(engine: Engine, image: str, context: Path) -> str:
+    """``docker build`` of the folder ``context`` (its ``Dockerfile``), tagged ``image``;
+    the image's id. A base image the engine lacks is pulled by the engine, as
+    ``docker build`` does; what the build's steps fetch is the Dockerfile's business."""
+    return await engine.call_long(f"build image {image}", lambda c: _build(c, image, context))
+
+
 def tag_image(docker_host: str | None, image_id: str, reference: str) -> None:
     """Give the image ``image_id`` the tag ``reference`` (``repository:tag``); blocks."""
     repository, _, tag = reference.rpartition(":")

@@ -74,9 +74,11 @@ class Planner:
         probe = runtime.wants_accel and self.settings.vm_accel == "auto"
         kvm = None if probe else self.settings.vm_accel == "kvm"
         cap = await asyncio.to_thread(inventory.capacity, self.settings.home, kvm=kvm)
+        lowest = 0 if runtime.binds_as_root else portalloc.unprivileged_start()
         ports = await asyncio.to_thread(
-            portalloc.allocate, [(e.name, e.port) for e in env.endpoints], self._taken_ports()
-        )
+            portalloc.allocate, [(e.name, e.port) for e in env.endpoints], self._taken_ports(),
+            lowest,
+        )  # fmt: skip
         try:
             plan = make_plan(
                 env,

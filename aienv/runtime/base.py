@@ -65,6 +65,9 @@ class Runtime(ABC):
     defaults: ClassVar[Resources] = Resources()
     #: whether the plan should choose KVM or TCG for this runtime
     wants_accel: ClassVar[bool] = False
+    #: whether what publishes its ports runs as root (Docker's engine): else a declared
+    #: port below 1024 is planned on a free port above it
+    binds_as_root: ClassVar[bool] = False
     #: a plugin's model for ``options`` in workspace.yaml, checked at plan time
     options_model: ClassVar[type[BaseModel] | None] = None
 

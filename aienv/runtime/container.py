@@ -35,13 +35,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aienv.dockerengine import Engine
-from aienv.dockerengine.images import has_image, load_archive, save_image
+from aienv.dockerengine.images import build_image, has_image, load_archive, save_image
 from aienv.errors import AienvError, NotFound, RuntimeFailure
 from aienv.runtime.base import Handle, LaunchSpec, Runtime
 from aienv.runtime.container_logs import LogCopiers
@@ -68,6 +70,7 @@ log = logging.getLogger(__name__)
 
 class ContainerRuntime(Runtime):
     kind = "container"
+    binds_as_root = True  # the engine publishes the ports
 
     def __init__(self) -> None:
         self._engine = Engine(None)
@@ -224,12 +227,36 @@ class ContainerRuntime(Runtime):
         self._engine.close()
 
     async def prepare_share(self, env: Environment, root: Path) -> list[str]:
-        """Save the local image into the workspace when it names an archive it lacks."""
+        """Carry the image in the workspace: built from its Dockerfile when it has one
+        (saved again when the build made another image), else the local image, saved
+        when the workspace lacks its archive."""
         block = env.container
-        if block is None or block.image_archive is None or (root / block.image_archive).exists():
+        if block is None or block.image_archive is None:
             return []
-        await save_image(self._engine.host, block.image, root / block.image_archive)
+        archive = root / block.image_archive
+        if block.build is not None:
+            return await self._build_and_carry(block.image, root / block.build, archive, block)
+
+        if archive.exists():
+            return []
+        await save_image(self._engine.host, block.image, archive)
         return [block.image_archive]
+
+    async def _build_and_carry(
+        self, image: str, context: Path, archive: Path, block: ContainerSpec
+    ) -> list[str]:
+        """Build ``image`` from ``context`` and save it into ``archive``, unless the archive
+        was made from these very files (a clone shared on as it came builds nothing: a
+        peer's Dockerfile never runs here) or the build made the image it holds."""
+        stamp = archive.with_name(f"{archive.name}.id")
+        digest, made_from, held = await asyncio.to_thread(_made_from, context, archive, stamp)
+        if held and made_from.get("context") == digest:
+            return []
+        made = await build_image(self._engine, image, context)
+        if not (held and made_from.get("image") == made):
+            await save_image(self._engine.host, image, archive)
+        await asyncio.to_thread(stamp.write_text, json.dumps({"image": made, "context": digest}))
+        return [str(block.image_archive)]
 
     async def terminal(self, spec: LaunchSpec, handle: Handle) -> Terminal:
         """``docker exec`` of a shell in the container, with the environment's variables."""
@@ -243,6 +270,29 @@ class ContainerRuntime(Runtime):
             "name": handle["name"],
             "image": handle["image"],
         }
+
+
+def context_digest(folder: Path) -> str:
+    """A SHA-256 over a build context's files: their paths, modes and bytes."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
+        digest.update(f"{path.relative_to(folder)}\0{path.stat().st_mode & 0o777}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _made_from(context: Path, archive: Path, stamp: Path) -> tuple[str, dict[str, Any], bool]:
+    """The build context's digest, what the archive's stamp says it was made from, and
+    whether the archive is there (blocks)."""
+    try:
+        made_from = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        made_from = {}
+    return (
+        context_digest(context),
+        made_from if isinstance(made_from, dict) else {},
+        archive.is_file(),
+    )
 
 
 def _check_files(env: Environment, root: Path) -> None:

@@ -166,12 +166,23 @@ class ContainerSpec(_Model):
     image_archive: RelPath | None = Field(
         default=None, description="a `docker save` tar inside the workspace, loaded when needed"
     )
+    build: RelPath | None = Field(
+        default=None,
+        description="a folder of the workspace with a Dockerfile: sharing builds `image` "
+        "from it and saves it into `image_archive`",
+    )
     command: list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str | None = None
     mounts: list[Mount] = Field(default_factory=list)
 
     _env_names = field_validator("env")(_check_env_names)
+
+    @model_validator(mode="after")
+    def _build_is_carried(self) -> ContainerSpec:
+        if self.build is not None and self.image_archive is None:
+            raise ValueError("'build' needs 'image_archive': where sharing saves the image")
+        return self
 
 
 class VmSpec(_Model):

@@ -1,12 +1,14 @@
-"""Variables a clone asks for, and tool links that log the node's user in
+"""What a clone asks before it launches, and tool links that log the node's user in
 (docs/workspace-format.md#variables, #endpoints): on two namespace nodes, alpha
 shares a tool whose command needs a value and whose endpoint checks a login token;
-beta clones it, is asked for the value, and opens the tool through its link."""
+beta clones it, is asked for the value, and opens the tool through its link. A
+workspace that does not fit beta is installed and launched only on its word."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -133,3 +135,32 @@ def test_a_clone_asks_for_its_variables_and_its_link_logs_in(nodes: Lan) -> None
     beta.cli("env", "unset", "other", "GREETING")
     refused = beta.cli("launch", "other", check=False)
     assert refused.returncode != 0 and "needs the variable GREETING" in refused.stderr
+
+
+HUGE = """apiVersion: aienv/v1
+name: huge
+environments:
+  - name: main
+    requires: {memory: 100TiB}
+    process: {command: [python3, -c, 'import time; time.sleep(60)']}
+"""
+
+
+def test_a_clone_that_does_not_fit_is_installed_and_launched_only_when_forced(
+    nodes: Lan, tmp_path: Path
+) -> None:
+    alpha, beta = nodes.hosts
+    (tmp_path / "workspace.yaml").write_text(HUGE)
+    alpha.cli("create", "huge", "--from", str(tmp_path))
+    alpha.cli("share", "huge")
+    wait_for(lambda: "huge" in shared_by(beta, "alpha"), 5.0, "beta sees alpha/huge")
+    res = beta.cli("clone", "alpha/huge", check=False)
+    assert res.returncode == 5 and "Traceback" not in res.stderr
+    assert "installed as huge, not launched" in res.stderr and "does not fit" in res.stderr
+    assert "aienv launch huge --force" in res.stderr
+    (job,) = [j for j in json.loads(beta.cli("clones", "--json").stdout) if j["target"] == "huge"]
+    assert job["state"] == "installed" and "100.0 TiB" in job["refused"]
+    assert json.loads(beta.cli("ps", "--json").stdout) == []  # nothing ran
+    forced = beta.cli("launch", "huge", "--force")
+    assert "forced to launch although it does not fit" in forced.stdout
+    beta.cli("stop", "huge")

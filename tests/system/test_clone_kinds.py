@@ -17,7 +17,7 @@ import docker
 import pytest
 
 from tests.integration.conftest import HELLO, shared_by, wait_for
-from tests.lan import Host, Lan, admin_call
+from tests.lan import Host, Lan, admin_call, open_to_others
 from tests.system.container_image import IMAGE, PAGE, build_image
 from tests.system.container_image import write_workspace as write_container_workspace
 from tests.system.libvirt_daemon import libvirt_daemon
@@ -39,13 +39,14 @@ def libvirt(lan: Lan) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def nodes(lan: Lan, engine: str, libvirt: str) -> tuple[Host, Host]:
+def nodes(lan: Lan, engine: str, libvirt: str) -> Iterator[tuple[Host, Host]]:
     a, b = lan.hosts
     for host in (a, b):
         host.extra_env = {"AIENV_DOCKER_HOST": engine, "AIENV_LIBVIRT_URI": libvirt}
     a.start("alpha")
     b.start("beta")
-    return a, b
+    with open_to_others(b.home):  # beta's VMs: qemu runs as libvirt's account, never root
+        yield a, b
 
 
 def clone_and_answer(

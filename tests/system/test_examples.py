@@ -2,6 +2,11 @@
 namespace node, run with one click on another node's page, their tool answering
 through the link the page shows.
 
+container-web: sharing builds its image from the workspace's Dockerfile (its base,
+busybox:1.36, made here from Debian's busybox-static, as a sharer would pull it)
+and saves it into the workspace; the image is then removed from the engine, so
+the node that clones it must load it from the archive.
+
 jupyterlab: sharing downloads its wheels (from a local cache here, as from an
 index on a sharer with internet: scripts/test fills it); the node that clones it
 has no package index at all (pip's configuration is cut off too) and builds the
@@ -17,11 +22,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 from playwright.sync_api import Page, expect
 
 from tests.integration.conftest import shared_by, wait_for
 from tests.lan import Host, Lan
+from tests.system.container_image import build_image
 from tests.system.test_web_ui import browser, driver, page, section, shots  # noqa: F401
 
 pytestmark = [pytest.mark.system]
@@ -33,7 +40,7 @@ NO_CONFIG = {"PIP_CONFIG_FILE": os.devnull}  # no index or find-links from this 
 
 
 @pytest.fixture(scope="module")
-def nodes(lan: Lan) -> Iterator[tuple[Host, Host]]:
+def nodes(lan: Lan, engine: str) -> Iterator[tuple[Host, Host]]:
     if not WHEELS or not any(Path(WHEELS).glob("jupyterlab-*.whl")):
         message = ("the example's wheels are not cached (scripts/test downloads them into "
                    ".cache/wheels before it enters the test namespace)")  # fmt: skip
@@ -41,8 +48,9 @@ def nodes(lan: Lan) -> Iterator[tuple[Host, Host]]:
             pytest.fail(message)
         pytest.skip(message)
     a, b = lan.hosts
-    a.extra_env = {**NO_CONFIG, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": WHEELS}
-    b.extra_env = dict(NO_CONFIG)
+    docker = {"AIENV_DOCKER_HOST": engine}  # one engine, reached by both through its socket
+    a.extra_env = {**NO_CONFIG, **docker, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": WHEELS}
+    b.extra_env = {**NO_CONFIG, **docker}
     a.start("alpha")
     b.start("beta")
     yield a, b
@@ -99,3 +107,46 @@ def test_jupyterlab_is_shared_with_its_wheels_and_opens_logged_in_from_one_click
     lab.screenshot(path=shots / "jupyterlab.png")
     lab.close()
     b.cli("stop", "jupyterlab")
+
+
+def test_container_web_is_built_on_share_and_runs_from_its_archive_with_one_click(
+    nodes: tuple[Host, Host],
+    engine: str,
+    page: Page,  # noqa: F811 - the web UI tests' fixture
+) -> None:
+    a, b = nodes
+    client = docker.DockerClient(base_url=engine, timeout=120)
+    try:
+        build_image(client, "busybox:1.36")  # the Dockerfile's base, as a sharer pulls it
+        a.cli("create", "container-web", "--from", str(REPO / "workspaces" / "container-web"))
+        started = time.monotonic()
+        shared = a.cli("share", "container-web", timeout=300)
+        assert "images/notes.tar" in shared.stdout, shared.stdout  # built, then carried
+        archive = json.loads(a.cli("show", "container-web", "--json").stdout)["archive"]
+        print(f"container-web: built and shared in {time.monotonic() - started:.1f} s, "
+              f"archive {archive['size'] / 1024**2:.1f} MiB")  # fmt: skip
+        again = a.cli("share", "container-web")  # an unchanged build is not saved twice
+        assert "images/notes.tar" not in again.stdout
+        for image in ("aienv-example/notes:1.0", "busybox:1.36"):  # the clone pulls nothing
+            client.images.remove(image, force=True)
+        wait_for(lambda: "container-web" in shared_by(b, "alpha"), 10.0, "beta sees it")
+
+        clicked = time.monotonic()
+        page.get_by_role("button", name="Run container-web from alpha", exact=True).click()
+        link = section(page, "Clones").get_by_role("link", name="Open http", exact=True)
+        expect(link).to_be_visible(timeout=120_000)
+        print(f"container-web: click to its page answering {time.monotonic() - clicked:.1f} s")
+        url = link.get_attribute("href") or ""
+        assert "Notes in a container" in b.run("curl", "-sf", url).stdout
+        about = b.run("curl", "-sf", url + "cgi-bin/about").stdout
+        assert "container: " in about and "notes: 1" in about, about
+        note = b.run("curl", "-sf", url + "notes/first.txt").stdout
+        assert "mounted read-only" in note
+        assert client.images.get("aienv-example/notes:1.0")  # loaded from the workspace
+        b.cli("stop", "container-web")
+        # beta shares its clone on: nothing is built (a peer's Dockerfile never runs there;
+        # with busybox:1.36 gone, a build would fail pulling it)
+        relayed = b.cli("share", "container-web")
+        assert "images/notes.tar" not in relayed.stdout
+    finally:
+        client.close()

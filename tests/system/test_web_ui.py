@@ -249,13 +249,17 @@ def test_a_workspace_that_does_not_fit_says_why(
     expect(network).to_contain_text("does not fit")
     expect(network).to_contain_text("64.0 TiB of memory")  # the shortfall, named
 
-    page.get_by_role("button", name="Clone huge from alpha without launching", exact=True).click()
-    expect(section(page, "Clones")).to_contain_text("installed", timeout=30_000)
+    page.get_by_role("button", name="Run huge from alpha", exact=True).click()
+    clones = section(page, "Clones")  # installed; the launch waits for the person's word
+    expect(clones).to_contain_text("Installed, not launched", timeout=30_000)
+    expect(clones).to_contain_text("does not fit this machine")
+    expect(clones.get_by_role("button", name="Launch huge anyway", exact=True)).to_be_visible()
     page.get_by_role("button", name="Launch huge", exact=True).click()
     alert = section(page, "My workspaces").get_by_role("alert")
     expect(alert).to_contain_text("does not fit this machine")
     expect(alert).to_contain_text("memory")
-    expect(page.get_by_role("button", name="Launch huge anyway", exact=True)).to_be_visible()
+    mine = section(page, "My workspaces")
+    expect(mine.get_by_role("button", name="Launch huge anyway", exact=True)).to_be_visible()
     page.screenshot(path=shots / "does-not-fit.png", full_page=True)
     status, body = admin_call(b, "GET", "/environments")
     assert status == 200

@@ -15,6 +15,7 @@ import pytest
 
 from aienv.config import NodeSettings
 from aienv.errors import RuntimeFailure
+from aienv.runtime.ports import allocate, port_is_free, unprivileged_start
 from aienv.runtime.sandbox import (
     Account,
     Sandbox,
@@ -249,3 +250,12 @@ def test_qemu_runs_as_libvirts_account_and_never_as_root() -> None:
         assert qemu_who(True, top / "closed" / "ws").startswith("nobody: refused")
     finally:
         shutil.rmtree(top)
+
+
+def test_a_privileged_port_is_planned_elsewhere_for_what_binds_without_privileges() -> None:
+    lowest = unprivileged_start()
+    assert 0 < lowest <= 1024
+    kept = allocate([("http", 80)], set())  # the engine publishes a container's: kept
+    moved = allocate([("http", 80)], set(), lowest)  # a sandboxed process or qemu: moved
+    assert moved["http"] >= lowest
+    assert kept["http"] == 80 or not port_is_free(80)

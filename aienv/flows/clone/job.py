@@ -101,6 +101,7 @@ class CloneJob:
     environment: str | None = None
     endpoints: list[EndpointUrl] = field(default_factory=list)
     needs: list[str] = field(default_factory=list)  # variables to give before it launches
+    refused: str | None = None  # why its plan did not launch it here (force launches it)
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 

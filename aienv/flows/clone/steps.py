@@ -34,6 +34,7 @@ from aienv.flows.clone.jobs import CloneJobs
 from aienv.flows.environments import Environments
 from aienv.flows.variables import missing
 from aienv.peer import Link, PeerClient
+from aienv.system.plan import DoesNotFit
 from aienv.transfer.holdings import Holdings
 from aienv.transfer.sources import SourceStatus
 from aienv.transfer.unpack import shielded
@@ -199,6 +200,10 @@ class CloneSteps:
             job.plan = await self.environments.plan(job.target, force=job.force)
             self.jobs.move(job, CloneState.LAUNCHING)
             record = await self.environments.launch(job.target, force=job.force)
+        except DoesNotFit as exc:  # installed; running it anyway is the person's call
+            job.plan, job.refused = exc.plan, exc.message
+            self.jobs.move(job, CloneState.INSTALLED)
+            return
         except AienvError as exc:
             exc.message = f"installed as {job.target!r}, but the launch failed: {exc.message}"
             raise

@@ -1,6 +1,6 @@
 // The "Clones" section: one row per clone job, updated in place by fetches and progress events.
 import { api, enc } from './api.js';
-import { h, setAlert } from './dom.js';
+import { h, setAlert, actionButton } from './dom.js';
 import { endpointUrl, shown } from './environments.js';
 import { bytes, rate, eta } from './format.js';
 import { describe, forget, launchWith, variablesForm } from './variables-form.js';
@@ -167,6 +167,7 @@ function update({ parts }, job) {
   setText(parts.note, note ?? '');
   renderLinks(parts.links, job.state === 'running' ? job.endpoints : launched.get(job.id)?.endpoints);
   if (job.state === 'installed' && job.needs?.length && !launched.has(job.id)) renderAsk(parts, job);
+  else if (job.state === 'installed' && job.refused && !launched.has(job.id)) renderAnyway(parts, job);
   else parts.ask.hidden = true;
 }
 
@@ -182,6 +183,34 @@ function renderLinks(ul, endpoints) {
   }, h('span', { class: 'ep-name' }, `Open ${ep.name}`), ' ', h('span', { class: 'ep-url' }, shown(ep, url)),
   h('span', { 'aria-hidden': 'true' }, ' ↗')),
   url === ep.login_url ? h('span', { class: 'muted' }, ' (logged in)') : null)));
+}
+
+/** A clone installed whose plan does not fit here: why, and the person's call to run it. */
+function renderAnyway(parts, job) {
+  const busy = asking.get(job.id)?.busy ?? false;
+  const sig = `anyway|${busy}`;
+  parts.ask.hidden = false;
+  if (parts.ask._sig === sig) return;
+  parts.ask._sig = sig;
+  parts.ask.replaceChildren(
+    h('p', { class: 'note' }, `Installed, not launched: ${job.refused}`),
+    actionButton({
+      label: `Launch ${job.target} anyway`, text: 'Launch anyway', busyText: 'Launching…', busy,
+      onclick: async () => {
+        asking.set(job.id, { busy: true });
+        renderAnyway(parts, job);
+        setAlert(parts.actionError, null);
+        try {
+          launched.set(job.id, await launchWith(job.target, null, {}, true));
+          ctx?.refresh('environments');
+        } catch (err) {
+          setAlert(parts.actionError, err.message);
+        } finally {
+          asking.delete(job.id);
+          update(rows.get(job.id), jobs.get(job.id));
+        }
+      },
+    }));
 }
 
 const asking = new Map(); // job id → {variables, busy} of its form
