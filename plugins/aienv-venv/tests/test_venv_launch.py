@@ -133,8 +133,8 @@ async def test_a_requirement_no_index_has_stops_the_share_naming_it(
     (workspace / "requirements.txt").write_text("aienv_venv_absent==3.0\n")
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(workspace / "wheels"))
-    with pytest.raises(RequirementUnavailable, match=r"no index this node reaches has "
-                       r"aienv_venv_absent==3\.0") as caught:  # fmt: skip
+    with pytest.raises(RequirementUnavailable, match=r"no index this node reaches has a "
+                       r"wheel of aienv_venv_absent==3\.0") as caught:  # fmt: skip
         await harness.runtime.prepare_share(venv_environment(), workspace)
     assert caught.value.status == 422
 

@@ -5,7 +5,9 @@ offline from them (as ``aienv share`` carries a container's image).
 On share, ``pip download`` on the sharing node (from its index, or whatever
 ``PIP_INDEX_URL`` / ``PIP_FIND_LINKS`` point pip at) fills ``wheelhouse/`` of the
 workspace, once per version of the requirements file (``.requirements.sha256``
-holds its digest). A launch that finds ``wheelhouse/`` installs from it alone
+holds its digest). Wheels only: nothing is built, so no package's setup code runs
+on the sharing node (a package published only as source is named as unavailable).
+A launch that finds ``wheelhouse/`` installs from it alone
 (``--no-index --find-links``). The wheels are those for the sharer's Python and
 platform, which a LAN of like machines shares; a receiver on another Python
 version is told by pip which requirement has no wheel for it.
@@ -64,7 +66,7 @@ async def fill(requirements: Path, root: Path) -> list[str]:
     house.mkdir(exist_ok=True)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input",
-        "--progress-bar", "off", "--prefer-binary", "--dest", str(house),
+        "--progress-bar", "off", "--only-binary=:all:", "--dest", str(house),
         "--requirement", str(requirements),
         cwd=root, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -75,8 +77,8 @@ async def fill(requirements: Path, root: Path) -> list[str]:
         if missing:
             raise RequirementUnavailable(
                 f"cannot carry the wheels of {requirements.name}: no index this node reaches "
-                f"has {missing[1]} (check its name and version, or give this node "
-                "its index: PIP_INDEX_URL or PIP_FIND_LINKS)"
+                f"has a wheel of {missing[1]} (check its name and version, or give this "
+                "node its index: PIP_INDEX_URL or PIP_FIND_LINKS)"
             )
         errors = [line for line in output.splitlines() if line.startswith("ERROR:")]
         tail = " / ".join(errors[-2:] or output.strip().splitlines()[-1:])
