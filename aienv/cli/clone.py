@@ -77,9 +77,17 @@ def clone(
         raise CliError(f"clone {job['state']}: {job['error']}")
     if not as_json:
         out.print(f"[green]{job['target']}[/] {job['state']} (sha256 verified)")
+    _after_install(client, job, values, launch=not no_launch, force=force, as_json=as_json)
+
+
+def _after_install(
+    client: Client, job: dict[str, Any], values: dict[str, str], *, launch: bool, force: bool,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """What a finished clone still asks: a refused plan, values to give; else its links."""
     if job["state"] == "installed" and job.get("refused"):
         _launch_anyway(client, job, values, as_json)
-    elif job["state"] == "installed" and not no_launch and (values or job.get("needs")):
+    elif job["state"] == "installed" and launch and (values or job.get("needs")):
         body = {"workspace": job["target"], "force": force}
         _show(launch_with_values(client, body, values), as_json)
     else:
