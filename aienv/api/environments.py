@@ -3,7 +3,6 @@ and clones (the clone jobs of this node)."""
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from aiohttp import web
@@ -12,11 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from aienv.api.common import parse_body, reply
 from aienv.api.keys import CLONES, ENVIRONMENTS, SNAPSHOTS, STORE
 from aienv.api.openapi import doc
-from aienv.errors import InvalidInput
+from aienv.api.variables import check_variable
 from aienv.names import check_name
 from aienv.security.passwords import MAX_LENGTH
 from aienv.state.variables import MAX_VALUE
-from aienv.workspace.manifest import VAR_RE
 
 
 class Launch(BaseModel):
@@ -62,9 +60,7 @@ async def launch(request: web.Request) -> web.Response:
     if body.variables:
         request.app[STORE].get(body.workspace)  # 404 before holding anything
         for name, value in body.variables.items():
-            if not re.fullmatch(VAR_RE, name):
-                raise InvalidInput(f"{name!r} is not a variable name")
-            environments.variables.set(body.workspace, name, value)
+            environments.variables.set(body.workspace, check_variable(name), value)
     record = await environments.launch(body.workspace, body.environment, force=body.force)
     return reply(record.to_json(), status=201)
 

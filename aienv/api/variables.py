@@ -28,8 +28,8 @@ def _workspace(request: web.Request) -> Workspace:
     return request.app[STORE].get(check_name(request.match_info["name"], "workspace name"))
 
 
-def _variable(request: web.Request) -> str:
-    name = request.match_info["variable"]
+def check_variable(name: str) -> str:
+    """``name`` when it is a variable's name, else ``InvalidInput`` saying what one is."""
     if not re.fullmatch(VAR_RE, name):
         raise InvalidInput(
             f"{name!r} is not a variable name: letters, digits and _, not starting with a digit"
@@ -37,18 +37,23 @@ def _variable(request: web.Request) -> str:
     return name
 
 
+def _variable(request: web.Request) -> str:
+    return check_variable(request.match_info["variable"])
+
+
 def describe(ws: Workspace, held: dict[str, str]) -> list[dict[str, Any]]:
     """Each variable the workspace's environments declare or name, with whether this
     node holds a value (shown back only when it is not a secret)."""
     out: dict[str, dict[str, Any]] = {}
     for env in ws.manifest.environments:
-        needed = {v.name for v in env.needed_variables()}
-        for var in [*env.variables, *(v for v in env.needed_variables() if v not in env.variables)]:
+        needed = env.needed_variables()
+        required = {v.name for v in needed}
+        for var in [*env.variables, *(v for v in needed if v not in env.variables)]:
             entry = out.setdefault(var.name, {
                 "name": var.name, "description": var.description, "secret": var.secret,
                 "default": var.default, "required": False, "environments": [],
             })  # fmt: skip
-            entry["required"] |= var.name in needed
+            entry["required"] |= var.name in required
             entry["environments"].append(env.name)
     for name, entry in out.items():
         entry["set"] = name in held

@@ -89,7 +89,7 @@ def _after_install(
         _launch_anyway(client, job, values, as_json)
     elif job["state"] == "installed" and launch and (values or job.get("needs")):
         body = {"workspace": job["target"], "force": force}
-        _show(launch_with_values(client, body, values), as_json)
+        _show(launch_with_values(client, body, values), as_json, launched=True)
     else:
         _show(job, as_json)
 
@@ -105,7 +105,8 @@ def _launch_anyway(
     out.print(f"[yellow]{hint}[/]")
     if not typer.confirm("Launch it anyway?", default=False):
         raise CliError(f"not launched (aienv launch {target} --force runs it later)", EXIT_CONFLICT)
-    _show(launch_with_values(client, {"workspace": target, "force": True}, values), as_json)
+    launched = launch_with_values(client, {"workspace": target, "force": True}, values)
+    _show(launched, as_json, launched=True)
 
 
 def _body(
@@ -126,12 +127,12 @@ def _body(
     return body
 
 
-def _show(done: dict[str, Any], as_json: bool) -> None:
-    """The clone job or the environment it launched: as JSON, or its links."""
+def _show(done: dict[str, Any], as_json: bool, *, launched: bool = False) -> None:
+    """The clone job, or the environment launched after it: as JSON, or its links."""
     if as_json:
         emit_json(done)
         return
-    if "id" in done and "." in done["id"]:  # an environment: WORKSPACE.ENVIRONMENT
+    if launched:
         out.print(f"[green]{done['id']}[/] {done['state']}")
     if done["endpoints"]:
         out.print(endpoints_text(done["endpoints"]))

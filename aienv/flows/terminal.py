@@ -18,18 +18,19 @@ WATCH = 0.5  # seconds between looks at whether the environment still runs
 async def open_terminal(environments: Environments, env_id: str) -> Terminal:
     """A shell in ``env_id``; raises ``Conflict`` unless it is running here."""
     record = environments.get(env_id)
-    if record.state is not EnvState.RUNNING or not record.handle:
+    if record.state is not EnvState.RUNNING:
         raise Conflict(
             f"environment {env_id} is {record.state}: a terminal opens in a running "
             f"environment (aienv launch {record.workspace})",
             code="not_running",
         )
-    runtime, handle = environments.runtime_of(env_id)[1], record.handle
+    record, runtime = environments.runtime_of(env_id)
+    assert record.handle is not None  # runtime_of refuses a record without one
     ws = environments.workspaces.get(record.workspace)
     env = ws.manifest.environment(record.environment)
     values = launch_values(record.workspace, env, environments.variables.of(record.workspace))
     spec = environments.spec(record, env, ws.path, runtime, None, values)
-    return await runtime.terminal(spec, handle)
+    return await runtime.terminal(spec, record.handle)
 
 
 async def until_stopped(environments: Environments, env_id: str) -> None:
