@@ -12,8 +12,9 @@ What a launch makes, and why:
   any file of this machine.
 - **Boot.** The workspace's kernel, initrd and command line (``console=ttyS0``
   added when it names no console), or the disk's own boot loader.
-- **Console.** The first serial port is appended to the environment's log
-  file, so ``aienv logs`` shows the boot and whatever the guest prints.
+- **Console.** The first serial port is a pseudo-terminal whose output is also
+  appended to the environment's log file, so ``aienv logs`` shows the boot and
+  whatever the guest prints, and the terminal (``vm_console``) is that console.
 - **Network.** qemu's user-mode networking (slirp: the guest is 10.0.2.15
   behind 10.0.2.2, no privileges, no bridge) with a ``hostfwd`` per endpoint:
   the planned host port on every address of the node to the endpoint's guest
@@ -52,6 +53,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aienv.errors import Conflict, RuntimeFailure
 from aienv.names import check_name
 from aienv.runtime.base import Handle, LaunchSpec, Runtime
+from aienv.runtime.terminal import Terminal
+from aienv.runtime.vm_console import ConsoleTerminal, open_console
 from aienv.runtime.vm_disk import OVERLAY_META, prepare_overlay
 from aienv.runtime.vm_domain import DomainConfig, domain_name, domain_xml, guest_domain_types
 from aienv.runtime.vm_libvirt import (
@@ -322,6 +325,10 @@ class VmRuntime(Runtime):
             overlay = Path(handle["overlay"])
             overlay.unlink(missing_ok=True)
             (overlay.parent / OVERLAY_META).unlink(missing_ok=True)
+
+    async def terminal(self, spec: LaunchSpec, handle: Handle) -> Terminal:
+        """The VM's serial console: what the guest runs there (a shell, a login)."""
+        return ConsoleTerminal(await self._run(open_console, self._libvirt, handle))
 
     def details(self, handle: Handle) -> dict[str, Any]:
         return {

@@ -93,10 +93,11 @@ def domain_xml(cfg: DomainConfig) -> str:
         _sub(disk, "source", file=str(cfg.disk))
         _sub(disk, "target", dev="vda", bus="virtio")
     _sub(devices, "controller", type="usb", model="none")
-    for tag, target in (("serial", {"port": "0"}), ("console", {"type": "serial", "port": "0"})):
-        chardev = _sub(devices, tag, type="file")
-        _sub(chardev, "source", path=str(cfg.log_path), append="on")
-        _sub(chardev, "target", **target)
+    serial = _sub(devices, "serial", type="pty")  # the terminal opens it through libvirt
+    _sub(serial, "log", file=str(cfg.log_path), append="on")
+    _sub(serial, "target", port="0")
+    console = _sub(devices, "console", type="pty")
+    _sub(console, "target", type="serial", port="0")
     rng = _sub(devices, "rng", model="virtio")
     _sub(rng, "backend", "/dev/urandom", model="random")
     _sub(devices, "memballoon", model="none")

@@ -48,6 +48,26 @@ def unreachable(uri: str, exc: BaseException) -> RuntimeFailure:
     )
 
 
+_events: list[threading.Thread] = []  # the one thread running libvirt's event loop
+_events_lock = threading.Lock()
+
+
+def start_events() -> None:
+    """Run libvirt's default event loop on a daemon thread, once per process and before
+    the first connection: a console stream's data arrives only through it."""
+    with _events_lock:
+        if _events:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        _events.append(threading.Thread(target=_run_events, name="libvirt-events", daemon=True))
+        _events[0].start()
+
+
+def _run_events() -> None:
+    while True:
+        libvirt.virEventRunDefaultImpl()
+
+
 class Libvirt:
     """Open connections by URI, reopened when one died; ``close`` is idempotent."""
 
@@ -73,6 +93,7 @@ class Libvirt:
                         return conn
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.close()
+            start_events()
             try:
                 conn = libvirt.open(uri)
             except libvirt.libvirtError as exc:

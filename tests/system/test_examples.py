@@ -12,6 +12,10 @@ index on a sharer with internet: scripts/test fills it); the node that clones it
 has no package index at all (pip's configuration is cut off too) and builds the
 virtualenv from the workspace's wheelhouse; JupyterLab's API answers with the
 link's token and refuses without it.
+
+vm: its kernel, initramfs and disk are built by scripts/build-vm-example (here into
+a temporary folder); the node that clones it boots it under libvirt in its own
+namespace, and the page's terminal is the guest's serial console.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.integration.conftest import shared_by, wait_for
-from tests.lan import Host, Lan
+from tests.lan import Host, Lan, open_to_others
 from tests.system.container_image import build_image
+from tests.system.libvirt_daemon import libvirt_daemon
 from tests.system.test_web_ui import browser, driver, page, section, shots  # noqa: F401
+from tests.system.vm_image import build_vm_workspace
 
 pytestmark = [pytest.mark.system]
 
@@ -40,7 +46,14 @@ NO_CONFIG = {"PIP_CONFIG_FILE": os.devnull}  # no index or find-links from this 
 
 
 @pytest.fixture(scope="module")
-def nodes(lan: Lan, engine: str) -> Iterator[tuple[Host, Host]]:
+def libvirt(lan: Lan) -> Iterator[str]:
+    """libvirtd in the cloning node's namespace: its VMs' forwarded ports live there."""
+    with libvirt_daemon(lan.hosts[1].ns) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def nodes(lan: Lan, engine: str, libvirt: str) -> Iterator[tuple[Host, Host]]:
     if not WHEELS or not any(Path(WHEELS).glob("jupyterlab-*.whl")):
         message = ("the example's wheels are not cached (scripts/test downloads them into "
                    ".cache/wheels before it enters the test namespace)")  # fmt: skip
@@ -48,12 +61,14 @@ def nodes(lan: Lan, engine: str) -> Iterator[tuple[Host, Host]]:
             pytest.fail(message)
         pytest.skip(message)
     a, b = lan.hosts
-    docker = {"AIENV_DOCKER_HOST": engine}  # one engine, reached by both through its socket
+    # one engine, reached by both through its socket; beta's libvirtd
+    docker = {"AIENV_DOCKER_HOST": engine, "AIENV_LIBVIRT_URI": libvirt}
     a.extra_env = {**NO_CONFIG, **docker, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": WHEELS}
     b.extra_env = {**NO_CONFIG, **docker}
     a.start("alpha")
     b.start("beta")
-    yield a, b
+    with open_to_others(b.home):  # beta's VMs: qemu runs as libvirt's account, never root
+        yield a, b
     for host in (a, b):
         host.stop()
 
@@ -150,3 +165,40 @@ def test_container_web_is_built_on_share_and_runs_from_its_archive_with_one_clic
         assert "images/notes.tar" not in relayed.stdout
     finally:
         client.close()
+
+
+def test_the_vm_example_boots_from_one_click_with_its_console_in_the_page(
+    nodes: tuple[Host, Host],
+    page: Page,  # noqa: F811 - the web UI tests' fixture
+    tmp_path: Path,
+) -> None:
+    a, b = nodes
+    image = build_vm_workspace(tmp_path / "vm")  # what scripts/build-vm-example writes
+    a.cli("create", "vm", "--from", str(image.root))
+    a.cli("share", "vm")
+    archive = json.loads(a.cli("show", "vm", "--json").stdout)["archive"]
+    print(f"vm: archive {archive['size'] / 1024**2:.1f} MiB")
+    wait_for(lambda: "vm" in shared_by(b, "alpha"), 10.0, "beta sees it")
+
+    clicked = time.monotonic()
+    page.get_by_role("button", name="Run vm from alpha", exact=True).click()
+    link = section(page, "Clones").get_by_role("link", name="Open http", exact=True)
+    expect(link).to_be_visible(timeout=180_000)
+    url = link.get_attribute("href") or ""
+    assert "hello from the aienv VM example" in b.run("curl", "-sf", url).stdout
+    print(f"vm: click to its page answering {time.monotonic() - clicked:.1f} s")
+    assert b.run("curl", "-sf", url + "cgi-bin/disk?write=from-the-lan").stdout.strip() == (
+        "from-the-lan"
+    )
+
+    # the terminal: the guest's serial console, a shell on the VM's own disk
+    page.get_by_role("button", name="Terminal of vm.web", exact=True).click()
+    dialog = page.get_by_role("dialog", name="Terminal of vm.web")
+    expect(dialog).to_contain_text("serial console")
+    page.keyboard.type("\n")
+    screen = dialog.locator(".xterm-rows")
+    expect(screen).to_contain_text("vm#", timeout=20_000)
+    page.keyboard.type("echo note=$(head -c 12 /dev/vda) on $(hostname)\n")
+    expect(screen).to_contain_text("note=from-the-lan on vm", timeout=20_000)
+    dialog.get_by_role("button", name="Close", exact=True).click()
+    b.cli("stop", "vm")

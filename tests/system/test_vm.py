@@ -29,6 +29,7 @@ from aienv.config import NodeSettings
 from aienv.errors import Conflict, InvalidInput, NotFound, RuntimeFailure
 from aienv.runtime.base import LaunchSpec
 from aienv.runtime.ports import free_port
+from aienv.runtime.terminal import Terminal
 from aienv.runtime.vm import VmRuntime
 from aienv.runtime.vm_disk import OVERLAY, base_format
 from aienv.runtime.vm_domain import domain_name
@@ -62,7 +63,7 @@ def bed() -> Iterator[Bed]:
     tmp.chmod(0o711)  # as make_dirs leaves a node's home: others enter, list nothing
     (tmp / "home").mkdir()
     try:
-        image = build_vm_workspace(tmp / "workspace")
+        image = build_vm_workspace(tmp / "workspace", name="vmtest")
         (tmp / "workspace").chmod(0o700)  # as a workspace is installed: the launch opens it
         with running_daemon() as daemon:
             yield Bed(daemon, image, tmp)
@@ -153,6 +154,23 @@ async def wait_answering(port: int, log_path: Path, timeout: float = BOOT_TIMEOU
     raise AssertionError(
         f"the guest did not answer within {timeout:g} s; console:\n{console(log_path)[-2000:]}"
     )
+
+
+async def read_until(term: Terminal, wanted: bytes, timeout: float = 20.0) -> bytes:
+    seen = b""
+    async with asyncio.timeout(timeout):
+        while wanted not in seen:
+            data = await term.read()
+            assert data, f"the console ended before {wanted!r}; it showed {seen[-500:]!r}"
+            seen += data
+    return seen
+
+
+async def drain(term: Terminal) -> bytes:
+    """Read until the terminal ends; what its last read returned (``b""``)."""
+    while data := await term.read():
+        pass
+    return data
 
 
 def console(log_path: Path) -> str:
@@ -291,7 +309,21 @@ async def test_vm_lifecycle(bed: Bed, record_property: Callable[[str, object], N
     mem_kib = int(guest.split("MemTotal:")[1].split()[0])
     assert 128 * 1024 < mem_kib <= 256 * 1024
     assert READY_MARKER in console(spec.log_path)
-    assert "hello from the aienv test VM" in await get(port, "/")
+    assert "hello from the aienv VM example" in await get(port, "/")
+
+    # the terminal is the serial console, where the guest runs a shell
+    term = await runtime.terminal(spec, handle)
+    await term.write(b"\r")
+    await read_until(term, b"vm# ")
+    await term.resize(100, 30)  # a serial line has no size: nothing happens, nothing breaks
+    await term.write(b"echo sum=$((6*7)) $(cat /proc/sys/kernel/hostname)\r")
+    await read_until(term, b"sum=42 vm")
+    again = await runtime.terminal(spec, handle)  # a reloaded page takes the console over
+    assert await asyncio.wait_for(drain(term), 10) == b""
+    await again.write(b"echo second=$((2+3))\r")
+    await read_until(again, b"second=5")
+    await again.close()
+    await again.close()  # twice is fine
 
     # snapshots: the disk goes back with the snapshot
     assert (await get(port, "/cgi-bin/disk?write=alpha")).strip() == "alpha"

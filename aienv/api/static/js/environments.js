@@ -81,8 +81,8 @@ function row(env) {
     endpoints(env),
     h('div', { class: 'actions' },
       actionButton({ label: `Logs of ${env.id}`, text: 'Logs', onclick: () => openLogs(env.id) }),
-      env.state === 'running' && env.runtime !== 'vm' ? actionButton({
-        label: `Terminal of ${env.id}`, text: 'Terminal', onclick: () => terminal.open(env.id),
+      env.state === 'running' ? actionButton({
+        label: `Terminal of ${env.id}`, text: 'Terminal', onclick: () => terminal.open(env.id, env.runtime),
       }) : null,
       LIVE.has(env.state) ? actionButton({
         label: `Stop ${env.id}`, text: 'Stop', busyText: 'Stopping…', cls: 'danger',

@@ -19,7 +19,12 @@ export function available() {
   return typeof window.Terminal === 'function';
 }
 
-export function open(envId) {
+const WHAT = {
+  vm: (id) => `The serial console of ${id}: what its guest runs there. Output also goes to its logs.`,
+  container: (id) => `A shell in ${id}'s container, with its variables.`,
+};
+
+export function open(envId, runtime) {
   end();
   document.getElementById('terminal-h').textContent = `Terminal of ${envId}`;
   const status = document.getElementById('terminal-status');
@@ -46,7 +51,7 @@ export function open(envId) {
   };
   status.textContent = 'Connecting…';
   socket.addEventListener('open', () => {
-    status.textContent = `A shell in ${envId}: its folder, its variables, its sandbox.`;
+    status.textContent = (WHAT[runtime] ?? ((id) => `A shell in ${id}: its folder, its variables, its sandbox.`))(envId);
     size();
     term.focus();
   });
