@@ -53,10 +53,24 @@ InvalidReason = Literal[
 ]
 
 
+#: how much of a workspace's description its announcement carries
+DESCRIPTION_MAX = 200
+
+
 class _Wire(BaseModel):
     # Unknown keys are ignored so that a newer node's additions do not make
     # older nodes drop its announcements (same protocol version).
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+
+class Needs(_Wire):
+    """What a shared workspace's first environment (the one a clone launches) requires:
+    enough for a page to weigh it against a machine before it asks for a plan."""
+
+    runtime: str = Field(max_length=32)
+    cpus: float | None = Field(default=None, gt=0, le=1024)
+    memory: int | None = Field(default=None, ge=0)
+    gpu: bool = False  # a GPU is required
 
 
 class SharedWorkspace(_Wire):
@@ -69,6 +83,8 @@ class SharedWorkspace(_Wire):
     languages: list[str] = Field(default_factory=list, max_length=32)
     tools: list[str] = Field(default_factory=list, max_length=32)
     protected: bool = False  # a password guards its details and archive
+    description: str = Field(default="", max_length=DESCRIPTION_MAX)
+    needs: Needs | None = None  # absent: files only, or an older node
 
 
 class HeldArchive(_Wire):

@@ -12,11 +12,12 @@ import asyncio
 import logging
 from pathlib import Path
 
-from aienv.discovery.codec import SharedWorkspace
+from aienv.discovery.codec import DESCRIPTION_MAX, Needs, SharedWorkspace
 from aienv.errors import AienvError, Conflict
 from aienv.flows.environments import Environments
 from aienv.security import WORKSPACE_PASSWORD
 from aienv.state.store import StateStore
+from aienv.workspace.manifest import Environment
 from aienv.workspace.store import Workspace, WorkspaceStore
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,8 @@ class WorkspaceFlows:
                         languages=list(m.languages),
                         tools=list(m.tools),
                         protected=ws.record.name in protected,
+                        description=_short(m.description),
+                        needs=_needs(m.environments[0]) if m.environments else None,
                     )
                 )
         return out
@@ -131,3 +134,16 @@ class WorkspaceFlows:
                     continue
                 if record.digest != before:
                     self.state.event("share", f"workspace {ws.record.name} changed; new archive")
+
+
+def _short(text: str) -> str:
+    """``text`` cut to what an announcement carries, at a word where it can be."""
+    if len(text) <= DESCRIPTION_MAX:
+        return text
+    cut = text[: DESCRIPTION_MAX - 1].rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:.") + "…"
+
+
+def _needs(env: Environment) -> Needs:
+    req = env.requires
+    return Needs(runtime=env.runtime, cpus=req.cpus, memory=req.memory, gpu=req.gpu == "required")

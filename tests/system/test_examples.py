@@ -148,7 +148,8 @@ def test_container_web_is_built_on_share_and_runs_from_its_archive_with_one_clic
 
         clicked = time.monotonic()
         page.get_by_role("button", name="Run container-web from alpha", exact=True).click()
-        link = section(page, "Clones").get_by_role("link", name="Open http", exact=True)
+        links = section(page, "Clones").get_by_role("list", name="Links of container-web")
+        link = links.get_by_role("link", name="Open http", exact=True)
         expect(link).to_be_visible(timeout=120_000)
         print(f"container-web: click to its page answering {time.monotonic() - clicked:.1f} s")
         url = link.get_attribute("href") or ""
@@ -182,7 +183,9 @@ def test_the_vm_example_boots_from_one_click_with_its_console_in_the_page(
 
     clicked = time.monotonic()
     page.get_by_role("button", name="Run vm from alpha", exact=True).click()
-    link = section(page, "Clones").get_by_role("link", name="Open http", exact=True)
+    # this clone's links: the cards of earlier clones stay, their links gone once stopped
+    links = section(page, "Clones").get_by_role("list", name="Links of vm", exact=True)
+    link = links.get_by_role("link", name="Open http", exact=True)
     expect(link).to_be_visible(timeout=180_000)
     url = link.get_attribute("href") or ""
     assert "hello from the aienv VM example" in b.run("curl", "-sf", url).stdout

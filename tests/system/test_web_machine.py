@@ -41,7 +41,7 @@ def page(browser: Browser) -> Iterator[Page]:
     page.set_default_timeout(15_000)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(PAGE)
+    page.goto(PAGE + "#machine")  # an old section link opens its view
     expect(page.get_by_text("Live", exact=True)).to_be_visible()
     yield page
     context.close()

@@ -94,7 +94,14 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def section(page: Page, title: str) -> Any:
+    """A section of the view shown (a hidden view's headings have no role)."""
     return page.locator("section").filter(has=page.get_by_role("heading", name=title, exact=True))
+
+
+def view(page: Page, name: str) -> None:
+    """Open one of the page's views by its tab ("Running" may carry a count)."""
+    tabs = page.get_by_role("navigation", name="Views")
+    tabs.get_by_role("link", name=re.compile(rf"^{re.escape(name)}\b")).click()
 
 
 def share(host: Host, name: str, folder: Path | None = None) -> None:
@@ -113,13 +120,15 @@ def test_share_appears_then_clone_launch_open_and_stop(
     nodes: tuple[Host, Host], page: Page, shots: Path
 ) -> None:
     a, _ = nodes
+    view(page, "This node")
     expect(section(page, "This node")).to_contain_text("beta")
     page.screenshot(path=shots / "node.png", full_page=True)
+    view(page, "Discover")
 
     share(a, "hello")  # through A's own API, while B's page is open
     run_button = page.get_by_role("button", name="Run hello from alpha", exact=True)
     expect(run_button).to_be_visible(timeout=10_000)  # no reload: the live feed told it
-    network = section(page, "Network")
+    network = section(page, "Discover")
     expect(network).to_contain_text("python")  # languages and tools are announced too
     expect(page.get_by_role("button", name="Clone hello from alpha without launching",
                             exact=True)).to_be_visible()  # fmt: skip
@@ -174,12 +183,15 @@ def test_share_appears_then_clone_launch_open_and_stop(
     expect(section(page, "Environments")).to_contain_text("stopped")
     expect(link).to_have_count(0)
 
+    view(page, "Activity")
     events = section(page, "Events")
     expect(events).to_contain_text("alpha")  # the peer joining
     expect(events).to_contain_text("running")
 
+    page.go_back()  # the views are history entries: back is the Running view again
     page.get_by_role("button", name="Clear finished clones", exact=True).click()
     expect(bar).to_have_count(0)  # the job is forgotten, the workspace it installed stays
+    view(page, "My workspaces")
     expect(page.get_by_role("button", name="Launch hello", exact=True)).to_be_visible()
 
 
@@ -245,7 +257,7 @@ def test_a_workspace_that_does_not_fit_says_why(
     )
     share(a, "huge", folder)
     page.get_by_role("button", name="Details of huge from alpha", exact=True).click()
-    network = section(page, "Network")
+    network = section(page, "Discover")
     expect(network).to_contain_text("does not fit")
     expect(network).to_contain_text("64.0 TiB of memory")  # the shortfall, named
 
@@ -254,6 +266,7 @@ def test_a_workspace_that_does_not_fit_says_why(
     expect(clones).to_contain_text("Installed, not launched", timeout=30_000)
     expect(clones).to_contain_text("does not fit this machine")
     expect(clones.get_by_role("button", name="Launch huge anyway", exact=True)).to_be_visible()
+    view(page, "My workspaces")
     page.get_by_role("button", name="Launch huge", exact=True).click()
     alert = section(page, "My workspaces").get_by_role("alert")
     expect(alert).to_contain_text("does not fit this machine")
@@ -275,17 +288,20 @@ def test_a_protected_workspace_is_cloned_with_its_password(
     a, b = nodes
     share(a, "vault")
     set_password(a, "workspace-password", "set", "vault")
-    network = section(page, "Network")
+    network = section(page, "Discover")
     expect(network).to_contain_text("Password required")  # from the announcement, live
     field = page.get_by_label("Password for vault", exact=True)
     clone = page.get_by_role("button", name="Clone vault from alpha without launching", exact=True)
     field.fill("not the password")
     clone.click()
+    expect(network).to_contain_text("Clone started")  # Clone only stays in Discover
+    view(page, "Running")
     alert = section(page, "Clones").get_by_role("alert")
     expect(alert).to_contain_text("refused the password")
     assert not (b.home / "workspaces" / "vault").exists()
     no_leftovers(b)
 
+    view(page, "Discover")
     field.fill(PASSWORD)
     clone.click()
     wait_for((b.home / "workspaces" / "vault").is_dir, 30, "vault installed on B")
@@ -305,6 +321,7 @@ def test_peer_vanishing_mid_clone_fails_with_what_to_do(
     try:
         only = "Clone big from alpha without launching"
         page.get_by_role("button", name=only, exact=True).click()
+        view(page, "Running")  # Clone only stays in Discover; the progress is here
         source = f"{node_id(a)}/big"
         bar = page.get_by_role("progressbar", name=f"Clone {source}", exact=True)
 
@@ -324,6 +341,64 @@ def test_peer_vanishing_mid_clone_fails_with_what_to_do(
     finally:
         lan.shape(a, None)
         a.start("alpha")
+
+
+def test_discover_stays_readable_with_many_workspaces_and_keeps_its_place(
+    nodes: tuple[Host, Host], page: Page, tmp_path: Path, shots: Path
+) -> None:
+    """Ten shared workspaces: a few per group until asked for all, grouped by tool, each
+    saying whether it fits here; the search and grouping survive a reload, and the
+    views are history entries."""
+    a, _ = nodes
+    for i in range(10):
+        folder = tmp_path / f"many-{i}"
+        folder.mkdir()
+        tool, memory = ("jupyterlab", "64MiB") if i % 2 else ("code-server", "64MiB")
+        if i == 9:
+            memory = "64TiB"  # more than this machine has: its card says so
+        (folder / "workspace.yaml").write_text(
+            f"apiVersion: aienv/v1\nname: many-{i}\ntools: [{tool}]\n"
+            f"description: number {i} of many, a {tool} workspace\n"
+            f"environments:\n  - name: main\n    requires: {{memory: {memory}}}\n"
+            "    process: {command: [python3, -c, 'pass']}\n"
+        )
+        share(a, f"many-{i}", folder)
+    discover = section(page, "Discover")
+    search = page.get_by_label("Search", exact=True)
+    search.fill("many")
+    expect(discover).to_contain_text("10 workspaces from 1 of 1 node match.")
+    cards = discover.get_by_role("list", name="Shared by alpha").locator(":scope > li")
+    expect(cards).to_have_count(8)  # the first few; the rest on request
+    discover.get_by_role("button", name="Show all 10 from alpha", exact=True).click()
+    expect(cards).to_have_count(10)
+    expect(discover).to_contain_text("number 3 of many")  # the description travels
+
+    page.get_by_label("Group by", exact=True).select_option("tool")
+    lab = discover.get_by_role("list", name="Workspaces with jupyterlab", exact=True)
+    expect(lab.locator(":scope > li")).to_have_count(5)
+    expect(lab).to_contain_text("from alpha")  # grouped by tool, each card names its node
+
+    def card(name: str) -> Any:
+        return lab.locator(":scope > li").filter(
+            has=page.get_by_role("heading", name=name, exact=True)
+        )
+
+    expect(card("many-9")).to_contain_text("needs 64.0 TiB")  # announced: no Details needed
+    expect(card("many-1")).to_contain_text("fits here")
+    page.screenshot(path=shots / "discover-by-tool.png", full_page=True)
+
+    assert "q=many" in page.url and "group=tool" in page.url, page.url
+    page.reload()
+    expect(page.get_by_text("Live", exact=True)).to_be_visible()
+    expect(page.get_by_label("Search", exact=True)).to_have_value("many")
+    expect(page.get_by_label("Group by", exact=True)).to_have_value("tool")
+    expect(lab.locator(":scope > li")).to_have_count(5)
+
+    view(page, "This node")
+    expect(page).to_have_title(re.compile(r"^This node · beta"))
+    page.go_back()
+    expect(section(page, "Discover")).to_be_visible()
+    expect(page.get_by_label("Search", exact=True)).to_have_value("many")
 
 
 def test_keyboard_labels_narrow_window_and_dark_theme(
@@ -366,7 +441,8 @@ def test_keyboard_labels_narrow_window_and_dark_theme(
     for _ in range(60):
         narrow.keyboard.press("Tab")
         focused.add(narrow.evaluate("document.activeElement && document.activeElement.outerHTML"))
-    assert any("Create" in (f or "") for f in focused), "Tab never reached the Create button"
+    assert any('id="search"' in (f or "") for f in focused), "Tab never reached the search"
+    assert any('href="#mine"' in (f or "") for f in focused), "Tab never reached the tabs"
     outline = narrow.evaluate(
         "(() => { const s = getComputedStyle(document.activeElement);"
         " return s.outlineStyle + ' ' + s.outlineWidth + ' ' + s.boxShadow; })()"

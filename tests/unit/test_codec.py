@@ -213,6 +213,38 @@ def test_unknown_fields_are_ignored_for_forward_compatibility(ident: Identity) -
     assert isinstance(codec.decode(frame(ident, raw)), codec.Announcement)
 
 
+def test_description_and_needs_travel_and_older_announcements_lack_them(
+    ident: Identity,
+) -> None:
+    needs = codec.Needs(runtime="container", cpus=2.0, memory=4 << 30, gpu=True)
+    ws = body().workspaces[0].model_copy(update={"description": "a lab", "needs": needs})
+    ann = codec.decode(codec.encode(body().model_copy(update={"workspaces": [ws]}), ident))
+    assert isinstance(ann, codec.Announcement)
+    assert ann.body.workspaces[0].description == "a lab"
+    assert ann.body.workspaces[0].needs == needs
+    # an older node's announcement (no description, no needs) still decodes
+    obj = body().model_dump(mode="json")
+    for w in obj["workspaces"]:
+        del w["description"], w["needs"]
+    raw = zstandard.ZstdCompressor().compress(json.dumps(obj).encode())
+    old = codec.decode(frame(ident, raw))
+    assert isinstance(old, codec.Announcement) and old.body.workspaces[0].needs is None
+    # a description longer than an announcement carries is a bad field, not a crash
+    obj["workspaces"][0]["description"] = "x" * (codec.DESCRIPTION_MAX + 1)
+    raw = zstandard.ZstdCompressor().compress(json.dumps(obj).encode())
+    assert reason(frame(ident, raw)) == "bad_fields"
+
+
+def test_a_long_description_is_cut_at_a_word_to_fit_an_announcement() -> None:
+    from aienv.flows.workspaces import _short
+
+    text = " ".join(f"word{i}" for i in range(60))  # about 400 characters
+    cut = _short(text)
+    assert len(cut) <= codec.DESCRIPTION_MAX and cut.endswith("…")
+    assert text.startswith(cut[:-1]) and text[len(cut) - 1] == " "  # at a word's end
+    assert _short("short enough") == "short enough"
+
+
 def test_header_layout_is_as_documented(ident: Identity) -> None:
     data = codec.encode(body(), ident)
     magic, version, kind, length = struct.unpack_from("!4sBBH", data)

@@ -22,6 +22,8 @@ const jobs = new Map(); // id → job
 const rows = new Map(); // id → {el, parts}
 const lastStage = new Map(); // id → the last stage seen before failed/cancelled
 const peerNames = new Map(); // peer reference (an id) → the name the Network showed for it
+let envStates = null; // environment id → its state, from GET /environments (null: not known yet)
+const LIVE = new Set(['starting', 'running']);
 
 let ctx;
 
@@ -63,6 +65,12 @@ export function addJob(job, peerName) {
   if (peerName) peerNames.set(job.peer, peerName);
   upsert(job);
   order();
+}
+
+/** The environments' states: a clone's links stay only while what it launched runs. */
+export function environments(items) {
+  envStates = new Map((items ?? []).map((env) => [env.id, env.state]));
+  for (const [id, row] of rows) update(row, jobs.get(id));
 }
 
 /** Jobs from the stream's progress events. */
@@ -165,7 +173,10 @@ function update({ parts }, job) {
     : DONE.has(job.state) && job.error ? job.error : null;
   parts.note.hidden = !note;
   setText(parts.note, note ?? '');
-  renderLinks(parts.links, job.state === 'running' ? job.endpoints : launched.get(job.id)?.endpoints);
+  const env = job.state === 'running' ? { id: job.environment, endpoints: job.endpoints } : launched.get(job.id);
+  const known = envStates?.get(env?.id); // a job's environment may be newer than the list
+  const live = env && (known === undefined || LIVE.has(known));
+  renderLinks(parts.links, live ? env.endpoints : null);
   if (job.state === 'installed' && job.needs?.length && !launched.has(job.id)) renderAsk(parts, job);
   else if (job.state === 'installed' && job.refused && !launched.has(job.id)) renderAnyway(parts, job);
   else parts.ask.hidden = true;

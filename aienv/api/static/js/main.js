@@ -7,19 +7,27 @@ import * as clonesView from './clones.js';
 import * as environmentsView from './environments.js';
 import * as eventsView from './events.js';
 import * as machineView from './machine.js';
+import * as views from './views.js';
 
 
 // Each resource: where it comes from, whether it needs the admin role, and who shows it.
 const RESOURCES = {
-  node: { path: '/node', section: 'node', show: (d) => nodeView.showNode(d) },
-  system: { path: '/system?full=false', section: 'node', show: (d) => nodeView.showSystem(d) },
+  node: { path: '/node', section: 'node', show: (d) => { nodeView.showNode(d); networkView.rerender(); } },
+  system: { path: '/system?full=false', section: 'node', show: (d) => { nodeView.showSystem(d); networkView.rerender(); } },
   machine: { path: '/system', section: 'machine', admin: true, show: (d) => machineView.showInventory(d) },
   changes: { path: '/system/changes?limit=30', section: 'machine', admin: true, show: (d) => machineView.showChanges(d) },
   workspaces: { path: '/workspaces', section: 'workspaces', show: (d) => workspacesView.show(d.workspaces) },
   templates: { path: '/templates', section: 'workspaces', admin: true, show: (d) => workspacesView.showTemplates(d.templates) },
   peers: { path: '/peers', section: 'network', show: (d) => networkView.show(d.peers) },
   clones: { path: '/clones', section: 'clones', admin: true, show: (d) => clonesView.show(d.clones) },
-  environments: { path: '/environments', section: 'environments', admin: true, show: (d) => environmentsView.show(d.environments) },
+  environments: {
+    path: '/environments', section: 'environments', admin: true,
+    show: (d) => {
+      environmentsView.show(d.environments);
+      clonesView.environments(d.environments);
+      views.setCount('running', (d.environments ?? []).filter((e) => e.state === 'running').length);
+    },
+  },
   events: { path: '/events', section: 'events', admin: true, show: (d) => eventsView.show(d.events) },
 };
 
@@ -114,6 +122,7 @@ async function start() {
   }
   setAdmin(node.admin ?? onLoopback());
   nodeView.showNode(node);
+  views.init(ctx.admin ? 'discover' : 'mine');
   document.body.classList.remove('loading');
   refreshAll();
   openStream({

@@ -1,9 +1,17 @@
-// The "Network" section: peers and what they share, search and filters, details and Clone.
+// The "Discover" view: what the LAN's nodes share, as cards with their fit here and Run.
+// Search and filters, grouping by node or by tool (or none), a few cards per group until
+// asked for all, all kept in the URL (views.js); details and Clone only.
 import { api, enc } from './api.js';
 import { h, keyed, alertBox, fillSelect, RowState, actionButton } from './dom.js';
 import { bytes, list } from './format.js';
 import { addJob } from './clones.js';
 import { detailsPanel } from './peer-details.js';
+import { fitHere } from './fit.js';
+import { here } from './node.js';
+import * as views from './views.js';
+
+/** Cards shown per group (and in one list when not grouped) before "Show all". */
+const FIRST = { peer: 8, tool: 8, none: 24 };
 
 let ctx;
 let peers = [];
@@ -13,6 +21,7 @@ const details = new Map(); // PEERID/WS → {open, loading, data, error}
 const asNames = new Map(); // PEERID/WS → the other name typed after a name clash (kept across re-renders)
 const passwords = new Map(); // PEERID/WS → the password typed for a protected workspace (never stored)
 const intents = new Map(); // PEERID/WS → whether the last click asked to launch (Run) or not (Clone only)
+const expanded = new Set(); // groups shown in full: "peer:ID", "tool:NAME", "none:"
 
 const FILTERS = [
   ['runtime', (w) => w.runtimes],
@@ -27,11 +36,48 @@ export function init(context) {
     list: document.getElementById('peer-list'),
     empty: document.getElementById('network-empty'),
     search: document.getElementById('search'),
+    group: document.getElementById('group-by'),
+    count: document.getElementById('network-count'),
   };
   for (const [name] of FILTERS) els[name] = document.getElementById(`filter-${name}`);
-  for (const el of [els.search, ...FILTERS.map(([name]) => els[name])]) {
-    el.addEventListener('input', render);
+  for (const el of [els.search, els.group, ...FILTERS.map(([name]) => els[name])]) {
+    el.addEventListener('input', () => {
+      views.setParams('discover', place());
+      render();
+    });
   }
+  views.follow((view, params) => {
+    if (view !== 'discover') return;
+    els.search.value = params.get('q') ?? '';
+    els.group.value = ['tool', 'none'].includes(params.get('group')) ? params.get('group') : 'peer';
+    for (const [name] of FILTERS) wanted.set(name, params.get(name) ?? '');
+    applyWanted();
+    render();
+  });
+}
+
+const wanted = new Map(); // a filter's value from the URL, kept until its option exists
+
+function applyWanted() {
+  for (const [name] of FILTERS) {
+    const value = wanted.get(name) ?? '';
+    if ([...els[name].options].some((o) => o.value === value)) els[name].value = value;
+  }
+}
+
+/** The view's state as URL parameters. */
+function place() {
+  const params = { q: els.search.value.trim(), group: els.group.value === 'peer' ? '' : els.group.value };
+  for (const [name] of FILTERS) {
+    params[name] = els[name].value;
+    wanted.set(name, els[name].value);
+  }
+  return params;
+}
+
+/** Draw again (this machine's summary arrived: the fit badges change). */
+export function rerender() {
+  if (els) render();
 }
 
 export function show(items) {
@@ -39,6 +85,7 @@ export function show(items) {
   for (const [name, values] of FILTERS) {
     fillSelect(els[name], peers.flatMap((p) => (p.workspaces ?? []).flatMap((w) => values(w) ?? [])), 'Any');
   }
+  applyWanted();
   render();
 }
 
@@ -49,7 +96,7 @@ function matches(ws, peer) {
   }
   const text = els.search.value.trim().toLowerCase();
   if (!text) return true;
-  const haystack = [ws.name, peer.name, ...(ws.tags ?? []), ...(ws.tools ?? []),
+  const haystack = [ws.name, peer.name, ws.description ?? '', ...(ws.tags ?? []), ...(ws.tools ?? []),
     ...(ws.languages ?? []), ...(ws.runtimes ?? [])].join(' ').toLowerCase();
   return text.split(/\s+/).every((word) => haystack.includes(word));
 }
@@ -58,17 +105,46 @@ function filtering() {
   return Boolean(els.search.value.trim()) || FILTERS.some(([name]) => els[name].value);
 }
 
+/** The groups to draw: [{key, title, peer?, items: [{peer, ws}]}], by the chosen grouping. */
+function groups(mode) {
+  const found = peers.flatMap((peer) => (peer.workspaces ?? [])
+    .filter((ws) => matches(ws, peer)).map((ws) => ({ peer, ws })));
+  if (mode === 'peer') {
+    return peers.map((peer) => ({
+      key: `peer:${peer.id}`, peer, items: found.filter((item) => item.peer === peer),
+    })).filter((g) => !filtering() || g.items.length);
+  }
+  const byName = (a, b) => a.ws.name.localeCompare(b.ws.name) || a.peer.name.localeCompare(b.peer.name);
+  if (mode === 'none') return found.length ? [{ key: 'none:', title: null, items: found.sort(byName) }] : [];
+  const tools = new Map();
+  for (const item of found) {
+    for (const tool of item.ws.tools?.length ? item.ws.tools : ['']) {
+      if (!tools.has(tool)) tools.set(tool, []);
+      tools.get(tool).push(item);
+    }
+  }
+  return [...tools.entries()]
+    .sort(([a], [b]) => (a === '') - (b === '') || a.localeCompare(b))
+    .map(([tool, items]) => ({ key: `tool:${tool}`, title: tool || 'No tool named', items: items.sort(byName) }));
+}
+
 function render() {
-  const shown = peers
-    .map((peer) => ({ peer, workspaces: (peer.workspaces ?? []).filter((w) => matches(w, peer)) }))
-    .filter((item) => !filtering() || item.workspaces.length);
+  const mode = els.group.value;
+  const shown = groups(mode);
+  const total = shown.reduce((n, g) => n + g.items.length, 0);
+  const nodes = new Set(shown.flatMap((g) => g.items.map((item) => item.peer.id))).size;
+  els.count.textContent = peers.length
+    ? `${total} workspace${total === 1 ? '' : 's'} from ${nodes} of ${peers.length} node${peers.length === 1 ? '' : 's'}${filtering() ? ' match' : ''}.`
+    : '';
   els.empty.textContent = peers.length
     ? 'No shared workspace matches the search and filters.'
     : 'No other nodes seen yet';
   els.empty.hidden = shown.length > 0;
-  keyed(els.list, shown, (item) => item.peer.id, peerCard, (item) => JSON.stringify([
-    { ...item.peer, last_seen_ago: 0, expires_in: 0 }, item.workspaces, ctx.admin,
-    item.workspaces.map((w) => [rows.sig(key(item.peer, w)), details.get(key(item.peer, w))]),
+  const fits = here();
+  keyed(els.list, shown, (g) => `${mode}|${g.key}`, (g) => groupCard(g, mode, fits), (g) => JSON.stringify([
+    g.peer ? { ...g.peer, last_seen_ago: 0, expires_in: 0 } : null, g.title, ctx.admin, expanded.has(g.key),
+    g.items.map((item) => [item.ws, rows.sig(key(item.peer, item.ws)), details.get(key(item.peer, item.ws))]),
+    fits,
   ]));
 }
 
@@ -88,18 +164,26 @@ function resourcesText(r = {}) {
   return parts.join(' · ') || 'resources not announced';
 }
 
-function peerCard({ peer, workspaces }) {
-  return h('li', { class: 'peer card' },
-    h('div', { class: 'card-head' },
+function groupCard(group, mode, fits) {
+  const { peer, items } = group;
+  const limit = expanded.has(group.key) ? Infinity : FIRST[mode];
+  const label = peer ? `Shared by ${peer.name}` : group.title ? `Workspaces with ${group.title}` : 'Shared workspaces';
+  return h('li', { class: `card group ${peer ? 'peer' : ''}` },
+    peer ? h('div', { class: 'card-head' },
       h('h3', {}, peer.name), ' ',
       h('span', { class: 'muted' }, peer.address), ' ',
-      h('code', { class: 'muted', title: peer.id }, peer.id.slice(0, 12))),
-    h('p', { class: 'resources' }, resourcesText(peer.resources)),
-    workspaces.length
-      ? h('ul', { class: 'ws-grid', 'aria-label': `Shared by ${peer.name}` },
-        workspaces.map((ws) => wsCard(peer, ws)))
+      h('code', { class: 'muted', title: peer.id }, peer.id.slice(0, 12))) : null,
+    peer ? h('p', { class: 'resources' }, resourcesText(peer.resources)) : null,
+    group.title ? h('h3', {}, group.title, ' ', h('span', { class: 'muted' }, `(${items.length})`)) : null,
+    items.length
+      ? h('ul', { class: 'ws-grid', 'aria-label': label },
+        items.slice(0, limit).map((item) => wsCard(item.peer, item.ws, fits, !peer)))
       : h('p', { class: 'muted' }, 'Shares nothing right now.'),
-    peer.more_workspaces ? h('p', { class: 'muted' }, 'It shares more than its announcement lists.') : null);
+    items.length > limit ? h('button', {
+      type: 'button', class: 'btn link',
+      onclick: () => { expanded.add(group.key); render(); },
+    }, `Show all ${items.length}${peer ? ` from ${peer.name}` : group.title ? ` with ${group.title}` : ''}`) : null,
+    peer?.more_workspaces ? h('p', { class: 'muted' }, 'It shares more than its announcement lists.') : null);
 }
 
 function tagChips(label, values) {
@@ -107,14 +191,19 @@ function tagChips(label, values) {
   return [h('dt', {}, label), h('dd', {}, h('ul', { class: 'tags' }, values.map((v) => h('li', {}, v))))];
 }
 
-function wsCard(peer, ws) {
+function wsCard(peer, ws, fits, showPeer) {
   const k = key(peer, ws);
   const state = rows.get(k);
   const open = details.get(k);
   const panelId = `details-${k.replace(/[^a-zA-Z0-9_-]/g, '-')}`;
+  const fit = fitHere(ws, fits);
   return h('li', { class: 'ws card inner' },
     h('div', { class: 'card-head' },
-      h('h4', {}, ws.name), ' ', h('span', { class: 'muted' }, `v${ws.version}`), ' '),
+      h('h4', {}, ws.name), ' ', h('span', { class: 'muted' }, `v${ws.version}`), ' ',
+      showPeer ? h('span', { class: 'muted' }, `from ${peer.name}`) : null, ' ',
+      fit ? h('span', { class: `badge ${fit.cls}`, title: fit.why },
+        h('span', { class: 'sr-only' }, 'Here: '), fit.text) : null),
+    ws.description ? h('p', { class: 'desc clamp' }, ws.description) : null,
     h('dl', { class: 'facts' },
       h('dt', {}, 'Size'), h('dd', {}, bytes(ws.size)),
       h('dt', {}, 'Runtimes'), h('dd', {}, list(ws.runtimes)),
@@ -138,7 +227,7 @@ function wsCard(peer, ws) {
     state.error ? alertBox(state.error.message, state.error.code === 'name_taken' ? rename(peer, ws) : []) : null,
     state.extra.started ? h('p', { class: 'note', role: 'status' },
       `${state.extra.launch ? 'Downloading, then launching,' : 'Clone started'} as ${state.extra.started}: `,
-      h('a', { href: '#clones' }, 'see its progress and its links in Clones'), '.')
+      h('a', { href: '#clones' }, 'see its progress and its links in Running'), '.')
       : null,
     open?.open ? detailsPanel(panelId, open) : null);
 }
@@ -211,6 +300,7 @@ async function clone(peer, ws, asName = '', launch = false) {
     asNames.delete(key(peer, ws));
     state.extra = { started: job.target, launch };
     ctx.refresh('clones');
+    if (launch) views.go('running'); // where its progress, then its links, appear
   } catch (err) {
     state.error = { message: err.message, code: err.code };
   } finally {

@@ -1,4 +1,5 @@
 // The "This node" section: identity, addresses, resources, runtimes and the connection state.
+// What it knows of this machine (here()) also tells the Discover cards what fits here.
 import { h } from './dom.js';
 import { bytes, duration, shortId } from './format.js';
 
@@ -21,6 +22,11 @@ export function init() {
   }, 10000);
 }
 
+/** This node and its machine summary, as last fetched (either may still be null). */
+export function here() {
+  return { node, system };
+}
+
 export function setLive(live) {
   const text = live ? 'Live' : 'Reconnecting…';
   if (liveEl.textContent !== text) liveEl.textContent = text;
@@ -32,7 +38,7 @@ export function showNode(data) {
   nodeFetchedAt = Date.now();
   const brand = document.getElementById('brand-node');
   brand.textContent = data.name;
-  document.title = `aienv · ${data.name}`;
+  document.body.dataset.node = data.name; // the page's title: views.js
   render();
 }
 

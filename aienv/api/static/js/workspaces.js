@@ -41,7 +41,7 @@ function upsert(ws) {
 
 function render() {
   empty.textContent = ctx.admin
-    ? 'No workspaces yet: create one above, import a ZIP, or clone one from the Network.'
+    ? 'No workspaces yet: New workspace… above creates one or imports a ZIP; Discover has what other nodes share.'
     : 'This node shares no workspace right now.';
   empty.hidden = workspaces.length > 0;
   keyed(list, workspaces, (ws) => ws.name, ctx.admin ? adminRow : guestRow,
