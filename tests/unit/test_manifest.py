@@ -17,6 +17,16 @@ from aienv.workspace.manifest_file import edit_manifest, load_manifest
 EXAMPLE = Path(__file__).resolve().parents[2] / "workspaces" / "hello-web"
 
 
+EXAMPLES = sorted(p.parent for p in EXAMPLE.parent.glob("*/workspace.yaml"))
+
+
+@pytest.mark.parametrize("folder", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_workspace_is_valid_under_its_folder_name(folder: Path) -> None:
+    m = load_manifest(folder)
+    assert m.name == folder.name and m.description and m.environments
+    assert all(env.endpoints for env in m.environments)  # each opens a tool from its link
+
+
 def minimal(**extra: Any) -> dict[str, Any]:
     return {
         "apiVersion": "aienv/v1",

@@ -127,6 +127,19 @@ async def test_sharing_carries_the_wheels_and_a_launch_installs_from_them_alone(
     assert "--no-index --find-links" in spec.log_path.read_text()
 
 
+async def test_a_wheel_its_author_built_into_the_wheelhouse_is_carried(
+    harness: Harness, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package no index has a wheel of (published as source only): its author builds
+    the wheel into wheelhouse/, and the share takes it from there."""
+    (workspace / "wheels").rename(workspace / "wheelhouse")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    env = venv_environment(pip_args=[])
+    assert await harness.runtime.prepare_share(env, workspace) == ["wheelhouse/"]
+    assert (workspace / "wheelhouse" / "aienv_venv_probe-1.0-py3-none-any.whl").is_file()
+
+
 async def test_a_requirement_no_index_has_stops_the_share_naming_it(
     harness: Harness, workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

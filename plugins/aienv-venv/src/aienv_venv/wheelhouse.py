@@ -6,7 +6,9 @@ On share, ``pip download`` on the sharing node (from its index, or whatever
 ``PIP_INDEX_URL`` / ``PIP_FIND_LINKS`` point pip at) fills ``wheelhouse/`` of the
 workspace, once per version of the requirements file (``.requirements.sha256``
 holds its digest). Wheels only: nothing is built, so no package's setup code runs
-on the sharing node (a package published only as source is named as unavailable).
+on the sharing node (a package published only as source is named as unavailable,
+unless the workspace's author built its wheel into ``wheelhouse/``: pip finds it
+there, as the llm-chat example's llama-cpp-python).
 A launch that finds ``wheelhouse/`` installs from it alone
 (``--no-index --find-links``). The wheels are those for the sharer's Python and
 platform, which a LAN of like machines shares; a receiver on another Python
@@ -67,6 +69,7 @@ async def fill(requirements: Path, root: Path) -> list[str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input",
         "--progress-bar", "off", "--only-binary=:all:", "--dest", str(house),
+        "--find-links", str(house),  # a wheel its author built (no index has one) is kept
         "--requirement", str(requirements),
         cwd=root, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
