@@ -192,7 +192,9 @@ if [ "$DEV" -eq 1 ]; then
   "$VENV/bin/python" -m pip install -q -e "$REPO/plugins/aienv-venv"
 else
   say "installing aienv from $REPO"
-  "$VENV/bin/python" -m pip install -q "$REPO"
+  # with the venv runtime: the jupyterlab and llm-chat examples (and drafted Python
+  # projects) run on it
+  "$VENV/bin/python" -m pip install -q "$REPO" "$REPO/plugins/aienv-venv"
 fi
 # The web page's terminal: xterm.js and its fit addon, pinned npm packages fetched
 # from the registry and checked against their published sha512 integrity (never kept
@@ -268,6 +270,9 @@ Wants=network-online.target
 ExecStart=$VENV/bin/aienv serve
 Environment=AIENV_HOME=$home
 Environment=AIENV_TLS=$TLS
+# its own cgroup subtree: the node puts each environment's CPU and memory limits there
+# (without it, and not as root, the node cannot limit an environment's memory)
+Delegate=yes
 ${system_user}Restart=on-failure
 RestartSec=3
 KillMode=mixed

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -11,7 +12,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from aienv.api.common import parse_body, reply
 from aienv.api.keys import ABOUT, STORE
 from aienv.api.openapi import doc
-from aienv.capture import DEFAULT_COPY_LIMIT, capture_container, capture_process
+from aienv.capture import (
+    DEFAULT_COPY_LIMIT,
+    capture_container,
+    capture_process,
+    draft_folder,
+    manifest_text,
+)
 from aienv.errors import InvalidInput
 from aienv.names import check_name
 from aienv.units import parse_size
@@ -64,5 +71,35 @@ async def capture(request: web.Request) -> web.Response:
     )
 
 
+class DraftBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    name: str
+    source: str = Field(alias="from", min_length=1, max_length=4096)
+
+
+def draft_json(draft: Any) -> dict[str, Any]:
+    """A project's draft as the API shows it (before and after it is written)."""
+    return {
+        "name": draft.name,
+        "manifest": draft.manifest,
+        "yaml": manifest_text(draft),
+        "found": draft.captured,
+        "todo": draft.notes,
+        "files": sorted(draft.files),
+    }
+
+
+@doc(body=DraftBody, example={"name": "myproj", "from": "/home/me/src/myproj"})
+async def draft_workspace(request: web.Request) -> web.Response:
+    """What ``POST /workspaces`` with ``draft: true`` would make of a folder without a
+    workspace.yaml: the manifest drafted from its files, what was found, what to check.
+    Nothing is written."""
+    body = await parse_body(request, DraftBody)
+    name = check_name(body.name, "workspace name")
+    draft = await draft_folder(request.app[STORE], Path(body.source), name)
+    return reply(draft_json(draft))
+
+
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/api/v1/capture", capture)
+    router.add_post("/api/v1/workspaces/draft", draft_workspace)

@@ -11,13 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aienv.api import archives
 from aienv.api.access import ACCESS
+from aienv.api.capture import draft_json
 from aienv.api.common import is_admin, parse_body, reply
 from aienv.api.keys import ABOUT, HOLDINGS, STORE, WORKSPACES
 from aienv.api.openapi import doc
+from aienv.capture import create_drafted
 from aienv.errors import Conflict, InvalidInput, NotFound, TooLarge
 from aienv.names import check_name
 from aienv.transfer.holdings import Holding
 from aienv.units import human_size
+from aienv.workspace.manifest import MANIFEST_FILE
 from aienv.workspace.store import Workspace, template_names
 
 
@@ -32,6 +35,8 @@ class CreateWorkspace(BaseModel):
     name: str
     source: str | None = Field(default=None, alias="from")
     template: str | None = None
+    #: a folder without a workspace.yaml gets one drafted from its files
+    draft: bool = False
 
 
 def _visible(request: web.Request, name: str) -> Workspace:
@@ -95,10 +100,15 @@ async def list_templates(request: web.Request) -> web.Response:
 
 @doc(body=CreateWorkspace, example={"name": "hello", "from": "/home/me/src/hello-web"}, status=201)
 async def create_workspace(request: web.Request) -> web.Response:
-    """Create a workspace from a folder on this machine (copied in) or a template."""
+    """Create a workspace from a folder on this machine (copied in) or a template; with
+    ``draft``, a folder without a workspace.yaml gets one drafted from its files
+    (``POST /workspaces/draft`` shows it first)."""
     body = await parse_body(request, CreateWorkspace)
     name = check_name(body.name, "workspace name")
     source = Path(body.source) if body.source else None
+    if body.draft and source is not None and not (source / MANIFEST_FILE).is_file():
+        ws, draft = await create_drafted(request.app[STORE], source, name)
+        return reply({**_workspace_json(request, ws), "draft": draft_json(draft)}, status=201)
     ws = await request.app[WORKSPACES].create(name, source, body.template)
     return reply(_workspace_json(request, ws), status=201)
 

@@ -1,5 +1,5 @@
 """Capture: a workspace made from a running process or container, so a peer can run
-its twin.
+its twin; or drafted from a project folder's own files (``project``).
 
 ``read_process`` and ``read_container`` read the workload; the package decides
 what the workspace holds (``process.draft_process``, ``container.draft_container``: pure
@@ -19,6 +19,19 @@ and special files (a workspace holds neither).
 from __future__ import annotations
 
 from aienv.capture.draft import DEFAULT_COPY_LIMIT
-from aienv.capture.install import capture_container, capture_process
+from aienv.capture.install import (
+    capture_container,
+    capture_process,
+    create_drafted,
+    draft_folder,
+    manifest_text,
+)
 
-__all__ = ["DEFAULT_COPY_LIMIT", "capture_container", "capture_process"]
+__all__ = [
+    "DEFAULT_COPY_LIMIT",
+    "capture_container",
+    "capture_process",
+    "create_drafted",
+    "draft_folder",
+    "manifest_text",
+]

@@ -71,19 +71,24 @@ def resources(
     gpu: bool,
     memory_limit: int | None = None,
     cpus_limit: float | None = None,
+    memory_peak: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``requires`` and ``recommends`` from what the workload uses now: the memory it
-    holds (required) and half as much again (recommended, in steps of 64 MiB); the
-    cores it keeps busy, half as much again, at least one; a GPU when it has one open.
-    Limits it runs under now are recommended as they are."""
+    """``requires`` and ``recommends`` from what the workload uses: the most memory it
+    has held (its peak resident set where known, which covers its start, else what it
+    holds now) rounded up to 16 MiB (required), and half as much again, at least 64 MiB
+    more (recommended, in steps of 64 MiB); the cores it keeps busy, half as much
+    again, at least one; a GPU when it has one open. Limits it runs under now are
+    recommended as they are."""
     requires: dict[str, Any] = {}
     recommends: dict[str, Any] = {}
-    if memory_used:
-        requires["memory"] = f"{int(round_up(memory_used, 16 * MiB)) // MiB}MiB"
+    needed = max(memory_used or 0, memory_peak or 0)
+    if needed:
+        requires["memory"] = f"{int(round_up(needed, 16 * MiB)) // MiB}MiB"
     if memory_limit:
         recommends["memory"] = f"{int(round_up(memory_limit, MiB)) // MiB}MiB"
-    elif memory_used:
-        recommends["memory"] = f"{int(round_up(memory_used * 1.5, 64 * MiB)) // MiB}MiB"
+    elif needed:
+        roomy = max(needed * 1.5, needed + 64 * MiB)
+        recommends["memory"] = f"{int(round_up(roomy, 64 * MiB)) // MiB}MiB"
     if cpus_limit:
         recommends["cpus"] = round(cpus_limit, 2)
     elif cpus_used is not None:
@@ -95,6 +100,20 @@ def resources(
         if int(recommends["memory"].removesuffix("MiB")) < low:
             recommends["memory"] = requires["memory"]
     return requires, recommends
+
+
+def memory_note(now: int, peak: int, requires: dict[str, Any], recommends: dict[str, Any]) -> str:
+    """Where the twin's memory figures come from, for ``CAPTURE.md``."""
+    if "memory" not in requires:
+        return "memory: not measured; give the twin's requires.memory by hand"
+    return (
+        f"memory: requires {requires['memory']}, the most it has held ({peak // MiB} MiB "
+        f"at its peak, {now // MiB} MiB now, with its children) rounded up; recommends "
+        f"{recommends.get('memory', requires['memory'])}, room to grow. A node with "
+        "cgroups holds the twin to its plan's memory; one without does not limit it "
+        "(no address-space limit, which would kill programs that reserve more than "
+        "they use)"
+    )
 
 
 def resources_text(requires: dict[str, Any], recommends: dict[str, Any]) -> str:

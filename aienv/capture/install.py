@@ -13,9 +13,11 @@ from typing import Any
 import yaml
 
 from aienv.capture.container import draft_container, image_reference
-from aienv.capture.draft import NOTES_FILE, Draft, default_name
+from aienv.capture.draft import NOTES_FILE, Copy, Draft, default_name
 from aienv.capture.filter import copy_file, copy_folder
 from aienv.capture.process import draft_process, process_default_name
+from aienv.capture.project import NOTES as PROJECT_NOTES
+from aienv.capture.project import draft_project
 from aienv.capture.read_container import read_container
 from aienv.capture.read_process import probe_http, python_packages, read_process
 from aienv.dockerengine.images import save_image, tag_image, untag_image
@@ -47,10 +49,18 @@ def write_draft(draft: Draft, folder: Path, exclude: frozenset[str] = frozenset(
             )
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).write_text(text)
-    (folder / MANIFEST_FILE).write_text(
-        "# Made by `aienv capture`: see CAPTURE.md for what to fill in.\n"
-        + yaml.safe_dump(draft.manifest, sort_keys=False, allow_unicode=True)
+    (folder / MANIFEST_FILE).write_text(manifest_text(draft))
+
+
+def manifest_text(draft: Draft) -> str:
+    """The draft's ``workspace.yaml``, with where to read what is left to do."""
+    made_by, notes = (
+        ("`aienv create --from`", PROJECT_NOTES)
+        if draft.origin.get("kind") == "draft"
+        else ("`aienv capture`", NOTES_FILE)
     )
+    head = f"# Made by {made_by}: see {notes} for what to check or fill in.\n"
+    return head + yaml.safe_dump(draft.manifest, sort_keys=False, allow_unicode=True)
 
 
 def _exclude(store: WorkspaceStore) -> frozenset[str]:
@@ -136,4 +146,23 @@ async def capture_container(
                 store.state.event("capture", f"capture of container {facts.name} failed; {kept}")
         raise
     store.state.event("capture", f"container {facts.name} captured as workspace {name}")
+    return ws, draft
+
+
+async def draft_folder(store: WorkspaceStore, folder: Path, name: str) -> Draft:
+    """What ``aienv create NAME --from FOLDER`` would make of a folder without a
+    ``workspace.yaml``: the draft, nothing written."""
+    if not folder.is_absolute():
+        raise WorkspaceError(f"{folder}: give an absolute path")
+    draft = await _draft(draft_project, folder, name, store.settings.name)
+    draft.copies = [Copy(folder, ".", folder=True)]
+    return draft
+
+
+async def create_drafted(store: WorkspaceStore, folder: Path, name: str) -> tuple[Workspace, Draft]:
+    """The folder copied in with the workspace.yaml drafted from its files."""
+    store.check_free(name)
+    draft = await draft_folder(store, folder, name)
+    ws = await install_draft(store, draft, None)
+    store.state.event("workspace", f"workspace {name} drafted from the files of {folder}")
     return ws, draft

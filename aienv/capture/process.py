@@ -18,6 +18,7 @@ from aienv.capture.draft import (
     default_name,
     endpoint_names,
     hide_command,
+    memory_note,
     notes_text,
     resources,
     resources_text,
@@ -240,7 +241,10 @@ def draft_process(
     endpoints = endpoint_names([(lst.port, lst.protocol or "tcp") for lst in facts.listeners])
     command = _command(draft, facts, cmdline, paths, endpoints)
     env = {k: paths.rewrite(v) if v.startswith("/") else v for k, v in env.items()}
-    requires, recommends = resources(facts.rss, facts.cpu_percent / 100, facts.uses_gpu)
+    requires, recommends = resources(
+        facts.rss, facts.cpu_percent / 100, facts.uses_gpu, memory_peak=facts.peak_rss
+    )
+    draft.notes.append(memory_note(facts.rss, facts.peak_rss, requires, recommends))
     environment: dict[str, Any] = {
         "name": ENVIRONMENT,
         "runtime": "process",

@@ -71,6 +71,7 @@ class ProcessFacts:
     cwd: str
     environ: dict[str, str]
     rss: int  # with its children
+    peak_rss: int  # the most each of them has held (VmHWM), summed: what it needed so far
     cpu_percent: float  # of one core, with its children, over CPU_SAMPLE
     listeners: list[Listener]
     model_files: list[str]
@@ -170,22 +171,33 @@ def python_interpreter(cmdline: list[str], exe: str, cwd: str, env: dict[str, st
     return None
 
 
-def _use(tree: list[psutil.Process]) -> tuple[int, float]:
-    """Resident memory of the process and its children, and the CPU (% of one core)
-    they use over ``CPU_SAMPLE`` seconds."""
+def _peak(pid: int) -> int:
+    """A process's resident high-water mark (``VmHWM``), 0 when it cannot be read."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _use(tree: list[psutil.Process]) -> tuple[int, int, float]:
+    """Resident memory of the process and its children now and at its peak, and the
+    CPU (% of one core) they use over ``CPU_SAMPLE`` seconds."""
     for member in tree:
         with contextlib.suppress(psutil.Error):
             member.cpu_percent(None)
-    rss = 0
+    rss = peak = 0
     for member in tree:
         with contextlib.suppress(psutil.Error):
-            rss += member.memory_info().rss
+            now = member.memory_info().rss
+            rss += now
+            peak += max(now, _peak(member.pid))
     time.sleep(CPU_SAMPLE)
     cpu = 0.0
     for member in tree:
         with contextlib.suppress(psutil.Error):
             cpu += member.cpu_percent(None)
-    return rss, cpu
+    return rss, peak, cpu
 
 
 def _held_open(tree: list[psutil.Process]) -> tuple[list[str], list[str]]:
@@ -226,7 +238,7 @@ def read_process(pid: int) -> ProcessFacts:
         except psutil.AccessDenied as exc:
             raise _denied(proc, "working folder and environment") from exc
         tree = _tree(proc)
-        rss, cpu = _use(tree)
+        rss, peak, cpu = _use(tree)
     except psutil.NoSuchProcess as exc:
         raise NotFound(f"process {pid} ended while it was read", code="process_not_found") from exc
     except psutil.AccessDenied as exc:
@@ -241,6 +253,7 @@ def read_process(pid: int) -> ProcessFacts:
         cwd=cwd,
         environ=environ,
         rss=rss,
+        peak_rss=peak,
         cpu_percent=cpu,
         listeners=_listeners(tree),
         model_files=models,

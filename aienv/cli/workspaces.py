@@ -19,19 +19,29 @@ if TYPE_CHECKING:
 def create(
     name: str,
     source: Annotated[
-        Path | None, typer.Option("--from", help="A folder holding workspace.yaml.")
+        Path | None,
+        typer.Option(
+            "--from",
+            help="A folder: its workspace.yaml, or one drafted from its project files "
+            "(requirements.txt, pyproject.toml, environment.yml, Dockerfile, "
+            "devcontainer.json, package.json, notebooks).",
+        ),
     ] = None,
     template: Annotated[
         str | None, typer.Option(help="A built-in template (default hello-web).")
     ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Write a draft without asking.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a workspace from a folder (copied into the node) or a template."""
+    """Create a workspace from a folder (copied into the node) or a template. A folder
+    without a workspace.yaml gets one drafted from its files, shown before it is written."""
     body: dict[str, Any] = {"name": name}
     if source is not None:
         if not source.is_dir():
             raise CliError(f"{source} is not a folder")
         body["from"] = str(source.resolve())
+        if not (source / "workspace.yaml").is_file():
+            body["draft"] = _agree_to_draft(body, yes, as_json)
     if template is not None:
         body["template"] = template
     ws = Client().post("/workspaces", body)
@@ -39,6 +49,29 @@ def create(
         emit_json(ws)
     else:
         out.print(f"created workspace [bold]{ws['name']}[/] ({ws['version']}) at {ws['path']}")
+        if ws.get("draft"):
+            out.print(f"next: aienv launch {ws['name']}   (see DRAFT.md in it for what to check)")
+
+
+def _agree_to_draft(body: dict[str, Any], yes: bool, as_json: bool) -> bool:
+    """Show the workspace.yaml drafted from the folder's files; True once the person (or
+    ``--yes``) agrees to write it."""
+    draft = Client().post("/workspaces/draft", {"name": body["name"], "from": body["from"]})
+    if not as_json:
+        out.print(f"{body['from']} has no workspace.yaml; drafted from its files:\n")
+        for line in draft["found"]:
+            out.print(f"  found  {line}", markup=False, highlight=False)
+        out.print("")
+        out.print(draft["yaml"], markup=False, highlight=False)
+        for line in draft["todo"]:
+            out.print(f"  check  {line}", markup=False, highlight=False)
+    if yes:
+        return True
+    if not sys.stdin.isatty() or as_json:
+        raise CliError("nothing written: run again with --yes to create it from this draft")
+    if not typer.confirm(f"Create workspace {body['name']} from this draft?", default=True):
+        raise CliError("nothing written")
+    return True
 
 
 def list_cmd(as_json: JsonOpt = False) -> None:

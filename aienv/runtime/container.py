@@ -272,10 +272,13 @@ class ContainerRuntime(Runtime):
         }
 
 
-def context_digest(folder: Path) -> str:
-    """A SHA-256 over a build context's files: their paths, modes and bytes."""
+def context_digest(folder: Path, skip: frozenset[Path] = frozenset()) -> str:
+    """A SHA-256 over a build context's files (but ``skip``): their paths, modes and bytes.
+    The image archive and its stamp are skipped when the context holds them (a build
+    of the whole workspace), or every share would see a new context."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
+    files = (p for p in folder.rglob("*") if p.is_file() and not p.is_symlink() and p not in skip)
+    for path in sorted(files):
         digest.update(f"{path.relative_to(folder)}\0{path.stat().st_mode & 0o777}\0".encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
@@ -289,7 +292,7 @@ def _made_from(context: Path, archive: Path, stamp: Path) -> tuple[str, dict[str
     except (OSError, ValueError):
         made_from = {}
     return (
-        context_digest(context),
+        context_digest(context, frozenset({archive, stamp})),
         made_from if isinstance(made_from, dict) else {},
         archive.is_file(),
     )

@@ -129,7 +129,9 @@ class ProcessRuntime(Runtime):
             self.sandbox.check()
 
     def confinement(self, env: Environment, plan: Plan) -> list[str]:
-        return self.sandbox.describe(env.isolation, memory=plan.memory)
+        lines = self.sandbox.describe(env.isolation, memory=plan.memory)
+        note = limits.memory_note(plan.memory, use_cgroups=self._use_cgroups)
+        return [*lines, note] if note else lines
 
     async def launch(self, spec: LaunchSpec) -> Handle:
         block = spec.environment.process

@@ -206,6 +206,12 @@ class WorkspaceStore:
             raise WorkspaceError(f"{source}: give an absolute path")
         elif not source.is_dir():
             raise WorkspaceError(f"{source} is not a folder")
+        elif not (source / "workspace.yaml").is_file():
+            raise WorkspaceError(
+                f"{source} has no workspace.yaml: `aienv create {name} --from {source}` drafts "
+                "one from the project's files and shows it first",
+                code="no_manifest",
+            )
         load_manifest(source)
         staged = self.staging("create")
         try:

@@ -401,6 +401,29 @@ def test_discover_stays_readable_with_many_workspaces_and_keeps_its_place(
     expect(page.get_by_label("Search", exact=True)).to_have_value("many")
 
 
+def test_a_project_folder_without_workspace_yaml_is_drafted_then_created(
+    page: Page, tmp_path: Path, shots: Path
+) -> None:
+    folder = tmp_path / "sketch"
+    folder.mkdir()
+    (folder / "requirements.txt").write_text("jinja2\n")
+    (folder / "main.py").write_text("print('hello')\n")
+    view(page, "My workspaces")
+    page.get_by_text("New workspace…", exact=True).click()
+    form = page.get_by_role("form", name="Create a workspace")
+    form.get_by_label("Name", exact=True).fill("sketch")
+    form.get_by_label("From folder", exact=True).fill(str(folder))
+    form.get_by_role("button", name="Create", exact=True).click()
+    drafted = page.get_by_label("The drafted workspace.yaml")
+    expect(drafted).to_contain_text("runtime: venv")
+    expect(page.get_by_role("list", name="Found")).to_contain_text("requirements.txt")
+    expect(page.get_by_role("list", name="To check")).to_contain_text("PORT")
+    page.screenshot(path=shots / "draft.png", full_page=True)
+    page.get_by_role("button", name="Create sketch from this draft", exact=True).click()
+    expect(page.get_by_role("button", name="Launch sketch", exact=True)).to_be_visible()
+    expect(drafted).to_have_count(0)
+
+
 def test_keyboard_labels_narrow_window_and_dark_theme(
     browser: Browser, nodes: tuple[Host, Host], shots: Path
 ) -> None:

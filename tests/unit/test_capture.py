@@ -66,6 +66,11 @@ def test_resources_from_what_it_uses() -> None:
     requires, recommends = resources(MiB, 2.5, gpu=True, memory_limit=512 * MiB, cpus_limit=1.5)
     assert requires == {"memory": "16MiB", "gpu": "required"}
     assert recommends == {"memory": "512MiB", "cpus": 1.5}
+    # what it needed to start (its peak) counts, not only what it holds now
+    requires, recommends = resources(32 * MiB, None, gpu=False, memory_peak=150 * MiB)
+    assert requires == {"memory": "160MiB"} and recommends == {"memory": "256MiB"}
+    # small programs get at least 64 MiB of room
+    assert resources(20 * MiB, None, gpu=False)[1] == {"memory": "128MiB"}
 
 
 def process(tmp_path: Path, **changes: Any) -> ProcessFacts:
@@ -87,6 +92,7 @@ def process(tmp_path: Path, **changes: Any) -> ProcessFacts:
         cwd=str(app),
         environ={"GREETING": "hi", "API_KEY": "k", "PATH": "/usr/bin"},
         rss=50 * MiB,
+        peak_rss=70 * MiB,
         cpu_percent=150.0,
         listeners=[Listener(7860, "0.0.0.0", "http"), Listener(9000, "0.0.0.0", "tcp")],
         model_files=[f"{models}/m.safetensors"],
@@ -251,6 +257,7 @@ def test_secrets_on_the_command_line_become_variables_to_fill(tmp_path: Path) ->
     load_manifest(ws)
     notes = (ws / "CAPTURE.md").read_text()
     assert "`API_KEY_2`: the command line held it" in notes and "{env.DB_PASSWORD}" in notes
+    assert "requires 80MiB, the most it has held (70 MiB at its peak, 50 MiB now" in notes
     written = all_bytes(ws) + repr(draft.report()).encode() + repr(draft.origin).encode()
     for value in values:
         assert value.encode() not in written, value

@@ -41,13 +41,19 @@ export function init(saved, deleted) {
     const from = create.elements.from.value.trim();
     const template = create.elements.template.value;
     const body = from ? { name, from } : template ? { name, template } : { name };
+    showDraft(null);
     submitting(create.querySelector('button[type=submit]'), 'Creating…',
       document.getElementById('create-error'), async () => {
-        const ws = await api('/workspaces', { method: 'POST', json: body });
-        create.reset();
-        onSaved(ws);
+        try {
+          created(await api('/workspaces', { method: 'POST', json: body }));
+        } catch (err) {
+          if (err.code !== 'no_manifest') throw err;
+          // a project folder: what aienv would make of its files, written on the person's word
+          showDraft(await api('/workspaces/draft', { method: 'POST', json: { name, from } }), body);
+        }
       });
   });
+  create.elements.from.addEventListener('input', () => showDraft(null));
 
   const imp = document.getElementById('import-form');
   imp.elements.file.addEventListener('change', () => {
@@ -106,8 +112,43 @@ export function init(saved, deleted) {
   del.querySelector('[data-close]').addEventListener('click', () => closeDialog(del));
 }
 
+function created(ws) {
+  document.getElementById('create-form').reset();
+  showDraft(null);
+  onSaved(ws);
+}
+
+/** The workspace.yaml drafted from a folder's files, what was found and what to check,
+ * and the button that writes it; null hides it. */
+function showDraft(draft, body) {
+  const box = document.getElementById('create-draft');
+  box.hidden = !draft;
+  if (!draft) {
+    box.replaceChildren();
+    return;
+  }
+  const error = h('p', { class: 'alert', role: 'alert', hidden: true });
+  const write = h('button', { type: 'button', class: 'btn primary' }, `Create ${draft.name} from this draft`);
+  write.addEventListener('click', () => submitting(write, 'Creating…', error, async () => {
+    created(await api('/workspaces', { method: 'POST', json: { ...body, draft: true } }));
+  }));
+  box.replaceChildren(
+    h('h4', { tabindex: '-1' }, 'No workspace.yaml there: drafted from its files'),
+    h('ul', { 'aria-label': 'Found' }, draft.found.map((line) => h('li', {}, line))),
+    h('pre', { class: 'logs', tabindex: '0', 'aria-label': 'The drafted workspace.yaml' }, draft.yaml),
+    draft.todo.length ? h('p', { class: 'muted' }, 'To check:') : null,
+    draft.todo.length ? h('ul', { 'aria-label': 'To check' }, draft.todo.map((line) => h('li', {}, line))) : null,
+    h('div', { class: 'actions' }, write,
+      h('button', { type: 'button', class: 'btn', onclick: () => showDraft(null) }, 'Cancel')),
+    error);
+  box.querySelector('h4').focus();
+}
+
 export function showTemplates(templates) {
-  fillSelect(document.getElementById('create-template'), templates ?? []);
+  const select = document.getElementById('create-template');
+  const before = select.value;
+  fillSelect(select, templates ?? []);
+  if (!before && (templates ?? []).includes('hello-web')) select.value = 'hello-web'; // the API's default
 }
 
 export function openEdit(ws) {
