@@ -48,6 +48,7 @@ class Draft:
     not_copied: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # filled while copying
+    dropped_env: list[tuple[str, str]] = field(default_factory=list)  # (variable, why)
 
     def report(self) -> dict[str, Any]:
         return {
@@ -55,6 +56,7 @@ class Draft:
             "secrets": self.secrets,
             "not_copied": self.not_copied,
             "skipped": self.skipped,
+            "dropped_env": [{"name": n, "why": why} for n, why in self.dropped_env],
             "notes": self.notes,
         }
 
@@ -169,6 +171,10 @@ def notes_text(draft: Draft, what: str, runtime: str) -> str:
         lines += [
             f"- `{n['path']}` ({human_size(n['size'])}): {n['reason']}" for n in draft.not_copied
         ]
+        lines.append("")
+    if draft.dropped_env:
+        lines += ["## Variables left out", ""]
+        lines += [f"- `{name}`: {why}" for name, why in draft.dropped_env]
         lines.append("")
     if draft.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in draft.notes], ""]

@@ -22,9 +22,10 @@ import posixpath
 import re
 import shutil
 import stat
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
-from aienv.system.containers import SECRET_NAME, URL_PASSWORD, mask_args
+from aienv.system.containers import AI_ENV_HINTS, SECRET_NAME, URL_PASSWORD, harmless, mask_args
 
 MAX_FILES = 100_000  # a folder with more is referenced, whatever its size
 # variables that describe the machine or the session, not the workload
@@ -56,6 +57,11 @@ SECRET_DIRS = re.compile(
     r"ssl/private)(/|$)"
 )
 SKIP_DIRS = frozenset({"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"})
+CERT_NAME = re.compile(r"CERT|CA_BUNDLE|CAFILE|CA_FILE|CAPATH", re.IGNORECASE)
+TEXT_SUFFIXES = frozenset(
+    {".py", ".js", ".mjs", ".ts", ".sh", ".yaml", ".yml", ".toml", ".json", ".cfg", ".ini",
+     ".conf", ".r", ".jl", ".rb", ".go"}
+)  # fmt: skip
 
 # -- environment variables ----------------------------------------------------------
 
@@ -66,8 +72,83 @@ def is_noise(key: str) -> bool:
 
 def is_secret(key: str, value: str = "") -> bool:
     """Whether a variable looks like it holds a secret: by its name (TOKEN, SECRET,
-    PASSWORD, KEY, AUTH…), or a URL with a password in it."""
-    return bool(SECRET_NAME.search(key) or URL_PASSWORD.search(value))
+    PASSWORD, KEY, AUTH…) unless its value is one no secret is (a number, a boolean),
+    or a URL with a password in it."""
+    return bool((SECRET_NAME.search(key) and not harmless(value)) or URL_PASSWORD.search(value))
+
+
+def _valid_name(key: str) -> bool:
+    return (
+        bool(key)
+        and (key[0].isalpha() or key[0] == "_")
+        and all(c.isalnum() or c == "_" for c in key)
+    )
+
+
+@dataclass(slots=True)
+class EnvSplit:
+    kept: dict[str, str] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (name, why)
+
+
+def sort_process_env(
+    env: dict[str, str], parent: dict[str, str] | None, named: frozenset[str]
+) -> EnvSplit:
+    """A captured process's variables: kept when they are its settings, else dropped
+    saying why. The rule (docs/workspace-format.md, "Captured workspaces"):
+
+    - dropped: what the node set (``AIENV_*``), what describes the machine or the
+      session (``DISPLAY``, ``SSH_*``…), paths to certificates (the twin's node has
+      its own), and what it inherited — its parent process holds the same value —
+      unless its files or command line name it or it is a known application
+      setting (``HF_*``, ``TORCH*``, ``CUDA*``… — libraries read those);
+    - secrets (by name unless the value is a number or a boolean; a URL with a
+      password): left out, to fill;
+    - the rest — what was set for this program — kept."""
+    out = EnvSplit()
+    for key, value in sorted(env.items()):
+        if key.startswith("AIENV_"):
+            out.dropped.append((key, "set by the node that launched it"))
+        elif is_noise(key):
+            out.dropped.append((key, "describes the machine or the session"))
+        elif CERT_NAME.search(key) and value.startswith("/"):
+            out.dropped.append((key, "a certificate path of the capturing machine"))
+        elif not _valid_name(key):
+            out.dropped.append((key, "not a variable name a workspace can hold"))
+        elif is_secret(key, value):
+            out.secrets.append(key)
+        elif key in named or key.upper().startswith(AI_ENV_HINTS):
+            out.kept[key] = value
+        elif parent is not None and parent.get(key) == value:
+            out.dropped.append((key, "inherited from the session that started it"))
+        else:
+            out.kept[key] = value
+    return out
+
+
+def names_in_files(folder: Path, keys: set[str], limit: int = 2000) -> frozenset[str]:
+    """Which of ``keys`` the text files under ``folder`` name (code and configuration:
+    a program reads a variable it names). Reads at most ``limit`` files of 512 KiB."""
+    found: set[str] = set()
+    seen = 0
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.startswith(".")]
+        for name in names:
+            path = Path(root) / name
+            if path.suffix not in TEXT_SUFFIXES or seen >= limit:
+                continue
+            seen += 1
+            try:
+                if path.stat().st_size > 512 * 1024:
+                    continue
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            found |= {k for k in keys - found if k in text}
+            if found == keys:
+                return frozenset(found)
+    return frozenset(found)
 
 
 def split_env(env: dict[str, str], *, drop_noise: bool) -> tuple[dict[str, str], list[str]]:

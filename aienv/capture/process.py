@@ -24,7 +24,7 @@ from aienv.capture.draft import (
     resources_text,
     unique_name,
 )
-from aienv.capture.filter import measure, split_env, whole_machine
+from aienv.capture.filter import measure, names_in_files, sort_process_env, whole_machine
 from aienv.capture.read_process import ProcessFacts
 from aienv.system.containers import mask_args
 from aienv.units import human_size
@@ -217,6 +217,15 @@ def _packages(draft: Draft, facts: ProcessFacts, packages: list[str], note: str)
     draft.notes.append("install requirements.txt where the twin runs (pip install -r)")
 
 
+def _named(facts: ProcessFacts, cwd_dest: str | None) -> frozenset[str]:
+    """The variables its command line or (when it is copied) its own files name."""
+    keys = set(facts.environ)
+    named = {k for k in keys if any(k in arg for arg in facts.cmdline)}
+    if cwd_dest:
+        named |= names_in_files(Path(facts.cwd), keys - named)
+    return frozenset(named)
+
+
 def draft_process(
     facts: ProcessFacts,
     name: str,
@@ -235,7 +244,10 @@ def draft_process(
     workdir = PROJECT if cwd_dest else "."
     paths = _Paths(facts.cwd, cwd_dest, workdir)
     _model_files(draft, facts, paths, copy_limit)
-    env, env_secrets = split_env(facts.environ, drop_noise=True)
+    named = _named(facts, cwd_dest)
+    split = sort_process_env(facts.environ, facts.parent_environ, named)
+    env, env_secrets = split.kept, split.secrets
+    draft.dropped_env = split.dropped
     cmdline = hide_command(draft, facts.cmdline, facts.environ, env_secrets)
     # endpoints: every port it listens on; {port.NAME} where the command names it
     endpoints = endpoint_names([(lst.port, lst.protocol or "tcp") for lst in facts.listeners])

@@ -78,6 +78,7 @@ class ProcessFacts:
     uses_gpu: bool
     python: str | None  # the interpreter that runs it, if it is a Python program
     addresses: set[str] = field(default_factory=set)  # this machine's own IP addresses
+    parent_environ: dict[str, str] | None = None  # what it inherited, when readable
 
 
 def _process(pid: int) -> psutil.Process:
@@ -171,6 +172,15 @@ def python_interpreter(cmdline: list[str], exe: str, cwd: str, env: dict[str, st
     return None
 
 
+def _parent_environ(proc: psutil.Process) -> dict[str, str] | None:
+    """The environment of the process that started it (what it inherited)."""
+    with contextlib.suppress(psutil.Error):
+        parent = proc.parent()
+        if parent is not None:
+            return parent.environ()
+    return None
+
+
 def _peak(pid: int) -> int:
     """A process's resident high-water mark (``VmHWM``), 0 when it cannot be read."""
     with contextlib.suppress(OSError, ValueError):
@@ -239,6 +249,7 @@ def read_process(pid: int) -> ProcessFacts:
             raise _denied(proc, "working folder and environment") from exc
         tree = _tree(proc)
         rss, peak, cpu = _use(tree)
+        parent_environ = _parent_environ(proc)
     except psutil.NoSuchProcess as exc:
         raise NotFound(f"process {pid} ended while it was read", code="process_not_found") from exc
     except psutil.AccessDenied as exc:
@@ -260,6 +271,7 @@ def read_process(pid: int) -> ProcessFacts:
         uses_gpu=any(d.startswith("/dev/nvidia") for d in devices),
         python=python_interpreter(cmdline, exe, cwd, environ),
         addresses=local_addresses(),
+        parent_environ=parent_environ,
     )
 
 

@@ -42,9 +42,17 @@ def hide_url_passwords(value: str, where: str = "", hide: Hide = _mask) -> str:
     return URL_PASSWORD.sub(lambda m: m["head"] + hide(name, m["password"]) + "@", value)
 
 
+#: values no secret ever is, whatever names them (``--max-tokens 512``, ``USE_AUTH=true``)
+HARMLESS = re.compile(r"-?\d+(\.\d+)?|true|false|yes|no|on|off|none|null|", re.IGNORECASE)
+
+
+def harmless(value: str) -> bool:
+    return HARMLESS.fullmatch(value.strip()) is not None
+
+
 def mask_value(name: str, value: str) -> str:
     """The value to show for an environment variable: masked if it may be a secret."""
-    if SECRET_NAME.search(name):
+    if SECRET_NAME.search(name) and not harmless(value):
         return MASK
     return hide_url_passwords(value)
 
@@ -57,13 +65,14 @@ def mask_args(args: list[str], hide: Hide = _mask) -> list[str]:
     out: list[str] = []
     option = ""  # a secret-looking option whose value comes next
     for i, arg in enumerate(args):
-        if option:
-            out.append(hide(option, arg))
+        if option and not arg.startswith("--"):  # (a flag's next option is no value)
+            out.append(arg if harmless(arg) else hide(option, arg))
             option = ""
             continue
+        option = ""
         name, sep, value = arg.partition("=")
         named = bool(sep) and NAMED.fullmatch(name) is not None  # not a URL's query, say
-        if named and SECRET_NAME.search(name):
+        if named and SECRET_NAME.search(name) and not harmless(value):
             out.append(f"{name}={hide(name, value)}")
         elif not sep and arg.startswith("-") and SECRET_NAME.search(arg):
             out.append(arg)

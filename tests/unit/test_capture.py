@@ -19,7 +19,13 @@ from aienv.capture import install as capture
 from aienv.capture import read_process as process_reader
 from aienv.capture.container import draft_container, image_reference
 from aienv.capture.draft import default_name, resources
-from aienv.capture.filter import copy_folder, is_secret, measure, split_env
+from aienv.capture.filter import (
+    copy_folder,
+    is_secret,
+    measure,
+    sort_process_env,
+    split_env,
+)
 from aienv.capture.install import write_draft
 from aienv.capture.process import draft_process, process_default_name
 from aienv.capture.read_container import ContainerFacts, container_facts, is_local_engine
@@ -32,6 +38,7 @@ from aienv.capture.read_process import (
 )
 from aienv.errors import WorkspaceError
 from aienv.runtime.process import MissingVariable, expand
+from aienv.system.containers import AI_ENV_HINTS, MASK, mask_args
 from aienv.workspace.manifest_file import load_manifest
 
 MiB = 1024**2
@@ -500,3 +507,44 @@ async def test_a_failed_capture_takes_its_image_tag_off_again(
         await capture.capture_container(Store(), None, "box", "box", 1024)  # type: ignore[arg-type]
     ref = "captured/box:" + "f" * 12
     assert calls == [("tag", ref), ("untag", ref)]
+
+
+def test_a_process_keeps_the_variables_set_for_it_and_says_why_the_rest_went() -> None:
+    """The noise of a real capture (issue 18): the session's variables, certificate
+    paths and numbers named like secrets."""
+    parent = {"CONTAINER_NAME": "dev-box", "PIP_FIND_LINKS": "/opt/wheels", "LANG": "C.UTF-8",
+              "_PYENV_INSTALL_PREFIX": "/root/.pyenv", "HF_HOME": "/data/hf",
+              "PATH": "/usr/bin"}  # fmt: skip
+    env = {**parent, "SSL_CERT_FILE": "/etc/ssl/certs/ca.pem", "PIP_CERT": "/etc/pip/ca.pem",
+           "MODEL_DIR": "/models", "API_KEY": "sk-1", "MAX_TOKENS": "512", "USE_AUTH": "true",
+           "AIENV_PORT_HTTP": "8000"}  # fmt: skip
+    split = sort_process_env(env, parent, named=frozenset({"LANG"}))
+    assert split.kept == {"HF_HOME": "/data/hf", "LANG": "C.UTF-8", "MAX_TOKENS": "512",
+                          "MODEL_DIR": "/models", "USE_AUTH": "true"}  # fmt: skip
+    assert split.secrets == ["API_KEY"]
+    why = dict(split.dropped)
+    assert (
+        why["CONTAINER_NAME"]
+        == why["PIP_FIND_LINKS"]
+        == why["_PYENV_INSTALL_PREFIX"]
+        == ("inherited from the session that started it")
+    )
+    assert why["SSL_CERT_FILE"] == why["PIP_CERT"] == "a certificate path of the capturing machine"
+    assert why["PATH"] == "describes the machine or the session"
+    assert why["AIENV_PORT_HTTP"] == "set by the node that launched it"
+
+
+def test_this_test_runs_own_environment_sorts_into_exactly_one_place_each() -> None:
+    """A real dump: this process's variables, inherited from its parent as they are."""
+    env = dict(os.environ)
+    split = sort_process_env(env, env, named=frozenset())
+    places = [*split.kept, *split.secrets, *(n for n, _ in split.dropped)]
+    assert sorted(places) == sorted(env)
+    assert all(k.upper().startswith(AI_ENV_HINTS) for k in split.kept)  # nothing of the session
+
+
+def test_numbers_and_flags_named_like_secrets_are_not_masked() -> None:
+    args = ["serve", "--max-tokens", "512", "--api-key", "sk-x", "--use-auth", "--host", "h",
+            "TOKEN_LIMIT=40", "HF_TOKEN=hf_abc"]  # fmt: skip
+    assert mask_args(args) == ["serve", "--max-tokens", "512", "--api-key", MASK, "--use-auth",
+                               "--host", "h", "TOKEN_LIMIT=40", f"HF_TOKEN={MASK}"]  # fmt: skip
