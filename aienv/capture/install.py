@@ -14,12 +14,13 @@ import yaml
 
 from aienv.capture.container import draft_container, image_reference
 from aienv.capture.draft import NOTES_FILE, Copy, Draft, default_name
-from aienv.capture.filter import copy_file, copy_folder
+from aienv.capture.filter import copy_file, copy_folder, whole_machine
 from aienv.capture.process import draft_process, process_default_name
 from aienv.capture.project import NOTES as PROJECT_NOTES
 from aienv.capture.project import draft_project
+from aienv.capture.python_env import env_prefix, roots
 from aienv.capture.read_container import read_container
-from aienv.capture.read_process import probe_http, python_packages, read_process
+from aienv.capture.read_process import ProcessFacts, imported_packages, probe_http, read_process
 from aienv.dockerengine.images import save_image, tag_image, untag_image
 from aienv.errors import DiskFull, WorkspaceError
 from aienv.workspace.manifest import MANIFEST_FILE
@@ -101,6 +102,16 @@ async def _draft(make: Callable[..., Draft], *args: Any) -> Draft:
         raise WorkspaceError(f"cannot read what the capture would copy: {exc}") from exc
 
 
+def _python_needs(facts: ProcessFacts) -> tuple[list[str], list[str], str]:
+    """The distributions a Python program uses (its imports and theirs), the others of
+    its interpreter, and a note when they could not be listed (blocks)."""
+    assert facts.python is not None
+    cwd = Path(facts.cwd)
+    own = None if whole_machine(cwd, facts.environ) else cwd  # never read a home's files
+    wanted = roots(facts.cmdline, own, facts.native_modules, env_prefix(facts.python))
+    return imported_packages(facts.python, facts.environ, facts.uids, wanted)
+
+
 async def capture_process(
     store: WorkspaceStore, pid: int, name: str | None, copy_limit: int
 ) -> tuple[Workspace, Draft]:
@@ -108,12 +119,13 @@ async def capture_process(
     name = name or process_default_name(facts)
     store.check_free(name)
     packages: list[str] = []
+    left_out: list[str] = []
     why = ""
     if facts.python is not None:
-        packages, why = await asyncio.to_thread(
-            python_packages, facts.python, facts.environ, facts.uids
-        )
-    draft = await _draft(draft_process, facts, name, copy_limit, packages, why, _exclude(store))
+        packages, left_out, why = await asyncio.to_thread(_python_needs, facts)
+    draft = await _draft(
+        draft_process, facts, name, copy_limit, packages, why, _exclude(store), left_out
+    )
     ws = await install_draft(store, draft, None)
     store.state.event("capture", f"process {pid} captured as workspace {name}")
     return ws, draft

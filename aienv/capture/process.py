@@ -25,7 +25,8 @@ from aienv.capture.draft import (
     unique_name,
 )
 from aienv.capture.filter import measure, names_in_files, sort_process_env, whole_machine
-from aienv.capture.read_process import ProcessFacts
+from aienv.capture.python_env import env_prefix, venv_command
+from aienv.capture.read_process import PYTHON, ProcessFacts
 from aienv.system.containers import mask_args
 from aienv.units import human_size
 
@@ -168,7 +169,7 @@ def _command(
     by_port = {e["port"]: e["name"] for e in endpoints}
     command = []
     for i, arg in enumerate(cmdline):
-        if i == 0 and facts.python is not None:
+        if i == 0 and facts.python is not None and PYTHON.match(Path(arg).name):
             command.append("python3")
             if arg != "python3":
                 draft.notes.append(f"runs python3 from the PATH where it launches (was {arg})")
@@ -206,15 +207,61 @@ def _manifest(
     }
 
 
-def _packages(draft: Draft, facts: ProcessFacts, packages: list[str], note: str) -> None:
+def _packages(
+    draft: Draft, facts: ProcessFacts, packages: list[str], note: str, left_out: list[str],
+    prefix: Path | None,
+) -> None:  # fmt: skip
     if facts.python is None:
         return
     if note:
         draft.notes.append(note)
         return
     draft.files["requirements.txt"] = "".join(f"{p}\n" for p in packages)
-    draft.captured.append(f"the packages of {facts.python}: requirements.txt ({len(packages)})")
-    draft.notes.append("install requirements.txt where the twin runs (pip install -r)")
+    what = "the distributions it imports and theirs" if left_out or not packages else "packages"
+    draft.captured.append(f"{what}, of {facts.python}: requirements.txt ({len(packages)})")
+    if left_out:
+        shown = ", ".join(left_out[:12]) + ("…" if len(left_out) > 12 else "")
+        draft.notes.append(
+            f"{len(left_out)} other distributions of {facts.python} are left out of "
+            f"requirements.txt: it does not import them ({shown})"
+        )
+    if not packages:
+        draft.notes.append("it imports only the standard library: nothing to install")
+    if prefix is None and packages:
+        draft.notes.append("install requirements.txt where the twin runs (pip install -r)")
+
+
+def _as_venv(
+    draft: Draft, environment: dict[str, Any], cmdline: list[str], command: list[str],
+    prefix: Path,
+) -> list[str]:  # fmt: skip
+    """The environment as ``runtime: venv``: the virtualenv rebuilt from
+    requirements.txt (``aienv share`` carries its wheels), the command in it."""
+    command, unmapped = venv_command([cmdline[0], *command[1:]], prefix)
+    block = environment.pop("process")
+    environment["runtime"] = "venv"
+    environment["options"] = {**block, "command": command, "requirements": "requirements.txt"}
+    draft.captured.append(f"the environment at {prefix}: a venv built from requirements.txt")
+    draft.notes.append(
+        f"it ran in the environment at {prefix}: the twin's is built from requirements.txt "
+        "by the venv runtime (the aienv-venv plugin), from the wheels sharing carries"
+    )
+    for path in unmapped:
+        draft.notes.append(f"the command names {path}, inside that environment: the twin's "
+                           "may not have it; check")  # fmt: skip
+    _outside(draft, command)
+    return command
+
+
+def _outside(draft: Draft, command: list[str]) -> None:
+    """Say which paths of the command the twin will not have (not in the workspace)."""
+    for arg in command:
+        value = arg.partition("=")[2] if arg.startswith("-") and "=" in arg else arg
+        if value.startswith("/") and not value.startswith(("/dev/", "/proc/", "/tmp/")):
+            draft.notes.append(
+                f"the command names {value}, a path of this machine outside the workspace: "
+                "the twin will not have it unless its node does"
+            )
 
 
 def _named(facts: ProcessFacts, cwd_dest: str | None) -> frozenset[str]:
@@ -233,7 +280,11 @@ def draft_process(
     packages: list[str] | None = None,
     packages_note: str = "",
     exclude: frozenset[str] = frozenset(),
+    left_out: list[str] | None = None,
 ) -> Draft:
+    """The twin of a process. ``packages``: the requirements of a Python program (those
+    it imports, ``left_out`` the interpreter's others); in a virtualenv or conda
+    environment it becomes a venv environment built from them."""
     shown = _shown(facts.cmdline)
     host = socket.gethostname()
     origin = {"kind": "capture", "process": facts.pid,
@@ -266,8 +317,13 @@ def draft_process(
         "process": {"command": command, "workdir": workdir, "env": env},
         "endpoints": endpoints,
     }
+    prefix = env_prefix(facts.python) if facts.python and not packages_note else None
+    if prefix is not None:
+        command = _as_venv(draft, environment, cmdline, command, prefix)
+    else:
+        _outside(draft, command)
     draft.manifest = _manifest(facts, name, host, environment, paths, bool(cwd_dest))
-    _packages(draft, facts, packages or [], packages_note)
+    _packages(draft, facts, packages or [], packages_note, left_out or [], prefix)
     draft.captured.append("command: " + " ".join(command))
     draft.captured.append(f"environment: {', '.join(env) or 'no variables'}")
     draft.captured += [

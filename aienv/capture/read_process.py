@@ -34,16 +34,34 @@ PROBE_TIMEOUT = 1.0  # an endpoint that does not answer within this is not probe
 MAX_PORTS = 16
 LIST_TIMEOUT = 30.0  # listing an interpreter's distributions
 FREEZE_SKIP = frozenset({"pip", "setuptools", "wheel", "distribute"})  # as `pip freeze`
-_PYTHON = re.compile(r"^python(\d+(\.\d+)?)?$")
+PYTHON = re.compile(r"^python(\d+(\.\d+)?)?$")
 
 # Runs in the captured process's interpreter: its installed distributions as JSON.
 _LIST_DISTRIBUTIONS = (
-    "import importlib.metadata as m, json, sys\n"
+    "import importlib.metadata as m, json, re, sys\n"
     "out = {}\n"
     "for d in m.distributions():\n"
     "    name = d.metadata['Name']\n"
     "    if name and name not in out: out[name] = d.version\n"
-    "print(json.dumps({'python': sys.version.split()[0], 'packages': out}))\n"
+    "used = None\n"
+    "if len(sys.argv) > 1:  # the distributions these modules and scripts come from, and theirs\n"
+    "    want, key = json.loads(sys.argv[1]), lambda n: re.sub(r'[-_.]+', '-', n).lower()\n"
+    "    tops = m.packages_distributions()\n"
+    "    todo = [d for mod in want['modules'] for d in tops.get(mod, [])]\n"
+    "    for d in m.distributions():\n"
+    "        if any(e.group == 'console_scripts' and e.name in want['scripts']\n"
+    "               for e in d.entry_points): todo.append(d.metadata['Name'])\n"
+    "    seen = {}\n"
+    "    while todo:\n"
+    "        n = todo.pop()\n"
+    "        if key(n) in seen: continue\n"
+    "        try: reqs = m.requires(n) or []\n"
+    "        except m.PackageNotFoundError: continue\n"
+    "        seen[key(n)] = n\n"
+    "        todo += [re.split(r'[\\s;<>=!~\\[(]', r, maxsplit=1)[0] for r in reqs\n"
+    "                 if 'extra ==' not in r and 'extra==' not in r]\n"
+    "    used = sorted(key(n) for n in seen)\n"
+    "print(json.dumps({'python': sys.version.split()[0], 'packages': out, 'used': used}))\n"
 )
 
 
@@ -79,6 +97,7 @@ class ProcessFacts:
     python: str | None  # the interpreter that runs it, if it is a Python program
     addresses: set[str] = field(default_factory=set)  # this machine's own IP addresses
     parent_environ: dict[str, str] | None = None  # what it inherited, when readable
+    native_modules: list[str] = field(default_factory=list)  # top-level, from mapped .so files
 
 
 def _process(pid: int) -> psutil.Process:
@@ -163,13 +182,31 @@ def python_interpreter(cmdline: list[str], exe: str, cwd: str, env: dict[str, st
     """The interpreter running a Python program: the command's first argument when it
     names one (a virtualenv's ``bin/python`` keeps its packages; ``exe`` is the real
     binary behind it), else the executable; None when it is no Python program."""
-    if cmdline and _PYTHON.match(Path(cmdline[0]).name):
+    if cmdline and PYTHON.match(Path(cmdline[0]).name):
         found = _which(cmdline[0], cwd, env)
         if found:
             return found
-    if _PYTHON.match(Path(exe).name) and Path(exe).is_file():
+    if PYTHON.match(Path(exe).name) and Path(exe).is_file():
+        script = Path(cmdline[0]) if cmdline and "/" in cmdline[0] else None
+        if script is not None and (script.parent.parent / "pyvenv.cfg").is_file():
+            return str(script.parent / "python")  # a virtualenv's console script: its python
         return exe
     return None
+
+
+def _native_modules(tree: list[psutil.Process]) -> list[str]:
+    """The top-level packages whose compiled modules it has loaded (from its memory
+    maps: ``.../site-packages/numpy/core/x.so`` -> ``numpy``)."""
+    found: set[str] = set()
+    for member in tree:
+        for path in mapped_paths(member.pid):
+            _, sep, rest = path.partition("-packages/")
+            if not sep or (not path.endswith(".so") and ".so." not in path):
+                continue
+            top = rest.split("/", 1)[0].split(".", 1)[0]
+            if top and not rest.split("/", 1)[0].endswith(".libs"):
+                found.add(top)
+    return sorted(found)
 
 
 def _parent_environ(proc: psutil.Process) -> dict[str, str] | None:
@@ -250,6 +287,7 @@ def read_process(pid: int) -> ProcessFacts:
         tree = _tree(proc)
         rss, peak, cpu = _use(tree)
         parent_environ = _parent_environ(proc)
+        native = _native_modules(tree)
     except psutil.NoSuchProcess as exc:
         raise NotFound(f"process {pid} ended while it was read", code="process_not_found") from exc
     except psutil.AccessDenied as exc:
@@ -272,7 +310,32 @@ def read_process(pid: int) -> ProcessFacts:
         python=python_interpreter(cmdline, exe, cwd, environ),
         addresses=local_addresses(),
         parent_environ=parent_environ,
+        native_modules=native,
     )
+
+
+def imported_packages(
+    interpreter: str,
+    environ: dict[str, str],
+    owner: tuple[int, int] | None,
+    roots: dict[str, list[str]],
+) -> tuple[list[str], list[str], str]:
+    """Of the interpreter's distributions, those ``roots`` need — the ones its
+    ``modules`` (top-level names) and console ``scripts`` come from, and their
+    dependencies — and the names of the others; a note when they could not be
+    listed. Asked as ``python_packages`` asks."""
+    answer, note = _ask(interpreter, environ, owner, [json.dumps(roots)])
+    if answer is None:
+        return [], [], note
+    used = set(answer.get("used") or [])
+    kept = [p for p in _pinned(answer) if _key(p.partition("==")[0]) in used]
+    others = [p.partition("==")[0] for p in _pinned(answer) if p not in kept]
+    return kept, others, ""
+
+
+def _key(name: str) -> str:
+    """A distribution's name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def python_packages(
@@ -288,6 +351,22 @@ def python_packages(
     the process: a node running as root runs it as that ``owner`` (uid, gid), so
     capturing another user's program never runs that user's code as root.
     """
+    answer, note = _ask(interpreter, environ, owner, [])
+    return ([], note) if answer is None else (_pinned(answer), "")
+
+
+def _pinned(answer: dict[str, Any]) -> list[str]:
+    return sorted(
+        (f"{name}=={version}" for name, version in answer["packages"].items()
+         if name.lower() not in FREEZE_SKIP),
+        key=str.lower,
+    )  # fmt: skip
+
+
+def _ask(
+    interpreter: str, environ: dict[str, str], owner: tuple[int, int] | None, args: list[str]
+) -> tuple[dict[str, Any] | None, str]:
+    """Run the listing script in ``interpreter`` (see ``python_packages``)."""
     as_owner: dict[str, Any] = {}
     if owner is not None and os.geteuid() == 0 and owner[0] != 0:
         as_owner = {"user": owner[0], "group": owner[1], "extra_groups": []}
@@ -296,7 +375,7 @@ def python_packages(
     env.setdefault("PATH", os.defpath)
     try:
         res = subprocess.run(
-            [interpreter, "-c", _LIST_DISTRIBUTIONS],
+            [interpreter, "-c", _LIST_DISTRIBUTIONS, *args],
             capture_output=True,
             text=True,
             timeout=LIST_TIMEOUT,
@@ -308,16 +387,11 @@ def python_packages(
         )
         data = json.loads(res.stdout) if res.returncode == 0 else None
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        return [], f"could not list the packages of {interpreter}: {exc}"
+        return None, f"could not list the packages of {interpreter}: {exc}"
     if not isinstance(data, dict) or not isinstance(data.get("packages"), dict):
         why = (res.stderr.strip().splitlines() or ["no answer"])[-1]
-        return [], f"could not list the packages of {interpreter}: {why}"
-    packages = sorted(
-        (f"{name}=={version}" for name, version in data["packages"].items()
-         if name.lower() not in FREEZE_SKIP),
-        key=str.lower,
-    )  # fmt: skip
-    return packages, ""
+        return None, f"could not list the packages of {interpreter}: {why}"
+    return data, ""
 
 
 def round_up(value: float, step: float) -> float:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lan import Host, Lan
+from tests.lan import Host, Lan, admin_call
 
 REPO = Path(__file__).resolve().parents[2]
 HELLO = REPO / "workspaces" / "hello-web"
@@ -57,3 +57,33 @@ def shared_by(observer: Host, peer_name: str) -> set[str]:
 
 def peer_names(observer: Host) -> set[str]:
     return {p["name"] for p in observer.api("/peers").json()["peers"]}
+
+
+WHEELS = os.environ.get("AIENV_TEST_WHEELS", "")
+NO_PIP_CONFIG = {"PIP_CONFIG_FILE": os.devnull}  # no index or find-links of this machine's
+
+
+def start_offline_pair(lan: Lan) -> tuple[Host, Host]:
+    """alpha with the cached test wheels as its package index (a sharer with internet),
+    beta with none at all; both started. Without the cache (scripts/test fills it) the
+    test fails in CI and is skipped elsewhere."""
+    if not WHEELS or not any(Path(WHEELS).glob("jupyterlab-*.whl")):
+        message = "the test wheels are not cached (scripts/test downloads them)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    alpha, beta = lan.hosts[:2]
+    alpha.extra_env = {**NO_PIP_CONFIG, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": WHEELS}
+    beta.extra_env = {**NO_PIP_CONFIG, "PIP_NO_INDEX": "1"}
+    alpha.start("alpha")
+    beta.start("beta")
+    return alpha, beta
+
+
+def running_endpoint(host: Host, workspace: str) -> dict[str, str]:
+    """The first endpoint of ``workspace``'s environment running on ``host``."""
+    status, body = admin_call(host, "GET", "/environments")
+    assert status == 200
+    (env,) = [e for e in body["environments"] if e["workspace"] == workspace]  # type: ignore[index]
+    assert env["state"] == "running", env
+    return env["endpoints"][0]  # type: ignore[no-any-return]

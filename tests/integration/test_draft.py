@@ -6,20 +6,17 @@ carried); beta, with no package index, clones them and their tools answer."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import shared_by, wait_for
-from tests.lan import Host, Lan, admin_call
+from tests.integration.conftest import running_endpoint, shared_by, start_offline_pair, wait_for
+from tests.lan import Host, Lan
 
 pytestmark = pytest.mark.integration
 
 HOSTS = 2
-WHEELS = os.environ.get("AIENV_TEST_WHEELS", "")
-NO_CONFIG = {"PIP_CONFIG_FILE": os.devnull}
 
 APP = """import http.server, os
 import jinja2
@@ -41,27 +38,9 @@ NOTEBOOK = '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
 
 @pytest.fixture(scope="module")
 def nodes(lan: Lan) -> Iterator[tuple[Host, Host]]:
-    if not WHEELS or not any(Path(WHEELS).glob("jupyterlab-*.whl")):
-        message = "the test wheels are not cached (scripts/test downloads them)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    alpha, beta = lan.hosts
-    alpha.extra_env = {**NO_CONFIG, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": WHEELS}
-    beta.extra_env = {**NO_CONFIG, "PIP_NO_INDEX": "1"}  # no index at all
-    alpha.start("alpha")
-    beta.start("beta")
-    yield alpha, beta
+    yield start_offline_pair(lan)
     for host in lan.hosts:
         host.stop()
-
-
-def endpoint(host: Host, workspace: str) -> dict[str, str]:
-    status, body = admin_call(host, "GET", "/environments")
-    assert status == 200
-    (env,) = [e for e in body["environments"] if e["workspace"] == workspace]  # type: ignore[index]
-    assert env["state"] == "running", env
-    return env["endpoints"][0]  # type: ignore[no-any-return]
 
 
 def test_a_python_app_is_drafted_shown_written_on_yes_and_runs_on_a_peer(
@@ -90,7 +69,7 @@ def test_a_python_app_is_drafted_shown_written_on_yes_and_runs_on_a_peer(
     wait_for(lambda: "quotes" in shared_by(beta, "alpha"), 10.0, "beta sees quotes")
 
     beta.cli("clone", "alpha/quotes", timeout=300)
-    url = endpoint(beta, "quotes")["url"]
+    url = running_endpoint(beta, "quotes")["url"]
     page = beta.run("curl", "-sf", url).stdout
     assert "quotes, drafted and cloned" in page, page
 
@@ -109,7 +88,7 @@ def test_a_notebook_folder_becomes_jupyterlab_that_opens_logged_in_on_a_peer(
     wait_for(lambda: "study" in shared_by(beta, "alpha"), 10.0, "beta sees study")
 
     beta.cli("clone", "alpha/study", timeout=300)
-    lab = endpoint(beta, "study")
+    lab = running_endpoint(beta, "study")
     base, _, token = lab["login_url"].partition("/lab?token=")
     assert token, lab
     ok = beta.run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",

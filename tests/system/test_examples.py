@@ -41,7 +41,7 @@ from tests.integration.conftest import shared_by, wait_for
 from tests.lan import Host, Lan, open_to_others
 from tests.system.container_image import build_image
 from tests.system.libvirt_daemon import libvirt_daemon
-from tests.system.test_web_ui import browser, driver, page, section, shots  # noqa: F401
+from tests.system.test_web_ui import browser, driver, page, run, section, shots  # noqa: F401
 from tests.system.vm_image import build_vm_workspace
 
 pytestmark = [pytest.mark.system]
@@ -104,10 +104,9 @@ def test_jupyterlab_is_shared_with_its_wheels_and_opens_logged_in_from_one_click
           f"archive {archive['size'] / 1024**2:.1f} MiB")  # fmt: skip
     wait_for(lambda: "jupyterlab" in shared_by(b, "alpha"), 10.0, "beta sees it")
 
-    run = page.get_by_role("button", name="Run jupyterlab from alpha", exact=True)
-    expect(run).to_be_visible()
+    expect(page.get_by_role("button", name="Run jupyterlab from alpha", exact=True)).to_be_visible()
     clicked = time.monotonic()
-    run.click()
+    run(page, "jupyterlab")
     link = section(page, "Clones").get_by_role("link", name="Open lab", exact=True)
     expect(link).to_be_visible(timeout=300_000)  # download, offline venv build, Jupyter up
     answered = time.monotonic() - clicked
@@ -155,7 +154,7 @@ def test_container_web_is_built_on_share_and_runs_from_its_archive_with_one_clic
         wait_for(lambda: "container-web" in shared_by(b, "alpha"), 10.0, "beta sees it")
 
         clicked = time.monotonic()
-        page.get_by_role("button", name="Run container-web from alpha", exact=True).click()
+        run(page, "container-web")
         links = section(page, "Clones").get_by_role("list", name="Links of container-web")
         link = links.get_by_role("link", name="Open http", exact=True)
         expect(link).to_be_visible(timeout=120_000)
@@ -199,7 +198,7 @@ def test_llm_chat_answers_in_its_own_page_from_one_click(
     wait_for(lambda: "llm-chat" in shared_by(b, "alpha"), 10.0, "beta sees it")
 
     clicked = time.monotonic()
-    page.get_by_role("button", name="Run llm-chat from alpha", exact=True).click()
+    run(page, "llm-chat")
     links = section(page, "Clones").get_by_role("list", name="Links of llm-chat", exact=True)
     link = links.get_by_role("link", name="Open chat", exact=True)
     expect(link).to_be_visible(timeout=300_000)  # download, offline venv build, model loaded
@@ -251,7 +250,7 @@ def test_the_vm_example_boots_from_one_click_with_its_console_in_the_page(
     wait_for(lambda: "vm" in shared_by(b, "alpha"), 10.0, "beta sees it")
 
     clicked = time.monotonic()
-    page.get_by_role("button", name="Run vm from alpha", exact=True).click()
+    run(page, "vm")
     # this clone's links: the cards of earlier clones stay, their links gone once stopped
     links = section(page, "Clones").get_by_role("list", name="Links of vm", exact=True)
     link = links.get_by_role("link", name="Open http", exact=True)

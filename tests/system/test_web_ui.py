@@ -75,6 +75,9 @@ def page(browser: Browser) -> Iterator[Page]:
             if msg.type == "error"
             and "status of 4" not in msg.text  # 4xx answers are shown to the user, not bugs
             and "ERR_CONNECTION_REFUSED" not in msg.text  # the stream retrying a stopped node
+            # the engines of the system tests add and remove interfaces in the browser's
+            # namespace (a person's Wi-Fi does the same): the page reconnects by itself
+            and "ERR_NETWORK_CHANGED" not in msg.text
             else None
         ),
     )
@@ -96,6 +99,22 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def section(page: Page, title: str) -> Any:
     """A section of the view shown (a hidden view's headings have no role)."""
     return page.locator("section").filter(has=page.get_by_role("heading", name=title, exact=True))
+
+
+def run(page: Page, workspace: str, peer: str = "alpha") -> None:
+    """Click Run on a peer's workspace, and once more if the browser lost the request
+    to its namespace's interfaces changing under it (ERR_NETWORK_CHANGED; the page then
+    says the node did not answer), as a person would."""
+    button = page.get_by_role("button", name=f"Run {workspace} from {peer}", exact=True)
+    for _ in range(2):
+        button.click()
+        page.wait_for_function(
+            "location.hash.startsWith('#running') || "
+            "document.body.innerText.includes('The node did not answer')"
+        )
+        if page.url.endswith("#running"):
+            return
+    raise AssertionError(f"Run {workspace} from {peer} did not reach the node twice")
 
 
 def view(page: Page, name: str) -> None:

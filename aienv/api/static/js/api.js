@@ -23,11 +23,19 @@ export async function api(path, { method = 'GET', json, body, contentType, text 
     if (contentType) init.headers['Content-Type'] = contentType;
   }
   let resp;
-  try {
-    resp = await fetch(`/api/v1${path}`, init);
-  } catch {
-    throw new ApiError(0, 'unreachable',
-      'The node did not answer. Check that aienv serve is running; this page reconnects by itself.');
+  // a read is tried once more when the request was lost on the way (the browser drops
+  // what is in flight when the machine's network changes); an action is never repeated
+  for (let tries = method === 'GET' ? 2 : 1; ; tries -= 1) {
+    try {
+      resp = await fetch(`/api/v1${path}`, init);
+      break;
+    } catch {
+      if (tries <= 1) {
+        throw new ApiError(0, 'unreachable',
+          'The node did not answer. Check that aienv serve is running; this page reconnects by itself.');
+      }
+      await new Promise((resolve) => { setTimeout(resolve, 300); });
+    }
   }
   if (!resp.ok) {
     let data = null;
