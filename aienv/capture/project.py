@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from aienv.capture.draft import Draft, endpoint_names
+from aienv.capture.draft import Draft, default_name, endpoint_names
 from aienv.capture.project_python import (
     DEFAULT_PORT,
     Found,
@@ -114,8 +114,12 @@ def _devcontainer(found: Found) -> bool:
     except ValueError as exc:
         found.todo.append(f"{rel} is not valid JSON ({exc}); it was not used")
         return False
+    if not isinstance(spec, dict):
+        found.todo.append(f"{rel} is not a JSON object; it was not used")
+        return False
+    env_spec = spec.get("containerEnv")
     container: dict[str, Any] = {
-        "env": {k: str(v) for k, v in (spec.get("containerEnv") or {}).items()}
+        "env": {str(k): str(v) for k, v in env_spec.items()} if isinstance(env_spec, dict) else {}
     }
     build = spec.get("build") or (
         {"dockerfile": spec["dockerFile"]} if "dockerFile" in spec else None
@@ -132,7 +136,7 @@ def _devcontainer(found: Found) -> bool:
         container["build"] = context.relative_to(found.folder.resolve()).as_posix() or "."
         if dockerfile.parent != context or dockerfile.name != "Dockerfile":
             found.todo.append(f"{rel}: the Dockerfile is built as {context.name}/Dockerfile; check")
-        container["image"] = f"aienv-draft/{found.folder.name.lower()}:latest"
+        container["image"] = _image_name(found)
         container["image_archive"] = "images/image.tar"
         _ignore_images(found)
     elif isinstance(spec.get("image"), str):
@@ -160,6 +164,11 @@ def _devcontainer(found: Found) -> bool:
             f"{rel}: its postCreateCommand and features are not run; add them to the Dockerfile"
         )
     return True
+
+
+def _image_name(found: Found) -> str:
+    """The image a share builds, named after the folder (the image name rule)."""
+    return f"aienv-draft/{default_name(found.folder.name)}:latest"
 
 
 def _ignore_images(found: Found) -> None:
@@ -215,7 +224,7 @@ def _dockerfile(found: Found) -> bool:
         "runtime": "container",
         "description": "Built from the folder's Dockerfile when the workspace is shared",
         "container": {
-            "image": f"aienv-draft/{found.folder.name.lower()}:latest",
+            "image": _image_name(found),
             "build": ".",
             "image_archive": "images/image.tar",
         },

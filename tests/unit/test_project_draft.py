@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from aienv.capture.draft import default_name
 from aienv.capture.install import manifest_text
 from aienv.capture.project import NOTES, draft_project
 from aienv.errors import WorkspaceError
@@ -81,7 +82,7 @@ def test_a_conda_environment_is_installed_by_pip_and_says_so(tmp_path: Path) -> 
 def test_a_dockerfile_is_built_on_share_with_its_exposed_ports(tmp_path: Path) -> None:
     m, d = draft(tmp_path, {"Dockerfile": "FROM busybox\nEXPOSE 8080/tcp 9090\nCMD x\n"})
     (env,) = m["environments"]
-    assert env["container"] == {"image": f"aienv-draft/{tmp_path.name.lower()}:latest",
+    assert env["container"] == {"image": f"aienv-draft/{default_name(tmp_path.name)}:latest",
                                 "build": ".", "image_archive": "images/image.tar"}  # fmt: skip
     assert [e["port"] for e in env["endpoints"]] == [8080, 9090]
     assert len({e["name"] for e in env["endpoints"]}) == 2
@@ -134,3 +135,11 @@ def test_broken_files_are_reported_not_raised(tmp_path: Path) -> None:
     assert [e["runtime"] for e in m["environments"]] == ["container"]
     assert any("pyproject.toml is not valid TOML" in t for t in d.notes)
     assert any("package.json is not valid JSON" in t for t in d.notes)
+
+
+def test_a_folder_name_unfit_for_an_image_and_odd_json_still_draft(tmp_path: Path) -> None:
+    folder = tmp_path / "My Project (v2)"
+    folder.mkdir()
+    m, d = draft(folder, {"Dockerfile": "FROM x\nEXPOSE 80\n", ".devcontainer.json": "[1, 2]"})
+    assert m["environments"][0]["container"]["image"] == "aienv-draft/my-project-v2:latest"
+    assert any("not a JSON object" in t for t in d.notes)
