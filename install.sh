@@ -69,7 +69,8 @@ if [ "$SKIP_SYSTEM" -eq 0 ]; then
   case "$family" in
     *debian*|*ubuntu*)
       # bubblewrap: the sandbox process environments run in (docs/security.md)
-      pkgs="python3 python3-venv python3-pip iproute2 curl util-linux ca-certificates bubblewrap"
+      # git: a workspace's git projects travel as bundles and are restored with it
+      pkgs="python3 python3-venv python3-pip iproute2 curl util-linux ca-certificates bubblewrap git"
       # libvirt-python is built against the installed libvirt
       pkgs="$pkgs gcc pkg-config python3-dev libvirt-dev"
       # the container and VM runtimes: engines are installed, not started (see below)
@@ -120,7 +121,7 @@ if [ "$SKIP_SYSTEM" -eq 0 ]; then
         [ "$status" -eq 0 ] || die "apt-get install failed (exit $status)"
       fi ;;
     *fedora*|*rhel*|*centos*)
-      pkgs="python3 python3-pip iproute curl util-linux bubblewrap gcc pkgconf-pkg-config python3-devel libvirt-devel"
+      pkgs="python3 python3-pip iproute curl util-linux bubblewrap git gcc pkgconf-pkg-config python3-devel libvirt-devel"
       [ "$RUNTIMES" -eq 1 ] && pkgs="$pkgs moby-engine iptables libvirt-daemon-driver-qemu \
         libvirt-client qemu-kvm qemu-img"
       missing=$(for p in $pkgs; do rpm -q "$p" >/dev/null 2>&1 || echo "$p"; done)

@@ -62,6 +62,8 @@ def walk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
                     "files and folders (replace the link with the file it points to)"
                 )
             if stat.S_ISDIR(st.st_mode):
+                if entry.name == ".git":  # a repository's history travels as a bundle
+                    continue  # (aienv.workspace.git), never as its thousands of files
                 subdirs.append(child)
                 yield child, st
             elif stat.S_ISREG(st.st_mode):

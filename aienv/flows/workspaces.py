@@ -17,6 +17,7 @@ from aienv.errors import AienvError, Conflict
 from aienv.flows.environments import Environments
 from aienv.security import WORKSPACE_PASSWORD
 from aienv.state.store import StateStore
+from aienv.workspace import git
 from aienv.workspace.manifest import Environment
 from aienv.workspace.store import Workspace, WorkspaceStore
 
@@ -55,8 +56,13 @@ class WorkspaceFlows:
 
     async def share(self, name: str) -> tuple[Workspace, list[str]]:
         """Offer ``name`` to the LAN; the paths a runtime added first (a local image)."""
-        self.store.get(name)
+        ws = self.store.get(name)
         added = await self.environments.prepare_share(name)
+        projects = [(p.name, p.path) for p in ws.manifest.projects]
+        for line in await asyncio.to_thread(git.bundle, ws.path, projects):
+            self.state.event("share", f"workspace {name}: {line}")
+            if "git at" in line and f"{git.GIT_DIR}/" not in added:
+                added.append(f"{git.GIT_DIR}/")  # the history, for the archive (no .git)
         await self.store.ensure_archive(name)  # the digest is known before peers hear of it
         self.state.set_shared(name, True)
         self.state.event("share", f"workspace {name} shared")

@@ -27,6 +27,7 @@ from aienv.errors import (
     PeerRefused,
     TransferError,
     UnsafeArchive,
+    WorkspaceError,
 )
 from aienv.flows.clone.fetch import DISK_MARGIN, Fetcher
 from aienv.flows.clone.job import CloneJob, CloneState
@@ -39,6 +40,7 @@ from aienv.transfer.holdings import Holdings
 from aienv.transfer.sources import SourceStatus
 from aienv.transfer.unpack import shielded
 from aienv.units import human_size
+from aienv.workspace import git
 from aienv.workspace.manifest_file import load_manifest
 from aienv.workspace.store import WorkspaceStore
 
@@ -95,10 +97,21 @@ class CloneSteps:
         }
         installed = await self.workspaces.install(job.target, staged, origin)
         self.jobs.move(job, CloneState.ADAPTING)
+        await self._restore_git(job, installed.path)
         if not job.launch or not installed.manifest.environments:
             self.jobs.move(job, CloneState.INSTALLED)
             return
         await self._launch(job)
+
+    async def _restore_git(self, job: CloneJob, root: Path) -> None:
+        """Its git projects' repositories back from their bundles; a failure (no git
+        here) leaves the files and the bundle, and says so."""
+        try:
+            lines = await asyncio.to_thread(git.restore, root)
+        except WorkspaceError as exc:
+            lines = [f"history not restored ({exc.message}); the bundle stays in {git.GIT_DIR}"]
+        for line in lines:
+            self.workspaces.state.event("clone", f"workspace {job.target}: {line}")
 
     def _offer(self, job: CloneJob, peer: Peer, link: Link) -> SharedWorkspace:
         """What the peer shares under the job's name, as its signed announcement says."""

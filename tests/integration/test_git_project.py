@@ -1,0 +1,86 @@
+"""A project that is a git repository travels with its history (issue 18,
+docs/workspace-format.md#git-projects): alpha shares a workspace whose project has two
+commits, a remote and an uncommitted change; beta's clone is a repository at the same
+commit and branch, with the whole history and the remote, and the change shows as
+one; the archive holds a bundle, never the repository's own .git files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import shared_by, wait_for
+from tests.lan import Host, Lan
+
+pytestmark = pytest.mark.integration
+
+HOSTS = 2
+REMOTE = "https://git.example.org/team/notes.git"
+MANIFEST = """apiVersion: aienv/v1
+name: notes
+projects:
+  - name: app
+    path: app
+    description: a git repository
+"""
+
+
+def git(folder: Path, *args: str) -> str:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(folder.parent), "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}  # fmt: skip
+    done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
+                          env=env, check=True)  # fmt: skip
+    return done.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def nodes(lan: Lan) -> Iterator[tuple[Host, Host]]:
+    for host, name in zip(lan.hosts, ("alpha", "beta"), strict=True):
+        host.start(name)
+    yield lan.hosts[0], lan.hosts[1]
+    for host in lan.hosts:
+        host.stop()
+
+
+def test_a_git_project_is_cloned_with_its_history_commit_and_remote(
+    nodes: tuple[Host, Host], tmp_path: Path
+) -> None:
+    a, b = nodes
+    folder = tmp_path / "notes"
+    app = folder / "app"
+    app.mkdir(parents=True)
+    (folder / "workspace.yaml").write_text(MANIFEST)
+    git(app, "init", "-q", "-b", "main")
+    (app / "notes.txt").write_text("first\n")
+    git(app, "add", ".")
+    git(app, "commit", "-q", "-m", "first")
+    (app / "notes.txt").write_text("first\nsecond\n")
+    git(app, "commit", "-q", "-am", "second")
+    git(app, "remote", "add", "origin", REMOTE)
+    head = git(app, "rev-parse", "HEAD")
+    (app / "notes.txt").write_text("first\nsecond\nnot committed\n")  # travels as it is
+
+    a.cli("create", "notes", "--from", str(folder))
+    shared = a.cli("share", "notes")
+    assert ".aienv/git/" in shared.stdout, shared.stdout
+    digest = json.loads(a.cli("show", "notes", "--json").stdout)["archive"]["digest"]
+    names = zipfile.ZipFile(a.home / "archives" / f"{digest}.zip").namelist()
+    assert "app/notes.txt" in names and ".aienv/git/app.bundle" in names
+    assert not any(n.startswith("app/.git") for n in names), names
+    wait_for(lambda: "notes" in shared_by(b, "alpha"), 10, "beta sees notes")
+    b.cli("clone", "alpha/notes", "--no-launch")
+
+    clone = b.home / "workspaces" / "notes" / "app"
+    assert git(clone, "rev-parse", "HEAD") == head
+    assert git(clone, "symbolic-ref", "--short", "HEAD") == "main"
+    assert git(clone, "log", "--format=%s") == "second\nfirst"
+    assert git(clone, "remote", "get-url", "origin") == REMOTE
+    assert git(clone, "status", "--porcelain") == "M notes.txt"  # the change, as a change
+    assert (clone / "notes.txt").read_text().endswith("not committed\n")
+    assert not (b.home / "workspaces" / "notes" / ".aienv" / "git").exists()
