@@ -19,6 +19,7 @@ from aienv.capture import (
     draft_folder,
     manifest_text,
 )
+from aienv.capture.draft import Draft
 from aienv.errors import InvalidInput
 from aienv.names import check_name
 from aienv.units import parse_size
@@ -77,7 +78,7 @@ class DraftBody(BaseModel):
     source: str = Field(alias="from", min_length=1, max_length=4096)
 
 
-def draft_json(draft: Any) -> dict[str, Any]:
+def draft_json(draft: Draft) -> dict[str, Any]:
     """A project's draft as the API shows it (before and after it is written)."""
     return {
         "name": draft.name,

@@ -106,7 +106,11 @@ async def create_workspace(request: web.Request) -> web.Response:
     body = await parse_body(request, CreateWorkspace)
     name = check_name(body.name, "workspace name")
     source = Path(body.source) if body.source else None
-    if body.draft and source is not None and not (source / MANIFEST_FILE).is_file():
+    if (
+        body.draft
+        and source is not None
+        and not await asyncio.to_thread((source / MANIFEST_FILE).is_file)
+    ):
         ws, draft = await create_drafted(request.app[STORE], source, name)
         return reply({**_workspace_json(request, ws), "draft": draft_json(draft)}, status=201)
     ws = await request.app[WORKSPACES].create(name, source, body.template)

@@ -194,18 +194,17 @@ def python_interpreter(cmdline: list[str], exe: str, cwd: str, env: dict[str, st
     return None
 
 
-def _native_modules(tree: list[psutil.Process]) -> list[str]:
-    """The top-level packages whose compiled modules it has loaded (from its memory
-    maps: ``.../site-packages/numpy/core/x.so`` -> ``numpy``)."""
+def _native_modules(mapped: list[str]) -> list[str]:
+    """The top-level packages whose compiled modules are among the ``mapped`` files
+    (``.../site-packages/numpy/core/x.so`` -> ``numpy``)."""
     found: set[str] = set()
-    for member in tree:
-        for path in mapped_paths(member.pid):
-            _, sep, rest = path.partition("-packages/")
-            if not sep or (not path.endswith(".so") and ".so." not in path):
-                continue
-            top = rest.split("/", 1)[0].split(".", 1)[0]
-            if top and not rest.split("/", 1)[0].endswith(".libs"):
-                found.add(top)
+    for path in mapped:
+        _, sep, rest = path.partition("-packages/")
+        if not sep or (not path.endswith(".so") and ".so." not in path):
+            continue
+        top = rest.split("/", 1)[0].split(".", 1)[0]
+        if top and not rest.split("/", 1)[0].endswith(".libs"):
+            found.add(top)
     return sorted(found)
 
 
@@ -247,16 +246,20 @@ def _use(tree: list[psutil.Process]) -> tuple[int, int, float]:
     return rss, peak, cpu
 
 
-def _held_open(tree: list[psutil.Process]) -> tuple[list[str], list[str]]:
-    """The model files the processes hold open or mapped, and the devices they hold."""
+def _held_open(tree: list[psutil.Process]) -> tuple[list[str], list[str], list[str]]:
+    """The model files the processes hold open or mapped, the devices they hold, and
+    the compiled modules they have loaded (each one's memory map read once)."""
     models: list[str] = []
     devices: list[str] = []
+    mapped_all: list[str] = []
     for member in tree:
-        for path in model_files(member, mapped_paths(member.pid)):
+        mapped = mapped_paths(member.pid)
+        mapped_all += mapped
+        for path in model_files(member, mapped):
             if path not in models:
                 models.append(path)
         devices += _open_devices(member.pid)
-    return models, devices
+    return models, devices, _native_modules(mapped_all)
 
 
 def read_process(pid: int) -> ProcessFacts:
@@ -287,12 +290,11 @@ def read_process(pid: int) -> ProcessFacts:
         tree = _tree(proc)
         rss, peak, cpu = _use(tree)
         parent_environ = _parent_environ(proc)
-        native = _native_modules(tree)
     except psutil.NoSuchProcess as exc:
         raise NotFound(f"process {pid} ended while it was read", code="process_not_found") from exc
     except psutil.AccessDenied as exc:
         raise _denied(proc, "details") from exc
-    models, devices = _held_open(tree)
+    models, devices, native = _held_open(tree)
     return ProcessFacts(
         pid=pid,
         name=name,

@@ -14,6 +14,7 @@ remotes, and removes the bundle.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -71,11 +72,19 @@ def bundle(root: Path, projects: list[tuple[str, str]]) -> list[str]:
             r: _git(folder, "remote", "get-url", r).strip() for r in _git(folder, "remote").split()
         }
         dirty = [line[3:] for line in _git(folder, "status", "--porcelain").splitlines()]
-        _git(folder, "bundle", "create", "-q", str(out / f"{name}.bundle"), "--all")
-        (out / f"{name}.json").write_text(json.dumps({
+        refs = _git(folder, "for-each-ref", "--format=%(objectname) %(refname)")
+        described = json.dumps({
             "path": folder.relative_to(root).as_posix(), "head": head, "branch": branch,
             "remotes": remotes, "uncommitted": dirty,
-        }, indent=2))  # fmt: skip
+            "refs": hashlib.sha256(refs.encode()).hexdigest(),
+        }, indent=2)  # fmt: skip
+        bundle_file, json_file = out / f"{name}.bundle", out / f"{name}.json"
+        # the same refs, head and changes as the bundle there: written again, it would
+        # only give the workspace a new archive on every share
+        if not (bundle_file.is_file() and json_file.is_file()
+                and json_file.read_text() == described):  # fmt: skip
+            _git(folder, "bundle", "create", "-q", str(bundle_file), "--all")
+            json_file.write_text(described)
         changes = f", {len(dirty)} uncommitted change(s) carried as they are" if dirty else ""
         said.append(f"project {name}: git at {head[:12]} on {branch or 'a detached HEAD'}{changes}")
     return said

@@ -75,6 +75,12 @@ def start_offline_pair(lan: Lan) -> tuple[Host, Host]:
     alpha, beta = lan.hosts[:2]
     alpha.extra_env = {**NO_PIP_CONFIG, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": WHEELS}
     beta.extra_env = {**NO_PIP_CONFIG, "PIP_NO_INDEX": "1"}
+    return start_pair(lan)
+
+
+def start_pair(lan: Lan) -> tuple[Host, Host]:
+    """The LAN's first two hosts started as alpha and beta."""
+    alpha, beta = lan.hosts[:2]
     alpha.start("alpha")
     beta.start("beta")
     return alpha, beta

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import shared_by, wait_for
+from tests.integration.conftest import shared_by, start_pair, wait_for
 from tests.lan import Host, Lan
 
 pytestmark = pytest.mark.integration
@@ -41,9 +41,7 @@ def git(folder: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def nodes(lan: Lan) -> Iterator[tuple[Host, Host]]:
-    for host, name in zip(lan.hosts, ("alpha", "beta"), strict=True):
-        host.start(name)
-    yield lan.hosts[0], lan.hosts[1]
+    yield start_pair(lan)
     for host in lan.hosts:
         host.stop()
 

@@ -49,3 +49,19 @@ def test_a_repository_without_commits_is_said_not_bundled(tmp_path: Path) -> Non
     ]
     assert not (tmp_path / git.GIT_DIR).exists()
     assert git.restore(tmp_path) == []
+
+
+def test_an_unchanged_repository_is_not_bundled_again(tmp_path: Path) -> None:
+    """Written again, the bundle would give the workspace a new archive on every share."""
+    (tmp_path / "src").mkdir()
+    run(tmp_path / "src", "init", "-q", "-b", "main")
+    (tmp_path / "src" / "f.txt").write_text("1\n")
+    run(tmp_path / "src", "add", ".")
+    run(tmp_path / "src", "commit", "-q", "-m", "c1")
+    git.bundle(tmp_path, [("src", "src")])
+    made = (tmp_path / git.GIT_DIR / "src.bundle").stat().st_mtime_ns
+    git.bundle(tmp_path, [("src", "src")])
+    assert (tmp_path / git.GIT_DIR / "src.bundle").stat().st_mtime_ns == made
+    run(tmp_path / "src", "commit", "-q", "--allow-empty", "-m", "c2")
+    git.bundle(tmp_path, [("src", "src")])
+    assert (tmp_path / git.GIT_DIR / "src.bundle").stat().st_mtime_ns != made
