@@ -174,6 +174,12 @@ class NodeSettings(BaseSettings):
         return self.home / "partial"
 
     @property
+    def versions_dir(self) -> Path:
+        """Per workspace: the file list of the version it holds, the version before an
+        update (kept for a rollback) and an update's download in progress."""
+        return self.home / "versions"
+
+    @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
 
@@ -196,7 +202,7 @@ class NodeSettings(BaseSettings):
         ``environments``, ``logs``) but list none of them; the rest is the node's alone,
         as is each workspace folder until a launch hands it over."""
         passage = (self.home, self.workspaces_dir, self.environments_dir, self.logs_dir)
-        private = (self.archives_dir, self.tmp_dir, self.partial_dir)
+        private = (self.archives_dir, self.tmp_dir, self.partial_dir, self.versions_dir)
         for path in (*passage, *private):
             path.mkdir(parents=True, exist_ok=True)
         for path in passage:

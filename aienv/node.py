@@ -41,6 +41,7 @@ from aienv.flows.disk import DiskGuard
 from aienv.flows.environments import Environments
 from aienv.flows.planning import Planner
 from aienv.flows.snapshots import Snapshots
+from aienv.flows.updates import Updates
 from aienv.flows.workspaces import WorkspaceFlows
 from aienv.identity import Identity
 from aienv.peer import PeerClient
@@ -146,7 +147,14 @@ def _discovery(
     )
 
 
-def _clones(base: _Base, environments: Environments) -> CloneManager:
+def _updates(base: _Base, environments: Environments) -> Updates:
+    return Updates(
+        base.settings, base.state, base.store, environments, base.client, base.peers,
+        base.holdings, base.transfers, base.identity.node_id,
+    )  # fmt: skip
+
+
+def _clones(base: _Base, environments: Environments, updates: Updates) -> CloneManager:
     settings, state = base.settings, base.state
     jobs = CloneJobs(state)
     fetcher = Fetcher(
@@ -154,8 +162,9 @@ def _clones(base: _Base, environments: Environments) -> CloneManager:
         base.identity.node_id,
     )  # fmt: skip
     steps = CloneSteps(
-        settings, jobs, base.client, base.peers, base.store, environments, base.holdings, fetcher
-    )
+        settings, jobs, base.client, base.peers, base.store, environments, base.holdings,
+        fetcher, updates,
+    )  # fmt: skip
     return CloneManager(
         state, jobs, steps, base.peers, base.store, base.holdings,
         settings.partial_dir, settings.tmp_dir,
@@ -185,7 +194,8 @@ class Node:
         self.discovery = _discovery(
             base, self.workspaces, self.health, interfaces, cert, self._peer_changed
         )
-        self.clones = _clones(base, self.environments)
+        self.updates = _updates(base, self.environments)
+        self.clones = _clones(base, self.environments, self.updates)
         self.sampler = Sampler(
             state,
             settings.docker_host,
@@ -207,6 +217,7 @@ class Node:
             environments=self.environments,
             snapshots=Snapshots(self.environments),
             clones=self.clones,
+            updates=self.updates,
             sampler=self.sampler,
         )
         state.listen(self._announce_on_change)
@@ -223,6 +234,8 @@ class Node:
 
     def _peer_changed(self, change: str, node_id: str, message: str) -> None:
         self.state.changed("peer", node_id)
+        if change in ("joined", "updated"):
+            self.updates.peer_changed(node_id)
         if change != "updated":
             security = change in ("conflict", "impostor")
             self.state.event("security" if security else "peer", message)
@@ -267,6 +280,7 @@ class Node:
                 log.warning("runtime %s did not close cleanly: %s", runtime.kind, exc)
 
     async def _clones_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        self.updates.recover()
         self.clones.recover()
         refresher = asyncio.get_running_loop().create_task(
             self.workspaces.refresh_shared(self.settings.announce_interval), name="refresh"
@@ -275,6 +289,7 @@ class Node:
         refresher.cancel()
         await asyncio.gather(refresher, return_exceptions=True)
         await self.clones.close()
+        await self.updates.close()
 
     async def _discovery_ctx(self, app: web.Application) -> AsyncIterator[None]:
         await self.discovery.start()

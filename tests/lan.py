@@ -122,20 +122,22 @@ class Host:
             shutil.rmtree(self.home)
         self.home.mkdir(parents=True)
 
-    def cli(
-        self, *args: str, check: bool = True, timeout: float = 120, input: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        env = {
+    def cli_env(self) -> dict[str, str]:
+        return {
             **os.environ,
             "AIENV_URL": "http://127.0.0.1:37778",
             "AIENV_HOME": str(self.home),  # where the CLI finds a TLS node's certificate
             "COLUMNS": "200",
         }
+
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 120, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         res = subprocess.run(
             self.nsenter(AIENV, *args),
             capture_output=True,
             text=True,
-            env=env,
+            env=self.cli_env(),
             timeout=timeout,
             check=False,
             input=input,

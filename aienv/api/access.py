@@ -66,6 +66,7 @@ PEER_ROUTES = frozenset(
         "/api/v1/archives",
         "/api/v1/archives/{digest}",
         "/api/v1/archives/{digest}/pieces",
+        "/api/v1/archives/{digest}/files",
         "/api/v1/system",  # a summary for peers (system.py)
         "/api/v1/stream",  # public kinds only, names blanked (stream.py)
         "/api/v1/openapi.json",

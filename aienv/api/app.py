@@ -23,6 +23,7 @@ from aienv.api import (
     terminal,
     ui,
     variables,
+    versions,
     workspaces,
 )
 from aienv.api.common import LOCAL_ADMINS, MAX_BODY, reply
@@ -96,6 +97,7 @@ def add_routes(app: web.Application) -> None:
     auth.add_routes(app.router)
     workspaces.add_routes(app.router)
     variables.add_routes(app.router)
+    versions.add_routes(app.router)
     environments.add_routes(app.router)
     terminal.add_routes(app.router)
     archives.add_routes(app.router)

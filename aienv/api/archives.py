@@ -10,6 +10,7 @@ from aiohttp import web
 from aienv.api.common import is_admin, reply
 from aienv.api.keys import ABOUT, HOLDINGS, UPLOADS
 from aienv.api.openapi import doc
+from aienv.archive import files as filemod
 from aienv.errors import InvalidInput, NotFound
 from aienv.transfer.holdings import Holding
 from aienv.transfer.serve import send_archive
@@ -72,7 +73,22 @@ async def get_pieces(request: web.Request) -> web.Response:
     return reply({**pieces.to_json(), "have": have})
 
 
+async def get_files(request: web.Request) -> web.Response:
+    """The archive's file list: each entry's path, mode, size, content sha256, and the
+    span it takes in the archive with that span's sha256 (what an update reuses)."""
+    holdings = request.app[HOLDINGS]
+    holding = _holding(request)
+    if holding.partial is not None:
+        raise NotFound(
+            f"this node is still downloading archive {holding.digest[:16]}…", code="not_held"
+        )
+    with holdings.using(holding.digest):
+        listing = await asyncio.to_thread(filemod.for_archive, holding.path, holding.digest)
+    return reply(listing.to_json())
+
+
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/api/v1/archives", list_archives)
     router.add_get("/api/v1/archives/{digest}", get_archive)  # HEAD too
     router.add_get("/api/v1/archives/{digest}/pieces", get_pieces)
+    router.add_get("/api/v1/archives/{digest}/files", get_files)

@@ -12,6 +12,7 @@ from aienv.discovery.service import DiscoveryService
 from aienv.flows.clone import CloneManager
 from aienv.flows.environments import Environments
 from aienv.flows.snapshots import Snapshots
+from aienv.flows.updates import Updates
 from aienv.flows.workspaces import WorkspaceFlows
 from aienv.identity import Identity
 from aienv.peer import PeerClient
@@ -50,6 +51,7 @@ WORKSPACES = web.AppKey("workspaces", WorkspaceFlows)
 ENVIRONMENTS = web.AppKey("environments", Environments)
 SNAPSHOTS = web.AppKey("snapshots", Snapshots)
 CLONES = web.AppKey("clones", CloneManager)
+UPDATES = web.AppKey("updates", Updates)
 SAMPLER = web.AppKey("sampler", Sampler)
 
 
@@ -71,6 +73,7 @@ class Parts:
     environments: Environments
     snapshots: Snapshots
     clones: CloneManager
+    updates: Updates
     sampler: Sampler
 
 
@@ -90,4 +93,5 @@ def install(app: web.Application, parts: Parts) -> None:
     app[ENVIRONMENTS] = parts.environments
     app[SNAPSHOTS] = parts.snapshots
     app[CLONES] = parts.clones
+    app[UPDATES] = parts.updates
     app[SAMPLER] = parts.sampler

@@ -13,7 +13,7 @@ from aienv.api import archives
 from aienv.api.access import ACCESS
 from aienv.api.capture import draft_json
 from aienv.api.common import is_admin, parse_body, reply
-from aienv.api.keys import ABOUT, HOLDINGS, STORE, WORKSPACES
+from aienv.api.keys import ABOUT, HOLDINGS, STORE, UPDATES, WORKSPACES
 from aienv.api.openapi import doc
 from aienv.capture import create_drafted
 from aienv.errors import Conflict, InvalidInput, NotFound, TooLarge
@@ -59,6 +59,7 @@ def _workspace_json(
         **ws.to_json(local=True),
         "protected": protected,
         "running": running.get(ws.record.name, []),
+        "update": request.app[UPDATES].versions.pending(ws.record.name),
     }
 
 

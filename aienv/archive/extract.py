@@ -222,6 +222,12 @@ def _copy_stored(archive_fd: int, info: zipfile.ZipInfo, start: int, out_fd: int
     return info.file_size
 
 
+def extracted_mode(mode: int) -> int:
+    """The permission bits an extracted file gets from the ones its entry lists: no
+    write for others or the group, and always read and write for the node."""
+    return (mode & 0o755 or 0o644) | 0o600
+
+
 def safe_extract(archive: Path, target: Path, max_total: int) -> int:
     """Extract ``archive`` into the new folder ``target``; return bytes written.
 
@@ -296,8 +302,8 @@ class Extraction:
             archive_fd = self._raw.fileno()
             start = _data_start(archive_fd, info, self.span(info)[1])
             dest.parent.mkdir(parents=True, exist_ok=True)
-            mode = (info.external_attr >> 16) & 0o755 or 0o644
-            fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode | 0o600)
+            mode = extracted_mode(info.external_attr >> 16)
+            fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
             with os.fdopen(fd, "wb") as out:
                 if info.compress_type == zipfile.ZIP_STORED and info.file_size >= COPY_MIN:
                     self.written += _copy_stored(archive_fd, info, start, out.fileno())

@@ -20,9 +20,10 @@ import stat
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from aienv.archive import files as filemod
 from aienv.archive import pieces as piecemod
 from aienv.archive.policy import should_compress
 from aienv.errors import Cancelled, WorkspaceError
@@ -30,6 +31,7 @@ from aienv.errors import Cancelled, WorkspaceError
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 CHUNK = 1024 * 1024
 ZIP64_LIMIT = 0xFFFFFFFF
+EMPTY = hashlib.sha256().hexdigest()
 
 
 @dataclass(slots=True, frozen=True)
@@ -42,6 +44,7 @@ class PackResult:
     stored: int
     fingerprint: str
     pieces: piecemod.Pieces
+    listing: filemod.FileList
 
 
 def walk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
@@ -99,11 +102,13 @@ class _HashingWriter:
         self._in_piece = 0
         self.hashes: list[str] = []
         self.position = 0
+        self.entry = hashlib.sha256()  # the current entry's bytes (see ``files.py``)
 
     def write(self, data: bytes) -> int:
         view = memoryview(data)
         self._out.write(view)  # type: ignore[attr-defined]
         self._whole.update(view)
+        self.entry.update(view)
         while view:
             take = min(len(view), self._piece_size - self._in_piece)
             self._piece.update(view[:take])
@@ -139,17 +144,34 @@ class _Packing:
     total: int
     progress: Callable[[int, int], None] | None
     cancel: threading.Event | None
+    writer: _HashingWriter
     done: int = 0
     files: int = 0
     stored: int = 0
+    listing: list[filemod.FileEntry] = field(default_factory=list)
 
     def add(self, zf: zipfile.ZipFile, rel: str, st: os.stat_result) -> None:
-        """Write the folder or file ``rel`` (stored or deflated, by ``should_compress``)."""
+        """Write the folder or file ``rel`` and list the span it took."""
+        start = self.writer.position
+        self.writer.entry = hashlib.sha256()
         if stat.S_ISDIR(st.st_mode):
             info = zipfile.ZipInfo(rel + "/", ZIP_EPOCH)
             info.external_attr = (stat.S_IFDIR | 0o755) << 16 | 0x10
             zf.writestr(info, b"")
-            return
+            content = EMPTY
+            mode = 0o755
+        else:
+            content = self._file(zf, rel, st)
+            mode = st.st_mode & 0o777
+        length = self.writer.position - start
+        span = self.writer.entry.hexdigest()
+        folder = stat.S_ISDIR(st.st_mode)
+        path, size = (rel + "/", 0) if folder else (rel, st.st_size)
+        self.listing.append(filemod.FileEntry(path, mode, size, content, start, length, span))
+
+    def _file(self, zf: zipfile.ZipFile, rel: str, st: os.stat_result) -> str:
+        """Write the file ``rel`` (stored or deflated, by ``should_compress``); its sha256."""
+        content = hashlib.sha256()
         info = zipfile.ZipInfo(rel, ZIP_EPOCH)
         info.external_attr = (stat.S_IFREG | (st.st_mode & 0o777)) << 16
         if should_compress(self.root / rel, st.st_size):
@@ -164,10 +186,12 @@ class _Packing:
                 if self.cancel is not None and self.cancel.is_set():
                     raise Cancelled("packing cancelled")
                 dst.write(chunk)
+                content.update(chunk)
                 self.done += len(chunk)
                 if self.progress is not None:
                     self.progress(self.done, self.total)
         self.files += 1
+        return content.hexdigest()
 
 
 def pack_workspace(
@@ -187,11 +211,11 @@ def pack_workspace(
     entries = list(walk(root))
     total = sum(st.st_size for _, st in entries if stat.S_ISREG(st.st_mode))
     tmp = out_dir / f".pack-{os.getpid()}-{threading.get_ident():x}.tmp"
-    packing = _Packing(root, total, progress, cancel)
     fp = hashlib.sha256()
     try:
         with tmp.open("wb") as raw:
             writer = _HashingWriter(raw, piece_size)
+            packing = _Packing(root, total, progress, cancel, writer)
             with zipfile.ZipFile(writer, "w", allowZip64=True) as zf:  # type: ignore[call-overload]
                 for rel, st in entries:
                     fp.update(_fingerprint_line(rel, st))
@@ -200,7 +224,9 @@ def pack_workspace(
         final = out_dir / f"{digest}.zip"
         size = tmp.stat().st_size
         result_pieces = piecemod.Pieces(digest, size, piece_size, hashes)
+        listing = filemod.FileList(digest, size, tuple(packing.listing))
         piecemod.save(result_pieces, final)
+        filemod.save(listing, final)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
@@ -213,4 +239,5 @@ def pack_workspace(
         stored=packing.stored,
         fingerprint=fp.hexdigest(),
         pieces=result_pieces,
+        listing=listing,
     )

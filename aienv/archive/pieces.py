@@ -36,7 +36,7 @@ class Pieces:
         start = index * self.piece_size
         return start, min(start + self.piece_size, self.size)
 
-    def check(self, index: int, data: bytes) -> bool:
+    def check(self, index: int, data: bytes | memoryview) -> bool:
         start, end = self.span(index)
         return len(data) == end - start and hashlib.sha256(data).hexdigest() == self.hashes[index]
 
@@ -94,9 +94,13 @@ def sidecar(archive: Path) -> Path:
 
 def save(pieces: Pieces, archive: Path) -> None:
     """Write the list beside ``archive`` atomically."""
-    target = sidecar(archive)
+    write_json(sidecar(archive), pieces.to_json())
+
+
+def write_json(target: Path, data: object) -> None:
+    """``data`` as compact JSON in ``target``, replaced in one step (blocking)."""
     tmp = target.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(pieces.to_json(), separators=(",", ":")))
+    tmp.write_text(json.dumps(data, separators=(",", ":")))
     os.replace(tmp, target)
 
 

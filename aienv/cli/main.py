@@ -19,7 +19,17 @@ from typing import Annotated
 import typer
 
 from aienv import __version__
-from aienv.cli import clone, coercion, network, runtimes, serve, shell, system, workspaces
+from aienv.cli import (
+    clone,
+    coercion,
+    network,
+    runtimes,
+    serve,
+    shell,
+    system,
+    versions,
+    workspaces,
+)
 from aienv.cli.auth import auth_app
 from aienv.cli.capture import capture
 from aienv.cli.client import CliError
@@ -64,6 +74,10 @@ for name, command in (
     ("delete", workspaces.delete),
     ("share", workspaces.share),
     ("unshare", workspaces.unshare),
+    ("history", versions.history),
+    ("diff", versions.diff),
+    ("update", versions.update),
+    ("rollback", versions.rollback),
     ("peers", network.peers),
     ("clone", clone.clone),
     ("clones", clone.clones),

@@ -9,6 +9,7 @@ import typer
 
 from aienv.cli.client import Client, CliError
 from aienv.cli.render import JsonOpt, byte_progress, emit_json, err, human_size, out, table
+from aienv.cli.versions import update_text
 
 if TYPE_CHECKING:
     import threading
@@ -90,8 +91,14 @@ def list_cmd(as_json: JsonOpt = False) -> None:
         )
         size = human_size(ws["archive"]["size"]) if ws["archive"] else "-"
         shared = "yes" if ws["shared"] else "no"
-        rows.append([ws["name"], ws["version"], ",".join(ws["runtimes"]), shared, size, where])
-    headers = ["name", "version", "runtimes", "shared", "size", "origin"]
+        pending = ws.get("update")
+        news = f"{pending.get('version')} (r{pending.get('revision')})" if pending else ""
+        rows.append(
+            [ws["name"], ws["version"], ",".join(ws["runtimes"]), shared, size, where, news]
+        )
+    headers = ["name", "version", "runtimes", "shared", "size", "origin", "update available"]
+    if not any(row[-1] for row in rows):  # the column only when some clone has one
+        headers, rows = headers[:-1], [row[:-1] for row in rows]
     out.line(table(headers, rows) if items else "no workspaces yet: `aienv create NAME --from DIR`")
 
 
@@ -106,6 +113,8 @@ def show(name: str, as_json: JsonOpt = False) -> None:
     if ws["archive"]:
         a = ws["archive"]
         out.print(f"archive: sha256 {a['digest']}  {human_size(a['size'])} ({a['files']} files)")
+    if ws.get("update"):
+        out.print(f"{update_text(ws['update'])}: aienv update {name}", highlight=False)
     for env in ws["environments"]:
         eps = ", ".join(f"{e['name']}:{e['port']}" for e in env["endpoints"]) or "no endpoints"
         out.print(f"environment {env['name']} ({env['runtime']}): {eps}")

@@ -85,6 +85,7 @@ class SharedWorkspace(_Wire):
     protected: bool = False  # a password guards its details and archive
     description: str = Field(default="", max_length=DESCRIPTION_MAX)
     needs: Needs | None = None  # absent: files only, or an older node
+    revision: int = Field(default=0, ge=0)  # the origin's version number; 0: unknown
 
 
 class HeldArchive(_Wire):

@@ -120,9 +120,14 @@ class WorkspaceFlows:
                         protected=ws.record.name in protected,
                         description=_short(m.description),
                         needs=_needs(m.environments[0]) if m.environments else None,
+                        revision=self._revision(ws.record.name, ws.archive.digest),
                     )
                 )
         return out
+
+    def _revision(self, name: str, digest: str) -> int:
+        latest = self.store.versions.latest(name)
+        return latest.revision if latest is not None and latest.digest == digest else 0
 
     async def refresh_shared(self, interval: float) -> None:
         """Every ``interval`` seconds, pack again each shared workspace whose files

@@ -35,6 +35,7 @@ METADATA_TIMEOUT = 10.0  # a workspace's details, a piece list
 BITFIELD_TIMEOUT = 3.0
 MAX_ANNOUNCEMENT = 256 * 1024
 MAX_JSON = 16 * 1024 * 1024  # a piece list of a very large archive stays well under this
+FILES_LIMIT = 64 * 1024 * 1024  # a file list: ~250 bytes an entry, 200,000 entries at most
 READ = 64 * 1024
 RANGE_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=10)
 
@@ -193,6 +194,12 @@ class PeerClient:
         """An archive's piece list (sizes and hashes) and which pieces the peer has."""
         what = f"the piece list of archive {digest[:16]}…"
         return await self._json(link, f"/api/v1/archives/{digest}/pieces", what, METADATA_TIMEOUT)
+
+    async def files(self, link: Link, digest: str) -> dict[str, Any]:
+        """An archive's file list: each entry's path, hashes and span (``archive.files``)."""
+        what = f"the file list of archive {digest[:16]}…"
+        path = f"/api/v1/archives/{digest}/files"
+        return await self._json(link, path, what, METADATA_TIMEOUT, FILES_LIMIT)
 
     async def have(self, link: Link, digest: str) -> str | None:
         """Which pieces of an archive the peer has: "all", a bitfield, or None if unsaid."""

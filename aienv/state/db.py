@@ -21,6 +21,22 @@ CREATE TABLE IF NOT EXISTS workspaces (
     origin TEXT,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS versions (
+    workspace TEXT NOT NULL REFERENCES workspaces(name) ON DELETE CASCADE,
+    digest TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    unpacked_size INTEGER NOT NULL,
+    files INTEGER NOT NULL,
+    how TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (workspace, created_at)
+);
+CREATE TABLE IF NOT EXISTS updates (
+    workspace TEXT PRIMARY KEY REFERENCES workspaces(name) ON DELETE CASCADE,
+    data TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS variables (
     workspace TEXT NOT NULL REFERENCES workspaces(name) ON DELETE CASCADE,
     name TEXT NOT NULL,

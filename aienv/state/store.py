@@ -138,6 +138,13 @@ class StateStore:
             )
         self.changed("workspace", name)
 
+    def set_origin(self, name: str, origin: dict[str, Any]) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE workspaces SET origin = ? WHERE name = ?", (json.dumps(origin), name)
+            )
+        self.changed("workspace", name)
+
     def remove_workspace(self, name: str) -> None:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM workspaces WHERE name = ?", (name,))

@@ -1,26 +1,22 @@
 """Fetch one archive from several sources at once, piece by piece.
 
-The archive is cut into pieces (``archive/pieces.py``). Every source (the
-origin peer, and any peer that holds all or part of the same digest) gets up
-to ``PER_SOURCE`` range requests in flight; each request asks for a run of
-pieces that the source has and nobody is fetching yet, sized to take about
-``RUN_SECONDS`` at the source's measured rate, so faster sources take more of
-the work and a slow one never holds much of it. Bytes are written straight
-into the partial file at their offset and hashed on the fly; a piece counts
-only once its sha256 matches the list, so a source that sends corrupt bytes
-is caught on the piece, dropped, and the piece fetched again from another
-source. A source that fails (refused, reset, timed out, busy) backs off and is
-tried again; the download fails only when no source has delivered anything
-for ``stall_timeout`` seconds, or no trustworthy source is left.
+Every source (the origin, and any peer holding all or part of the digest) gets
+up to ``PER_SOURCE`` range requests in flight, each for a run of pieces
+(``archive/pieces.py``) it has and nobody is fetching, sized to take about
+``RUN_SECONDS`` at its measured rate: faster sources take more. Bytes go
+straight to their offset in the partial file, hashed on the fly; a piece counts
+once its sha256 matches, so a source sending corrupt bytes is caught, dropped,
+and the piece fetched elsewhere. A failing source backs off and is tried again;
+the download fails when nothing arrived for ``stall_timeout`` seconds, or no
+trustworthy source is left.
 
 When other peers are downloading the same digest, pieces are taken rarest
 first, starting at a node-specific offset, so the peers hold different pieces
 early and serve them to each other instead of all waiting on the origin.
 
-The whole file's sha256 is computed over the verified prefix as it grows and
-checked against the signed digest at the end. Verified pieces are served to
-other peers while the download runs (``Partial``), and the set of verified
-pieces is saved, so a node that restarts resumes where it stopped.
+The whole file's sha256 (over the verified prefix as it grows) must match the signed
+digest (an update, ``checked``, checks it itself). Verified pieces are served to
+others meanwhile (``Partial``) and saved: a node that restarts resumes from them.
 """
 
 from __future__ import annotations
@@ -85,6 +81,7 @@ class SwarmDownload:
         stall_timeout: float,
         rotation: int = 0,
         on_progress: Callable[[SwarmDownload], None] = lambda _: None,
+        checked: bool = False,  # the caller checks ``have`` and the whole digest itself
     ) -> None:
         self.client = client
         self.partial = partial
@@ -103,6 +100,7 @@ class SwarmDownload:
         self.resumed_bytes = 0
         self.last_delivery = time.monotonic()
         self._prefix = _Prefix()
+        self._checked = checked
         self._wake = asyncio.Event()
         self._fd = -1
         self._closing = False
@@ -141,6 +139,8 @@ class SwarmDownload:
             self.resumed_bytes = self.verified_bytes
             self.on_progress(self)
             await self._fetch_all()
+            if self._checked:
+                return
             await asyncio.to_thread(self._advance_prefix)
             got = self._prefix.hasher.hexdigest()
             if got != self.pieces.digest:
@@ -160,7 +160,7 @@ class SwarmDownload:
     def _recheck(self) -> None:
         """Keep only the pieces on disk whose hash matches (a resumed download)."""
         for index, flag in enumerate(self.partial.have):
-            if not flag:
+            if not flag or self._checked:  # (an update's held pieces are not on disk)
                 continue
             start, end = self.pieces.span(index)
             data = os.pread(self._fd, end - start, start)
@@ -206,7 +206,7 @@ class SwarmDownload:
     def _hash_prefix(self) -> asyncio.Future[None] | None:
         """Hash newly verified pieces at the front of the file, in a thread."""
         nxt = self._prefix.next_piece
-        if nxt >= self.pieces.count or not self.partial.have[nxt]:
+        if self._checked or nxt >= self.pieces.count or not self.partial.have[nxt]:
             return None
         return asyncio.get_running_loop().run_in_executor(None, self._advance_prefix)
 

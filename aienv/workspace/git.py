@@ -114,3 +114,45 @@ def restore(root: Path) -> list[str]:
     if said:
         shutil.rmtree(folder)
     return said
+
+
+def update(root: Path) -> list[str]:
+    """Move each bundled project that already has its repository (a workspace being
+    updated) to the new version's commit, with git (blocks); a line per project.
+
+    The working tree already holds the new version's files (and the person's changes
+    carried over): a repository whose HEAD the new commit descends from is moved to
+    it (the branch follows; the index is reset, the files are left as they are); one
+    with commits of its own keeps them, and gets the new history as
+    ``refs/aienv/update/*`` to merge. Projects without a repository are restored from
+    their bundle (``restore``), and the bundles are removed.
+    """
+    folder = root / GIT_DIR
+    said: list[str] = []
+    for described in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        info: dict[str, Any] = json.loads(described.read_text())
+        project, name = root / info["path"], described.stem
+        bundle_file = described.with_suffix(".bundle")
+        if not bundle_file.is_file() or not (project / ".git").is_dir():
+            continue
+        new = info["head"]
+        _git(project, "fetch", "-q", str(bundle_file), "+refs/*:refs/aienv/update/*")
+        head = _git(project, "rev-parse", "-q", "--verify", "HEAD", query=True).strip()
+        if head == new:
+            said.append(f"project {name}: git history unchanged at {new[:12]}")
+        elif not head or _git(project, "merge-base", head, new, query=True).strip() == head:
+            ref = _git(project, "symbolic-ref", "-q", "HEAD", query=True).strip()
+            if ref:
+                _git(project, "update-ref", ref, new)
+            else:
+                _git(project, "update-ref", "--no-deref", "HEAD", new)
+            _git(project, "reset", "-q", new)
+            said.append(f"project {name}: git moved from {head[:12]} to {new[:12]}")
+        else:
+            said.append(
+                f"project {name}: local commits on {head[:12]} kept; the new version's "
+                f"history ({new[:12]}) is in refs/aienv/update/: merge it with git"
+            )
+    said += restore(root)
+    shutil.rmtree(folder, ignore_errors=True)
+    return said

@@ -17,6 +17,7 @@ import asyncio
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from aienv.config import NodeSettings
 from aienv.errors import AienvError, Cancelled, Conflict, NotFound, WorkspaceError
 from aienv.names import check_name
 from aienv.state.store import ArchiveRecord, StateStore, WorkspaceRecord
+from aienv.state.versions import VersionLog, VersionRecord
 from aienv.workspace.manifest import Manifest
 from aienv.workspace.manifest_file import edit_manifest, load_manifest
 
@@ -139,6 +141,7 @@ class WorkspaceStore:
         self.state = state
         self.archives = archives
         self.trackers = trackers
+        self.versions = VersionLog(state)
         self._pack_locks: dict[str, asyncio.Lock] = {}
         self._edit_locks: dict[str, asyncio.Lock] = {}
         self._tidy()
@@ -318,8 +321,32 @@ class WorkspaceStore:
                 result.files,
             )
             self.state.set_archive(record)
+            self._new_version(ws, record)
             self.archives.prune()
             return record
+
+    def _new_version(self, ws: Workspace, archive: ArchiveRecord) -> None:
+        """A packed archive with new content is the workspace's next version."""
+        latest = self.versions.latest(ws.record.name)
+        if latest is not None and latest.digest == archive.digest:
+            return
+        origin = ws.record.origin or {}
+        revision = self.versions.next_revision(ws.record.name)
+        if origin.get("kind") == "clone":  # after the origin's numbers, not among them
+            revision = max(revision, int(origin.get("revision") or 0) + 1)
+        self.versions.add(
+            VersionRecord(
+                ws.record.name,
+                archive.digest,
+                revision,
+                ws.manifest.version,
+                archive.size,
+                archive.unpacked_size,
+                archive.files,
+                "packed",
+                time.time(),
+            )
+        )
 
     async def _pack(self, name: str, path: Path) -> PackResult:
         """Pack in a thread, visible in the transfers list and cancellable from there."""

@@ -245,6 +245,7 @@ def test_workspace_password_guards_details_archive_and_clones(stopped: Lan, tmp_
         "/workspaces/secret/archive",
         f"/archives/{digest}",
         f"/archives/{digest}/pieces",
+        f"/archives/{digest}/files",
     ]
     for path in paths:
         r = http.get(f"{a.url}/api/v1{path}")

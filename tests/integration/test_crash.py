@@ -246,7 +246,7 @@ def assert_home_whole(host: Host, files: dict[str, int]) -> set[str]:
             assert archive.stat().st_size == ws["archive"]["size"], name
     assert list((home / "tmp").iterdir()) == []
     assert list((home / "partial").iterdir()) == []
-    kept = (".zip", ".pieces")  # archives and their piece lists; nothing half-written
+    kept = (".zip", ".pieces", ".files")  # archives, piece and file lists; nothing half-written
     assert [p.name for p in (home / "archives").iterdir() if not p.name.endswith(kept)] == []
     return set(listed)
 

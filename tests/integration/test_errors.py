@@ -167,6 +167,7 @@ PEER_READS = {
     "/api/v1/archives",
     "/api/v1/archives/{digest}",
     "/api/v1/archives/{digest}/pieces",
+    "/api/v1/archives/{digest}/files",
     "/api/v1/system",
     "/api/v1/stream",
     "/api/v1/openapi.json",

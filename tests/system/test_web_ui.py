@@ -443,6 +443,42 @@ def test_a_project_folder_without_workspace_yaml_is_drafted_then_created(
     expect(drafted).to_have_count(0)
 
 
+def test_an_update_is_offered_asks_about_local_changes_and_rolls_back(
+    nodes: tuple[Host, Host], page: Page, tmp_path: Path, shots: Path
+) -> None:
+    a, b = nodes
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "workspace.yaml").write_text("apiVersion: aienv/v1\nname: notes\nversion: 1.0.0\n")
+    (folder / "notes.bin").write_bytes(b"\0first")
+    share(a, "notes", folder)
+    wait_for(lambda: "notes" in shared_by(b, "alpha"), 10, "beta sees notes")
+    b.cli("clone", "alpha/notes", "--no-launch")
+    mine = b.home / "workspaces" / "notes" / "notes.bin"
+    mine.write_bytes(b"\0mine")
+    shared = a.home / "workspaces" / "notes"
+    (shared / "notes.bin").write_bytes(b"\0second")
+    (shared / "workspace.yaml").write_text("apiVersion: aienv/v1\nname: notes\nversion: 1.1.0\n")
+    a.cli("share", "notes")
+
+    view(page, "My workspaces")
+    versions = page.get_by_label("Versions of notes")
+    expect(versions).to_contain_text("update available")
+    expect(versions).to_contain_text("1.0.0 (r1) → 1.1.0 (r2): 2 file(s) changed")
+    page.get_by_role("button", name="Update notes", exact=True).click()
+    expect(versions).to_contain_text("changed here and in the new version: notes.bin")
+    page.screenshot(path=shots / "update.png", full_page=True)
+    page.get_by_role("button", name="Update notes keeping my changes", exact=True).click()
+    expect(versions).to_contain_text("Updated 1.0.0 (r1) → 1.1.0 (r2)")
+    expect(versions).to_contain_text("notes.bin.aienv-r2")
+    assert mine.read_bytes() == b"\0mine"
+    assert mine.with_name("notes.bin.aienv-r2").read_bytes() == b"\0second"
+    page.get_by_role("button", name="Roll back notes", exact=True).click()
+    expect(versions).to_contain_text("Rolled back to 1.0.0 (r1)")
+    expect(versions).to_contain_text("update available")  # offered again
+    assert mine.read_bytes() == b"\0mine"
+
+
 def test_keyboard_labels_narrow_window_and_dark_theme(
     browser: Browser, nodes: tuple[Host, Host], shots: Path
 ) -> None:

@@ -184,6 +184,7 @@ class FakePeer(PeerClient):
         packed = pack_workspace(folder, out, piece_size=64 * 1024)
         self.archive = packed.path.read_bytes()
         self.piece_list = for_archive(packed.path, packed.digest)
+        self.listing = packed.listing
         self.unpacked = packed.unpacked_size
         self.digest, self.size = packed.digest, packed.size
         self.shared = codec.SharedWorkspace(
@@ -229,6 +230,10 @@ class FakePeer(PeerClient):
 
     async def have(self, link: Link, digest: str) -> str | None:
         return "all"
+
+    async def files(self, link: Link, digest: str) -> dict[str, Any]:
+        self.asked.append("files")
+        return self.listing.to_json()
 
     @asynccontextmanager
     async def archive_range(

@@ -17,6 +17,7 @@ from aienv.flows.clone import CloneManager
 from aienv.flows.clone.fetch import Fetcher
 from aienv.flows.clone.jobs import CloneJobs
 from aienv.flows.clone.steps import CloneSteps
+from aienv.flows.updates import Updates
 from aienv.runtime.record import EnvRecord, EnvState
 from tests.unit.fakes import (
     Bench,
@@ -113,7 +114,11 @@ def clones(b: Bench, peer: FakePeer) -> CloneManager:
     peers = PeerTable()
     jobs = CloneJobs(b.state)
     fetcher = Fetcher(b.settings, jobs, peer, peers, b.holdings, b.transfers, "ab" * 16)
-    steps = CloneSteps(b.settings, jobs, peer, peers, b.store, b.environments, b.holdings, fetcher)
+    updates = Updates(b.settings, b.state, b.store, b.environments, peer, peers, b.holdings,
+                      b.transfers, "ab" * 16)  # fmt: skip
+    steps = CloneSteps(
+        b.settings, jobs, peer, peers, b.store, b.environments, b.holdings, fetcher, updates
+    )
     s = b.settings
     return CloneManager(b.state, jobs, steps, peers, b.store, b.holdings, s.partial_dir, s.tmp_dir)
 

@@ -33,6 +33,7 @@ from aienv.flows.clone.fetch import DISK_MARGIN, Fetcher
 from aienv.flows.clone.job import CloneJob, CloneState
 from aienv.flows.clone.jobs import CloneJobs
 from aienv.flows.environments import Environments
+from aienv.flows.updates import Updates
 from aienv.flows.variables import missing
 from aienv.peer import Link, PeerClient
 from aienv.system.plan import DoesNotFit
@@ -56,6 +57,7 @@ class CloneSteps:
         environments: Environments,
         holdings: Holdings,
         fetcher: Fetcher,
+        updates: Updates,
     ) -> None:
         self.settings = settings
         self.jobs = jobs
@@ -65,6 +67,7 @@ class CloneSteps:
         self.environments = environments
         self.holdings = holdings
         self.fetcher = fetcher
+        self.updates = updates
 
     async def run(
         self,
@@ -93,9 +96,11 @@ class CloneSteps:
             "peer_url": link.url,
             "workspace": job.workspace,
             "version": offer.version,
+            "revision": offer.revision,
             "digest": offer.digest,
         }
         installed = await self.workspaces.install(job.target, staged, origin)
+        await self.updates.offers.cloned(job.target, link, offer)
         self.jobs.move(job, CloneState.ADAPTING)
         await self._restore_git(job, installed.path)
         if not job.launch or not installed.manifest.environments:

@@ -175,6 +175,57 @@ function shareSwitch(ws) {
   h('span', {}, busy ? (ws.shared ? 'Unsharing…' : 'Sharing…') : (ws.shared ? 'Shared' : 'Not shared')));
 }
 
+function runUpdate(ws, body, action = 'update') {
+  act(ws.name, 'update', async () => {
+    const done = await api(`/workspaces/${enc(ws.name)}/${action}`, { method: 'POST', json: body });
+    rows.get(ws.name).extra.note = action === 'update'
+      ? `Updated ${done.from} → ${done.to}: ${bytes(done.received)} received, ${bytes(done.reused)} reused`
+        + (done.beside.length ? `; written beside yours: ${done.beside.join(', ')}` : '')
+        + (done.merged.length ? `; merged: ${done.merged.join(', ')}` : '')
+      : `Rolled back to ${done.version}`;
+    ctx.refresh('workspaces');
+    ctx.refresh('environments');
+  });
+}
+
+/** A clone's versions: the update its origin offers, the choices an update asks
+ * for (local changes, running environments), and a rollback after an update. */
+function versionBlock(ws) {
+  const state = rows.get(ws.name);
+  const u = ws.update;
+  const busy = state.busy.has('update');
+  const code = state.error?.where === 'update' ? state.error.code : null;
+  const choices = [];
+  const restart = code === 'running';
+  if (code === 'local_changes') {
+    choices.push(
+      actionButton({ label: `Update ${ws.name} keeping my changes`, text: 'Keep mine', busy,
+        onclick: () => runUpdate(ws, { keep: 'keep-local' }) }),
+      actionButton({ label: `Update ${ws.name} taking theirs`, text: 'Take theirs', busy,
+        onclick: () => runUpdate(ws, { keep: 'theirs' }) }));
+  }
+  if (restart) {
+    choices.push(actionButton({ label: `Update ${ws.name} and restart`, text: 'Update and restart',
+      busy, cls: 'primary', onclick: () => runUpdate(ws, { restart: true }) }));
+  }
+  const parts = [];
+  if (u) {
+    parts.push(h('span', { class: 'badge warn' }, 'update available'), ' ',
+      h('span', {}, u.text ?? u.version), ' ',
+      actionButton({ label: `Update ${ws.name}`, text: 'Update', busyText: 'Updating…', busy,
+        cls: 'primary', onclick: () => runUpdate(ws, {}) }));
+  }
+  if (ws.origin?.updated_at) {
+    parts.push(' ', actionButton({ label: `Roll back ${ws.name}`, text: 'Roll back', busy,
+      onclick: () => runUpdate(ws, { restart: (ws.running ?? []).length > 0 }, 'rollback') }));
+  }
+  if (!parts.length && !state.extra.note && !state.error) return null;
+  return h('div', { class: 'versions', 'aria-label': `Versions of ${ws.name}` },
+    h('p', {}, ...parts),
+    state.extra.note ? h('p', { class: 'muted', role: 'status' }, state.extra.note) : null,
+    errorFor(ws.name, 'update', choices));
+}
+
 function adminRow(ws) {
   const envs = ws.environments ?? [];
   return h('li', { class: 'card' },
@@ -186,6 +237,7 @@ function adminRow(ws) {
       ? h('ul', { class: 'envs', 'aria-label': `Environments of ${ws.name}` },
         envs.map((env, i) => envLine(ws, env, i)))
       : h('p', { class: 'muted' }, 'No environments to launch.'),
+    versionBlock(ws),
     h('div', { class: 'actions' },
       shareSwitch(ws),
       actionButton({ label: `Edit ${ws.name}`, text: 'Edit', onclick: () => forms.openEdit(ws) }),
