@@ -73,6 +73,18 @@ class Needs(_Wire):
     gpu: bool = False  # a GPU is required
 
 
+class Lineage(_Wire):
+    """Where a shared workspace came from when the node cloned it: its origin's node id
+    and name, the workspace there, and the version it started from (a fork, or a copy
+    when ``digest`` is still the one it shares)."""
+
+    node: str = Field(pattern=r"^[0-9a-f]{32}$")
+    peer: str = Field(pattern=NAME_RE.pattern)
+    workspace: str = Field(pattern=NAME_RE.pattern)
+    revision: int = Field(default=0, ge=0)
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class SharedWorkspace(_Wire):
     name: str = Field(pattern=NAME_RE.pattern)  # the one naming rule
     version: str = Field(max_length=64)
@@ -86,6 +98,7 @@ class SharedWorkspace(_Wire):
     description: str = Field(default="", max_length=DESCRIPTION_MAX)
     needs: Needs | None = None  # absent: files only, or an older node
     revision: int = Field(default=0, ge=0)  # the origin's version number; 0: unknown
+    fork_of: Lineage | None = None  # a clone shared again: where it came from
 
 
 class HeldArchive(_Wire):

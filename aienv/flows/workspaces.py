@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
-from aienv.discovery.codec import DESCRIPTION_MAX, Needs, SharedWorkspace
+from pydantic import ValidationError
+
+from aienv.discovery.codec import DESCRIPTION_MAX, Lineage, Needs, SharedWorkspace
 from aienv.errors import AienvError, Conflict
 from aienv.flows.environments import Environments
 from aienv.security import WORKSPACE_PASSWORD
@@ -121,6 +124,7 @@ class WorkspaceFlows:
                         description=_short(m.description),
                         needs=_needs(m.environments[0]) if m.environments else None,
                         revision=self._revision(ws.record.name, ws.archive.digest),
+                        fork_of=_lineage(ws.record.origin),
                     )
                 )
         return out
@@ -153,6 +157,25 @@ def _short(text: str) -> str:
         return text
     cut = text[: DESCRIPTION_MAX - 1].rsplit(" ", 1)[0]
     return cut.rstrip(" ,;:.") + "…"
+
+
+def _lineage(origin: dict[str, Any] | None) -> Lineage | None:
+    """A clone's origin, as its announcement names it (None for any other workspace, or
+    an origin recorded before nodes had ids of this form)."""
+    if not origin or origin.get("kind") != "clone":
+        return None
+    try:
+        return Lineage.model_validate(
+            {
+                "node": origin.get("peer_id"),
+                "peer": origin.get("peer_name"),
+                "workspace": origin.get("workspace"),
+                "revision": int(origin.get("revision") or 0),
+                "digest": origin.get("digest"),
+            }
+        )
+    except ValidationError:
+        return None
 
 
 def _needs(env: Environment) -> Needs:

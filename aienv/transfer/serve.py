@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import BinaryIO
 
 from aiohttp import web
@@ -91,7 +92,7 @@ class UploadSlots:
 def _parse_range(request: web.Request, size: int, etag: str) -> tuple[int, int] | None:
     """The single byte range asked for, as ``[start, end)``; None for the whole file."""
     header = request.headers.get("Range")
-    if not header:
+    if not header or "," in header:  # several ranges: the whole file (RFC 9110 14.2)
         return None
     if_range = request.headers.get("If-Range")
     if if_range is not None and if_range != etag:
@@ -117,6 +118,27 @@ def _parse_range(request: web.Request, size: int, etag: str) -> tuple[int, int] 
     return start, stop
 
 
+def _none_match(header: str | None, etag: str) -> bool:
+    """Whether ``If-None-Match`` names this archive: ``*``, or a list of entity tags
+    compared weakly (``W/"x"`` matches ``"x"``), as RFC 9110 13.1.2 says."""
+    if header is None:
+        return False
+    tags = [t.strip() for t in header.split(",")]
+    return "*" in tags or etag in (t.removeprefix("W/") for t in tags)
+
+
+def _last_modified(holding: Holding) -> dict[str, str]:
+    """When a complete archive was written (it never changes after: its name is its
+    digest); nothing for one still downloading."""
+    if holding.partial is not None:
+        return {}
+    try:
+        mtime = holding.path.stat().st_mtime
+    except OSError:
+        return {}
+    return {"Last-Modified": formatdate(mtime, usegmt=True)}
+
+
 async def send_archive(
     request: web.Request,
     holding: Holding,
@@ -127,8 +149,9 @@ async def send_archive(
     """Send the archive (or the asked range of it) with sendfile."""
     size = holding.size
     etag = f'"{holding.digest}"'
-    if request.headers.get("If-None-Match") in (etag, "*"):
-        return web.Response(status=304, headers={"ETag": etag})
+    modified = _last_modified(holding)
+    if _none_match(request.headers.get("If-None-Match"), etag):
+        return web.Response(status=304, headers={"ETag": etag, **modified})
     span = _parse_range(request, size, etag)
     start, stop = span if span is not None else (0, size)
     if not holding.covers(start, stop):
@@ -138,6 +161,7 @@ async def send_archive(
         )
     resp = web.StreamResponse(status=206 if span is not None else 200)
     resp.headers["ETag"] = etag
+    resp.headers.update(modified)
     resp.headers["Accept-Ranges"] = "bytes"
     resp.headers["Content-Type"] = "application/zip"
     resp.headers["X-Aienv-Digest"] = holding.digest

@@ -100,6 +100,22 @@ def test_archive_is_served_with_range_etag_and_length(stopped: Lan, tmp_path: Pa
     assert (tmp_path / "tail").read_bytes() == held.read_bytes()[-100:]
     none = b.run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-r", "-0", url)
     assert none.stdout == "416"
+    # several ranges: the whole file (RFC 9110 allows it), not a refusal
+    many = b.run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+                 "-r", "0-9,100-109", url)  # fmt: skip
+    assert many.stdout == f"200 {size}"
+
+    # If-None-Match: a list, compared weakly, as curl, wget and browsers send it
+    def status(if_none_match: str) -> str:
+        header = f"If-None-Match: {if_none_match}"
+        return b.run(
+            "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", header, url
+        ).stdout
+
+    for tags in (f'W/"{digest}"', f'"other", "{digest}"', "*"):
+        assert status(tags) == "304", tags
+    assert status('W/"other"') == "200"
+    assert "last-modified: " in whole  # an archive never changes once written
     with httpx.Client() as http:
         r = http.get(f"{a.url}/api/v1/archives/{'0' * 64}")
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_held"

@@ -473,6 +473,13 @@ def test_an_update_is_offered_asks_about_local_changes_and_rolls_back(
     expect(versions).to_contain_text("notes.bin.aienv-r2")
     assert mine.read_bytes() == b"\0mine"
     assert mine.with_name("notes.bin.aienv-r2").read_bytes() == b"\0second"
+    page.get_by_role("button", name="History of notes", exact=True).click()
+    history = page.get_by_role("list", name="Version history of notes")
+    expect(history.get_by_role("listitem")).to_have_count(2)
+    expect(history.get_by_role("listitem").first).to_contain_text("1.1.0 (r2) updated")
+    expect(history.get_by_role("listitem").first).to_contain_text("current")
+    expect(history.get_by_role("listitem").last).to_contain_text("1.0.0 (r1) cloned")
+    expect(history.get_by_role("listitem").last).to_contain_text("kept for a rollback")
     page.get_by_role("button", name="Roll back notes", exact=True).click()
     expect(versions).to_contain_text("Rolled back to 1.0.0 (r1)")
     expect(versions).to_contain_text("update available")  # offered again

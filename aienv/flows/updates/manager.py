@@ -295,9 +295,13 @@ class Updates:
             "updated_at": time.time(),
         }
         clock = time.monotonic()
-        await self.swaps.swap(
-            step.name, staged, step.origin, new_origin, step.base, step.new, staging.stat
-        )
+        try:
+            await self.swaps.swap(
+                step.name, staged, step.origin, new_origin, step.base, step.new, staging.stat
+            )
+        except BaseException:  # the old version stays: what ran on it runs again
+            await self._relaunch(stopped)
+            raise
         step.steps["swap"] = time.monotonic() - clock
         self._background(self.fetcher.keep(step.name, delta, step.new))
         try:

@@ -208,6 +208,7 @@ function wsCard(peer, ws, fits, showPeer) {
       h('dt', {}, 'Size'), h('dd', {}, bytes(ws.size)),
       h('dt', {}, 'Runtimes'), h('dd', {}, list(ws.runtimes)),
       ws.protected ? [h('dt', {}, 'Access'), h('dd', {}, 'Password required')] : null,
+      ws.fork_of ? [h('dt', {}, 'Lineage'), h('dd', {}, lineage(ws))] : null,
       tagChips('Tools', ws.tools), tagChips('Languages', ws.languages), tagChips('Tags', ws.tags)),
     ws.protected && ctx.admin ? passwordField(peer, ws) : null,
     h('div', { class: 'actions' },
@@ -307,4 +308,11 @@ async function clone(peer, ws, asName = '', launch = false) {
     state.busy.delete('clone');
     render();
   }
+}
+
+/** "fork of alpha/notes (r2)": a clone shared again, with its own changes or not. */
+function lineage(ws) {
+  const f = ws.fork_of;
+  const what = f.digest === ws.digest ? 'copy' : 'fork';
+  return `${what} of ${f.peer}/${f.workspace}${f.revision ? ` (r${f.revision})` : ''}`;
 }

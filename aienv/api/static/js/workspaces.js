@@ -1,7 +1,7 @@
 // The "My workspaces" section (for a visitor: the workspaces this node shares): rows and actions.
 import { api, enc, ApiError } from './api.js';
 import { h, keyed, alertBox, RowState, actionButton } from './dom.js';
-import { bytes } from './format.js';
+import { bytes, time } from './format.js';
 import * as forms from './workspace-forms.js';
 import { forget, launchWith, variablesForm } from './variables-form.js';
 
@@ -176,6 +176,7 @@ function shareSwitch(ws) {
 }
 
 function runUpdate(ws, body, action = 'update') {
+  delete rows.get(ws.name).extra.versions; // stale once it changes
   act(ws.name, 'update', async () => {
     const done = await api(`/workspaces/${enc(ws.name)}/${action}`, { method: 'POST', json: body });
     rows.get(ws.name).extra.note = action === 'update'
@@ -186,6 +187,33 @@ function runUpdate(ws, body, action = 'update') {
     ctx.refresh('workspaces');
     ctx.refresh('environments');
   });
+}
+
+function toggleHistory(ws) {
+  const state = rows.get(ws.name);
+  if (state.extra.versions) {
+    delete state.extra.versions;
+    render();
+    return;
+  }
+  act(ws.name, 'history', async () => {
+    const data = await api(`/workspaces/${enc(ws.name)}/versions`);
+    state.extra.versions = data.versions.map((v) => ({
+      ...v, current: v.digest === data.current, previous: v.digest === data.previous,
+    }));
+  });
+}
+
+function historyList(ws) {
+  const versions = rows.get(ws.name).extra.versions;
+  if (!versions) return null;
+  if (!versions.length) return h('p', { class: 'muted' }, 'No version yet: sharing makes one.');
+  return h('ol', { class: 'history', 'aria-label': `Version history of ${ws.name}` },
+    versions.map((v) => h('li', {},
+      h('strong', {}, v.revision ? `${v.version} (r${v.revision})` : v.version), ' ',
+      h('span', { class: 'muted' }, `${v.how} ${time(v.created_at)} · ${bytes(v.size)} · ${v.files} files`),
+      v.current ? [' ', h('span', { class: 'badge ok' }, 'current')] : null,
+      v.previous ? [' ', h('span', { class: 'badge' }, 'kept for a rollback')] : null)));
 }
 
 /** A clone's versions: the update its origin offers, the choices an update asks
@@ -238,9 +266,15 @@ function adminRow(ws) {
         envs.map((env, i) => envLine(ws, env, i)))
       : h('p', { class: 'muted' }, 'No environments to launch.'),
     versionBlock(ws),
+    historyList(ws),
     h('div', { class: 'actions' },
       shareSwitch(ws),
       actionButton({ label: `Edit ${ws.name}`, text: 'Edit', onclick: () => forms.openEdit(ws) }),
+      h('button', {
+        type: 'button', class: 'btn', 'aria-label': `History of ${ws.name}`,
+        'aria-expanded': rows.get(ws.name).extra.versions ? 'true' : 'false',
+        onclick: () => toggleHistory(ws),
+      }, 'History'),
       h('a', {
         class: 'btn', href: `/api/v1/workspaces/${enc(ws.name)}/archive`, download: '',
         'aria-label': `Export ${ws.name}`,
