@@ -86,10 +86,6 @@ class VersionLog:
         rows = self.db.query("SELECT data FROM updates WHERE workspace = ?", (workspace,))
         return json.loads(rows[0]["data"]) if rows else None
 
-    def all_pending(self) -> dict[str, dict[str, Any]]:
-        rows = self.db.query("SELECT workspace, data FROM updates")
-        return {r["workspace"]: json.loads(r["data"]) for r in rows}
-
     def set_pending(self, workspace: str, offer: dict[str, Any] | None) -> None:
         with self.db.transaction() as conn:
             if offer is None:

@@ -48,6 +48,11 @@ def make(folder: Path, name: str, files: dict[str, bytes], version: str = "1.0.0
     return folder
 
 
+def share(host: Host, name: str, folder: Path) -> None:
+    host.cli("create", name, "--from", str(folder))
+    host.cli("share", name)
+
+
 def new_version(host: Host, name: str, changes: dict[str, bytes | None], version: str) -> None:
     """Change the shared workspace's files on ``host`` and share it again (a new version)."""
     root = host.home / "workspaces" / name
@@ -92,8 +97,7 @@ def test_a_one_file_change_is_fetched_as_its_pieces_and_listed_in_the_history(
     files = {f"model/part-{i}.bin": os.urandom(8 * MIB) for i in range(6)}
     files["config.bin"] = os.urandom(MIB)
     files["notes.txt"] = b"one\ntwo\nthree\n"
-    a.cli("create", "delta", "--from", str(make(tmp_path / "delta", "delta", files)))
-    a.cli("share", "delta")
+    share(a, "delta", make(tmp_path / "delta", "delta", files))
     clone(b, "alpha/delta")
     assert show(b, "delta").get("update") is None
 
@@ -156,8 +160,7 @@ def test_local_changes_are_kept_merged_or_refused(
     a, b, _ = nodes
     text = b"".join(f"line {i}\n".encode() for i in range(1, 21))
     files = {"app.py": text, "data.bin": os.urandom(MIB), "readme.txt": b"read me\n"}
-    a.cli("create", "local", "--from", str(make(tmp_path / "local", "local", files)))
-    a.cli("share", "local")
+    share(a, "local", make(tmp_path / "local", "local", files))
     clone(b, "alpha/local")
     root = b.home / "workspaces" / "local"
     (root / "readme.txt").write_bytes(b"my own notes\n")  # only changed here
@@ -217,8 +220,7 @@ def test_a_running_environment_is_restarted_on_the_new_version(
     a, b, _ = nodes
     folder = tmp_path / "hello"
     shutil.copytree(HELLO, folder)
-    a.cli("create", "hello", "--from", str(folder))
-    a.cli("share", "hello")
+    share(a, "hello", folder)
     wait_for(lambda: "hello" in shared_by(b, "alpha"), 10, "beta sees hello")
     b.cli("clone", "alpha/hello")
     port = web_port(b)
@@ -256,8 +258,7 @@ def test_an_interrupted_update_leaves_the_old_version_and_resumes(
 ) -> None:
     a, b, _ = nodes
     files = {"big.bin": os.urandom(24 * MIB), "small.txt": b"one\n"}
-    a.cli("create", "resume", "--from", str(make(tmp_path / "resume", "resume", files)))
-    a.cli("share", "resume")
+    share(a, "resume", make(tmp_path / "resume", "resume", files))
     clone(b, "alpha/resume")
     changed = os.urandom(24 * MIB)
     new_version(a, "resume", {"big.bin": changed}, "2.0.0")
@@ -302,8 +303,7 @@ def test_a_git_project_is_updated_with_git(nodes: tuple[Host, Host, Host], tmp_p
     (app / "main.py").write_text("print(1)\n")
     git(app, "add", ".")
     git(app, "commit", "-q", "-m", "first")
-    a.cli("create", "repo", "--from", str(folder))
-    a.cli("share", "repo")
+    share(a, "repo", folder)
     clone(b, "alpha/repo")
     cloned = b.home / "workspaces" / "repo" / "app"
     (cloned / "scratch.txt").write_text("mine\n")  # untracked, the person's
@@ -327,8 +327,7 @@ def test_an_update_comes_from_another_holder_once_the_origin_has_left(
 ) -> None:
     a, b, c = nodes
     files = {"weights.bin": os.urandom(8 * MIB), "small.txt": b"v1\n"}
-    a.cli("create", "relay", "--from", str(make(tmp_path / "relay", "relay", files)))
-    a.cli("share", "relay")
+    share(a, "relay", make(tmp_path / "relay", "relay", files))
     clone(b, "alpha/relay")
     clone(c, "alpha/relay")
     new_version(a, "relay", {"small.txt": b"v2\n"}, "2.0.0")
@@ -351,8 +350,7 @@ def test_a_clone_shared_again_names_its_lineage(
     nodes: tuple[Host, Host, Host], tmp_path: Path
 ) -> None:
     a, b, _ = nodes
-    a.cli("create", "forky", "--from", str(make(tmp_path / "forky", "forky", {"x.txt": b"x"})))
-    a.cli("share", "forky")
+    share(a, "forky", make(tmp_path / "forky", "forky", {"x.txt": b"x"}))
     clone(b, "alpha/forky")
     b.cli("share", "forky")
     alpha_id = a.api("/node").json()["id"]

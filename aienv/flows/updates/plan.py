@@ -40,9 +40,6 @@ class Changes:
     def paths(self) -> set[str]:
         return {*self.modified, *self.added, *self.removed}
 
-    def __bool__(self) -> bool:
-        return bool(self.modified or self.added or self.removed)
-
     def to_json(self) -> dict[str, list[str]]:
         return {"modified": self.modified, "added": self.added, "removed": self.removed}
 
