@@ -23,6 +23,10 @@ DEFAULT_MULTICAST_GROUP = "239.255.77.77"
 DEFAULT_ANNOUNCE_INTERVAL = 10.0
 
 
+def _optional_size(value: object) -> object:
+    return None if value is None or value == "" else parse_size(value)  # type: ignore[arg-type]
+
+
 def default_home() -> Path:
     """``/var/lib/aienv`` for root (where the service keeps it), else the user's data folder."""
     if os.geteuid() == 0:
@@ -99,6 +103,25 @@ class NodeSettings(BaseSettings):
         ge=0,
         description="free space the node keeps on its home's file system: when it falls "
         "under this, the running environment that wrote most is stopped (0: never)",
+    )
+    # the node group (docs/federation.md)
+    offer_cpus: float | None = Field(
+        default=None,
+        gt=0,
+        description="CPUs the paired nodes' launches may use here together (default: all)",
+    )
+    offer_memory: Annotated[int | None, BeforeValidator(_optional_size)] = Field(
+        default=None,
+        ge=0,
+        description="memory the paired nodes' launches may use here together (default: all "
+        "that is free)",
+    )
+    offer_gpus: int | None = Field(
+        default=None, ge=0, description="GPUs the paired nodes' launches may use (default: all)"
+    )
+    group_launch: bool = Field(
+        default=True,
+        description="paired nodes may launch environments on this node (within its offer)",
     )
     # this machine
     sample_interval: float = Field(

@@ -39,6 +39,7 @@ from aienv.flows.clone.jobs import CloneJobs
 from aienv.flows.clone.steps import CloneSteps
 from aienv.flows.disk import DiskGuard
 from aienv.flows.environments import Environments
+from aienv.flows.group import Group
 from aienv.flows.planning import Planner
 from aienv.flows.snapshots import Snapshots
 from aienv.flows.updates import Updates
@@ -154,6 +155,15 @@ def _updates(base: _Base, environments: Environments) -> Updates:
     )  # fmt: skip
 
 
+def _group(
+    base: _Base, environments: Environments, clones: CloneManager, workspaces: WorkspaceFlows
+) -> Group:
+    return Group(
+        base.settings, base.identity, base.state, base.client, base.peers, environments,
+        clones, workspaces,
+    )  # fmt: skip
+
+
 def _clones(base: _Base, environments: Environments, updates: Updates) -> CloneManager:
     settings, state = base.settings, base.state
     jobs = CloneJobs(state)
@@ -184,7 +194,9 @@ class Node:
         peers, transfers = PeerTable(), Transfers()
         holdings = Holdings(settings, state, guarded=peers.protected)
         store = WorkspaceStore(settings, state, holdings, transfers)
-        base = _Base(settings, identity, state, PeerClient(), peers, transfers, holdings, store)
+        base = _Base(
+            settings, identity, state, PeerClient(identity), peers, transfers, holdings, store
+        )
         self.client = base.client
         self.health = Health(*load_runtimes(settings), settings.home)
         interfaces = select_interfaces(settings.interfaces)
@@ -219,6 +231,7 @@ class Node:
             clones=self.clones,
             updates=self.updates,
             sampler=self.sampler,
+            group=_group(base, self.environments, self.clones, self.workspaces),
         )
         state.listen(self._announce_on_change)
 

@@ -74,6 +74,8 @@ PEER_ROUTES = frozenset(
         "/ui",
     }
 )
+#: the routes of paired nodes (``member.py``): signed requests, checked by their handlers
+MEMBER_ROUTES = "/api/v1/member/"
 REMEMBER = 300.0  # seconds a verified password is trusted without scrypt
 REMEMBERED = 256
 REALM = 'Basic realm="aienv", charset="UTF-8"'
@@ -271,6 +273,12 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
             "networks (AIENV_ALLOW)",
             code="not_allowed",
         )
+    resource = request.match_info.route.resource
+    if resource is not None and resource.canonical.startswith(MEMBER_ROUTES):
+        # a paired node proves itself by its signature (``member.py`` checks it), not by
+        # a password; nothing else is reachable this way
+        request[ROLE] = "member"
+        return await handler(request)
     request[ROLE] = await request.app[ACCESS].role(request)
     if not _peer_may(request):
         require_admin(request)

@@ -15,6 +15,8 @@ from aienv.api import (
     auth,
     capture,
     environments,
+    group,
+    member,
     network,
     openapi,
     peer_workspaces,
@@ -104,6 +106,8 @@ def add_routes(app: web.Application) -> None:
     peer_workspaces.add_routes(app.router)
     system.add_routes(app.router)
     capture.add_routes(app.router)
+    group.add_routes(app.router)
+    member.add_routes(app.router)
     stream.add_routes(app)
     openapi.add_routes(app)
     ui.add_routes(app)

@@ -11,6 +11,7 @@ from aienv.config import NodeSettings
 from aienv.discovery.service import DiscoveryService
 from aienv.flows.clone import CloneManager
 from aienv.flows.environments import Environments
+from aienv.flows.group import Group
 from aienv.flows.snapshots import Snapshots
 from aienv.flows.updates import Updates
 from aienv.flows.workspaces import WorkspaceFlows
@@ -53,6 +54,7 @@ SNAPSHOTS = web.AppKey("snapshots", Snapshots)
 CLONES = web.AppKey("clones", CloneManager)
 UPDATES = web.AppKey("updates", Updates)
 SAMPLER = web.AppKey("sampler", Sampler)
+GROUP = web.AppKey("group", Group)
 
 
 @dataclass(slots=True, frozen=True)
@@ -75,6 +77,7 @@ class Parts:
     clones: CloneManager
     updates: Updates
     sampler: Sampler
+    group: Group
 
 
 def install(app: web.Application, parts: Parts) -> None:
@@ -95,3 +98,4 @@ def install(app: web.Application, parts: Parts) -> None:
     app[CLONES] = parts.clones
     app[UPDATES] = parts.updates
     app[SAMPLER] = parts.sampler
+    app[GROUP] = parts.group

@@ -8,32 +8,17 @@ cloning. What the peer sends is data: it is validated, never run.
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 from pydantic import ValidationError
 
 from aienv.api.common import reply
 from aienv.api.keys import CLIENT, DISCOVERY, ENVIRONMENTS
 from aienv.errors import InvalidInput, NotFound, NotOnPeer, PeerUnreachable
+from aienv.flows.planning import peer_environment
 from aienv.names import check_name
-from aienv.workspace.manifest import Endpoint, Environment, Resources
 
 FETCH_TIMEOUT = 5.0
 MAX_DETAILS = 256 * 1024
-
-
-def _environment(data: Any) -> Environment:
-    """The parts of a peer's environment a plan needs, checked like a local one."""
-    if not isinstance(data, dict):
-        raise ValueError("an environment is not an object")
-    return Environment.model_construct(
-        name=check_name(str(data.get("name", "")), "environment name"),
-        runtime=check_name(str(data.get("runtime", "")), "runtime name"),
-        requires=Resources.model_validate(data.get("requires") or {}),
-        recommends=Resources.model_validate(data.get("recommends") or {}),
-        endpoints=[Endpoint.model_validate(e) for e in data.get("endpoints") or []],
-    )
 
 
 async def peer_workspace(request: web.Request) -> web.Response:
@@ -53,7 +38,7 @@ async def peer_workspace(request: web.Request) -> web.Response:
     plans = []
     for item in workspace.get("environments") or []:
         try:
-            env = _environment(item)
+            env = peer_environment(item)
         except (ValueError, ValidationError, InvalidInput) as exc:
             raise PeerUnreachable(
                 f"peer {peer.name} described an environment of {name} this node cannot read: "

@@ -22,6 +22,7 @@ from aienv import __version__
 from aienv.cli import (
     clone,
     coercion,
+    group,
     network,
     runtimes,
     serve,
@@ -88,6 +89,10 @@ for name, command in (
     ("stop", runtimes.stop),
     ("logs", runtimes.logs),
     ("shell", shell.shell),
+    ("pair", group.pair),
+    ("unpair", group.unpair),
+    ("group", group.group),
+    ("move", group.move),
     ("events", system.events),
     ("capture", capture),
 ):

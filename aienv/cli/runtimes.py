@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from aienv.cli import group
 from aienv.cli.client import Client, CliError
 from aienv.cli.render import JsonOpt, emit_json, endpoints_text, human_size, out, plan_text, table
 from aienv.cli.variables import EnvFileOpt, EnvOpt, assignments, launch_with_values
@@ -44,10 +45,24 @@ def launch(
     force: ForceOpt = False,
     env: EnvOpt = None,
     env_file: EnvFileOpt = None,
+    on: Annotated[
+        str | None,
+        typer.Option(
+            "--on",
+            help="Run it on the group's best node (auto), here, or a paired "
+            "node; WORKSPACE may then be PEER/WORKSPACE.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="With --on: show the ranking, launch nothing.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Launch an environment of a local workspace, showing its plan first; asks for the
     values of its variables that this node does not hold yet."""
+    if on is not None or dry_run:
+        group.launch_on(workspace, environment, on or "auto", dry_run, force, as_json)
+        return
     values = assignments(env, env_file)
     client = Client()
     params: dict[str, str] = {"force": str(force).lower()}
@@ -79,8 +94,14 @@ def _plan_cell(e: dict[str, Any]) -> str:
 def ps(
     as_json: JsonOpt = False,
     all_: Annotated[bool, typer.Option("--all", "-a", help="Include stopped ones.")] = False,
+    in_group: Annotated[
+        bool, typer.Option("--group", "-g", help="Every node of the group, with where each runs.")
+    ] = False,
 ) -> None:
     """Environments on this node: runtime, plan, state and endpoint URLs."""
+    if in_group:
+        group.ps_group(all_, as_json)
+        return
     envs = Client().get("/environments")["environments"]
     if not all_:
         envs = [e for e in envs if e["state"] not in ("stopped",)]
@@ -107,19 +128,45 @@ def _env_ids(client: Client, ref: str) -> list[str]:
     return envs
 
 
+OnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--on", help="The paired node it runs on (found by itself when this node placed it there)."
+    ),
+]
+
+
+def _elsewhere(client: Client, name: str, on: str | None) -> bool:
+    """Whether ``name`` is an environment on another node of the group."""
+    if on is not None:
+        return True
+    if "." not in name:
+        return False
+    return not any(e["id"] == name for e in client.get("/environments")["environments"])
+
+
 def stop(
     name: Annotated[str, typer.Argument(help="A workspace name or an environment id (WS.ENV).")],
+    on: OnOpt = None,
 ) -> None:
-    """Stop a workspace's environments."""
+    """Stop a workspace's environments (here, or one placed on a paired node)."""
     client = Client()
+    if _elsewhere(client, name, on):
+        group.stop_on(name, on)
+        return
     for env_id in _env_ids(client, name):
         env = client.post(f"/environments/{env_id}/stop")
         out.print(f"{env['id']} {env['state']}")
 
 
-def logs(name: str, tail: Annotated[int, typer.Option(help="Lines to show.")] = 200) -> None:
+def logs(
+    name: str, tail: Annotated[int, typer.Option(help="Lines to show.")] = 200, on: OnOpt = None
+) -> None:
     """Show an environment's output (stdout and stderr, or a VM's console)."""
     client = Client()
+    if _elsewhere(client, name, on):
+        group.logs_on(name, on, tail)
+        return
     for env_id in _env_ids(client, name):
         sys.stdout.write(client.get(f"/environments/{env_id}/logs", params={"tail": tail}))
 

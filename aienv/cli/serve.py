@@ -32,6 +32,28 @@ SandboxOption = Annotated[
 ]
 
 
+OfferCpus = Annotated[
+    float | None,
+    typer.Option(
+        help="CPUs the group's launches may use here (default: all; env AIENV_OFFER_CPUS)."
+    ),
+]
+OfferMemory = Annotated[
+    str | None,
+    typer.Option(help="Memory the group's launches may use here, e.g. 16GiB (default: all free)."),
+]
+OfferGpus = Annotated[
+    int | None, typer.Option(help="GPUs the group's launches may use here (default: all).")
+]
+GroupLaunch = Annotated[
+    bool | None,
+    typer.Option(
+        "--group-launch/--no-group-launch",
+        help="Whether paired nodes may launch here (default: yes).",
+    ),
+]
+
+
 def serve(
     home: Annotated[
         Path | None, typer.Option(help="Home folder (default: platform data dir; env AIENV_HOME).")
@@ -56,6 +78,10 @@ def serve(
     ] = False,
     tls: TlsOption = None,
     sandbox: SandboxOption = None,
+    offer_cpus: OfferCpus = None,
+    offer_memory: OfferMemory = None,
+    offer_gpus: OfferGpus = None,
+    group_launch: GroupLaunch = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the node: discovery, the HTTP API and the environments it launches."""
@@ -78,6 +104,10 @@ def serve(
         "dnssd": False if no_dnssd else None,
         "tls": tls,
         "sandbox": sandbox,
+        "offer_cpus": offer_cpus,
+        "offer_memory": offer_memory,
+        "offer_gpus": offer_gpus,
+        "group_launch": group_launch,
     }
     run_node(_settings(overrides))
 

@@ -241,6 +241,11 @@ class PeerTable:
             key=lambda p: (p.name, p.node_id),
         )
 
+    def get(self, node_id: str) -> Peer | None:
+        """The live peer with this node id, if any."""
+        peer = self._peers.get(node_id)
+        return peer if peer is not None and peer.expires_at > self._clock() else None
+
     def resolve(self, ref: str) -> Peer:
         """Find a live peer by node name or by a node-id prefix (at least 4 hex digits)."""
         peers = self.all()

@@ -100,34 +100,33 @@ class Environments:
     # -- planning ------------------------------------------------------------------
 
     async def plan(
-        self, workspace: str, environment: str | None = None, *, force: bool = False
+        self,
+        workspace: str,
+        environment: str | None = None,
+        *,
+        force: bool = False,
+        group: bool = False,
     ) -> Plan:
-        """What ``environment`` would get here now; raises ``DoesNotFit`` unless forced."""
+        """What ``environment`` would get here now; raises ``DoesNotFit`` unless forced.
+        ``group``: for a paired node, within this node's offer."""
         ws = self.workspaces.get(workspace)
         env = ws.manifest.environment(environment)
         runtime = await self.planner.runtime_for(env)
         await self.planner.check(runtime, env, ws)
-        return await self.planner.plan(env, runtime, force=force)
-
-    async def prepare_share(self, workspace: str) -> list[str]:
-        """Let each environment's runtime add what it needs to the workspace before it
-        is packed (``aienv share`` carrying a local image); the paths written."""
-        ws = self.workspaces.get(workspace)
-        written: list[str] = []
-        for env in ws.manifest.environments:
-            runtime = self.runtimes.get(env.runtime)
-            if runtime is not None:
-                written += await runtime.prepare_share(env, ws.path)
-        for path in written:
-            self.state.event("share", f"workspace {workspace}: added {path} from this machine")
-        return written
+        return await self.planner.plan(env, runtime, force=force, group=group)
 
     # -- launching -----------------------------------------------------------------
 
     async def launch(
-        self, workspace: str, environment: str | None = None, *, force: bool = False
+        self,
+        workspace: str,
+        environment: str | None = None,
+        *,
+        force: bool = False,
+        requested_by: str | None = None,
     ) -> EnvRecord:
-        """Plan and launch an environment of ``workspace``; wait until it answers (or fails)."""
+        """Plan and launch an environment of ``workspace``; wait until it answers (or fails).
+        ``requested_by``: the paired node that placed it here (planned within the offer)."""
         ws = self.workspaces.get(workspace)
         env = ws.manifest.environment(environment)
         env_id = f"{workspace}.{env.name}"
@@ -144,9 +143,11 @@ class Environments:
             values = launch_values(workspace, env, self.variables.of(workspace))
             runtime = await self.planner.runtime_for(env)
             await self.planner.check(runtime, env, ws)
-            plan = await self.planner.plan(env, runtime, force=force)
+            group = requested_by is not None
+            plan = await self.planner.plan(env, runtime, force=force, group=group)
             tokens = login_tokens(env)
             record = self._planned(existing, workspace, env, plan, tokens)
+            record.requested_by = requested_by
             spec = self.spec(record, env, ws.path, runtime, existing, {**values, **tokens})
             await asyncio.to_thread(logs.begin_run, spec.log_path, env_id, plan.describe())
             if self.on_start is not None:

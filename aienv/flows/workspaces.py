@@ -60,7 +60,7 @@ class WorkspaceFlows:
     async def share(self, name: str) -> tuple[Workspace, list[str]]:
         """Offer ``name`` to the LAN; the paths a runtime added first (a local image)."""
         ws = self.store.get(name)
-        added = await self.environments.prepare_share(name)
+        added = await self._prepare_share(name)
         projects = [(p.name, p.path) for p in ws.manifest.projects]
         for line in await asyncio.to_thread(git.bundle, ws.path, projects):
             self.state.event("share", f"workspace {name}: {line}")
@@ -70,6 +70,19 @@ class WorkspaceFlows:
         self.state.set_shared(name, True)
         self.state.event("share", f"workspace {name} shared")
         return self.store.get(name), added
+
+    async def _prepare_share(self, workspace: str) -> list[str]:
+        """Let each environment's runtime add what it needs to the workspace before it
+        is packed (``aienv share`` carrying a local image); the paths written."""
+        ws = self.store.get(workspace)
+        written: list[str] = []
+        for env in ws.manifest.environments:
+            runtime = self.environments.runtimes.get(env.runtime)
+            if runtime is not None:
+                written += await runtime.prepare_share(env, ws.path)
+        for path in written:
+            self.state.event("share", f"workspace {workspace}: added {path} from this machine")
+        return written
 
     async def unshare(self, name: str) -> Workspace:
         self.store.get(name)

@@ -27,7 +27,9 @@ from aienv.errors import (
     RangeNotHeld,
     TransferError,
 )
+from aienv.identity import Identity
 from aienv.peer.link import Link, describe, http_base
+from aienv.security import signing
 
 DEFAULT_HTTP_PORT = 37778
 POLL_TIMEOUT = 3.0  # a signed announcement
@@ -74,10 +76,24 @@ def _refusal(resp: aiohttp.ClientResponse, link: Link, what: str) -> AienvError 
     return TransferError(f"{host} answered HTTP {status} for {what}")
 
 
-class PeerClient:
-    """The node's one client to its peers. ``close`` is idempotent."""
+class MemberRefused(AienvError):
+    """A paired node answered a member request with an error: its code, status and words."""
 
-    def __init__(self) -> None:
+    def __init__(self, message: str, code: str, status: int, details: dict[str, Any]) -> None:
+        super().__init__(message, code=code)
+        self.status = status if 400 <= status < 500 else 502
+        self.extra = details
+
+    def details(self) -> dict[str, Any]:
+        return self.extra
+
+
+class PeerClient:
+    """The node's one client to its peers. ``close`` is idempotent. With the node's
+    ``identity`` it also signs requests to paired nodes (``member``)."""
+
+    def __init__(self, identity: Identity | None = None) -> None:
+        self.identity = identity
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
@@ -225,3 +241,73 @@ class PeerClient:
                     f"{link.host} answered HTTP {resp.status} to a range request for {what}"
                 )
             yield resp.content
+
+    # -- requests to paired nodes (flows.group), signed --------------------------------
+
+    async def member(
+        self,
+        link: Link,
+        receiver: str,
+        method: str,
+        path: str,
+        what: str,
+        body: dict[str, Any] | None = None,
+        *,
+        timeout: float = METADATA_TIMEOUT,
+    ) -> dict[str, Any]:
+        """A JSON request to the paired node ``receiver``, signed by this node; its JSON
+        answer, or its refusal as ``MemberRefused`` (with the member's own words)."""
+        assert self.identity is not None, "a client without the node's identity signs nothing"
+        data = b"" if body is None else json.dumps(body).encode()
+        headers = signing.sign(self.identity, receiver, method, path, data)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            async with self._http().request(
+                method, f"{link.url}{path}", data=data or None, headers=headers,
+                ssl=link.ssl(), timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=False,
+            ) as resp:  # fmt: skip
+                raw = await resp.content.read(MAX_JSON + 1)
+                status = resp.status
+        except aiohttp.ServerFingerprintMismatch as exc:
+            raise PeerImpostor(describe(exc, link.url)) from exc
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            raise PeerUnreachable(
+                f"cannot reach {link.host} for {what} ({describe(exc, link.url)}): is it still up?"
+            ) from exc
+        try:
+            answer = json.loads(raw) if len(raw) <= MAX_JSON else None
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise TransferError(f"{link.host} answered HTTP {status} for {what}, not JSON")
+        if status >= 400:
+            error = answer.pop("error", None) or {}
+            message = str(error.get("message") or f"HTTP {status}")
+            raise MemberRefused(message, str(error.get("code") or "refused"), status, answer)
+        return answer
+
+    @asynccontextmanager
+    async def member_bytes(
+        self, link: Link, receiver: str, path: str, what: str, start: int = 0
+    ) -> AsyncIterator[aiohttp.StreamReader]:
+        """A paired node's file from byte ``start`` on (a signed GET), as a stream."""
+        assert self.identity is not None, "a client without the node's identity signs nothing"
+        headers = signing.sign(self.identity, receiver, "GET", path, b"")
+        if start:
+            headers["Range"] = f"bytes={start}-"
+        try:
+            async with self._http().get(
+                f"{link.url}{path}", headers=headers, ssl=link.ssl(), timeout=RANGE_TIMEOUT,
+                allow_redirects=False,
+            ) as resp:  # fmt: skip
+                if resp.status != (206 if start else 200):
+                    raise TransferError(f"{link.host} answered HTTP {resp.status} for {what}")
+                yield resp.content
+        except aiohttp.ServerFingerprintMismatch as exc:
+            raise PeerImpostor(describe(exc, link.url)) from exc
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            raise PeerUnreachable(
+                f"cannot reach {link.host} for {what} ({describe(exc, link.url)})"
+            ) from exc

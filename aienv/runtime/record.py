@@ -80,6 +80,7 @@ class EnvRecord:
     handle: Handle | None = None
     details: dict[str, Any] = field(default_factory=dict)
     exit_code: int | None = None
+    requested_by: str | None = None  # the paired node that placed it here (its node id)
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 

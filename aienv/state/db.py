@@ -58,6 +58,17 @@ CREATE TABLE IF NOT EXISTS held_archives (
     added_at REAL NOT NULL,
     used_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS members (
+    node_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    paired_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS placed (
+    id TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS manual_peers (address TEXT PRIMARY KEY, added_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS clones (
     id TEXT PRIMARY KEY,

@@ -42,7 +42,7 @@ class Gpu:
 class Capacity:
     """What the planner may hand out here (pure data, so plans can be tested anywhere)."""
 
-    cpus: int
+    cpus: float  # whole cores here; a share of them in a group offer
     memory_free: int
     disk_free: int
     gpus: tuple[Gpu, ...] = ()
@@ -305,7 +305,7 @@ def inventory(
 def summary(cap: Capacity, runtimes: dict[str, tuple[bool, str]]) -> dict[str, int]:
     """The few numbers an announcement carries (see docs/protocol.md)."""
     out = {
-        "cpus": cap.cpus,
+        "cpus": int(cap.cpus),
         "memory": cap.memory_total,
         "memory_free": cap.memory_free,
         "disk_free": cap.disk_free,

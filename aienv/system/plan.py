@@ -95,12 +95,12 @@ class _Draft:
 def _cpus(required: Resources, wanted: Resources, cap: Capacity, d: _Draft) -> float | None:
     """CPUs are shared, not reserved: the limit is a share of this machine's cores."""
     if required.cpus is not None and required.cpus > cap.cpus:
-        d.shortfalls.append(f"needs {required.cpus:g} CPUs, this machine has {cap.cpus}")
+        d.shortfalls.append(f"needs {required.cpus:g} CPUs, this machine has {cap.cpus:g}")
     if wanted.cpus is None:
         return None
     cpus = min(wanted.cpus, float(cap.cpus))
     if cpus < wanted.cpus:
-        d.notes.append(f"{wanted.cpus:g} CPUs recommended, {cap.cpus} here: given {cpus:g}")
+        d.notes.append(f"{wanted.cpus:g} CPUs recommended, {cap.cpus:g} here: given {cpus:g}")
     return max(cpus, required.cpus) if required.cpus is not None else cpus
 
 
@@ -176,7 +176,7 @@ def make_plan(
         environment=env.name,
         runtime=env.runtime,
         cpus=cpus,
-        threads=max(1, math.floor(cpus)) if cpus is not None else cap.cpus,
+        threads=max(1, math.floor(cpus)) if cpus is not None else max(1, math.floor(cap.cpus)),
         memory=memory,
         disk=disk,
         gpu=gpu,

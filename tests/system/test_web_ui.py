@@ -11,6 +11,7 @@ writes the ones in docs/), else to the test's temporary folder.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -484,6 +485,44 @@ def test_an_update_is_offered_asks_about_local_changes_and_rolls_back(
     expect(versions).to_contain_text("Rolled back to 1.0.0 (r1)")
     expect(versions).to_contain_text("update available")  # offered again
     assert mine.read_bytes() == b"\0mine"
+
+
+def test_pair_then_run_on_another_node_and_stop_it_there(
+    nodes: tuple[Host, Host], page: Page, shots: Path
+) -> None:
+    a, b = nodes
+    code = json.loads(a.cli("pair", "--no-wait", "--json").stdout)["code"]
+    view(page, "Running")
+    form = page.get_by_role("form", name="Pair with a node")
+    form.get_by_label("Pair with").select_option(label=f"alpha ({a.ip})")
+    form.get_by_label("the code it shows").fill(code)
+    form.get_by_role("button", name="Pair").click()
+    members = section(page, "Group")
+    expect(members.get_by_role("button", name="Unpair alpha")).to_be_visible()
+    expect(members.get_by_text("online", exact=True)).to_be_visible()
+    share(b, "lab")
+    view(page, "My workspaces")
+    page.get_by_role("button", name="Run lab web on another node").click()
+    dialog = page.get_by_role("dialog", name="Run lab web on…")
+    choice = dialog.get_by_role("radio", name=re.compile("^alpha"))
+    expect(choice).to_be_enabled()
+    choice.check()
+    page.screenshot(path=shots / "run-on.png", full_page=True)
+    dialog.get_by_role("button", name="Run").click()
+    expect(dialog.get_by_role("status")).to_contain_text("lab.web runs on alpha", timeout=60_000)
+    link = dialog.get_by_role("link", name=f"http http://{a.ip}", exact=False)
+    expect(link).to_have_attribute("href", re.compile(rf"^http://{re.escape(a.ip)}:\d+/$"))
+    dialog.get_by_role("button", name="Close").click()
+    view(page, "Running")
+    there = page.get_by_role("list", name="Environments on other nodes of the group")
+    expect(there).to_contain_text("lab.web")
+    expect(there).to_contain_text("on alpha")
+    there.get_by_role("button", name="Stop lab.web on alpha").click()
+    expect(there.get_by_role("listitem")).to_have_count(0, timeout=30_000)
+    b.cli("unpair", "alpha")
+    expect(members.get_by_role("button", name="Unpair alpha")).to_have_count(0)
+    for host in (a, b):
+        host.cli("delete", "lab")
 
 
 def test_keyboard_labels_narrow_window_and_dark_theme(

@@ -86,10 +86,15 @@ class CloneManager:
         launch: bool,
         force: bool = False,
         password: str | None = None,
+        *,
+        env_name: str | None = None,
+        requested_by: str | None = None,
     ) -> CloneJob:
         """Check what can be checked at once, then run the clone in the background.
 
-        ``password`` is the peer's node or workspace password, sent to that peer only."""
+        ``password`` is the peer's node or workspace password, sent to that peer only;
+        ``env_name`` the environment to launch; ``requested_by`` the paired node that
+        placed the launch here (planned within this node's offer)."""
         peer_ref, workspace = parse_source(source)
         target = check_name(as_name, "name") if as_name else workspace
         if not looks_like_address(peer_ref):
@@ -105,6 +110,8 @@ class CloneManager:
             target=target,
             launch=launch,
             force=force,
+            env_name=env_name,
+            requested_by=requested_by,
         )
         self.jobs.save(job)
         if password is not None:

@@ -208,16 +208,21 @@ class CloneSteps:
         )
 
     async def _launch(self, job: CloneJob) -> None:
-        env = self.workspaces.get(job.target).manifest.environment(None)
+        env = self.workspaces.get(job.target).manifest.environment(job.env_name)
         lacking = missing(env, self.environments.variables.of(job.target))
         if lacking:  # installed; the launch waits for values only this node's user has
             job.needs = [v.name for v in lacking]
             self.jobs.move(job, CloneState.INSTALLED)
             return
+        group = job.requested_by is not None
         try:
-            job.plan = await self.environments.plan(job.target, force=job.force)
+            job.plan = await self.environments.plan(
+                job.target, env.name, force=job.force, group=group
+            )
             self.jobs.move(job, CloneState.LAUNCHING)
-            record = await self.environments.launch(job.target, force=job.force)
+            record = await self.environments.launch(
+                job.target, env.name, force=job.force, requested_by=job.requested_by
+            )
         except DoesNotFit as exc:  # installed; running it anyway is the person's call
             job.plan, job.refused = exc.plan, exc.message
             self.jobs.move(job, CloneState.INSTALLED)

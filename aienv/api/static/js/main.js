@@ -7,6 +7,7 @@ import * as clonesView from './clones.js';
 import * as environmentsView from './environments.js';
 import * as eventsView from './events.js';
 import * as machineView from './machine.js';
+import * as groupView from './group.js';
 import * as views from './views.js';
 
 
@@ -18,7 +19,9 @@ const RESOURCES = {
   changes: { path: '/system/changes?limit=30', section: 'machine', admin: true, show: (d) => machineView.showChanges(d) },
   workspaces: { path: '/workspaces', section: 'workspaces', show: (d) => workspacesView.show(d.workspaces) },
   templates: { path: '/templates', section: 'workspaces', admin: true, show: (d) => workspacesView.showTemplates(d.templates) },
-  peers: { path: '/peers', section: 'network', show: (d) => networkView.show(d.peers) },
+  peers: { path: '/peers', section: 'network', show: (d) => { networkView.show(d.peers); groupView.showPeers(d.peers); } },
+  group: { path: '/group', section: 'group', admin: true, show: (d) => groupView.showGroup(d) },
+  groupEnvironments: { path: '/group/environments', section: 'group', admin: true, show: (d) => groupView.showEnvironments(d.environments) },
   clones: { path: '/clones', section: 'clones', admin: true, show: (d) => clonesView.show(d.clones) },
   environments: {
     path: '/environments', section: 'environments', admin: true,
@@ -36,10 +39,12 @@ const ON_CHANGE = {
   workspace: ['workspaces'],
   share: ['workspaces'],
   archive: ['workspaces'],
-  peer: ['peers'],
+  peer: ['peers', 'group'],
+  member: ['group', 'groupEnvironments'],
+  placement: ['groupEnvironments'],
   manual_peer: ['peers'],
   clone: ['clones'],
-  environment: ['environments', 'workspaces'],
+  environment: ['environments', 'workspaces', 'groupEnvironments'],
   event: ['events'],
   node: ['node', 'system'],
   system: ['machine', 'changes'],
@@ -107,7 +112,7 @@ function setAdmin(admin) {
 }
 
 async function start() {
-  for (const view of [nodeView, machineView, workspacesView, networkView, clonesView, environmentsView, eventsView]) {
+  for (const view of [nodeView, machineView, workspacesView, networkView, clonesView, environmentsView, eventsView, groupView]) {
     view.init(ctx);
   }
   let node = null;
@@ -121,6 +126,7 @@ async function start() {
     }
   }
   setAdmin(node.admin ?? onLoopback());
+  ctx.nodeId = node.id;
   nodeView.showNode(node);
   views.init(ctx.admin ? 'discover' : 'mine');
   document.body.classList.remove('loading');

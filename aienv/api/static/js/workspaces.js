@@ -4,6 +4,7 @@ import { h, keyed, alertBox, RowState, actionButton } from './dom.js';
 import { bytes, time } from './format.js';
 import * as forms from './workspace-forms.js';
 import { forget, launchWith, variablesForm } from './variables-form.js';
+import { openRunOn } from './group.js';
 
 let ctx;
 let list;
@@ -146,6 +147,11 @@ function envLine(ws, env, index) {
     running ? null : actionButton({
       label: name, text: 'Launch', busyText: 'Launching…', busy: state.busy.has(action),
       cls: 'primary', onclick: () => launch(ws, env, false),
+    }),
+    // the group's best node, or one chosen (its peers can fetch a shared or cloned one)
+    running || !(ws.shared || ws.origin?.kind === 'clone') ? null : actionButton({
+      label: `Run ${ws.name} ${env.name} on another node`, text: 'Run on…',
+      onclick: () => openRunOn(ws.name, env.name),
     }),
     // what Launch would run, read before clicking (a cloned workspace is a peer's code)
     env.runs ? h('code', { class: 'runs' }, env.runs) : null,
