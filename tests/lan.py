@@ -51,10 +51,11 @@ class Host:
     log_path: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     tls: bool = False  # started with --tls: speak https, trusting its certificate alone
+    port: int = 37778  # another node beside the first in a namespace has another
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{self.ip}:37778"
+        return f"{'https' if self.tls else 'http'}://{self.ip}:{self.port}"
 
     @property
     def verify(self) -> ssl.SSLContext | bool:
@@ -77,7 +78,15 @@ class Host:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.nsenter(
-                    AIENV, "serve", "--name", name, "--announce-interval", str(interval), *extra
+                    AIENV,
+                    "serve",
+                    "--name",
+                    name,
+                    "--announce-interval",
+                    str(interval),
+                    "--port",
+                    str(self.port),
+                    *extra,
                 ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -125,7 +134,7 @@ class Host:
     def cli_env(self) -> dict[str, str]:
         return {
             **os.environ,
-            "AIENV_URL": "http://127.0.0.1:37778",
+            "AIENV_URL": f"http://127.0.0.1:{self.port}",
             "AIENV_HOME": str(self.home),  # where the CLI finds a TLS node's certificate
             "COLUMNS": "200",
         }
@@ -186,6 +195,7 @@ class Lan:
         self.tag = secrets.token_hex(2)
         self.bridge = f"br-ae{self.tag}"
         self.hosts: list[Host] = []
+        self.extra: list[Host] = []  # nodes beside others (``beside``)
         sh("ip", "link", "set", "lo", "up")
         # a dumb switch: no IGMP snooping, so multicast floods like on most small LANs
         sh("ip", "link", "add", self.bridge, "type", "bridge", "mcast_snooping", "0")
@@ -212,6 +222,14 @@ class Lan:
         self.hosts.append(host)
         return host
 
+    def beside(self, host: Host, home: Path, port: int) -> Host:
+        """A second node in ``host``'s namespace (its address, another HTTP port): two
+        nodes that share one libvirtd's network, as a VM's forwarded ports need."""
+        home.mkdir(parents=True, exist_ok=True)
+        other = Host(self, host.index, host.ns, host.ip, home, port=port)
+        self.extra.append(other)
+        return other
+
     def shape(self, host: Host, rate: str | None) -> None:
         """Limit what ``host`` sends (its uploads) to ``rate`` (tc units, e.g. 40mbit)."""
         enter = host.nsenter("tc", "qdisc")
@@ -230,6 +248,9 @@ class Lan:
         self.close()
 
     def close(self) -> None:
+        for other in self.extra:
+            other.stop(signal.SIGTERM, 15)
+            shutil.rmtree(other.home, ignore_errors=True)
         for host in self.hosts:
             host.stop(signal.SIGTERM, 15)  # graceful: the node stops what it launched
             sh("ip", "netns", "del", host.ns, check=False)
@@ -241,13 +262,16 @@ def admin_call(host: Host, method: str, path: str, body: object = None) -> tuple
     """An admin API call made from inside the host's namespace (admin needs loopback)."""
     code = (
         "import httpx, json, sys; "
-        "r = httpx.request(sys.argv[1], sys.argv[4] + '://127.0.0.1:37778/api/v1' + sys.argv[2], "
+        "r = httpx.request(sys.argv[1], sys.argv[4] + '://127.0.0.1:' + sys.argv[5] + '/api/v1' "
+        "+ sys.argv[2], "
         "json=json.loads(sys.argv[3]), timeout=60, verify=False); "
         "print(r.status_code); print(r.text)"
     )  # unverified TLS on the node's own loopback: these tests check peers' pins, not this
     scheme = "https" if host.tls else "http"
     res = subprocess.run(
-        host.nsenter(sys.executable, "-c", code, method, path, json.dumps(body), scheme),
+        host.nsenter(
+            sys.executable, "-c", code, method, path, json.dumps(body), scheme, str(host.port)
+        ),
         capture_output=True,
         text=True,
         check=True,

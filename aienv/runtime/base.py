@@ -116,6 +116,14 @@ class Runtime(ABC):
         machine (a local container image); return the workspace paths it wrote."""
         return []
 
+    async def export_state(self, handle: Handle, state_dir: Path) -> None:  # noqa: B027
+        """Before a stopped environment moves to another node with its ``state_dir``,
+        write into it what the runtime keeps elsewhere (a VM's snapshot descriptions)."""
+
+    async def adopt_state(self, env: Environment, root: Path, state_dir: Path) -> None:  # noqa: B027
+        """A ``state_dir`` moved here from another node, before the first launch: fit
+        it to this node (a VM's overlay onto this node's copy of its image)."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Let go of engine connections when the node stops (idempotent; what runs
         is stopped by the node before, through ``stop``)."""

@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aienv.errors import Conflict, RuntimeFailure
-from aienv.names import check_name
 from aienv.runtime.base import Handle, LaunchSpec, Runtime
 from aienv.runtime.terminal import Terminal
 from aienv.runtime.vm_console import ConsoleTerminal, open_console
@@ -60,14 +59,12 @@ from aienv.runtime.vm_domain import DomainConfig, domain_name, domain_xml, guest
 from aienv.runtime.vm_libvirt import (
     STATES,
     Libvirt,
-    find_snapshot,
     is_system,
-    known_snapshot,
     lookup,
-    snapshot_info,
     unreachable,
     vm_block,
 )
+from aienv.runtime.vm_snapshots import VmSnapshots, redefine_moved
 from aienv.runtime.vm_user import qemu_user, qemu_who
 from aienv.workspace.manifest import Environment, Resources
 
@@ -96,7 +93,7 @@ def default_uri() -> str:
     return "qemu:///session"
 
 
-class VmRuntime(Runtime):
+class VmRuntime(VmSnapshots, Runtime):
     kind = "vm"
     wants_accel = True
     defaults = Resources(cpus=1, memory=512 * 1024**2)
@@ -240,6 +237,7 @@ class VmRuntime(Runtime):
                 description=f"aienv environment {spec.env_id}",
             )
             dom = conn.defineXMLFlags(domain_xml(cfg), libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+            redefine_moved(dom, spec.state_dir)  # the snapshots of a VM moved here
         return {
             "domain": name,
             "uuid": dom.UUIDString(),
@@ -337,50 +335,6 @@ class VmRuntime(Runtime):
             "overlay": handle.get("overlay"),
             "libvirt_uri": handle.get("uri"),
         }
-
-    # -- snapshots (internal to the qcow2 overlay) -------------------------------
-
-    async def snapshot_create(self, handle: Handle, name: str) -> dict[str, Any]:
-        check_name(name, "snapshot name")
-        return await self._run(self._snapshot_create, handle, name)
-
-    def _snapshot_create(self, handle: Handle, name: str) -> dict[str, Any]:
-        with self._libvirt.mapped(f"snapshot the VM {handle['domain']}", handle["uri"]):
-            dom = self._libvirt.domain(handle)
-            if find_snapshot(dom, name) is not None:
-                raise Conflict(f"the VM already has a snapshot {name!r}", code="snapshot_exists")
-            if not handle.get("overlay"):
-                raise RuntimeFailure("a VM without a disk image has nowhere to keep snapshots")
-            xml = f"<domainsnapshot><name>{name}</name></domainsnapshot>"  # a checked name
-            return snapshot_info(dom.snapshotCreateXML(xml, 0))
-
-    async def snapshot_list(self, handle: Handle) -> list[dict[str, Any]]:
-        return await self._run(self._snapshot_list, handle)
-
-    def _snapshot_list(self, handle: Handle) -> list[dict[str, Any]]:
-        what = f"list the snapshots of the VM {handle['domain']}"
-        with self._libvirt.mapped(what, handle["uri"]):
-            snaps = [snapshot_info(s) for s in self._libvirt.domain(handle).listAllSnapshots(0)]
-        return sorted(snaps, key=lambda s: (s["created"], s["name"]))
-
-    async def snapshot_revert(self, handle: Handle, name: str) -> None:
-        check_name(name, "snapshot name")
-        await self._run(self._snapshot_revert, handle, name)
-
-    def _snapshot_revert(self, handle: Handle, name: str) -> None:
-        what = f"revert the VM {handle['domain']} to snapshot {name}"
-        with self._libvirt.mapped(what, handle["uri"]):
-            dom = self._libvirt.domain(handle)
-            dom.revertToSnapshot(known_snapshot(dom, name), 0)
-
-    async def snapshot_delete(self, handle: Handle, name: str) -> None:
-        check_name(name, "snapshot name")
-        await self._run(self._snapshot_delete, handle, name)
-
-    def _snapshot_delete(self, handle: Handle, name: str) -> None:
-        what = f"delete snapshot {name} of the VM {handle['domain']}"
-        with self._libvirt.mapped(what, handle["uri"]):
-            known_snapshot(self._libvirt.domain(handle), name).delete(0)
 
 
 def _check_files(env: Environment, root: Path) -> None:

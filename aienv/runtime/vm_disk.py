@@ -79,3 +79,14 @@ def prepare_overlay(base: Path, state_dir: Path) -> tuple[Path, bool]:
     partial.replace(overlay)
     meta_path.write_text(json.dumps(meta))
     return overlay, True
+
+
+def rebase_overlay(base: Path, state_dir: Path) -> None:
+    """Point the overlay in ``state_dir`` (moved from another node, with its snapshots)
+    at ``base``, this node's copy of the same image, and record it as its base."""
+    overlay = state_dir / OVERLAY
+    fmt = base_format(base)
+    _qemu_img("rebase", "-u", "-f", "qcow2", "-F", fmt, "-b", str(base), str(overlay))
+    st = base.stat()
+    meta = {"base": str(base), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    (state_dir / OVERLAY_META).write_text(json.dumps(meta))

@@ -84,6 +84,10 @@ class Mover:
         if was_running:
             await environments.stop(env_id)
         try:
+            runtime = environments.runtimes.get(record.runtime)
+            state_dir = self.settings.environments_dir / env_id
+            if runtime is not None and record.handle and state_dir.is_dir():
+                await runtime.export_state(record.handle, state_dir)
             moved = await self._send(ws.path, env_id, source, best.member, best.link, ws)
         except BaseException:
             if was_running:  # the old copy runs on, as it was
@@ -194,6 +198,10 @@ class Receiver:
                 shutil.rmtree(target, ignore_errors=True)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(carried, target)
+                environment = ws.manifest.environment(env)
+                runtime = self.hosting.environments.runtimes.get(environment.runtime)
+                if runtime is not None:
+                    await runtime.adopt_state(environment, ws.path, target)
             shutil.rmtree(ws.path / MOVED_STATE, ignore_errors=True)
             await self.hosting.environments.launch(source.workspace, env,
                                                    requested_by=member.node_id)  # fmt: skip
