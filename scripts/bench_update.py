@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -183,14 +184,24 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rate", default="1gbit")
     parser.add_argument("--json", type=Path)
-    opts = parser.parse_args()
+    finish(parser.parse_args(), run, report, "update")
+
+
+def finish(
+    opts: argparse.Namespace,
+    run_: Callable[[argparse.Namespace, Path], dict[str, Any]],
+    report_: Callable[[argparse.Namespace, dict[str, Any]], str],
+    name: str,
+) -> None:
+    """Run a benchmark in a temporary folder, keep its raw numbers (``--json``) and
+    print its Markdown section."""
     if not Path(AIENV).exists():
         raise SystemExit(f"{AIENV} not found: set up the checkout first (scripts/test)")
-    with tempfile.TemporaryDirectory(prefix="aienv-bench-update-") as tmp:
-        data = run(opts, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix=f"aienv-bench-{name}-") as tmp:
+        data = run_(opts, Path(tmp))
     if opts.json:
         opts.json.write_text(json.dumps(data, indent=2))
-    print(report(opts, data))
+    print(report_(opts, data))
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
-from aienv.api.common import MAX_BODY, reply
+from aienv.api.common import MAX_BODY, is_local, reply
 from aienv.api.keys import GROUP
-from aienv.errors import InvalidInput
+from aienv.errors import Forbidden, InvalidInput
 from aienv.flows.group import Source
 from aienv.state.group import Member
 from aienv.transfer.serve import send_archive
@@ -46,6 +46,11 @@ def _json(raw: bytes) -> dict[str, Any]:
 
 async def join(request: web.Request) -> web.Response:
     """Pair with this node using the code it shows now (``aienv pair`` here)."""
+    if not request.secure and not is_local(request):
+        raise Forbidden(
+            "pairing is done over TLS only (its proofs must not cross the LAN in clear)",
+            code="pairing_needs_tls",
+        )
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise InvalidInput(f"request body larger than {MAX_BODY} bytes")
     return reply(request.app[GROUP].members.join(_json(await request.read())))

@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from aienv import __version__
-from aienv.api.access import PEER_ROUTES, PUBLIC_PATHS
+from aienv.api.access import MEMBER_ROUTES, PEER_ROUTES, PUBLIC_PATHS
 from aienv.api.common import reply
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -51,6 +51,13 @@ def doc(**fields: Any) -> Callable[[H], H]:
     return mark
 
 
+def role_of(method: str, path: str) -> str:
+    """Who may call a route: a peer, a paired node (signed; ``member``), or the admin."""
+    if path.startswith(MEMBER_ROUTES):
+        return "member"
+    return "peer" if method == "GET" and path in PEER_ROUTES else "admin"
+
+
 def _operation(route: web.AbstractRoute, path: str) -> dict[str, Any]:
     handler = route.handler
     described: Doc = getattr(handler, "__openapi__", Doc())
@@ -64,7 +71,7 @@ def _operation(route: web.AbstractRoute, path: str) -> dict[str, Any]:
         ),
         "summary": summary.strip(),
         "tags": [path.split("/")[3] if path.startswith("/api/v1/") else "web ui"],
-        "x-aienv-role": "peer" if route.method == "GET" and path in PEER_ROUTES else "admin",
+        "x-aienv-role": role_of(route.method, path),
     }
     if rest.strip():
         op["description"] = rest.strip()

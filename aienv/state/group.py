@@ -73,6 +73,8 @@ class GroupState:
         member = self.member(node_id)
         with self.state.db.transaction() as conn:
             conn.execute("DELETE FROM members WHERE node_id = ?", (node_id,))
+            # what this node placed there is no longer its to follow
+            conn.execute("DELETE FROM placed WHERE id LIKE ?", (f"{node_id}/%",))
         if member is None:
             return False
         self.state.changed("member", node_id)

@@ -118,6 +118,12 @@ class Members:
             raise InvalidInput(str(exc)) from exc
         peer = self.peers.resolve(ref)
         link = _link(peer)
+        if not link.url.startswith("https://"):
+            raise Forbidden(
+                f"{peer.name} runs without TLS (--no-tls): the pairing's proofs would cross "
+                "the LAN in clear, where a listener could find the code; pair with TLS on",
+                code="pairing_needs_tls",
+            )
         me = self.identity
         body = {
             "node_id": me.node_id,

@@ -26,7 +26,7 @@ from aienv.peer import Link, PeerClient
 from aienv.state.group import GroupState, Member, Placement
 
 FITS = {"fits": 0, "fits with less": 1}
-FOLLOW_EVERY = 0.5
+FOLLOW_EVERY = 0.5  # at most; the first polls come sooner (``_pause``)
 FOLLOW_FOR = 1800.0  # a clone of tens of GB over a slow link, then the launch
 
 
@@ -193,6 +193,7 @@ class Placer:
         """Wait until a launch placed on ``member`` runs (its record) or fails (raised)."""
         path = f"/api/v1/member/placed/{env_id}" + (f"?clone={clone}" if clone else "")
         deadline = time.monotonic() + FOLLOW_FOR
+        polls = 0
         while time.monotonic() < deadline:
             status = await self.client.member(
                 link, member.node_id, "GET", path, f"the launch on {member.name}"
@@ -209,7 +210,8 @@ class Placer:
             if job and job.get("state") == "installed":
                 why = job.get("refused") or f"it needs values for {', '.join(job['needs'])}"
                 raise RuntimeFailure(f"{member.name} installed it but did not launch it: {why}")
-            await asyncio.sleep(FOLLOW_EVERY)
+            polls += 1
+            await asyncio.sleep(min(FOLLOW_EVERY, 0.05 * 1.25**polls))
         raise RuntimeFailure(f"{member.name} did not report {env_id} running in time")
 
     # -- the group's environments -----------------------------------------------------
@@ -239,12 +241,17 @@ class Placer:
 
         for listed in await asyncio.gather(*(ask(m) for m in self.group.members())):
             rows += listed
+        running = {(r["node_id"], r.get("id")) for r in rows}
         for placed in self.group.placements():
             if placed.node_id not in online:
                 rows.append({"id": placed.id, "workspace": placed.workspace, "node":
                              placed.node_name, "node_id": placed.node_id, "here": False,
                              "state": "lost", "endpoints": [], "plan": None,
                              "error": f"{placed.node_name} left the LAN"})  # fmt: skip
+            elif (placed.node_id, placed.id) not in running and (
+                time.time() - placed.created_at > FOLLOW_FOR  # not still being cloned there
+            ):  # it ended there: nothing left to follow
+                self.group.forget_placement(placed.key)
         return rows
 
     def where(self, env_id: str, node: str | None) -> tuple[Member, Link]:
@@ -255,8 +262,8 @@ class Placer:
             found = [p for p in self.group.placements() if p.id == env_id]
             if not found:
                 raise NotFound(
-                    f"{env_id} runs neither here nor where this node placed it; name its node "
-                    "(--on NODE)",
+                    f"no environment {env_id} here, nor one this node placed on another node "
+                    "(name its node: --on NODE)",
                     code="environment_not_found",
                 )
             member = self.members.find(found[-1].node_id)
