@@ -45,6 +45,17 @@ class Peer:
     #: of its signed announcement moves nothing on its own: ``confirm_move``)
     proposed: str | None = None
     addresses: set[str] = field(default_factory=set)  # where it was first seen, or proved itself
+    multicast_at: float = 0.0  # when a datagram of it last came by multicast
+
+    def multicast_fresh(self, now: float) -> bool:
+        """Whether multicast brings its announcements now (heard within 1.5 of its
+        intervals): polling it over HTTP as well would only repeat them."""
+        return now - self.multicast_at <= 1.5 * min(self.body.interval, MAX_INTERVAL)
+
+    @property
+    def http_address(self) -> str | None:
+        """``ADDRESS:PORT`` of its HTTP side, as DNS-SD and manual peers name it."""
+        return None if self.http_port is None else f"{self.address}:{self.http_port}"
 
     @property
     def provable(self) -> bool:
@@ -154,7 +165,11 @@ class PeerTable:
             peer = Peer(ann.node_id, address, body, now, now, {source})
             peer.addresses.add(address)  # where it was first seen (a pin proves the rest)
             self._peers[ann.node_id] = peer
+            if source == "multicast":
+                peer.multicast_at = now
             return "joined"
+        if source == "multicast" and address == peer.address:
+            peer.multicast_at = now
         if body.instance == peer.body.instance and body.seq < peer.body.seq:
             return None
         if body.instance == peer.body.instance and body.seq == peer.body.seq:

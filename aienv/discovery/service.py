@@ -328,11 +328,25 @@ class DiscoveryService:
 
     async def _poll_loop(self) -> None:
         while True:
-            targets = {a: "manual" for a in self.manual_peers()}
-            targets.update({a: "dnssd" for a in self._dnssd_peers.values() if a not in targets})
-            if targets:
-                await asyncio.gather(*(self.poll(a, s) for a, s in targets.items()))
+            await self.poll_due()
             await asyncio.sleep(self.interval)
+
+    async def poll_due(self) -> None:
+        """Poll the manual and DNS-SD-found peers over HTTP — but not one whose
+        announcements multicast brings already: DNS-SD finds peers where multicast does
+        not reach, it is not a second channel for what it delivers (each poll of N
+        nodes by N nodes would cost N(N-1) requests an interval)."""
+        targets = {a: "manual" for a in self.manual_peers()}
+        targets.update({a: "dnssd" for a in self._dnssd_peers.values() if a not in targets})
+        now = self.peers.now()
+        fresh = [p for p in self.peers.all() if p.multicast_fresh(now)]
+        heard = {a for p in fresh for a in (p.address, p.http_address) if a}
+        skipped = [a for a in targets if a in heard]
+        self.counters["polls_skipped"] += len(skipped)
+        due = {a: s for a, s in targets.items() if a not in heard}
+        if due:
+            self.counters["polls"] += len(due)
+            await asyncio.gather(*(self.poll(a, s) for a, s in due.items()))
 
     async def poll(self, address: str, source: str = "manual") -> bool:
         """Fetch one peer's signed announcement over HTTP; True if it was accepted."""
@@ -347,6 +361,9 @@ class DiscoveryService:
 
     def _dnssd_found(self, name: str, address: str) -> None:
         self._dnssd_peers[name] = address
+        now = self.peers.now()
+        if any(p.http_address == address and p.multicast_fresh(now) for p in self.peers.all()):
+            return  # multicast brings it already
         task = asyncio.get_running_loop().create_task(self.poll(address, "dnssd"))
         self._polls.add(task)
         task.add_done_callback(self._polls.discard)

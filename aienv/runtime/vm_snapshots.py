@@ -12,6 +12,7 @@ snapshots once the domain is defined, each with the new domain's description.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import xml.etree.ElementTree as ET
@@ -126,10 +127,16 @@ def redefine_moved(dom: Any, state_dir: Path) -> None:
     here = ET.fromstring(dom.XMLDesc(0))
     for snap in moved:
         desc = ET.fromstring(snap["xml"])
-        old = desc.find("domain")
-        if old is not None:
-            desc.remove(old)
-        desc.append(here)
+        for tag in ("domain", "inactiveDomain"):  # the old node's domain: this one's instead
+            old = desc.find(tag)
+            if old is not None:
+                desc.remove(old)
+                if tag == "domain":
+                    desc.append(copy.deepcopy(here))
+                else:
+                    inactive = copy.deepcopy(here)
+                    inactive.tag = tag
+                    desc.append(inactive)
         flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
         if snap.get("current"):
             flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT

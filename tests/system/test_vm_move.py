@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import libvirt
 import pytest
 
 from tests.integration.conftest import wait_for
@@ -44,6 +45,10 @@ def pair_of_nodes(lan: Lan, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             host.stop()
 
 
+def uri_of(host: Host) -> str:
+    return host.extra_env["AIENV_LIBVIRT_URI"]
+
+
 def guest(host: Host, env: dict[str, Any], path: str) -> str:
     url = env["endpoints"][0]["url"] + path
     return host.run("curl", "-sf", "--max-time", "20", url).stdout.strip()
@@ -71,6 +76,16 @@ def test_a_vm_moves_with_its_disk_and_snapshots(pair_of_nodes: list[Host], tmp_p
     assert "first" in snaps
     beta.cli("snapshot", "revert", "vmbox.web", "first")
     assert guest(beta, there, "/cgi-bin/disk") == "snapped"  # and the snapshot with it
+    # the revert left beta's own domain defined, on beta's overlay (not alpha's config)
+    _, record = admin_call(beta, "GET", "/environments/vmbox.web")
+    conn = libvirt.open(uri_of(beta))
+    try:
+        dom = conn.lookupByName(record["details"]["domain"])  # type: ignore[index]
+        assert dom.isPersistent()
+        inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        assert str(beta.home) in inactive and str(alpha.home) not in inactive
+    finally:
+        conn.close()
     # the old copy is gone: its workspace, its overlay and its libvirt domain
     _, workspaces = admin_call(alpha, "GET", "/workspaces")
     assert workspaces["workspaces"] == []  # type: ignore[index]

@@ -177,3 +177,37 @@ def test_a_datagram_from_another_address_moves_a_tls_peer_only_once_proved() -> 
     assert table.all()[0].proposed is None and table.all()[0].address == "10.0.0.1"
     table.confirm_move(ident.node_id, "10.0.0.2")  # a new address that proved it
     assert table.all()[0].address == "10.0.0.2"
+
+
+async def test_peers_that_multicast_reaches_are_not_polled_over_http_too() -> None:
+    """DNS-SD and manual peers are polled only while multicast does not bring them: a LAN
+    of N nodes where multicast works makes no N(N-1) polls an interval (issue 21)."""
+    from aienv.discovery.service import DiscoveryService
+
+    clock = Clock()
+    svc = DiscoveryService(
+        identity=Identity.generate(), node_name="me", http_port=37778, group="239.255.77.77",
+        port=37777, interval=10.0, interfaces=[], shared=list,
+        manual_peers=lambda: ["10.0.0.3", "10.0.0.9:37778"],
+        on_peer_change=lambda *_: None, dnssd=False,
+    )  # fmt: skip
+    svc.peers = PeerTable(clock)
+    svc._dnssd_peers = {"a": "10.0.0.1:37778", "b": "10.0.0.2:37778"}
+    polled: list[str] = []
+
+    async def poll(address: str, source: str = "manual") -> bool:
+        polled.append(address)
+        return True
+
+    svc.poll = poll  # type: ignore[method-assign]
+    heard, http_only, manual = Identity.generate(), Identity.generate(), Identity.generate()
+    svc.peers.update(announce(heard, "heard", 1), "10.0.0.1", "multicast")
+    svc.peers.update(announce(http_only, "polled", 1), "10.0.0.2", "dnssd")
+    svc.peers.update(announce(manual, "manual", 1), "10.0.0.3", "multicast")
+    await svc.poll_due()
+    assert sorted(polled) == ["10.0.0.2:37778", "10.0.0.9:37778"]
+    assert svc.counters["polls_skipped"] == 2
+    clock.now += 16  # multicast went quiet for more than 1.5 intervals: polled again
+    polled.clear()
+    await svc.poll_due()
+    assert sorted(polled) == ["10.0.0.1:37778", "10.0.0.2:37778", "10.0.0.3", "10.0.0.9:37778"]

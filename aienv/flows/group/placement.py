@@ -201,15 +201,16 @@ class Placer:
             record, job = status.get("environment"), status.get("clone")
             if status.get("error"):
                 raise RuntimeFailure(f"{member.name}: {status['error']}")
-            if record and record.get("state") == "running":
-                return dict(record)
-            if record and record.get("state") == "failed" and not status.get("launching"):
-                raise RuntimeFailure(f"{member.name}: {env_id} failed: {record.get('error')}")
             if job and job.get("state") in ("failed", "cancelled"):
                 raise RuntimeFailure(f"{member.name}: the clone failed: {job.get('error')}")
             if job and job.get("state") == "installed":
                 why = job.get("refused") or f"it needs values for {', '.join(job['needs'])}"
                 raise RuntimeFailure(f"{member.name} installed it but did not launch it: {why}")
+            ours = not job or job.get("state") == "running"  # else a record of an earlier run
+            if ours and record and record.get("state") == "running":
+                return dict(record)
+            if ours and record and record.get("state") == "failed" and not status.get("launching"):
+                raise RuntimeFailure(f"{member.name}: {env_id} failed: {record.get('error')}")
             polls += 1
             await asyncio.sleep(min(FOLLOW_EVERY, 0.05 * 1.25**polls))
         raise RuntimeFailure(f"{member.name} did not report {env_id} running in time")
