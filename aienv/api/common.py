@@ -121,3 +121,11 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
             for e in exc.errors()
         )
         raise InvalidInput(f"invalid request body: {problems}") from exc
+
+
+def tail_lines(request: web.Request, default: int = 200) -> int:
+    """The ``tail`` query of a log request: 1 to 10,000 lines, ``default`` when unsaid."""
+    try:
+        return max(1, min(int(request.query.get("tail", str(default))), 10_000))
+    except ValueError:
+        return default

@@ -8,7 +8,7 @@ from typing import Annotated
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from aienv.api.common import parse_body, reply
+from aienv.api.common import parse_body, reply, tail_lines
 from aienv.api.keys import CLONES, ENVIRONMENTS, SNAPSHOTS, STORE
 from aienv.api.openapi import doc
 from aienv.api.variables import check_variable
@@ -127,10 +127,7 @@ async def stop_environment(request: web.Request) -> web.Response:
 )
 async def environment_logs(request: web.Request) -> web.Response:
     """The tail of an environment's log (each run headed by a marked line)."""
-    try:
-        tail = max(1, min(int(request.query.get("tail", "200")), 10_000))
-    except ValueError:
-        tail = 200
+    tail = tail_lines(request)
     text = await request.app[ENVIRONMENTS].logs(request.match_info["id"], tail)
     return web.Response(text=text, content_type="text/plain")
 

@@ -9,7 +9,7 @@ from typing import Annotated
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from aienv.api.common import parse_body, reply
+from aienv.api.common import parse_body, reply, tail_lines
 from aienv.api.keys import GROUP
 from aienv.api.openapi import doc
 from aienv.names import check_name
@@ -107,10 +107,7 @@ async def stop_there(request: web.Request) -> web.Response:
 @doc(content="text/plain", returns="the log's last lines")
 async def logs_there(request: web.Request) -> web.Response:
     """The log of an environment this node placed on a paired node."""
-    try:
-        tail = max(1, min(int(request.query.get("tail", "200")), 10_000))
-    except ValueError:
-        tail = 200
+    tail = tail_lines(request)
     text = await request.app[GROUP].placer.logs(request.match_info["id"], _node(request), tail)
     return web.Response(text=text, content_type="text/plain")
 

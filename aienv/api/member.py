@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from aienv.api.common import MAX_BODY, is_local, reply
+from aienv.api.common import MAX_BODY, is_local, reply, tail_lines
 from aienv.api.keys import GROUP
 from aienv.errors import Forbidden, InvalidInput
 from aienv.flows.group import Source
@@ -99,10 +99,7 @@ async def stop(request: web.Request) -> web.Response:
 async def logs(request: web.Request) -> web.Response:
     """The log of an environment the member placed here."""
     member, _ = await _member(request)
-    try:
-        tail = max(1, min(int(request.query.get("tail", "200")), 10_000))
-    except ValueError:
-        tail = 200
+    tail = tail_lines(request)
     text = await request.app[GROUP].hosting.logs(member, request.match_info["id"], tail)
     return reply({"log": text})
 

@@ -76,6 +76,14 @@ def _refusal(resp: aiohttp.ClientResponse, link: Link, what: str) -> AienvError 
     return TransferError(f"{host} answered HTTP {status} for {what}")
 
 
+def _unreachable(exc: BaseException, link: Link, what: str) -> AienvError:
+    """A failed connection to a paired node: a certificate other than the pinned one is
+    an impostor; anything else, unreachable."""
+    if isinstance(exc, aiohttp.ServerFingerprintMismatch):
+        return PeerImpostor(describe(exc, link.url))
+    return PeerUnreachable(f"cannot reach {link.host} for {what} ({describe(exc, link.url)})")
+
+
 class MemberRefused(AienvError):
     """A paired node answered a member request with an error: its code, status and words."""
 
@@ -270,12 +278,8 @@ class PeerClient:
             ) as resp:  # fmt: skip
                 raw = await resp.content.read(MAX_JSON + 1)
                 status = resp.status
-        except aiohttp.ServerFingerprintMismatch as exc:
-            raise PeerImpostor(describe(exc, link.url)) from exc
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-            raise PeerUnreachable(
-                f"cannot reach {link.host} for {what} ({describe(exc, link.url)}): is it still up?"
-            ) from exc
+            raise _unreachable(exc, link, what) from exc
         try:
             answer = json.loads(raw) if len(raw) <= MAX_JSON else None
         except ValueError:
@@ -305,9 +309,5 @@ class PeerClient:
                 if resp.status != (206 if start else 200):
                     raise TransferError(f"{link.host} answered HTTP {resp.status} for {what}")
                 yield resp.content
-        except aiohttp.ServerFingerprintMismatch as exc:
-            raise PeerImpostor(describe(exc, link.url)) from exc
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-            raise PeerUnreachable(
-                f"cannot reach {link.host} for {what} ({describe(exc, link.url)})"
-            ) from exc
+            raise _unreachable(exc, link, what) from exc
