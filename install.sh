@@ -81,6 +81,9 @@ if [ "$SKIP_SYSTEM" -eq 0 ]; then
       # what the llm-chat example's llama.cpp wheel is built with
       [ "$DEV" -eq 1 ] && pkgs="$pkgs busybox-static linux-image-cloud-$(dpkg --print-architecture) \
         chromium fonts-dejavu-core cmake g++"
+      # what a drafted package.json's app runs with (npm start); a Node.js already here,
+      # such as NodeSource's (which conflicts with Debian's npm), is kept
+      [ "$DEV" -eq 1 ] && ! command -v npm >/dev/null && pkgs="$pkgs nodejs npm"
       # the benchmarks' baseline server; its own service must not start (see below)
       [ "$BENCH" -eq 1 ] && pkgs="$pkgs nginx-light"
       missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)

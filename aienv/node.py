@@ -41,12 +41,14 @@ from aienv.flows.disk import DiskGuard
 from aienv.flows.environments import Environments
 from aienv.flows.group import Group
 from aienv.flows.planning import Planner
+from aienv.flows.setup import Setup
 from aienv.flows.snapshots import Snapshots
 from aienv.flows.updates import Updates
 from aienv.flows.workspaces import WorkspaceFlows
 from aienv.identity import Identity
 from aienv.peer import PeerClient
 from aienv.runtime.health import PROBE_INTERVAL, Health
+from aienv.runtime.process import ProcessRuntime
 from aienv.runtime.records import EnvRecords
 from aienv.runtime.registry import load_runtimes
 from aienv.security import WORKSPACE_PASSWORD
@@ -164,7 +166,18 @@ def _group(
     )  # fmt: skip
 
 
-def _clones(base: _Base, environments: Environments, updates: Updates) -> CloneManager:
+def _setup(base: _Base, environments: Environments) -> Setup:
+    process = environments.runtimes.get("process")
+    if not isinstance(process, ProcessRuntime):
+        raise RuntimeError("the process runtime did not load: reinstall aienv")
+    setup = Setup(base.settings, base.state, base.store, process, environments.variables)
+    environments.before_launch = setup.ensure  # a launch runs what is not set up yet
+    return setup
+
+
+def _clones(
+    base: _Base, environments: Environments, updates: Updates, setup: Setup
+) -> CloneManager:
     settings, state = base.settings, base.state
     jobs = CloneJobs(state)
     fetcher = Fetcher(
@@ -173,7 +186,7 @@ def _clones(base: _Base, environments: Environments, updates: Updates) -> CloneM
     )  # fmt: skip
     steps = CloneSteps(
         settings, jobs, base.client, base.peers, base.store, environments, base.holdings,
-        fetcher, updates,
+        fetcher, updates, setup,
     )  # fmt: skip
     return CloneManager(
         state, jobs, steps, base.peers, base.store, base.holdings,
@@ -207,7 +220,8 @@ class Node:
             base, self.workspaces, self.health, interfaces, cert, self._peer_changed
         )
         self.updates = _updates(base, self.environments)
-        self.clones = _clones(base, self.environments, self.updates)
+        self.setup = _setup(base, self.environments)
+        self.clones = _clones(base, self.environments, self.updates, self.setup)
         self.sampler = Sampler(
             state,
             settings.docker_host,
@@ -232,6 +246,7 @@ class Node:
             updates=self.updates,
             sampler=self.sampler,
             group=_group(base, self.environments, self.clones, self.workspaces),
+            setup=self.setup,
         )
         state.listen(self._announce_on_change)
 

@@ -20,6 +20,7 @@ from aienv.api import (
     network,
     openapi,
     peer_workspaces,
+    setup,
     stream,
     system,
     terminal,
@@ -100,6 +101,7 @@ def add_routes(app: web.Application) -> None:
     workspaces.add_routes(app.router)
     variables.add_routes(app.router)
     versions.add_routes(app.router)
+    setup.add_routes(app.router)
     environments.add_routes(app.router)
     terminal.add_routes(app.router)
     archives.add_routes(app.router)

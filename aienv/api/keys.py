@@ -12,6 +12,7 @@ from aienv.discovery.service import DiscoveryService
 from aienv.flows.clone import CloneManager
 from aienv.flows.environments import Environments
 from aienv.flows.group import Group
+from aienv.flows.setup import Setup
 from aienv.flows.snapshots import Snapshots
 from aienv.flows.updates import Updates
 from aienv.flows.workspaces import WorkspaceFlows
@@ -55,6 +56,7 @@ CLONES = web.AppKey("clones", CloneManager)
 UPDATES = web.AppKey("updates", Updates)
 SAMPLER = web.AppKey("sampler", Sampler)
 GROUP = web.AppKey("group", Group)
+SETUP = web.AppKey("setup", Setup)
 
 
 @dataclass(slots=True, frozen=True)
@@ -78,6 +80,7 @@ class Parts:
     updates: Updates
     sampler: Sampler
     group: Group
+    setup: Setup
 
 
 def install(app: web.Application, parts: Parts) -> None:
@@ -99,3 +102,4 @@ def install(app: web.Application, parts: Parts) -> None:
     app[UPDATES] = parts.updates
     app[SAMPLER] = parts.sampler
     app[GROUP] = parts.group
+    app[SETUP] = parts.setup

@@ -15,7 +15,7 @@ from aienv.api.openapi import doc
 from aienv.errors import InvalidInput, NotFound
 from aienv.names import check_name
 from aienv.state.variables import MAX_VALUE
-from aienv.workspace.manifest import VAR_RE
+from aienv.workspace.blocks import VAR_RE
 from aienv.workspace.store import Workspace
 
 

@@ -11,11 +11,12 @@ clone launches):
   ``EXPOSE``d ports as endpoints;
 - notebooks (``*.ipynb``): JupyterLab (venv runtime) on the folder, with the
   project's Python requirements and ``jupyterlab``, opened logged in;
-- a Python project (``requirements.txt``, ``pyproject.toml`` or ``environment.yml``):
-  a venv environment running its entry point — the first ``[project.scripts]``
-  entry, else ``app.py``, ``main.py``, ``server.py`` or ``manage.py``, started the
-  way its framework wants (Streamlit, Gradio, FastAPI/uvicorn, Flask, Django) on
-  the port the node gives (also in ``PORT``);
+- a Python project (``requirements.txt``, ``pyproject.toml``'s ``[project]
+  dependencies`` or a conda ``environment.yml``, its pip part and the conda packages
+  pip has; conda is not used): a venv environment running ``app.py``, ``main.py``,
+  ``server.py`` or ``manage.py``, started the way its framework wants (Streamlit,
+  Gradio, FastAPI/uvicorn, Flask, Django) on the port the node gives (also in
+  ``PORT``);
 - a ``package.json``: ``npm start`` (or ``node`` on its ``main``), with ``PORT``.
 
 What it could not decide is listed for the person (``DRAFT.md`` in the workspace),
@@ -84,6 +85,8 @@ def draft_project(folder: Path, name: str, host: str) -> Draft:
         "projects": [{"name": "project", "path": ".", "description": f"The folder {folder}"}],
         "environments": found.environments,
     }
+    if found.setup:
+        manifest["setup"] = found.setup
     draft = Draft(
         name=name, manifest=manifest, origin={"kind": "draft", "path": str(folder), "host": host}
     )
@@ -252,8 +255,11 @@ def _node_app(found: Found) -> None:
     except ValueError as exc:
         found.todo.append(f"package.json is not valid JSON ({exc}); it was not used")
         return
-    scripts = spec.get("scripts") or {}
-    if "start" in scripts:
+    if not isinstance(spec, dict):
+        found.todo.append("package.json is not a JSON object; it was not used")
+        return
+    scripts = spec.get("scripts")
+    if isinstance(scripts, dict) and "start" in scripts:
         command = ["env", "PORT={port.http}", "npm", "start"]
     elif isinstance(spec.get("main"), str):
         command = ["env", "PORT={port.http}", "node", spec["main"]]
@@ -268,12 +274,30 @@ def _node_app(found: Found) -> None:
         "process": {"command": command},
     }, language="javascript", tool="http")  # fmt: skip
     found.found.append(f"package.json: {' '.join(command[2:])}")
-    modules = (
-        "node_modules is carried as it is"
-        if (found.folder / "node_modules").is_dir()
-        else "run npm install in the workspace first (node_modules is missing)"
+    needs = [k for k in ("dependencies", "devDependencies") if spec.get(k)]
+    if needs:
+        _node_modules(found, needs)
+    found.todo.append("node and npm must be installed on the node that runs it")
+
+
+def _node_modules(found: Found, needs: list[str]) -> None:
+    """A setup step that installs the app's packages on the node that clones it, unless
+    the workspace carries its ``node_modules`` already."""
+    locked = (found.folder / "package-lock.json").is_file()
+    install = "npm ci" if locked else "npm install"
+    found.setup.append({
+        "name": "node-modules",
+        "run": f"test -d node_modules || {install} --no-audit --no-fund",
+    })  # fmt: skip
+    found.found.append(f"package.json {' and '.join(needs)}: a setup step runs {install}")
+    carried = (found.folder / "node_modules").is_dir()
+    found.todo.append(
+        "node_modules is carried as it is, so the setup step does nothing where it arrives"
+        if carried
+        else f"{install} needs the npm registry on the node that clones it (or dependencies "
+        "given as file: paths in the folder); to carry them to a LAN without internet, run "
+        f"{install} here before sharing"
     )
-    found.todo.append(f"node and npm must be installed on the node that runs it; {modules}")
 
 
 # -- the person's notes ----------------------------------------------------------------

@@ -85,6 +85,8 @@ def _after_install(
     as_json: bool,
 ) -> None:  # fmt: skip
     """What a finished clone still asks: a refused plan, values to give; else its links."""
+    if job["state"] == "installed" and job.get("setup_error"):
+        raise CliError(f"installed as {job['target']}, not launched: {job['setup_error']}")
     if job["state"] == "installed" and job.get("refused"):
         _launch_anyway(client, job, values, as_json)
     elif job["state"] == "installed" and launch and (values or job.get("needs")):

@@ -118,6 +118,9 @@ def show(name: str, as_json: JsonOpt = False) -> None:
     for env in ws["environments"]:
         eps = ", ".join(f"{e['name']}:{e['port']}" for e in env["endpoints"]) or "no endpoints"
         out.print(f"environment {env['name']} ({env['runtime']}): {eps}")
+    for step in ws.get("setup", []):
+        where = f" (on {', '.join(step['platforms'])})" if step["platforms"] else ""
+        out.print(f"setup step {step['name']}{where}: {step['runs']}", highlight=False)
 
 
 def delete(

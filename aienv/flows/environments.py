@@ -65,7 +65,9 @@ class Environments:
         self._live: dict[str, EnvRecord] = {}  # the one record of each launched environment
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        #: awaited with an environment's id and writable folders just before it starts
+        #: awaited with a workspace's name before it launches (its setup steps), and
+        #: with an environment's id and writable folders just before it starts
+        self.before_launch: Callable[[str], Awaitable[None]] | None = None
         self.on_start: Callable[[str, list[Path]], Awaitable[None]] | None = None
 
     # -- queries -------------------------------------------------------------------
@@ -100,13 +102,9 @@ class Environments:
     # -- planning ------------------------------------------------------------------
 
     async def plan(
-        self,
-        workspace: str,
-        environment: str | None = None,
-        *,
-        force: bool = False,
+        self, workspace: str, environment: str | None = None, *, force: bool = False,
         group: bool = False,
-    ) -> Plan:
+    ) -> Plan:  # fmt: skip
         """What ``environment`` would get here now; raises ``DoesNotFit`` unless forced.
         ``group``: for a paired node, within this node's offer."""
         ws = self.workspaces.get(workspace)
@@ -140,6 +138,8 @@ class Environments:
                     f"environment {env_id} is already {existing.state}: stop it first",
                     code="already_running",
                 )
+            if self.before_launch is not None:
+                await self.before_launch(workspace)
             values = launch_values(workspace, env, self.variables.of(workspace))
             runtime = await self.planner.runtime_for(env)
             await self.planner.check(runtime, env, ws)

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from aienv.discovery.codec import DESCRIPTION_MAX, Lineage, Needs, SharedWorkspace
-from aienv.errors import AienvError, Conflict
+from aienv.errors import AienvError, Conflict, WorkspaceError
 from aienv.flows.environments import Environments
 from aienv.security import WORKSPACE_PASSWORD
 from aienv.state.store import StateStore
@@ -58,8 +58,20 @@ class WorkspaceFlows:
         return self.store.get(name)
 
     async def share(self, name: str) -> tuple[Workspace, list[str]]:
-        """Offer ``name`` to the LAN; the paths a runtime added first (a local image)."""
+        """Offer ``name`` to the LAN; the paths a runtime added first (a local image).
+        Its projects that name a git remote and have no files yet are fetched first."""
         ws = self.store.get(name)
+        remote = [(p.name, p.path, p.git) for p in ws.manifest.projects if p.git is not None]
+        if (ws.record.origin or {}).get("kind") in ("clone", "import"):
+            for project, _, source in remote:  # a peer's words must not publish this disk
+                if git.local_url(source.url):
+                    raise WorkspaceError(
+                        f"project {project} of {name} names {source.url}, a repository on this "
+                        "machine, and the workspace came from elsewhere: fetch it into the "
+                        "project's folder yourself if you mean to share it"
+                    )
+        for line in await asyncio.to_thread(git.fetch, ws.path, remote):
+            self.state.event("share", f"workspace {name}: {line}")
         added = await self._prepare_share(name)
         projects = [(p.name, p.path) for p in ws.manifest.projects]
         for line in await asyncio.to_thread(git.bundle, ws.path, projects):

@@ -36,7 +36,7 @@ from aienv.runtime import limits
 from aienv.runtime.base import Handle, LaunchSpec, Runtime
 from aienv.runtime.sandbox import Sandbox
 from aienv.runtime.terminal import PtyTerminal, Terminal
-from aienv.workspace.manifest import ENV_REFERENCE, Environment
+from aienv.workspace.manifest import ENV_REFERENCE, Environment, Isolation
 
 if TYPE_CHECKING:
     from aienv.config import NodeSettings
@@ -205,6 +205,43 @@ class ProcessRuntime(Runtime):
         finally:
             os.close(opener)  # without the line first: end of file at the gate, nothing runs
         return handle
+
+    async def run_once(
+        self, command: list[str], *, cwd: Path, root: Path, env: dict[str, str],
+        log_path: Path, timeout: float,
+    ) -> int | None:  # fmt: skip
+        """Run ``command`` to its end in the sandbox a launch of ``root`` gets (its
+        workspace writable, a private /tmp as its home), output appended to
+        ``log_path``; its exit code, or None when it ran over ``timeout`` (killed)."""
+        isolation = Isolation()
+        env = {**os.environ, **env}
+        if self.sandbox.applies(isolation):
+            account = self.sandbox.check()
+            await asyncio.to_thread(self.sandbox.hand_over, account, [root])
+            command = self.sandbox.wrap(
+                command, cwd=cwd, writable=[root], isolation=isolation, memory=None,
+                account=account,
+            )  # fmt: skip
+            env = {**self.sandbox.environ(env, Path("/tmp")), "HOME": "/tmp"}
+        else:
+            check_program(command[0], cwd, env)
+        with log_path.open("ab") as log:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
+            except OSError as exc:
+                raise RuntimeFailure(f"cannot run {command[0]!r}: {exc.strerror or exc}") from exc
+        try:
+            return await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            self._signal_group(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            return None
+        except asyncio.CancelledError:
+            self._signal_group(proc.pid, signal.SIGKILL)
+            raise
 
     async def _sandboxed(
         self, spec: LaunchSpec, command: list[str], cwd: Path, env: dict[str, str]

@@ -43,6 +43,15 @@ CREATE TABLE IF NOT EXISTS variables (
     value TEXT NOT NULL,
     PRIMARY KEY (workspace, name)
 );
+CREATE TABLE IF NOT EXISTS setup_steps (
+    workspace TEXT NOT NULL REFERENCES workspaces(name) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    detail TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (workspace, name)
+);
 CREATE TABLE IF NOT EXISTS archives (
     name TEXT PRIMARY KEY REFERENCES workspaces(name) ON DELETE CASCADE,
     fingerprint TEXT NOT NULL,

@@ -150,6 +150,21 @@ class StateStore:
             conn.execute("DELETE FROM workspaces WHERE name = ?", (name,))
         self.changed("workspace", name)
 
+    def setup_runs(self, name: str) -> dict[str, dict[str, Any]]:
+        """The last run of each setup step of workspace ``name``, by step name."""
+        rows = self.db.query("SELECT * FROM setup_steps WHERE workspace = ?", (name,))
+        return {r["name"]: {k: r[k] for k in ("digest", "ok", "detail", "at")} for r in rows}
+
+    def record_setup(self, name: str, step: str, digest: str, ok: bool, detail: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO setup_steps VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(workspace, name) "
+                "DO UPDATE SET digest = excluded.digest, ok = excluded.ok, "
+                "detail = excluded.detail, at = excluded.at",
+                (name, step, digest, int(ok), detail, time.time()),
+            )
+        self.changed("workspace", name)
+
     def set_shared(self, name: str, shared: bool) -> None:
         with self.db.transaction() as conn:
             conn.execute("UPDATE workspaces SET shared = ? WHERE name = ?", (int(shared), name))

@@ -10,50 +10,179 @@ and the files changed since that commit); the archive leaves the repository's ow
 the share says how many, and the clone shows them as changes (``git status``).
 Cloning restores ``.git`` from the bundle, at that commit and branch, with the
 remotes, and removes the bundle.
+
+A project that names a remote (``git: {url, ref}`` in workspace.yaml) and has no files
+yet is fetched first, by the sharing node (``fetch``): the clone then needs no access
+to the remote, only to the bundle.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from aienv.errors import WorkspaceError
+from aienv.workspace.blocks import GitSource
 
 GIT_DIR = ".aienv/git"
 TIMEOUT = 300.0
+#: the transports a project's ``git.url`` may use: never ``ext::`` (it runs a command)
+#: nor ``fd::``, so a workspace from the LAN cannot run anything through git
+PROTOCOLS = "file:git:http:https:ssh"
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def _run(folder: Path, args: list[str], remote: bool = False) -> subprocess.CompletedProcess[str]:
+    """``git -C folder ARGS``, no prompt, a clean environment; a ``remote`` call may use
+    only the transports of ``PROTOCOLS`` (and the machine's proxy)."""
+    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "GIT_TERMINAL_PROMPT": "0",
+           "HOME": "/nonexistent", "GIT_CONFIG_NOSYSTEM": "1"}  # fmt: skip
+    if remote:
+        env |= {k: v for k, v in os.environ.items() if k.lower() in PROXY_VARIABLES}
+        env["GIT_ALLOW_PROTOCOL"] = PROTOCOLS
+    try:
+        return subprocess.run(
+            ["git", "-C", str(folder), *args], capture_output=True, text=True,
+            timeout=TIMEOUT, check=False, stdin=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+    except FileNotFoundError:
+        raise WorkspaceError(
+            f"{folder} needs git, and git is not installed here: install git"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise WorkspaceError(f"git {args[0]} in {folder} took over {TIMEOUT:g} s") from None
+
+
+def _last_line(done: subprocess.CompletedProcess[str]) -> str:
+    return (done.stderr.strip().splitlines() or ["no message"])[-1]
 
 
 def _git(folder: Path, *args: str, query: bool = False) -> str:
     """``git -C folder ARGS``'s output; WorkspaceError saying what failed (a ``query``
     that answers no, by its exit code, is an empty output)."""
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(folder), *args], capture_output=True, text=True,
-            timeout=TIMEOUT, check=False, stdin=subprocess.DEVNULL,
-            env={"PATH": "/usr/bin:/bin:/usr/local/bin", "GIT_TERMINAL_PROMPT": "0",
-                 "HOME": "/nonexistent", "GIT_CONFIG_NOSYSTEM": "1"},
-        )  # fmt: skip
-    except FileNotFoundError:
-        raise WorkspaceError(
-            f"{folder} is a git repository, and git is not installed here: install git"
-        ) from None
-    except subprocess.TimeoutExpired:
-        raise WorkspaceError(f"git {args[0]} in {folder} took over {TIMEOUT:g} s") from None
+    done = _run(folder, list(args))
     if done.returncode != 0 and query and not done.stderr.strip():
         return ""
     if done.returncode != 0:
-        why = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise WorkspaceError(f"git {args[0]} in {folder} failed: {why}")
+        raise WorkspaceError(f"git {args[0]} in {folder} failed: {_last_line(done)}")
     return done.stdout
 
 
 def repositories(root: Path, projects: list[tuple[str, str]]) -> list[tuple[str, Path]]:
     """The projects (name, folder) of ``root`` that are git repositories."""
     return [(name, root / path) for name, path in projects if (root / path / ".git").is_dir()]
+
+
+def local_url(url: str) -> bool:
+    """Whether git reads ``url`` from this machine's files (a path, ``file://``), as
+    opposed to a server (``https://``, ``ssh://``, ``host:path``)."""
+    if url.startswith("file:"):
+        return True
+    if "://" in url:
+        return False
+    head = url.split("/", 1)[0]
+    return ":" not in head  # ``host:path`` is ssh; a path has no colon before its first /
+
+
+def fetch(root: Path, projects: list[tuple[str, str, GitSource]]) -> list[str]:
+    """Fetch each project (name, path, source) that names a remote and has no files yet
+    into its folder, checked out at its ref (blocks, on the network); a line per
+    project fetched, and per repository already there that is not at the named ref (it
+    is used as it is, never moved). A folder with files that is not a repository, or
+    a fetch that fails, is a WorkspaceError, and leaves nothing fetched behind."""
+    said: list[str] = []
+    for name, path, source in projects:
+        folder = root / path
+        if not folder.resolve().is_relative_to(root.resolve()):
+            raise WorkspaceError(f"project {name}: {path} leads out of the workspace")
+        if (folder / ".git").exists():
+            said += _elsewhere(name, folder, source.ref)
+        elif not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+            said.append(_fetch_into(name, folder, source))
+        else:
+            raise WorkspaceError(
+                f"project {name}: {path} has files and is not a git repository, and "
+                f"workspace.yaml fetches it from {source.url}: move those files away to "
+                "have the share fetch it, or remove `git:` from the project to share the "
+                "files as they are"
+            )
+    return said
+
+
+def _fetch_into(name: str, folder: Path, source: GitSource) -> str:
+    """Clone ``source`` beside ``folder`` and rename it into place (onto an empty
+    folder, or none); a failure removes what it made, folders above included."""
+    made = next((p for p in reversed(folder.parents) if not p.exists()), None)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{folder.name}.fetch-", dir=folder.parent))
+    try:
+        done = _run(staged, ["clone", "-q", "--no-checkout", "--", source.url, "."], remote=True)
+        if done.returncode != 0:
+            raise WorkspaceError(
+                f"project {name}: cannot fetch {source.url} (ref {source.ref}): {_last_line(done)}"
+            )
+        head = _checkout(name, staged, source)
+        try:
+            os.replace(staged, folder)
+        except OSError as exc:
+            raise WorkspaceError(
+                f"project {name}: cannot move the fetched repository to {folder}: "
+                f"{exc.strerror or exc}"
+            ) from exc
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+    return f"project {name}: fetched {source.url} at {source.ref} ({head[:12]})"
+
+
+def _commit(repo: Path, spec: str) -> str:
+    """The commit ``spec`` names in ``repo``; empty if none."""
+    return _git(repo, "rev-parse", "-q", "--verify", f"{spec}^{{commit}}", query=True).strip()
+
+
+def _checkout(name: str, repo: Path, source: GitSource) -> str:
+    """Check a fresh clone out at ``source.ref``: the remote's default branch (HEAD), a
+    branch as a branch tracking origin's, a tag or a commit as a detached HEAD; the
+    commit."""
+    ref = source.ref
+    if ref == "HEAD" and _commit(repo, "HEAD"):
+        _git(repo, "checkout", "-q", "-f", "HEAD")
+    elif ref != "HEAD" and _commit(repo, f"refs/remotes/origin/{ref}"):
+        _git(repo, "checkout", "-q", "-f", "-B", ref, "--track", f"origin/{ref}")
+    elif ref != "HEAD" and (sha := _commit(repo, f"refs/tags/{ref}") or _commit(repo, ref)):
+        _git(repo, "checkout", "-q", "-f", "--detach", sha)
+    else:
+        raise WorkspaceError(
+            f"project {name}: {source.url} has no branch, tag or commit {ref!r} "
+            "(name one that the remote has in workspace.yaml's `git.ref`)"
+        )
+    return _commit(repo, "HEAD")
+
+
+def _elsewhere(name: str, repo: Path, ref: str) -> list[str]:
+    """A line if the repository already in a project's folder is not at ``ref`` (as it
+    knows it, without asking the remote); none if it is, or has no commit yet."""
+    head = _commit(repo, "HEAD")
+    branch = _git(repo, "symbolic-ref", "-q", "--short", "HEAD", query=True).strip()
+    if not head or branch == ref:
+        return []
+    specs = (f"refs/remotes/origin/{ref}", f"refs/tags/{ref}", ref)
+    want = next((sha for spec in specs if (sha := _commit(repo, spec))), "")
+    if want == head:
+        return []
+    if not want:
+        return [f"project {name}: its repository (at {head[:12]}) does not know {ref}; "
+                "used as it is, not fetched"]  # fmt: skip
+    return [f"project {name}: its repository is at {head[:12]}, not at {ref} "
+            f"({want[:12]}); used as it is, not moved"]  # fmt: skip
 
 
 def bundle(root: Path, projects: list[tuple[str, str]]) -> list[str]:

@@ -13,9 +13,6 @@ from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -24,14 +21,24 @@ from pydantic import (
 )
 
 from aienv.errors import WorkspaceError
-from aienv.names import NAME_RE, NAME_RULE
-from aienv.units import parse_size
+from aienv.names import NAME_RULE
+from aienv.workspace.blocks import (
+    DataSet,
+    DevicePath,
+    Model,
+    Name,
+    Project,
+    RelPath,
+    SetupStep,
+    Size,
+    VarName,
+    check_env_names,
+)
 
 MANIFEST_FILE = "workspace.yaml"
 API_VERSION = "aienv/v1"
 MAX_MANIFEST_BYTES = 256 * 1024
 
-Name = Annotated[str, Field(pattern=NAME_RE.pattern)]
 Label = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._+#-]*$")
 ]
@@ -39,40 +46,11 @@ LABEL_RULE = "letters, digits, spaces and . _ + # -, starting with a letter or d
 LABEL_LISTS = ("tags", "languages", "tools")
 
 
-def _relative_path(value: str) -> str:
-    """A path inside the workspace: relative, POSIX, no ``..``."""
-    path = PurePosixPath(value)
-    if not value or path.is_absolute() or ".." in path.parts or "\\" in value:
-        raise ValueError(f"{value!r} must be a relative path inside the workspace, without '..'")
-    return str(path)
-
-
-RelPath = Annotated[str, AfterValidator(_relative_path)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Project(_Model):
-    name: Name
-    path: RelPath
-    description: str = ""
-
-
-class DataSet(_Model):
-    name: Name
-    path: RelPath
-    description: str = ""
-
-
-VAR_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
-VarName = Annotated[str, Field(pattern=VAR_RE)]
 #: ``{env.NAME}`` in a command: the variable's value at launch
 ENV_REFERENCE = re.compile(r"\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class EndpointAuth(_Model):
+class EndpointAuth(Model):
     """How the endpoint's tool logs a person in: the node makes a secret for each launch,
     gives it to the environment as the variable ``token``, and puts it in the link it
     gives its own user (as the query parameter ``query``)."""
@@ -86,7 +64,7 @@ class EndpointAuth(_Model):
     )
 
 
-class Variable(_Model):
+class Variable(Model):
     """A value the environment needs that the workspace does not carry (a key, a
     password, a choice of this node's): asked for when it is cloned or launched."""
 
@@ -96,7 +74,7 @@ class Variable(_Model):
     default: str | None = Field(default=None, max_length=4096)
 
 
-class Endpoint(_Model):
+class Endpoint(Model):
     name: Name
     port: int = Field(ge=1, le=65535, description="the port the environment listens on by default")
     path: str = "/"
@@ -111,30 +89,18 @@ class Endpoint(_Model):
         return value
 
 
-def _check_env_names(cls: Any, value: dict[str, str]) -> dict[str, str]:
-    for key in value:
-        if (
-            not key
-            or not (key[0].isalpha() or key[0] == "_")
-            or not all(c.isalnum() or c == "_" for c in key)
-        ):
-            raise ValueError(f"{key!r} is not a valid environment variable name")
-    return value
-
-
-class ProcessSpec(_Model):
+class ProcessSpec(Model):
     command: list[str] = Field(min_length=1)
     workdir: RelPath = "."
     env: dict[str, str] = Field(default_factory=dict)
 
-    _env_names = field_validator("env")(_check_env_names)
+    _env_names = field_validator("env")(check_env_names)
 
 
-Size = Annotated[int, BeforeValidator(parse_size)]
 GpuPolicy = Literal["none", "optional", "required"]
 
 
-class Resources(_Model):
+class Resources(Model):
     """What an environment needs (``requires``) or would like (``recommends``)."""
 
     cpus: float | None = Field(default=None, gt=0, le=1024)
@@ -143,7 +109,7 @@ class Resources(_Model):
     gpu: GpuPolicy | None = None
 
 
-class Mount(_Model):
+class Mount(Model):
     source: RelPath = Field(description="a folder of the workspace")
     target: str = Field(description="where it appears in the container")
     read_only: bool = False
@@ -156,7 +122,7 @@ class Mount(_Model):
         return value
 
 
-class ContainerSpec(_Model):
+class ContainerSpec(Model):
     # a local image reference: [registry/]repository[:tag], lower-case repository
     image: str = Field(
         min_length=1,
@@ -176,7 +142,7 @@ class ContainerSpec(_Model):
     workdir: str | None = None
     mounts: list[Mount] = Field(default_factory=list)
 
-    _env_names = field_validator("env")(_check_env_names)
+    _env_names = field_validator("env")(check_env_names)
 
     @model_validator(mode="after")
     def _build_is_carried(self) -> ContainerSpec:
@@ -185,7 +151,7 @@ class ContainerSpec(_Model):
         return self
 
 
-class VmSpec(_Model):
+class VmSpec(Model):
     disk: RelPath | None = Field(default=None, description="a qcow2 or raw disk image")
     kernel: RelPath | None = None
     initrd: RelPath | None = None
@@ -200,18 +166,7 @@ class VmSpec(_Model):
         return self
 
 
-def _device_path(value: str) -> str:
-    """A host device a workspace may ask to see: a path under ``/dev``, no ``..``."""
-    path = PurePosixPath(value)
-    if len(path.parts) < 3 or path.parts[:2] != ("/", "dev") or ".." in path.parts:
-        raise ValueError(f"{value!r} must be a device path under /dev (e.g. /dev/dri)")
-    return str(path)
-
-
-DevicePath = Annotated[str, AfterValidator(_device_path)]
-
-
-class Isolation(_Model):
+class Isolation(Model):
     """What a launched environment may do beyond its sandbox's defaults (docs/security.md)."""
 
     sandbox: bool = Field(
@@ -230,7 +185,7 @@ class Isolation(_Model):
 BUILTIN_BLOCKS = {"process": "process", "container": "container", "vm": "vm"}
 
 
-class Environment(_Model):
+class Environment(Model):
     name: Name
     runtime: Name = "process"
     description: str = ""
@@ -307,7 +262,7 @@ class Environment(_Model):
         return f"plugin runtime {self.runtime} with options {options}"
 
 
-class Manifest(_Model):
+class Manifest(Model):
     api_version: Literal["aienv/v1"] = Field(alias="apiVersion")
     name: Name
     version: str = Field(
@@ -320,6 +275,7 @@ class Manifest(_Model):
     projects: list[Project] = Field(default_factory=list)
     data: list[DataSet] = Field(default_factory=list)
     environments: list[Environment] = Field(default_factory=list)
+    setup: list[SetupStep] = Field(default_factory=list, max_length=64)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -329,6 +285,9 @@ class Manifest(_Model):
             names = [item.name for item in getattr(self, field)]
             if len(names) != len(set(names)):
                 raise ValueError(f"{field}: names must be unique")
+        anywhere = [step.name for step in self.setup if not step.platforms]
+        if len(anywhere) != len(set(anywhere)):
+            raise ValueError("setup: a step's variants need platforms (one may have none)")
         return self
 
     @property

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import shutil
 import threading
 import time
@@ -106,6 +107,10 @@ class Workspace:
                     "runs": e.runs(),
                 }
                 for e in m.environments
+            ],
+            "setup": [
+                {"name": s.name, "runs": shlex.join(s.run), "platforms": s.platforms}
+                for s in m.setup
             ],
             "shared": self.record.shared,
             "archive": None,
@@ -294,6 +299,7 @@ class WorkspaceStore:
         if self.path(name).exists():
             os.replace(self.path(name), trash)
         self.state.remove_workspace(name)
+        (self.settings.logs_dir / f"setup-{name}.log").unlink(missing_ok=True)
         self.archives.prune()
         await asyncio.to_thread(shutil.rmtree, trash, True)
         self.state.event("workspace", f"workspace {name} deleted")

@@ -1,11 +1,14 @@
 """Projects without a workspace.yaml, drafted from their own files and run on another
 node with no hand edit (docs/workspace-format.md, "Drafted from a project's files"):
-alpha drafts a Python app from its requirements.txt and a notebook folder from its
-notebook, shows the draft and writes it only on --yes, shares both (their wheels
+alpha drafts a Python app from its requirements.txt, its pyproject.toml or its conda
+environment.yml, a notebook folder from its notebook and a Node.js app from its
+package.json, shows the draft and writes it only on --yes, shares them (their wheels
 carried); beta, with no package index, clones them and their tools answer."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +37,21 @@ class Page(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("", int(os.environ["PORT"])), Page).serve_forever()
 """
 NOTEBOOK = '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+CONDA = """name: tally
+channels: [conda-forge]
+dependencies:
+  - python=3.11
+  - conda-forge::jinja2=3.1
+  - cudatoolkit=11.8
+  - pip
+  - pip:
+    - markupsafe>=2
+"""
+NODE_APP = """const http = require("http");
+const greeting = require("greeting");
+http.createServer((req, res) => res.end(`<h1>board, ${greeting}</h1>`))
+  .listen(Number(process.env.PORT));
+"""
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +90,79 @@ def test_a_python_app_is_drafted_shown_written_on_yes_and_runs_on_a_peer(
     url = running_endpoint(beta, "quotes")["url"]
     page = beta.run("curl", "-sf", url).stdout
     assert "quotes, drafted and cloned" in page, page
+
+
+def drafted_and_cloned(alpha: Host, beta: Host, folder: Path) -> tuple[str, str]:
+    """``folder`` drafted into a workspace on alpha (--yes), shared, cloned and launched
+    on beta: what the draft said, and the page its endpoint answers on beta."""
+    name = folder.name
+    made = alpha.cli("create", name, "--from", str(folder), "--yes")
+    assert f"created workspace {name}" in made.stdout and "Traceback" not in made.stderr
+    alpha.cli("share", name, timeout=300)
+    wait_for(lambda: name in shared_by(beta, "alpha"), 10.0, f"beta sees {name}")
+    beta.cli("clone", f"alpha/{name}", timeout=300)
+    url = running_endpoint(beta, name)["url"]
+    return made.stdout, beta.run("curl", "-sf", url).stdout
+
+
+def test_a_pyproject_app_runs_on_a_peer_from_its_dependencies(
+    nodes: tuple[Host, Host], tmp_path: Path
+) -> None:
+    alpha, beta = nodes
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "pyproject.toml").write_text(
+        '[project]\nname = "notes"\nversion = "0.1.0"\ndependencies = ["jinja2>=3"]\n'
+    )
+    (folder / "main.py").write_text(APP.replace("quotes", "notes"))
+    said, page = drafted_and_cloned(alpha, beta, folder)
+    assert "found  pyproject.toml: 1 dependency(ies)" in said
+    assert "requirements: requirements-aienv.txt" in said and "python main.py" in said
+    assert "notes, drafted and cloned" in page, page
+
+
+def test_a_conda_environment_runs_in_a_venv_from_its_pip_and_conda_packages_on_a_peer(
+    nodes: tuple[Host, Host], tmp_path: Path
+) -> None:
+    alpha, beta = nodes
+    folder = tmp_path / "tally"
+    folder.mkdir()
+    (folder / "environment.yml").write_text(CONDA)
+    (folder / "server.py").write_text(APP.replace("quotes", "tally"))
+    said, page = drafted_and_cloned(alpha, beta, folder)
+    assert "python server.py" in said
+    written = (alpha.home / "workspaces" / "tally" / "requirements-aienv.txt").read_text()
+    assert written.splitlines()[1:] == ["markupsafe>=2", "jinja2==3.1.*"]
+    assert "conda-only packages are not installed (cudatoolkit=11.8)" in said
+    assert "tally, drafted and cloned" in page, page
+
+
+def test_a_node_app_installs_its_packages_in_a_setup_step_and_runs_on_a_peer(
+    nodes: tuple[Host, Host], tmp_path: Path
+) -> None:
+    """Its dependency (a package of the folder, as a file: path: beta has no registry)
+    is not installed on alpha; the drafted setup step installs it on beta, in the
+    sandbox, before ``npm start`` runs on the port it is given."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are not installed (./install.sh --dev installs them)")
+    alpha, beta = nodes
+    folder = tmp_path / "board"
+    folder.mkdir()
+    package = {"name": "board", "version": "0.1.0", "private": True,
+               "scripts": {"start": "node server.js"},
+               "dependencies": {"greeting": "file:lib/greeting"}}  # fmt: skip
+    (folder / "package.json").write_text(json.dumps(package))
+    (folder / "server.js").write_text(NODE_APP)
+    (folder / "lib/greeting").mkdir(parents=True)
+    (folder / "lib/greeting/package.json").write_text('{"name": "greeting", "version": "1.0.0"}')
+    (folder / "lib/greeting/index.js").write_text('module.exports = "drafted and cloned";')
+    said, page = drafted_and_cloned(alpha, beta, folder)
+    assert "found  package.json: npm start" in said
+    assert "a setup step runs npm install" in said
+    assert "board, drafted and cloned" in page, page
+    assert not (folder / "node_modules").exists()  # installed where it was cloned only
+    steps = json.loads(beta.cli("setup", "board", "--status", "--json").stdout)["steps"]
+    assert [(s["name"], s["state"]) for s in steps] == [("node-modules", "done")]
 
 
 def test_a_notebook_folder_becomes_jupyterlab_that_opens_logged_in_on_a_peer(

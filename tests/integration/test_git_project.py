@@ -2,11 +2,14 @@
 docs/workspace-format.md#git-projects): alpha shares a workspace whose project has two
 commits, a remote and an uncommitted change; beta's clone is a repository at the same
 commit and branch, with the whole history and the remote, and the change shows as
-one; the archive holds a bundle, never the repository's own .git files."""
+one; the archive holds a bundle, never the repository's own .git files. A project that
+only names a remote and a tag is fetched by alpha when it shares, and travels the same
+way."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import zipfile
 from collections.abc import Iterator
@@ -82,3 +85,54 @@ def test_a_git_project_is_cloned_with_its_history_commit_and_remote(
     assert git(clone, "status", "--porcelain") == "M notes.txt"  # the change, as a change
     assert (clone / "notes.txt").read_text().endswith("not committed\n")
     assert not (b.home / "workspaces" / "notes" / ".aienv" / "git").exists()
+
+
+def test_a_project_naming_a_remote_is_fetched_by_the_sharer_and_cloned_with_its_history(
+    nodes: tuple[Host, Host], tmp_path: Path
+) -> None:
+    """workspace.yaml names a remote and a tag, and there is no folder: alpha fetches it
+    when it shares, and beta's clone has it at the tag's commit, with the history and
+    origin, without reaching the remote (a bare repository only alpha's share reads)."""
+    a, b = nodes
+    src, remote = tmp_path / "src", tmp_path / "remote.git"
+    src.mkdir()
+    git(src, "init", "-q", "-b", "main")
+    for n in ("first", "second"):
+        (src / "notes.txt").write_text(f"{n}\n")
+        git(src, "add", ".")
+        git(src, "commit", "-q", "-m", n)
+        if n == "first":
+            git(src, "tag", "v1")
+    git(tmp_path, "clone", "-q", "--bare", "src", "remote.git")
+    tagged = git(src, "rev-parse", "v1")
+    folder = tmp_path / "fetched"
+    folder.mkdir()
+    (folder / "workspace.yaml").write_text(
+        "apiVersion: aienv/v1\nname: fetched\nprojects:\n  - name: app\n    path: app\n"
+        f"    git: {{url: {remote}, ref: v1}}\n"
+    )
+
+    a.cli("create", "fetched", "--from", str(folder))  # no folder app: accepted
+    assert not (a.home / "workspaces" / "fetched" / "app").exists()
+    a.cli("share", "fetched")
+    events = a.cli("events", "--json").stdout
+    assert f"project app: fetched {remote} at v1 ({tagged[:12]})" in events, events
+    wait_for(lambda: "fetched" in shared_by(b, "alpha"), 10, "beta sees fetched")
+    shutil.rmtree(remote)  # the clone never reaches the remote
+    b.cli("clone", "alpha/fetched", "--no-launch")
+
+    clone = b.home / "workspaces" / "fetched" / "app"
+    assert git(clone, "rev-parse", "HEAD") == tagged
+    assert (clone / "notes.txt").read_text() == "first\n"
+    assert git(clone, "log", "--format=%s") == "first"
+    assert git(clone, "log", "--format=%s", "origin/main") == "second\nfirst"
+    assert git(clone, "remote", "get-url", "origin") == str(remote)
+    assert git(clone, "status", "--porcelain") == ""
+
+    # beta's copy names a repository on beta's disk: it may not make beta publish it
+    shutil.rmtree(clone)
+    refused = b.cli("share", "fetched", check=False)
+    assert refused.returncode != 0
+    assert f"project app of fetched names {remote}, a repository on this machine" in (
+        refused.stderr
+    )

@@ -14,6 +14,7 @@ import yaml
 from aienv.capture.draft import default_name
 from aienv.capture.install import manifest_text
 from aienv.capture.project import NOTES, draft_project
+from aienv.capture.project_python import conda_requirement
 from aienv.errors import WorkspaceError
 from aienv.workspace.manifest import parse_manifest
 
@@ -74,9 +75,49 @@ def test_notebooks_get_jupyterlab_logged_in_with_the_projects_requirements(tmp_p
 def test_a_conda_environment_is_installed_by_pip_and_says_so(tmp_path: Path) -> None:
     env_yml = "dependencies:\n  - python=3.11\n  - numpy=1.26\n  - pip\n  - pip:\n    - requests\n"
     m, d = draft(tmp_path, {"environment.yml": env_yml, "server.py": ""})
-    assert d.files["requirements-aienv.txt"].splitlines()[1:] == ["requests", "numpy==1.26"]
+    assert d.files["requirements-aienv.txt"].splitlines()[1:] == ["requests", "numpy==1.26.*"]
     assert m["environments"][0]["options"]["requirements"] == "requirements-aienv.txt"
-    assert any("conda packages are installed by pip" in t for t in d.notes)
+    assert any("installed by pip under their PyPI names (numpy==1.26.*)" in t for t in d.notes)
+    assert any("asks for python=3.11" in t for t in d.notes)
+
+
+def test_conda_only_packages_are_left_out_and_named(tmp_path: Path) -> None:
+    env_yml = ("dependencies:\n  - nvidia::cudatoolkit=11.8\n  - r-ggplot2\n  - pytorch=2.3\n"
+               "  - flask\n")  # fmt: skip
+    m, d = draft(tmp_path, {"environment.yaml": env_yml, "app.py": ""})
+    assert d.files["requirements-aienv.txt"].splitlines()[1:] == ["torch==2.3.*", "flask"]
+    assert m["environments"][0]["options"]["command"][0] == "flask"
+    (left,) = [t for t in d.notes if "conda-only" in t]
+    assert "nvidia::cudatoolkit=11.8, r-ggplot2" in left
+
+
+@pytest.mark.parametrize(
+    ("spec", "requirement"),
+    [
+        ("numpy", "numpy"),
+        ("numpy=1.26", "numpy==1.26.*"),
+        ("numpy=1.26.*", "numpy==1.26.*"),
+        ("numpy==1.26.4", "numpy==1.26.4"),
+        ("numpy=1.26.4=py311h64a7726_0", "numpy==1.26.4.*"),
+        ("numpy 1.26.*", "numpy==1.26.*"),
+        ("conda-forge::numpy >=1.20,<2", "numpy>=1.20,<2"),
+        ("PyTorch", "torch"),
+    ],
+)
+def test_a_conda_match_spec_becomes_a_pip_requirement(spec: str, requirement: str) -> None:
+    assert conda_requirement(spec)[1] == requirement
+
+
+def test_pyproject_dependencies_and_a_poetry_project_that_has_none_there(tmp_path: Path) -> None:
+    pyproject = '[project]\nname="p"\ndependencies=["jinja2>=3"]\n'
+    m, d = draft(tmp_path, {"pyproject.toml": pyproject, "main.py": ""})
+    assert d.files["requirements-aienv.txt"].splitlines()[1:] == ["jinja2>=3"]
+    assert m["environments"][0]["options"]["command"] == ["env", "PORT={port.http}", "python",
+                                                          "main.py"]  # fmt: skip
+    poetry = '[tool.poetry]\nname="p"\n[tool.poetry.dependencies]\nflask="^3"\n'
+    (tmp_path / "pyproject.toml").write_text(poetry)
+    _, d = draft(tmp_path, {})
+    assert any("Poetry's" in t for t in d.notes)
 
 
 def test_a_dockerfile_is_built_on_share_with_its_exposed_ports(tmp_path: Path) -> None:
@@ -119,7 +160,22 @@ def test_package_json_runs_npm_start_with_port(tmp_path: Path) -> None:
     (env,) = m["environments"]
     assert env["runtime"] == "process"
     assert env["process"]["command"] == ["env", "PORT={port.http}", "npm", "start"]
-    assert any("node_modules is missing" in t for t in d.notes)
+    assert not any("node_modules" in t for t in d.notes)  # nothing to install
+
+
+def test_package_json_dependencies_are_installed_by_a_setup_step(tmp_path: Path) -> None:
+    pkg = {"name": "web", "main": "index.js", "dependencies": {"express": "^4"}}
+    m, d = draft(tmp_path, {"package.json": json.dumps(pkg)})
+    assert m["environments"][0]["process"]["command"][2:] == ["node", "index.js"]
+    install = "test -d node_modules || npm install --no-audit --no-fund"
+    assert m["setup"] == [{"name": "node-modules", "run": install}]
+    assert any("npm install needs the npm registry on the node that clones it" in t
+               for t in d.notes)  # fmt: skip
+    (tmp_path / "package-lock.json").write_text("{}")
+    (tmp_path / "node_modules").mkdir()
+    m, d = draft(tmp_path, {})
+    assert m["setup"][0]["run"] == "test -d node_modules || npm ci --no-audit --no-fund"
+    assert any("node_modules is carried as it is" in t for t in d.notes)
 
 
 def test_a_folder_that_says_nothing_is_refused_naming_what_would_do(tmp_path: Path) -> None:
@@ -140,6 +196,8 @@ def test_broken_files_are_reported_not_raised(tmp_path: Path) -> None:
 def test_a_folder_name_unfit_for_an_image_and_odd_json_still_draft(tmp_path: Path) -> None:
     folder = tmp_path / "My Project (v2)"
     folder.mkdir()
-    m, d = draft(folder, {"Dockerfile": "FROM x\nEXPOSE 80\n", ".devcontainer.json": "[1, 2]"})
+    m, d = draft(folder, {"Dockerfile": "FROM x\nEXPOSE 80\n", ".devcontainer.json": "[1, 2]",
+                          "package.json": "[]", "environment.yml": "- a list"})  # fmt: skip
     assert m["environments"][0]["container"]["image"] == "aienv-draft/my-project-v2:latest"
-    assert any("not a JSON object" in t for t in d.notes)
+    assert any(".devcontainer.json is not a JSON object" in t for t in d.notes)
+    assert any("package.json is not a JSON object" in t for t in d.notes)

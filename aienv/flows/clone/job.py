@@ -102,6 +102,7 @@ class CloneJob:
     endpoints: list[EndpointUrl] = field(default_factory=list)
     needs: list[str] = field(default_factory=list)  # variables to give before it launches
     refused: str | None = None  # why its plan did not launch it here (force launches it)
+    setup_error: str | None = None  # the setup step that failed, and why (installed)
     env_name: str | None = None  # the environment to launch (default: the first)
     requested_by: str | None = None  # the paired node that placed it here (its node id)
     created_at: float = field(default_factory=time.time)

@@ -33,6 +33,7 @@ from aienv.flows.clone.fetch import DISK_MARGIN, Fetcher
 from aienv.flows.clone.job import CloneJob, CloneState
 from aienv.flows.clone.jobs import CloneJobs
 from aienv.flows.environments import Environments
+from aienv.flows.setup import Setup, SetupFailed
 from aienv.flows.updates import Updates
 from aienv.flows.variables import missing
 from aienv.peer import Link, PeerClient
@@ -58,6 +59,7 @@ class CloneSteps:
         holdings: Holdings,
         fetcher: Fetcher,
         updates: Updates,
+        setup: Setup,
     ) -> None:
         self.settings = settings
         self.jobs = jobs
@@ -68,6 +70,7 @@ class CloneSteps:
         self.holdings = holdings
         self.fetcher = fetcher
         self.updates = updates
+        self.setup = setup
 
     async def run(
         self,
@@ -212,6 +215,12 @@ class CloneSteps:
         lacking = missing(env, self.environments.variables.of(job.target))
         if lacking:  # installed; the launch waits for values only this node's user has
             job.needs = [v.name for v in lacking]
+            self.jobs.move(job, CloneState.INSTALLED)
+            return
+        try:
+            await self.setup.ensure(job.target)
+        except SetupFailed as exc:  # installed; it launches once its setup succeeds
+            job.setup_error = exc.message
             self.jobs.move(job, CloneState.INSTALLED)
             return
         group = job.requested_by is not None

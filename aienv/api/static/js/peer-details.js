@@ -68,6 +68,13 @@ export function detailsPanel(id, state) {
     (ws.environments ?? []).length
       ? h('ul', { class: 'env-details' }, ws.environments.map((env) => environment(env, plans.get(env.name))))
       : h('p', { class: 'muted' }, 'No environments: it installs as files only.'),
+    ws.setup?.length ? [
+      h('h5', {}, 'Set up once, before its first launch'),
+      h('ul', { class: 'setup-steps' }, ws.setup.map((s) => h('li', {},
+        h('strong', {}, s.name),
+        s.platforms.length ? h('span', { class: 'muted' }, ` (on ${s.platforms.join(', ')})`) : null,
+        ' ', h('code', { class: 'runs' }, s.runs)))),
+    ] : null,
   ]);
   return panel;
 }

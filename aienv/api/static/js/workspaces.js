@@ -195,16 +195,21 @@ function runUpdate(ws, body, action = 'update') {
   });
 }
 
-function toggleHistory(ws) {
+/** Show a list under the card (loaded by ``load`` into ``extra[key]``), or hide it. */
+function toggle(ws, key, action, load) {
   const state = rows.get(ws.name);
-  if (state.extra.versions) {
-    delete state.extra.versions;
+  if (state.extra[key]) {
+    delete state.extra[key];
     render();
     return;
   }
-  act(ws.name, 'history', async () => {
+  act(ws.name, action, async () => { state.extra[key] = await load(); });
+}
+
+function toggleHistory(ws) {
+  toggle(ws, 'versions', 'history', async () => {
     const data = await api(`/workspaces/${enc(ws.name)}/versions`);
-    state.extra.versions = data.versions.map((v) => ({
+    return data.versions.map((v) => ({
       ...v, current: v.digest === data.current, previous: v.digest === data.previous,
     }));
   });
@@ -220,6 +225,41 @@ function historyList(ws) {
       h('span', { class: 'muted' }, `${v.how} ${time(v.created_at)} · ${bytes(v.size)} · ${v.files} files`),
       v.current ? [' ', h('span', { class: 'badge ok' }, 'current')] : null,
       v.previous ? [' ', h('span', { class: 'badge' }, 'kept for a rollback')] : null)));
+}
+
+function toggleSetup(ws) {
+  toggle(ws, 'setup', 'setup', async () => (await api(`/workspaces/${enc(ws.name)}/setup`)).steps);
+}
+
+function runSetup(ws) {
+  const state = rows.get(ws.name);
+  act(ws.name, 'setup', async () => {
+    try {
+      await api(`/workspaces/${enc(ws.name)}/setup`, { method: 'POST', json: {} });
+    } finally { // how each step stands, whether one failed or not
+      state.extra.setup = (await api(`/workspaces/${enc(ws.name)}/setup`)).steps;
+    }
+  });
+}
+
+const STEP_BADGE = { done: 'ok', failed: 'bad', unsupported: 'bad', running: 'warn' };
+
+/** The workspace's setup steps as they stand here; what each runs, read before it runs. */
+function setupList(ws) {
+  const state = rows.get(ws.name);
+  const steps = state.extra.setup;
+  if (!steps) return null;
+  return h('div', { class: 'setup' },
+    h('ol', { class: 'history', 'aria-label': `Setup steps of ${ws.name}` },
+      steps.map((s) => h('li', {},
+        h('strong', {}, s.name), ' ', h('span', { class: `badge ${STEP_BADGE[s.state] ?? ''}` }, s.state),
+        s.runs ? [' ', h('code', { class: 'runs' }, s.runs)] : null,
+        s.detail ? h('p', { class: 'muted' }, s.detail) : null))),
+    steps.some((s) => s.state !== 'done') ? actionButton({
+      label: `Run the setup of ${ws.name}`, text: 'Run setup', busyText: 'Setting up…',
+      busy: state.busy.has('setup'), onclick: () => runSetup(ws),
+    }) : null,
+    errorFor(ws.name, 'setup'));
 }
 
 /** A clone's versions: the update its origin offers, the choices an update asks
@@ -273,6 +313,7 @@ function adminRow(ws) {
       : h('p', { class: 'muted' }, 'No environments to launch.'),
     versionBlock(ws),
     historyList(ws),
+    setupList(ws),
     h('div', { class: 'actions' },
       shareSwitch(ws),
       actionButton({ label: `Edit ${ws.name}`, text: 'Edit', onclick: () => forms.openEdit(ws) }),
@@ -281,6 +322,11 @@ function adminRow(ws) {
         'aria-expanded': rows.get(ws.name).extra.versions ? 'true' : 'false',
         onclick: () => toggleHistory(ws),
       }, 'History'),
+      ws.setup?.length ? h('button', {
+        type: 'button', class: 'btn', 'aria-label': `Setup of ${ws.name}`,
+        'aria-expanded': rows.get(ws.name).extra.setup ? 'true' : 'false',
+        onclick: () => toggleSetup(ws),
+      }, 'Setup') : null,
       h('a', {
         class: 'btn', href: `/api/v1/workspaces/${enc(ws.name)}/archive`, download: '',
         'aria-label': `Export ${ws.name}`,
