@@ -160,14 +160,18 @@ class WorkspaceFlows:
 
     async def refresh_shared(self, interval: float) -> None:
         """Every ``interval`` seconds, pack again each shared workspace whose files
-        changed (the new digest reaches peers through the state feed)."""
+        changed, or whose git projects have new commits, branches or tags (their bundles
+        are written again first); the new digest reaches peers through the state feed."""
         while True:
             await asyncio.sleep(interval)
             for ws in self.store.all():
                 if not ws.record.shared:
                     continue
                 before = ws.archive.digest if ws.archive else None
+                projects = [(p.name, p.path) for p in ws.manifest.projects]
                 try:
+                    if git.repositories(ws.path, projects):  # unchanged history: not rewritten
+                        await asyncio.to_thread(git.bundle, ws.path, projects)
                     record = await self.store.ensure_archive(ws.record.name)
                 except (AienvError, OSError) as exc:
                     log.warning("cannot re-pack shared workspace %s: %s", ws.record.name, exc)

@@ -86,6 +86,18 @@ def test_a_git_project_is_cloned_with_its_history_commit_and_remote(
     assert (clone / "notes.txt").read_text().endswith("not committed\n")
     assert not (b.home / "workspaces" / "notes" / ".aienv" / "git").exists()
 
+    # a commit on alpha, with no file changed, is a new version by itself
+    shared_app = a.home / "workspaces" / "notes" / "app"
+    git(shared_app, "commit", "-q", "-am", "third")
+    third = git(shared_app, "rev-parse", "HEAD")
+    wait_for(lambda: json.loads(a.cli("show", "notes", "--json").stdout)["archive"]["digest"]
+             != digest, 10, "alpha re-packs notes on its own")  # fmt: skip
+    wait_for(lambda: "update available" in b.cli("show", "notes").stdout, 15, "beta sees it")
+    b.cli("update", "notes")
+    assert git(clone, "rev-parse", "HEAD") == third
+    assert git(clone, "log", "--format=%s") == "third\nsecond\nfirst"
+    assert git(clone, "status", "--porcelain") == ""
+
 
 def test_a_project_naming_a_remote_is_fetched_by_the_sharer_and_cloned_with_its_history(
     nodes: tuple[Host, Host], tmp_path: Path
