@@ -444,6 +444,45 @@ def test_a_project_folder_without_workspace_yaml_is_drafted_then_created(
     expect(drafted).to_have_count(0)
 
 
+PREPARED = """apiVersion: aienv/v1
+name: prepared
+setup:
+  - name: weights
+    run: "test -f weights.bin || { echo 'weights.bin is missing' >&2; exit 2; }"
+environments:
+  - name: web
+    process: {command: ["python3", "-m", "http.server", "{port.http}"]}
+    endpoints: [{name: http, port: 18480}]
+"""
+
+
+def test_setup_steps_are_shown_run_and_run_again_once_fixed(
+    nodes: tuple[Host, Host], page: Page, tmp_path: Path
+) -> None:
+    _, beta = nodes
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    (folder / "workspace.yaml").write_text(PREPARED)
+    beta.cli("create", "prepared", "--from", str(folder))
+    view(page, "My workspaces")
+    page.get_by_role("button", name="Setup of prepared", exact=True).click()
+    steps = page.get_by_role("list", name="Setup steps of prepared")
+    expect(steps).to_contain_text("weights")
+    expect(steps).to_contain_text("pending")
+    expect(steps).to_contain_text("test -f weights.bin")  # what it runs, before it runs
+    page.get_by_role("button", name="Run the setup of prepared", exact=True).click()
+    expect(page.get_by_role("alert")).to_contain_text(
+        "setup step 'weights' of prepared failed (exit code 2: weights.bin is missing)"
+    )
+    expect(steps).to_contain_text("failed")
+    (beta.home / "workspaces" / "prepared" / "weights.bin").write_bytes(b"w")
+    button = page.get_by_role("button", name="Run the setup of prepared", exact=True)
+    button.click()
+    expect(steps).to_contain_text("done")
+    expect(button).to_have_count(0)
+    beta.cli("delete", "prepared", "--yes")
+
+
 def test_an_update_is_offered_asks_about_local_changes_and_rolls_back(
     nodes: tuple[Host, Host], page: Page, tmp_path: Path, shots: Path
 ) -> None:
