@@ -6,6 +6,8 @@ what the workspace holds (``process.draft_process``, ``container.draft_container
 but for file sizes, on the common ``draft.Draft``), leaves out what may be
 secret (``filter``), and ``install`` writes it into a staging folder and
 installs it through the store, all or nothing. See docs/workspace-format.md, "Captured workspaces".
+A Jupyter server's twin (``jupyter``) logs its user in with a token its node makes,
+never the original's.
 
 What is left out is said, never silent: environment variables that look like
 secrets and secret values on the command line (their names are listed for the

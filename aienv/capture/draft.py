@@ -155,12 +155,13 @@ def endpoint_names(ports: list[tuple[int, str]]) -> list[dict[str, Any]]:
 
 
 def notes_text(draft: Draft, what: str, runtime: str) -> str:
-    """``CAPTURE.md``: for whoever runs the twin, what to fill in and what is missing."""
+    """``CAPTURE.md``: for whoever runs the twin, what to fill in and what is missing;
+    ``runtime``: the environment's block that holds its ``env`` (``options`` for a venv)."""
     lines = [f"# Captured from {what}", "", f"on {draft.origin['host']} at "
              f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}.", ""]  # fmt: skip
     if draft.secrets:
         where = f"`environments.0.{runtime}.env` in workspace.yaml"
-        if runtime == "process":
+        if runtime in ("process", "options"):
             where += " (or in the environment of the node that launches it)"
         lines += ["## Secrets to fill", "", f"Left out; add them under {where}:", ""]
         for key in draft.secrets:

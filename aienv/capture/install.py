@@ -15,12 +15,14 @@ import yaml
 from aienv.capture.container import draft_container, image_reference
 from aienv.capture.draft import NOTES_FILE, Copy, Draft, default_name
 from aienv.capture.filter import copy_file, copy_folder, whole_machine
+from aienv.capture.jupyter import server_script
 from aienv.capture.process import draft_process, process_default_name
 from aienv.capture.project import NOTES as PROJECT_NOTES
 from aienv.capture.project import draft_project
 from aienv.capture.python_env import env_prefix, roots
 from aienv.capture.read_container import read_container
-from aienv.capture.read_process import ProcessFacts, imported_packages, probe_http, read_process
+from aienv.capture.read_process import ProcessFacts, probe_http, read_process
+from aienv.capture.read_python import imported_packages
 from aienv.dockerengine.images import save_image, tag_image, untag_image
 from aienv.errors import DiskFull, WorkspaceError
 from aienv.workspace.manifest import MANIFEST_FILE
@@ -108,7 +110,8 @@ def _python_needs(facts: ProcessFacts) -> tuple[list[str], list[str], str]:
     assert facts.python is not None
     cwd = Path(facts.cwd)
     own = None if whole_machine(cwd, facts.environ) else cwd  # never read a home's files
-    wanted = roots(facts.cmdline, own, facts.native_modules, env_prefix(facts.python))
+    notebooks = server_script(facts.cmdline) is not None  # its kernels run them
+    wanted = roots(facts.cmdline, own, facts.native_modules, env_prefix(facts.python), notebooks)
     return imported_packages(facts.python, facts.environ, facts.uids, wanted)
 
 

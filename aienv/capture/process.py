@@ -24,7 +24,23 @@ from aienv.capture.draft import (
     resources_text,
     unique_name,
 )
-from aienv.capture.filter import measure, names_in_files, sort_process_env, whole_machine
+from aienv.capture.filter import (
+    EnvSplit,
+    measure,
+    names_in_files,
+    sort_process_env,
+    whole_machine,
+)
+from aienv.capture.jupyter import (
+    KERNEL_ROOM_MIB,
+    OWN_VARIABLES,
+    kernel_room_note,
+    login_note,
+    memory_mib,
+    server_endpoint,
+    server_script,
+    without_token,
+)
 from aienv.capture.python_env import env_prefix, venv_command
 from aienv.capture.read_process import PYTHON, ProcessFacts
 from aienv.system.containers import mask_args
@@ -163,15 +179,17 @@ def _command(
     cmdline: list[str],
     paths: _Paths,
     endpoints: list[dict[str, Any]],
+    venv: bool,
 ) -> list[str]:
-    """The twin's command: ``python3`` from its PATH for a Python program, ``{port.NAME}``
-    where the command names a port it listens on, paths into the workspace."""
+    """The twin's command: ``python3`` from its PATH for a Python program (``venv``: its
+    virtualenv's, said by ``_as_venv``), ``{port.NAME}`` where the command names a port
+    it listens on, paths into the workspace."""
     by_port = {e["port"]: e["name"] for e in endpoints}
     command = []
     for i, arg in enumerate(cmdline):
         if i == 0 and facts.python is not None and PYTHON.match(Path(arg).name):
             command.append("python3")
-            if arg != "python3":
+            if arg != "python3" and not venv:
                 draft.notes.append(f"runs python3 from the PATH where it launches (was {arg})")
             continue
         new = _with_ports(arg, by_port, facts.addresses)
@@ -188,7 +206,7 @@ def _command(
 
 def _manifest(
     facts: ProcessFacts, name: str, host: str, environment: dict[str, Any], paths: _Paths,
-    project: bool,
+    project: bool, tools: list[str],
 ) -> dict[str, Any]:  # fmt: skip
     shown = _shown(facts.cmdline)
     projects = [{"name": PROJECT, "path": PROJECT,
@@ -201,6 +219,7 @@ def _manifest(
         "description": f"Captured from process {facts.pid} ({shown}) on {host}"[:4096],
         "tags": ["captured"],
         "languages": ["python"] if facts.python else [],
+        **({"tools": tools} if tools else {}),
         "projects": projects if project else [],
         "data": models if paths.files else [],
         "environments": [environment],
@@ -221,8 +240,10 @@ def _packages(
     draft.captured.append(f"{what}, of {facts.python}: requirements.txt ({len(packages)})")
     if left_out:
         shown = ", ".join(left_out[:12]) + ("…" if len(left_out) > 12 else "")
+        many = len(left_out) != 1
         draft.notes.append(
-            f"{len(left_out)} other distributions of {facts.python} are left out of "
+            f"{len(left_out)} other distribution{'s' if many else ''} of {facts.python} "
+            f"{'are' if many else 'is'} left out of "
             f"requirements.txt: it does not import them ({shown})"
         )
     if not packages:
@@ -264,6 +285,39 @@ def _outside(draft: Draft, command: list[str]) -> None:
             )
 
 
+def _jupyter(
+    draft: Draft, facts: ProcessFacts, split: EnvSplit, endpoints: list[dict[str, Any]]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """For a Jupyter server, its command line without its own token and its one endpoint,
+    logged in (``jupyter``); its token's variables dropped. Else as they are."""
+    script = server_script(facts.cmdline)
+    if script is None:
+        return facts.cmdline, endpoints
+    cmdline, empty = without_token(facts.cmdline)
+    cmdline, endpoints, notes = server_endpoint(cmdline, endpoints, script)
+    for name, why in OWN_VARIABLES.items():
+        if name in split.secrets or name in split.kept:
+            split.secrets = [s for s in split.secrets if s != name]
+            split.kept.pop(name, None)
+            split.dropped.append((name, why))
+    draft.notes += [login_note(script, empty), *notes]
+    draft.manifest["tools"] = ["jupyterlab" if script == "jupyter-lab" else "jupyter"]
+    return cmdline, endpoints
+
+
+def _resources(draft: Draft, facts: ProcessFacts) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``requires`` and ``recommends`` from what it uses; a Jupyter server (``tools``
+    says) is recommended room for the kernels it will start."""
+    requires, recommends = resources(
+        facts.rss, facts.cpu_percent / 100, facts.uses_gpu, memory_peak=facts.peak_rss
+    )
+    draft.notes.append(memory_note(facts.rss, facts.peak_rss, requires, recommends))
+    if draft.manifest.get("tools") and memory_mib(recommends) < KERNEL_ROOM_MIB:
+        recommends["memory"] = f"{KERNEL_ROOM_MIB}MiB"
+        draft.notes.append(kernel_room_note())
+    return requires, recommends
+
+
 def _named(facts: ProcessFacts, cwd_dest: str | None) -> frozenset[str]:
     """The variables its command line or (when it is copied) its own files name."""
     keys = set(facts.environ)
@@ -295,19 +349,16 @@ def draft_process(
     workdir = PROJECT if cwd_dest else "."
     paths = _Paths(facts.cwd, cwd_dest, workdir)
     _model_files(draft, facts, paths, copy_limit)
-    named = _named(facts, cwd_dest)
-    split = sort_process_env(facts.environ, facts.parent_environ, named)
-    env, env_secrets = split.kept, split.secrets
-    draft.dropped_env = split.dropped
-    cmdline = hide_command(draft, facts.cmdline, facts.environ, env_secrets)
-    # endpoints: every port it listens on; {port.NAME} where the command names it
+    split = sort_process_env(facts.environ, facts.parent_environ, _named(facts, cwd_dest))
+    # endpoints: its ports, {port.NAME} where the command names one (Jupyter's: logged in)
     endpoints = endpoint_names([(lst.port, lst.protocol or "tcp") for lst in facts.listeners])
-    command = _command(draft, facts, cmdline, paths, endpoints)
+    raw, endpoints = _jupyter(draft, facts, split, endpoints)
+    env, draft.dropped_env = split.kept, split.dropped
+    cmdline = hide_command(draft, raw, facts.environ, split.secrets)
+    prefix = env_prefix(facts.python) if facts.python and not packages_note else None
+    command = _command(draft, facts, cmdline, paths, endpoints, prefix is not None)
     env = {k: paths.rewrite(v) if v.startswith("/") else v for k, v in env.items()}
-    requires, recommends = resources(
-        facts.rss, facts.cpu_percent / 100, facts.uses_gpu, memory_peak=facts.peak_rss
-    )
-    draft.notes.append(memory_note(facts.rss, facts.peak_rss, requires, recommends))
+    requires, recommends = _resources(draft, facts)
     environment: dict[str, Any] = {
         "name": ENVIRONMENT,
         "runtime": "process",
@@ -317,12 +368,12 @@ def draft_process(
         "process": {"command": command, "workdir": workdir, "env": env},
         "endpoints": endpoints,
     }
-    prefix = env_prefix(facts.python) if facts.python and not packages_note else None
     if prefix is not None:
         command = _as_venv(draft, environment, cmdline, command, prefix)
     else:
         _outside(draft, command)
-    draft.manifest = _manifest(facts, name, host, environment, paths, bool(cwd_dest))
+    tools = draft.manifest.get("tools", [])
+    draft.manifest = _manifest(facts, name, host, environment, paths, bool(cwd_dest), tools)
     _packages(draft, facts, packages or [], packages_note, left_out or [], prefix)
     draft.captured.append("command: " + " ".join(command))
     draft.captured.append(f"environment: {', '.join(env) or 'no variables'}")
@@ -330,5 +381,6 @@ def draft_process(
         f"endpoint {e['name']}: port {e['port']} ({e['protocol']})" for e in endpoints
     ]
     draft.captured.append(resources_text(requires, recommends))
-    draft.files[NOTES_FILE] = notes_text(draft, f"process {facts.pid} ({shown})", "process")
+    block = "options" if prefix is not None else "process"
+    draft.files[NOTES_FILE] = notes_text(draft, f"process {facts.pid} ({shown})", block)
     return draft

@@ -1,10 +1,11 @@
 """What a captured Python program needs, and the environment it ran in.
 
 - Its **roots**: the top-level modules its own files import (read with ``ast``,
-  never run), the module it runs (``-m``), the compiled modules it has loaded (its
-  memory maps), and the console script it was started as (``jupyter-lab``). The
+  never run; for a Jupyter server, its notebooks' code cells too), the module it
+  runs (``-m``), the compiled modules it has loaded (its memory maps), and the
+  console script it was started as (``jupyter-lab``). The
   interpreter maps them to distributions, and those to their dependencies
-  (``read_process.imported_packages``): the twin's ``requirements.txt`` holds
+  (``read_python.imported_packages``): the twin's ``requirements.txt`` holds
   those, not every package the interpreter has.
 - Its **environment**: a virtualenv (``pyvenv.cfg``) or a conda environment
   (``conda-meta/``) becomes a ``runtime: venv`` environment built from
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import sys
 from pathlib import Path
@@ -24,6 +26,7 @@ from aienv.capture.read_process import PYTHON
 
 MAX_FILES = 2000
 MAX_BYTES = 1024 * 1024
+MAX_NOTEBOOK_BYTES = 32 * 1024 * 1024  # a notebook holds its outputs (images) too
 
 
 def env_prefix(python: str) -> Path | None:
@@ -34,9 +37,10 @@ def env_prefix(python: str) -> Path | None:
     return None
 
 
-def imports_in(folder: Path) -> set[str]:
+def imports_in(folder: Path, notebooks: bool = False) -> set[str]:
     """The top-level modules the ``.py`` files under ``folder`` import (absolute imports
-    only; a module of the folder itself is not a distribution, and is left out)."""
+    only; a module of the folder itself is not a distribution, and is left out), and
+    with ``notebooks`` the code cells of its ``.ipynb`` files."""
     found: set[str] = set()
     own: set[str] = set()
     seen = 0
@@ -44,9 +48,13 @@ def imports_in(folder: Path) -> set[str]:
         dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.startswith(".")]
         own |= {d for d in dirs}
         for name in names:
-            if not name.endswith(".py") or seen >= MAX_FILES:
+            notebook = notebooks and name.endswith(".ipynb")
+            if not (name.endswith(".py") or notebook) or seen >= MAX_FILES:
                 continue
             seen += 1
+            if notebook:
+                found |= _notebook_imports(Path(root) / name)
+                continue
             own.add(name.removesuffix(".py"))
             found |= _imports(Path(root) / name)
     return {m for m in found - own if m not in sys.stdlib_module_names}
@@ -56,9 +64,35 @@ def _imports(path: Path) -> set[str]:
     try:
         if path.stat().st_size > MAX_BYTES:
             return set()
-        tree = ast.parse(path.read_bytes(), filename=str(path))
+        return _imported(ast.parse(path.read_bytes(), filename=str(path)))
     except (OSError, SyntaxError, ValueError):
         return set()
+
+
+def _notebook_imports(path: Path) -> set[str]:
+    """What a notebook's code cells import; each cell parsed alone, IPython's own lines
+    (``%magic``, ``!shell``) left out, a cell that is no Python skipped."""
+    try:
+        if path.stat().st_size > MAX_NOTEBOOK_BYTES:
+            return set()
+        cells = json.loads(path.read_bytes()).get("cells", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    out: set[str] = set()
+    for cell in cells if isinstance(cells, list) else []:
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        source = cell.get("source", "")
+        text = "".join(source) if isinstance(source, list) else str(source)
+        lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+        try:
+            out |= _imported(ast.parse("\n".join(lines)))
+        except (SyntaxError, ValueError):
+            continue
+    return out
+
+
+def _imported(tree: ast.AST) -> set[str]:
     out: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -69,13 +103,18 @@ def _imports(path: Path) -> set[str]:
 
 
 def roots(
-    cmdline: list[str], cwd: Path | None, native: list[str], prefix: Path | None
+    cmdline: list[str],
+    cwd: Path | None,
+    native: list[str],
+    prefix: Path | None,
+    notebooks: bool = False,
 ) -> dict[str, list[str]]:
-    """What the program was seen to use, for ``imported_packages``."""
+    """What the program was seen to use, for ``imported_packages`` (``notebooks``: what
+    the notebooks under ``cwd`` import too — a Jupyter server's kernels run them)."""
     modules = set(native)
     scripts: set[str] = set()
     if cwd is not None:
-        modules |= imports_in(cwd)
+        modules |= imports_in(cwd, notebooks)
     for i, arg in enumerate(cmdline):
         if arg == "-m" and i + 1 < len(cmdline):
             modules.add(cmdline[i + 1].split(".")[0])

@@ -1,6 +1,6 @@
 """What a running process is, read for capture (psutil): its command, folder,
 environment, listening ports (and whether they speak HTTP), model files, GPU use
-and, for a Python program, its interpreter's installed distributions.
+and, for a Python program, its interpreter (``read_python`` asks it what it has).
 
 Only reads. Each reader blocks (psutil samples CPU for half a second) and is
 called on a worker thread. A process that does not exist is ``NotFound``; one
@@ -11,17 +11,14 @@ paths are not this machine's) is ``InContainer``.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import re
 import shutil
 import socket
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psutil
 
@@ -32,37 +29,7 @@ from aienv.system.processes import container_id_of
 CPU_SAMPLE = 0.5  # seconds over which CPU use is measured
 PROBE_TIMEOUT = 1.0  # an endpoint that does not answer within this is not probed further
 MAX_PORTS = 16
-LIST_TIMEOUT = 30.0  # listing an interpreter's distributions
-FREEZE_SKIP = frozenset({"pip", "setuptools", "wheel", "distribute"})  # as `pip freeze`
 PYTHON = re.compile(r"^python(\d+(\.\d+)?)?$")
-
-# Runs in the captured process's interpreter: its installed distributions as JSON.
-_LIST_DISTRIBUTIONS = (
-    "import importlib.metadata as m, json, re, sys\n"
-    "out = {}\n"
-    "for d in m.distributions():\n"
-    "    name = d.metadata['Name']\n"
-    "    if name and name not in out: out[name] = d.version\n"
-    "used = None\n"
-    "if len(sys.argv) > 1:  # the distributions these modules and scripts come from, and theirs\n"
-    "    want, key = json.loads(sys.argv[1]), lambda n: re.sub(r'[-_.]+', '-', n).lower()\n"
-    "    tops = m.packages_distributions()\n"
-    "    todo = [d for mod in want['modules'] for d in tops.get(mod, [])]\n"
-    "    for d in m.distributions():\n"
-    "        if any(e.group == 'console_scripts' and e.name in want['scripts']\n"
-    "               for e in d.entry_points): todo.append(d.metadata['Name'])\n"
-    "    seen = {}\n"
-    "    while todo:\n"
-    "        n = todo.pop()\n"
-    "        if key(n) in seen: continue\n"
-    "        try: reqs = m.requires(n) or []\n"
-    "        except m.PackageNotFoundError: continue\n"
-    "        seen[key(n)] = n\n"
-    "        todo += [re.split(r'[\\s;<>=!~\\[(]', r, maxsplit=1)[0] for r in reqs\n"
-    "                 if 'extra ==' not in r and 'extra==' not in r]\n"
-    "    used = sorted(key(n) for n in seen)\n"
-    "print(json.dumps({'python': sys.version.split()[0], 'packages': out, 'used': used}))\n"
-)
 
 
 class InContainer(AienvError):
@@ -314,86 +281,6 @@ def read_process(pid: int) -> ProcessFacts:
         parent_environ=parent_environ,
         native_modules=native,
     )
-
-
-def imported_packages(
-    interpreter: str,
-    environ: dict[str, str],
-    owner: tuple[int, int] | None,
-    roots: dict[str, list[str]],
-) -> tuple[list[str], list[str], str]:
-    """Of the interpreter's distributions, those ``roots`` need — the ones its
-    ``modules`` (top-level names) and console ``scripts`` come from, and their
-    dependencies — and the names of the others; a note when they could not be
-    listed. Asked as ``python_packages`` asks."""
-    answer, note = _ask(interpreter, environ, owner, [json.dumps(roots)])
-    if answer is None:
-        return [], [], note
-    used = set(answer.get("used") or [])
-    kept = [p for p in _pinned(answer) if _key(p.partition("==")[0]) in used]
-    others = [p.partition("==")[0] for p in _pinned(answer) if p not in kept]
-    return kept, others, ""
-
-
-def _key(name: str) -> str:
-    """A distribution's name as PEP 503 compares them."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def python_packages(
-    interpreter: str, environ: dict[str, str], owner: tuple[int, int] | None = None
-) -> tuple[list[str], str]:
-    """``name==version`` of every distribution the interpreter sees (as ``pip freeze``
-    would list them), and a note when they could not be listed.
-
-    The interpreter itself is asked (``importlib.metadata``), from ``/`` so that
-    nothing in the program's folder is taken for installed, with the variables that
-    decide where it looks (``PATH``, ``HOME``, ``PYTHONPATH``, ``PYTHONUSERBASE``).
-    Starting it runs its ``site`` hooks (``.pth`` files), which belong to whoever owns
-    the process: a node running as root runs it as that ``owner`` (uid, gid), so
-    capturing another user's program never runs that user's code as root.
-    """
-    answer, note = _ask(interpreter, environ, owner, [])
-    return ([], note) if answer is None else (_pinned(answer), "")
-
-
-def _pinned(answer: dict[str, Any]) -> list[str]:
-    return sorted(
-        (f"{name}=={version}" for name, version in answer["packages"].items()
-         if name.lower() not in FREEZE_SKIP),
-        key=str.lower,
-    )  # fmt: skip
-
-
-def _ask(
-    interpreter: str, environ: dict[str, str], owner: tuple[int, int] | None, args: list[str]
-) -> tuple[dict[str, Any] | None, str]:
-    """Run the listing script in ``interpreter`` (see ``python_packages``)."""
-    as_owner: dict[str, Any] = {}
-    if owner is not None and os.geteuid() == 0 and owner[0] != 0:
-        as_owner = {"user": owner[0], "group": owner[1], "extra_groups": []}
-    keep = ("PATH", "HOME", "PYTHONPATH", "PYTHONUSERBASE", "PYTHONHOME", "VIRTUAL_ENV")
-    env = {k: v for k, v in environ.items() if k in keep}
-    env.setdefault("PATH", os.defpath)
-    try:
-        res = subprocess.run(
-            [interpreter, "-c", _LIST_DISTRIBUTIONS, *args],
-            capture_output=True,
-            text=True,
-            timeout=LIST_TIMEOUT,
-            cwd="/",
-            env=env,
-            stdin=subprocess.DEVNULL,
-            check=False,
-            **as_owner,
-        )
-        data = json.loads(res.stdout) if res.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        return None, f"could not list the packages of {interpreter}: {exc}"
-    if not isinstance(data, dict) or not isinstance(data.get("packages"), dict):
-        why = (res.stderr.strip().splitlines() or ["no answer"])[-1]
-        return None, f"could not list the packages of {interpreter}: {why}"
-    return data, ""
 
 
 def round_up(value: float, step: float) -> float:

@@ -5,6 +5,7 @@ valid workspace (facts made by hand, files real)."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -27,15 +28,17 @@ from aienv.capture.filter import (
     split_env,
 )
 from aienv.capture.install import write_draft
+from aienv.capture.jupyter import server_script
 from aienv.capture.process import draft_process, process_default_name
+from aienv.capture.python_env import imports_in, roots
 from aienv.capture.read_container import ContainerFacts, container_facts, is_local_engine
 from aienv.capture.read_process import (
     InContainer,
     Listener,
     ProcessFacts,
-    python_packages,
     read_process,
 )
+from aienv.capture.read_python import imported_packages, python_packages
 from aienv.errors import WorkspaceError
 from aienv.runtime.process import MissingVariable, expand
 from aienv.system.containers import AI_ENV_HINTS, MASK, mask_args
@@ -548,3 +551,97 @@ def test_numbers_and_flags_named_like_secrets_are_not_masked() -> None:
             "TOKEN_LIMIT=40", "HF_TOKEN=hf_abc"]  # fmt: skip
     assert mask_args(args) == ["serve", "--max-tokens", "512", "--api-key", MASK, "--use-auth",
                                "--host", "h", "TOKEN_LIMIT=40", f"HF_TOKEN={MASK}"]  # fmt: skip
+
+
+def test_a_jupyter_server_is_recognised_however_it_was_started() -> None:
+    assert server_script(["/v/bin/python", "/v/bin/jupyter-lab", "--port=1"]) == "jupyter-lab"
+    assert server_script(["jupyter", "notebook"]) == "jupyter-notebook"
+    assert server_script(["python3", "-X", "utf8", "-m", "jupyterlab"]) == "jupyter-lab"
+    assert server_script(["/usr/bin/python3", "-m", "jupyter_server"]) == "jupyter-server"
+    assert server_script(["python3", "app.py", "jupyter-lab"]) is None  # an argument, not it
+    assert server_script(["jupyter", "console"]) is None and server_script([]) is None
+
+
+def lab_facts(tmp_path: Path, *args: str, environ: dict[str, str] | None = None) -> ProcessFacts:
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True, exist_ok=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    python, script = str(venv / "bin" / "python"), str(venv / "bin" / "jupyter-lab")
+    listeners = [Listener(8890, "127.0.0.1", "http"), Listener(45123, "127.0.0.1", "tcp")]
+    return process(tmp_path, cmdline=[python, script, "--no-browser", *args], python=python,
+                   listeners=listeners, environ=environ or {}, model_files=[])  # fmt: skip
+
+
+def test_a_jupyter_lab_twin_logs_in_with_the_nodes_token_never_the_originals(
+    tmp_path: Path,
+) -> None:
+    """Its own token (command line or JUPYTER_TOKEN) is written nowhere and left to no
+    one to fill: the endpoint's auth has the node make one per launch; its port becomes
+    ``{port.lab}`` (added when the command gave none); a kernel's port is no endpoint."""
+    secret = "t0k3n-of-the-original"
+    facts = lab_facts(tmp_path, "--IdentityProvider.token", secret,
+                      environ={"JUPYTER_TOKEN": secret, "GREETING": "hi"})  # fmt: skip
+    draft = draft_process(facts, "lab", 1024**3, ["jupyterlab==4.2.5"])
+    (env,) = draft.manifest["environments"]
+    assert env["runtime"] == "venv" and draft.manifest["tools"] == ["jupyterlab"]
+    assert env["options"]["command"] == ["jupyter-lab", "--no-browser", "--port={port.lab}"]
+    assert env["endpoints"] == [{"name": "lab", "port": 8890, "protocol": "http", "path": "/lab",
+                                 "auth": {"token": "JUPYTER_TOKEN", "query": "token"}}]  # fmt: skip
+    assert env["options"]["env"] == {"GREETING": "hi"} and draft.secrets == []
+    assert env["recommends"]["memory"] == "1024MiB"  # room for the kernels it will start
+    ws = tmp_path / "ws"
+    write_draft(draft, ws)
+    assert secret.encode() not in all_bytes(ws)
+    notes = (ws / "CAPTURE.md").read_text()
+    assert "Secrets to fill" not in notes and "port 45123" in notes and "kernel" in notes
+    assert "runs python3 from the PATH" not in notes  # the venv's own, not the PATH's
+    load_manifest(ws)
+    # with no login at all (an empty token), the twin still gets one, and says so
+    draft = draft_process(lab_facts(tmp_path, "--port=8890", "--ServerApp.token="), "l", 1 << 30)
+    (env,) = draft.manifest["environments"]
+    assert env["options"]["command"] == ["jupyter-lab", "--no-browser", "--port={port.lab}"]
+    assert any("no login at all" in n for n in draft.notes)
+
+
+def test_a_jupyter_servers_roots_count_its_notebooks_imports(tmp_path: Path) -> None:
+    cells = [
+        {"cell_type": "code", "source": ["%matplotlib inline\n", "import pandas as pd\n",
+                                         "!pip list\n", "from sklearn import tree"]},
+        {"cell_type": "code", "source": "def broken(:\n"},  # skipped, not raised
+        {"cell_type": "markdown", "source": ["import not_code"]},
+    ]  # fmt: skip
+    (tmp_path / "study.ipynb").write_text(json.dumps({"cells": cells, "nbformat": 4}))
+    (tmp_path / "bad.ipynb").write_text("{not json")
+    (tmp_path / "app.py").write_text("import yaml\n")
+    assert imports_in(tmp_path) == {"yaml"}  # not a Jupyter server: its notebooks aside
+    assert imports_in(tmp_path, notebooks=True) == {"yaml", "pandas", "sklearn"}
+    assert roots(["jupyter-lab"], tmp_path, [], None, notebooks=True)["modules"] == [
+        "pandas", "sklearn", "yaml"
+    ]  # fmt: skip
+
+
+def test_the_needed_distributions_follow_the_extras_a_dependent_asks_for(tmp_path: Path) -> None:
+    """``c-app`` needs ``c-lib[fast]``: ``c-lib``'s ``fast`` extra (``c-speedy``) is needed
+    too; its ``slow`` one (``c-sluggish``) and what nothing needs (``c-unused``) are not."""
+    site = tmp_path / "site"
+
+    def dist(name: str, *requires: str) -> None:
+        top = name.replace("-", "_")
+        info = site / f"{top}-1.0.dist-info"  # as a wheel names it
+        info.mkdir(parents=True)
+        meta = [f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+                *[f"Requires-Dist: {r}\n" for r in requires]]  # fmt: skip
+        (info / "METADATA").write_text("".join(meta))
+        (info / "RECORD").write_text(f"{top}/__init__.py,,\n")
+        (site / top).mkdir()
+        (site / top / "__init__.py").write_text("")
+
+    dist("c-app", "c-lib[fast]>=1")
+    dist("c-lib", "c-base", 'c-speedy; extra == "fast"', "c-sluggish ; extra == 'slow'")
+    for name in ("c-base", "c-speedy", "c-sluggish", "c-unused"):
+        dist(name)
+    needs = {"modules": ["c_app"], "scripts": []}
+    kept, others, note = imported_packages(sys.executable, {"PYTHONPATH": str(site)}, None, needs)
+    assert note == ""
+    assert kept == ["c-app==1.0", "c-base==1.0", "c-lib==1.0", "c-speedy==1.0"]
+    assert {"c-sluggish", "c-unused"} <= set(others)

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path, PurePosixPath
 
 from aienv.errors import RuntimeFailure
-from aienv.workspace.manifest import Environment, RelPath
+from aienv.workspace.blocks import RelPath
+from aienv.workspace.manifest import Environment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
