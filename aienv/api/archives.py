@@ -47,7 +47,7 @@ async def serve(
     with request.app[HOLDINGS].using(holding.digest):
         if is_admin(request):  # an export: no upload slot
             return await send_archive(request, holding, None, filename)
-        with request.app[UPLOADS].acquire(request.remote or "?", holding) as transfer:
+        async with request.app[UPLOADS].acquire(request.remote or "?", holding) as transfer:
             timeout = request.app[ABOUT].settings.send_timeout
             return await send_archive(request, holding, transfer, filename, timeout)
 

@@ -43,7 +43,12 @@ async def get_node(request: web.Request) -> web.Response:
             name: {"available": ok, "reason": why}
             for name, (ok, why) in sorted(request.app[HEALTH].runtime.items())
         },
-        "uploads": {"peers": uploads.peers(), "limit": uploads.limit, "refused": uploads.refused},
+        "uploads": {
+            "peers": uploads.peers(),
+            "limit": uploads.limit,
+            "refused": uploads.refused,
+            "queued": uploads.queued,
+        },
     }
     if is_admin(request):
         data["home"] = str(about.settings.home)

@@ -4,9 +4,13 @@ An archive goes out with ``loop.sendfile`` in slices, so the bytes never pass
 through Python and the upload's progress is visible between slices. At most
 ``max_uploads`` peers are served at once; a peer keeps its slot while it has a
 request in flight and for a short linger after (a clone is a run of range
-requests), and anyone beyond the limit gets ``503`` with ``Retry-After``. A
-peer that stops taking the bytes loses its slot: a slice it has not taken
-within ``send_timeout`` seconds ends its connection.
+requests). A peer beyond the limit waits in line, first come first served, for
+up to ``QUEUE_WAIT`` seconds: the moment a slot frees — its peer asked nothing
+for ``HAND_OVER`` seconds while others wait — the first in line has it, so the
+link is not left idle between one peer and the next. One that waited its time
+gets ``503`` with ``Retry-After``. A peer that stops taking the bytes loses its
+slot: a slice it has not taken within ``send_timeout`` seconds ends its
+connection.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import logging
 import struct
 import termios
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import BinaryIO
@@ -32,7 +37,10 @@ from aienv.transfer.progress import Transfer, Transfers
 log = logging.getLogger(__name__)
 
 SLICE = 4 * 1024 * 1024
+TLS_CHUNK = 256 * 1024  # what one peer's TLS answer holds in memory at a time
 LINGER = 1.0  # seconds a peer keeps its slot after its last request
+HAND_OVER = 0.2  # the same, while others wait in line for a slot
+QUEUE_WAIT = 3.0  # seconds a peer beyond the limit waits in line before a 503
 RETRY_AFTER = 1.0
 DELIVERED = 64 * 1024  # an answer with at most this much still in flight is delivered
 
@@ -45,18 +53,22 @@ class _Slot:
 
 
 class UploadSlots:
-    """Who is being served now; refuses a new peer beyond ``limit``."""
+    """Who is being served now, and who waits in line for a slot (beyond ``limit``)."""
 
-    def __init__(self, limit: int, transfers: Transfers) -> None:
+    def __init__(self, limit: int, transfers: Transfers, queue_wait: float = QUEUE_WAIT) -> None:
         self.limit = limit
         self.transfers = transfers
+        self.queue_wait = queue_wait
         self._slots: dict[tuple[str, str], _Slot] = {}
+        self._line: deque[tuple[str, asyncio.Future[None]]] = deque()  # (peer, its wake-up)
         self.refused = 0
+        self.queued = 0  # peers that waited in line, ever
 
     def _expire(self) -> None:
         now = time.monotonic()
+        linger = HAND_OVER if self._line else LINGER
         for key, slot in list(self._slots.items()):
-            if slot.active == 0 and now - slot.idle_since >= LINGER:
+            if slot.active == 0 and now - slot.idle_since >= linger:
                 slot.transfer.finish("done")
                 del self._slots[key]
 
@@ -64,20 +76,54 @@ class UploadSlots:
         self._expire()
         return len({peer for peer, _ in self._slots})
 
-    @contextmanager
-    def acquire(self, peer: str, holding: Holding) -> Iterator[Transfer]:
+    def _wake(self) -> None:
+        """Let those first in line in while slots are free (one let in, not yet seated,
+        holds its slot); check again soon while a slot idles and someone waits."""
+        self._expire()
+        seated = {p for p, _ in self._slots}
+        taken = len(seated) + sum(1 for p, f in self._line if f.done() and p not in seated)
+        for peer, waiter in self._line:
+            if waiter.done():
+                continue
+            if peer not in seated and taken >= self.limit:
+                break  # first come, first served: nobody passes the first waiting
+            waiter.set_result(None)
+            taken += peer not in seated
+        waiting = any(not f.done() for _, f in self._line)
+        if waiting and any(s.active == 0 for s in self._slots.values()):
+            asyncio.get_running_loop().call_later(HAND_OVER, self._wake)
+
+    async def _wait_in_line(self, peer: str) -> None:
+        """Wait for a slot, first come first served; ``Busy`` after ``queue_wait``. A
+        peer served already (another archive) does not wait."""
+        served = {p for p, _ in self._slots}
+        if peer in served or (not self._line and len(served) < self.limit):
+            return
+        self.queued += 1
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._line.append((peer, waiter))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self.queue_wait)
+        except TimeoutError:
+            self.refused += 1
+            busy = {p for p, _ in self._slots} - {peer}
+            raise Busy(
+                f"this node is serving {len(busy)} peers, its limit: "
+                f"retry in {RETRY_AFTER:g} s or fetch from another source",
+                retry_after=RETRY_AFTER,
+            ) from None
+        finally:
+            waiter.cancel()
+            self._line = deque((p, f) for p, f in self._line if f is not waiter)
+
+    @asynccontextmanager
+    async def acquire(self, peer: str, holding: Holding) -> AsyncIterator[Transfer]:
         self._expire()
         key = (peer, holding.digest)
+        if key not in self._slots:
+            await self._wait_in_line(peer)
         slot = self._slots.get(key)
         if slot is None:
-            busy = {p for p, _ in self._slots} - {peer}
-            if len(busy) >= self.limit:
-                self.refused += 1
-                raise Busy(
-                    f"this node is serving {len(busy)} peers, its limit: "
-                    f"retry in {RETRY_AFTER:g} s or fetch from another source",
-                    retry_after=RETRY_AFTER,
-                )
             transfer = self.transfers.start("upload", peer, holding.label, holding.size)
             transfer.digest = holding.digest
             slot = self._slots[key] = _Slot(transfer)
@@ -87,6 +133,8 @@ class UploadSlots:
         finally:
             slot.active -= 1
             slot.idle_since = time.monotonic()
+            if slot.active == 0 and self._line:
+                asyncio.get_running_loop().call_later(HAND_OVER, self._wake)
 
 
 def _parse_range(request: web.Request, size: int, etag: str) -> tuple[int, int] | None:
@@ -246,8 +294,7 @@ async def _send_span(
                         use_sendfile = False
                         continue
                 else:
-                    data = await asyncio.to_thread(_read_at, handle, offset, count)
-                    await asyncio.wait_for(resp.write(data), send_timeout)
+                    await _write_chunks(resp, handle, offset, count, send_timeout)
             except TimeoutError:
                 log.info("%s took nothing for %g s: its upload ends", request.remote, send_timeout)
                 transport.abort()  # its slot goes to a peer that reads
@@ -255,6 +302,21 @@ async def _send_span(
             offset += count
             if transfer is not None:
                 transfer.done += count
+
+
+async def _write_chunks(
+    resp: web.StreamResponse, handle: BinaryIO, offset: int, count: int, timeout: float | None
+) -> None:
+    """Through TLS (no sendfile): ``count`` bytes from ``offset`` in chunks, each read
+    once the connection has taken the one before, so a peer costs a chunk of memory, not
+    a slice and its ciphertext (ten peers over TLS held a GiB)."""
+    end = offset + count
+    while offset < end:
+        data = await asyncio.to_thread(_read_at, handle, offset, min(TLS_CHUNK, end - offset))
+        if not data:
+            raise ConnectionResetError("the archive ended before the range did")
+        await asyncio.wait_for(resp.write(data), timeout)
+        offset += len(data)
 
 
 def _read_at(handle: BinaryIO, offset: int, count: int) -> bytes:

@@ -153,7 +153,7 @@ def test_a_downloader_leaving_mid_body_is_no_error(stopped: Lan, tmp_path: Path)
     assert b.run("curl", "-sf", "-o", "/dev/null", f"{a.url}{path}").returncode == 0
 
 
-def test_uploads_beyond_the_limit_get_503_and_queue(stopped: Lan, tmp_path: Path) -> None:
+def test_uploads_beyond_the_limit_wait_in_line_then_get_503(stopped: Lan, tmp_path: Path) -> None:
     a, b, c = stopped.hosts
     a.extra_env = {"AIENV_MAX_UPLOADS": "1"}
     try:
@@ -167,12 +167,14 @@ def test_uploads_beyond_the_limit_get_503_and_queue(stopped: Lan, tmp_path: Path
     finally:
         b.extra_env = c.extra_env = {}
     archive = share_big(a, tmp_path / "big", 24 * MIB)
-    stopped.shape(a, "60mbit")
+    stopped.shape(a, "24mbit")  # beta's clone takes ~8 s: longer than a wait in line
     first = start_clone(b, f"{a.ip}/big")
     wait_for(lambda: clone_doc(b, first)["bytes_done"] > 0, 20, "beta downloading")
+    asked = time.monotonic()
     busy = c.run(
         "curl", "-s", "-D", "-", f"{a.url}/api/v1/archives/{archive['digest']}", "-r", "0-99",
     ).stdout  # fmt: skip
+    assert time.monotonic() - asked > 2.5  # it waited in line (3 s) before the 503
     assert busy.startswith("HTTP/1.1 503") and "retry-after: 1" in busy.lower()
     assert '"code": "busy"' in busy
     second = start_clone(c, f"{a.ip}/big")
@@ -184,7 +186,8 @@ def test_uploads_beyond_the_limit_get_503_and_queue(stopped: Lan, tmp_path: Path
     assert wait_clone(b, first)["state"] == "installed"
     done = wait_clone(c, second)
     assert done["state"] == "installed", done["error"]
-    assert a.api("/node").json()["uploads"]["refused"] >= 2
+    uploads = a.api("/node").json()["uploads"]
+    assert uploads["refused"] >= 2 and uploads["queued"] >= 2
     assert same_files(a, c, "big")
 
 
@@ -220,9 +223,11 @@ def test_a_peer_that_stops_reading_loses_its_upload_slot(stopped: Lan, tmp_path:
     try:
         assert hog.stdout is not None and hog.stdout.readline().strip() == "asked"
         wait_for(lambda: a.api("/node").json()["uploads"]["peers"] == 1, 10, "the hog's slot")
-        busy = b.run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-r", "0-9",
-                     f"{a.url}/api/v1/archives/{digest}").stdout  # fmt: skip
-        assert busy == "503"  # the one slot is the hog's
+        asked = time.monotonic()
+        served = b.run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-r", "0-9",
+                       f"{a.url}/api/v1/archives/{digest}").stdout  # fmt: skip
+        # the one slot was the hog's: curl waited in line until the hog lost it
+        assert served == "206" and time.monotonic() - asked > 0.5
         started = time.monotonic()
         b.start("beta")
         done = wait_clone(b, start_clone(b, f"{a.ip}/big"))

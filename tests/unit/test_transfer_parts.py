@@ -4,6 +4,7 @@ the piece picker and upload slots."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import struct
@@ -224,16 +225,47 @@ def test_picker_spreads_a_swarm_rarest_first(tmp_path: Path) -> None:
     assert d._pick(peer)[0] == 4  # never re-asked for a piece it corrupted
 
 
-def test_upload_slots_limit_peers_not_requests() -> None:
-    slots = UploadSlots(1, Transfers())
-    held = Holding("a" * 64, 10, Path("/nonexistent"), "w")
-    with slots.acquire("10.0.0.1", held), slots.acquire("10.0.0.1", held):
-        with pytest.raises(Busy) as busy, slots.acquire("10.0.0.2", held):
-            pass
+HELD = Holding("a" * 64, 10, Path("/nonexistent"), "w")
+
+
+async def test_upload_slots_limit_peers_not_requests() -> None:
+    slots = UploadSlots(1, Transfers(), queue_wait=0.1)
+    async with slots.acquire("10.0.0.1", HELD), slots.acquire("10.0.0.1", HELD):
+        with pytest.raises(Busy) as busy:
+            async with slots.acquire("10.0.0.2", HELD):
+                pass
         assert busy.value.retry_after > 0
-    with pytest.raises(Busy), slots.acquire("10.0.0.2", held):
-        pass  # the first peer keeps its slot for a short linger
-    assert slots.refused == 2
+    async with slots.acquire("10.0.0.1", HELD):  # the first peer's next request: no wait
+        pass
+    assert slots.refused == 1 and slots.queued == 1
+
+
+async def test_a_peer_in_line_gets_the_slot_the_moment_it_frees_first_come_first_served() -> None:
+    """No idle link between one peer and the next: the first in line is let in once the
+    slot's peer asked nothing for the hand-over time (not after a linger and a retry)."""
+    slots = UploadSlots(1, Transfers(), queue_wait=5.0)
+    order: list[str] = []
+
+    async def fetch(peer: str) -> float:
+        asked = time.monotonic()
+        async with slots.acquire(peer, HELD):
+            order.append(peer)
+            waited = time.monotonic() - asked
+            await asyncio.sleep(0.3)
+        return waited
+
+    async with slots.acquire("10.0.0.1", HELD):
+        second = asyncio.create_task(fetch("10.0.0.2"))
+        await asyncio.sleep(0.05)
+        third = asyncio.create_task(fetch("10.0.0.3"))
+        await asyncio.sleep(0.3)
+        assert order == []  # both wait while the slot is in use
+    waited = await second, await third
+    assert order == ["10.0.0.2", "10.0.0.3"]
+    # let in at the hand-over (0.2 s after the last request), well before the linger
+    # (1 s) plus a client's retry (1 s) that a 503 would have cost
+    assert waited[0] < 0.35 + 0.2 + 0.5, waited
+    assert slots.refused == 0 and slots.queued == 2
 
 
 def test_central_directory_is_found_from_the_tail(
