@@ -172,7 +172,8 @@ class Placer:
             await asyncio.sleep(FOLLOW_EVERY)
             job = self.hosting.clones.get(job.id)
         if job.environment is None:
-            raise RuntimeFailure(f"the clone here ended {job.state}: {job.error or job.refused}")
+            why = job.error or job.setup_error or job.refused
+            raise RuntimeFailure(f"the clone here ended {job.state}: {why}")
         return environments.get(job.environment).to_json()
 
     async def _there(self, best: Candidate, source: Source) -> dict[str, Any]:
@@ -204,7 +205,8 @@ class Placer:
             if job and job.get("state") in ("failed", "cancelled"):
                 raise RuntimeFailure(f"{member.name}: the clone failed: {job.get('error')}")
             if job and job.get("state") == "installed":
-                why = job.get("refused") or f"it needs values for {', '.join(job['needs'])}"
+                why = (job.get("setup_error") or job.get("refused")
+                       or f"it needs values for {', '.join(job['needs'])}")  # fmt: skip
                 raise RuntimeFailure(f"{member.name} installed it but did not launch it: {why}")
             ours = not job or job.get("state") == "running"  # else a record of an earlier run
             if ours and record and record.get("state") == "running":
