@@ -175,9 +175,7 @@ def _setup(base: _Base, environments: Environments) -> Setup:
     return setup
 
 
-def _clones(
-    base: _Base, environments: Environments, updates: Updates, setup: Setup
-) -> CloneManager:
+def _clones(base: _Base, environments: Environments, updates: Updates) -> CloneManager:
     settings, state = base.settings, base.state
     jobs = CloneJobs(state)
     fetcher = Fetcher(
@@ -186,7 +184,7 @@ def _clones(
     )  # fmt: skip
     steps = CloneSteps(
         settings, jobs, base.client, base.peers, base.store, environments, base.holdings,
-        fetcher, updates, setup,
+        fetcher, updates,
     )  # fmt: skip
     return CloneManager(
         state, jobs, steps, base.peers, base.store, base.holdings,
@@ -221,7 +219,7 @@ class Node:
         )
         self.updates = _updates(base, self.environments)
         self.setup = _setup(base, self.environments)
-        self.clones = _clones(base, self.environments, self.updates, self.setup)
+        self.clones = _clones(base, self.environments, self.updates)
         self.sampler = Sampler(
             state,
             settings.docker_host,

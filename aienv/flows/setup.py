@@ -124,27 +124,24 @@ class Setup:
             shown.append(item)
         return shown
 
-    def pending(self, workspace: str) -> bool:
-        return any(s["state"] != "done" for s in self.steps(workspace))
-
     async def run(self, workspace: str, *, again: bool = False) -> list[dict[str, Any]]:
         """Run the steps not done here (all of them with ``again``), in order; the
         steps as they stand after. Raises ``SetupFailed`` at the first that fails."""
         lock = self._locks.setdefault(workspace, asyncio.Lock())
         async with lock:
             ws = self.workspaces.get(workspace)
-            done = {s["name"] for s in self.steps(workspace) if s["state"] == "done"}
+            states = {s["name"]: s for s in self.steps(workspace)}
             for name, step in choose(ws.manifest.setup, self.words):
                 if step is None:
-                    why = next(s["detail"] for s in self.steps(workspace) if s["name"] == name)
+                    why = states[name]["detail"]
                     raise SetupFailed(f"setup step {name!r} of {workspace} cannot run here: {why}")
-                if name not in done or again:
+                if states[name]["state"] != "done" or again:
                     await self._run_step(workspace, ws.path, step)
         return self.steps(workspace)
 
     async def ensure(self, workspace: str) -> None:
         """Before a launch: whatever is not done yet runs first."""
-        if self.workspaces.get(workspace).manifest.setup and self.pending(workspace):
+        if any(s["state"] != "done" for s in self.steps(workspace)):
             await self.run(workspace)
 
     async def log(self, workspace: str, lines: int = 200) -> str:

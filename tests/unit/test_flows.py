@@ -17,9 +17,7 @@ from aienv.flows.clone import CloneManager
 from aienv.flows.clone.fetch import Fetcher
 from aienv.flows.clone.jobs import CloneJobs
 from aienv.flows.clone.steps import CloneSteps
-from aienv.flows.setup import Setup
 from aienv.flows.updates import Updates
-from aienv.runtime.process import ProcessRuntime
 from aienv.runtime.record import EnvRecord, EnvState
 from tests.unit.fakes import (
     Bench,
@@ -118,10 +116,8 @@ def clones(b: Bench, peer: FakePeer) -> CloneManager:
     fetcher = Fetcher(b.settings, jobs, peer, peers, b.holdings, b.transfers, "ab" * 16)
     updates = Updates(b.settings, b.state, b.store, b.environments, peer, peers, b.holdings,
                       b.transfers, "ab" * 16)  # fmt: skip
-    # the workspaces here declare no setup step: the process runtime is never asked
-    setup = Setup(b.settings, b.state, b.store, ProcessRuntime(), b.environments.variables)
     steps = CloneSteps(
-        b.settings, jobs, peer, peers, b.store, b.environments, b.holdings, fetcher, updates, setup
+        b.settings, jobs, peer, peers, b.store, b.environments, b.holdings, fetcher, updates
     )
     s = b.settings
     return CloneManager(b.state, jobs, steps, peers, b.store, b.holdings, s.partial_dir, s.tmp_dir)

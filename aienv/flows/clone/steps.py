@@ -33,7 +33,7 @@ from aienv.flows.clone.fetch import DISK_MARGIN, Fetcher
 from aienv.flows.clone.job import CloneJob, CloneState
 from aienv.flows.clone.jobs import CloneJobs
 from aienv.flows.environments import Environments
-from aienv.flows.setup import Setup, SetupFailed
+from aienv.flows.setup import SetupFailed
 from aienv.flows.updates import Updates
 from aienv.flows.variables import missing
 from aienv.peer import Link, PeerClient
@@ -59,7 +59,6 @@ class CloneSteps:
         holdings: Holdings,
         fetcher: Fetcher,
         updates: Updates,
-        setup: Setup,
     ) -> None:
         self.settings = settings
         self.jobs = jobs
@@ -70,7 +69,6 @@ class CloneSteps:
         self.holdings = holdings
         self.fetcher = fetcher
         self.updates = updates
-        self.setup = setup
 
     async def run(
         self,
@@ -217,12 +215,6 @@ class CloneSteps:
             job.needs = [v.name for v in lacking]
             self.jobs.move(job, CloneState.INSTALLED)
             return
-        try:
-            await self.setup.ensure(job.target)
-        except SetupFailed as exc:  # installed; it launches once its setup succeeds
-            job.setup_error = exc.message
-            self.jobs.move(job, CloneState.INSTALLED)
-            return
         group = job.requested_by is not None
         try:
             job.plan = await self.environments.plan(
@@ -234,6 +226,10 @@ class CloneSteps:
             )
         except DoesNotFit as exc:  # installed; running it anyway is the person's call
             job.plan, job.refused = exc.plan, exc.message
+            self.jobs.move(job, CloneState.INSTALLED)
+            return
+        except SetupFailed as exc:  # installed; it launches once its setup succeeds
+            job.setup_error = exc.message
             self.jobs.move(job, CloneState.INSTALLED)
             return
         except AienvError as exc:
