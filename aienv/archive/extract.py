@@ -24,10 +24,13 @@ import stat
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, cast
+
+from isal import isal_zlib  # inflates 2-3x faster than zlib, and releases the GIL too
 
 from aienv.errors import UnsafeArchive
 
@@ -42,6 +45,9 @@ RATIO_FREE = 16 * 1024 * 1024  # an archive unpacking to less is never a bomb wo
 MAX_NAME_PART = 255  # bytes in one name of a path (NAME_MAX)
 MAX_PATH = 4095  # bytes in a whole path (PATH_MAX less its NUL)
 METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+# (isal's stub declares its error class as an instance)
+INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error, cast(type[Exception], isal_zlib.error))
+WORKERS = min(4, (os.cpu_count() or 1) + 1)  # threads extracting entries side by side
 
 
 def _check_name(name: str) -> PurePosixPath:
@@ -162,7 +168,7 @@ def _inflated(compressed: Iterator[bytes], name: str) -> Iterator[bytes]:
 
     Ends with the deflate stream; bytes after its end are ignored (as ``zipfile`` does).
     """
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflater = isal_zlib.decompressobj(-zlib.MAX_WBITS)
     pending = b""
     while not inflater.eof:
         fed = pending or next(compressed, b"")
@@ -185,7 +191,7 @@ def _write_checked(info: zipfile.ZipInfo, data: Iterator[bytes], out: BinaryIO) 
         produced += len(chunk)
         if produced > info.file_size:
             raise UnsafeArchive(f"archive entry {name!r} holds more data than it declares")
-        crc = zlib.crc32(chunk, crc)
+        crc = isal_zlib.crc32(chunk, crc)
         out.write(chunk)
     if produced < info.file_size:
         raise UnsafeArchive(f"archive entry {name!r} holds less data than it declares")
@@ -215,7 +221,7 @@ def _copy_stored(archive_fd: int, info: zipfile.ZipInfo, start: int, out_fd: int
         chunk = os.pread(out_fd, min(CHUNK * 4, info.file_size - done), done)
         if not chunk:
             raise UnsafeArchive(f"archive entry {name!r} is truncated")
-        crc = zlib.crc32(chunk, crc)
+        crc = isal_zlib.crc32(chunk, crc)
         done += len(chunk)
     if crc != info.CRC:
         raise UnsafeArchive(f"archive entry {name!r} fails its CRC check")
@@ -235,10 +241,12 @@ def safe_extract(archive: Path, target: Path, max_total: int) -> int:
     """
     target.mkdir(parents=True, exist_ok=False)
     try:
-        with Extraction(archive, target, max_total) as extraction:
-            for info in extraction.entries:
-                extraction.extract(info)
-            return extraction.written
+        with (
+            Extraction(archive, target, max_total) as extraction,
+            ThreadPoolExecutor(WORKERS, "extract") as pool,
+        ):
+            jobs = [pool.submit(extraction.extract_all, b) for b in shares(extraction.entries)]
+            return sum(job.result() for job in jobs)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
@@ -253,7 +261,7 @@ def _as_unsafe() -> Iterator[None]:
         raise UnsafeArchive(f"not a valid ZIP archive: {exc}") from exc
     except (NotImplementedError, UnicodeDecodeError) as exc:  # a version, a name's encoding
         raise UnsafeArchive(f"not a ZIP archive this node can read: {exc}") from exc
-    except zlib.error as exc:
+    except INFLATE_ERRORS as exc:
         raise UnsafeArchive(f"corrupt data in archive: {exc}") from exc
     except FileExistsError as exc:
         raise UnsafeArchive(f"archive entry {exc.filename!r} appears twice") from exc
@@ -285,33 +293,50 @@ class Extraction:
         self.entries = sorted(self._zf.infolist(), key=lambda i: i.header_offset)
         self._ends = {id(info): nxt.header_offset for info, nxt in itertools.pairwise(self.entries)}
         self._cd_start = self._zf.start_dir
+        self._folders: set[Path] = {self.root}  # made already (a set is safe across threads)
 
     def span(self, info: zipfile.ZipInfo) -> tuple[int, int]:
         """The bytes of the file the entry needs: its local header up to the next entry."""
         return info.header_offset, self._ends.get(id(info), self._cd_start)
 
-    def extract(self, info: zipfile.ZipInfo) -> None:
+    def extract_all(self, infos: Sequence[zipfile.ZipInfo]) -> int:
+        """Extract ``infos`` in turn; the bytes written. Threads may extract different
+        entries of one archive at once."""
+        return sum(self.extract(info) for info in infos)
+
+    def extract(self, info: zipfile.ZipInfo) -> int:
+        """Extract one entry; the bytes written."""
         with _as_unsafe():
-            name = info.filename.rstrip("/")
-            dest = (self.root / name).resolve()
-            if not dest.is_relative_to(self.root) or dest == self.root:
-                raise UnsafeArchive(f"archive entry {info.filename!r} resolves outside the target")
+            # the name passed ``_check_name`` (relative, no ``..``); each folder is also
+            # resolved once, so a link put in the target by anything else is not followed
+            dest = self.root / info.filename.rstrip("/")
             if info.is_dir():
-                dest.mkdir(parents=True, exist_ok=True)
-                return
+                self._folder(dest, info)
+                return 0
             archive_fd = self._raw.fileno()
             start = _data_start(archive_fd, info, self.span(info)[1])
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            self._folder(dest.parent, info)
             mode = extracted_mode(info.external_attr >> 16)
             fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
             with os.fdopen(fd, "wb") as out:
                 if info.compress_type == zipfile.ZIP_STORED and info.file_size >= COPY_MIN:
-                    self.written += _copy_stored(archive_fd, info, start, out.fileno())
-                    return
-                data = _raw(archive_fd, start, info.compress_size)
-                if info.compress_type == zipfile.ZIP_DEFLATED:
-                    data = _inflated(data, info.filename)
-                self.written += _write_checked(info, data, out)
+                    written = _copy_stored(archive_fd, info, start, out.fileno())
+                else:
+                    data = _raw(archive_fd, start, info.compress_size)
+                    if info.compress_type == zipfile.ZIP_DEFLATED:
+                        data = _inflated(data, info.filename)
+                    written = _write_checked(info, data, out)
+            self.written += written  # (a count for the caller; threads may race on it)
+            return written
+
+    def _folder(self, path: Path, info: zipfile.ZipInfo) -> None:
+        if path in self._folders:
+            return
+        real = path.resolve()
+        if not real.is_relative_to(self.root) or real == self.root:
+            raise UnsafeArchive(f"archive entry {info.filename!r} resolves outside the target")
+        path.mkdir(parents=True, exist_ok=True)
+        self._folders.add(path)
 
     def close(self) -> None:
         self._zf.close()
@@ -322,6 +347,18 @@ class Extraction:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def shares(infos: Sequence[zipfile.ZipInfo], count: int = WORKERS) -> list[list[zipfile.ZipInfo]]:
+    """``infos`` dealt into at most ``count`` lists of about equal bytes to read, for
+    threads to extract side by side (folders first, in the first list, in order)."""
+    out: list[list[zipfile.ZipInfo]] = [[] for _ in range(max(1, count))]
+    load = [0] * len(out)
+    for info in infos:
+        least = 0 if info.is_dir() else load.index(min(load))
+        out[least].append(info)
+        load[least] += info.compress_size + 4096  # a file's creation costs too
+    return [batch for batch in out if batch]
 
 
 def find_central_directory(tail: bytes, size: int) -> int | None:

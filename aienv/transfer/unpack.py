@@ -3,8 +3,9 @@
 The download asks for the archive's last piece first; from it the central
 directory's offset is read, its pieces are asked for next, and once they are
 verified the archive is opened (every check on the central directory runs
-before a byte is written). Then each entry is extracted, in a thread, as soon
-as every piece under it is verified — so with one source, extraction follows
+before a byte is written). Then the entries are extracted as soon as every
+piece under them is verified, those ready at once dealt to a few threads (zlib
+and file creation release the GIL) — so with one source, extraction follows
 the download closely and the clone ends almost when the last byte lands.
 
 Extraction only ever writes into the quarantine folder, under the same checks
@@ -16,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
+from zipfile import ZipInfo
 
-from aienv.archive.extract import Extraction, find_central_directory
+from aienv.archive.extract import WORKERS, Extraction, find_central_directory, shares
 from aienv.transfer.holdings import Partial
 
 T = TypeVar("T")
@@ -32,7 +35,11 @@ class StreamingExtract:
         self.partial = partial
         self.target = target
         self.max_total = max_total
-        self.first: list[int] = [partial.pieces.count - 1]  # shared with the download
+        # shared with the download: the pieces under the archive's end records come first
+        tail_start = max(0, partial.pieces.size - TAIL)
+        self.first: list[int] = list(
+            range(tail_start // partial.pieces.piece_size, partial.pieces.count)
+        )
         self.progress = asyncio.Event()
 
     async def _until(self, start: int, end: int) -> None:
@@ -57,12 +64,30 @@ class StreamingExtract:
         extraction = await asyncio.to_thread(
             Extraction, self.partial.path, self.target, self.max_total
         )
+        loop = asyncio.get_running_loop()
         try:
-            for info in extraction.entries:
-                await self._until(*extraction.span(info))
-                await shielded(asyncio.to_thread(extraction.extract, info))
+            with ThreadPoolExecutor(WORKERS, "unpack") as pool:
+                entries = extraction.entries
+                while entries:
+                    # every entry whose bytes are all here, dealt to the threads at once
+                    ready = next(
+                        (i for i, e in enumerate(entries) if not self._has(extraction, e)),
+                        len(entries),
+                    )
+                    if not ready:
+                        await self._until(*extraction.span(entries[0]))
+                        continue
+                    jobs = [
+                        loop.run_in_executor(pool, extraction.extract_all, batch)
+                        for batch in shares(entries[:ready])
+                    ]
+                    await shielded(asyncio.gather(*jobs))
+                    entries = entries[ready:]
         finally:
             extraction.close()
+
+    def _has(self, extraction: Extraction, info: ZipInfo) -> bool:
+        return self.partial.covers(*extraction.span(info))
 
 
 async def shielded(job: Awaitable[T]) -> T:

@@ -17,7 +17,7 @@ import pytest
 
 from aienv.archive import pack as packmod
 from aienv.archive import pieces as piecemod
-from aienv.archive.extract import find_central_directory, safe_extract
+from aienv.archive.extract import find_central_directory, safe_extract, shares
 from aienv.archive.pack import pack_workspace
 from aienv.archive.policy import should_compress
 from aienv.config import NodeSettings
@@ -30,6 +30,7 @@ from aienv.transfer.progress import Transfers
 from aienv.transfer.serve import UploadSlots
 from aienv.transfer.sources import Source
 from aienv.transfer.swarm import SwarmDownload
+from aienv.transfer.unpack import TAIL, StreamingExtract
 
 MIB = 1 << 20
 TEXT = "".join(f"def function_{i}(x):\n    return x * {i} + {i % 7}\n" for i in range(20000))
@@ -285,3 +286,31 @@ def test_central_directory_is_found_from_the_tail(
     assert b"PK\x06\x06" in data[-200:]
     with zipfile.ZipFile(zip64) as zf:
         assert find_central_directory(data[-200:], len(data)) == zf.start_dir
+
+
+@pytest.mark.parametrize("last", [1, 100, 64 * 1024 - 1])
+def test_a_clone_asks_first_for_every_piece_under_the_end_records(last: int) -> None:
+    """The end records (up to TAIL bytes) may start in the piece before the last,
+    short one: both come first, or the central directory is read only once every
+    piece has arrived and nothing is extracted during the download."""
+    size = 10 * 64 * 1024 + last
+    pieces = piecemod.Pieces("a" * 64, size, 64 * 1024, tuple("b" * 64 for _ in range(11)))
+    unpack = StreamingExtract(Partial(pieces, Path("/nonexistent")), Path("/nonexistent"), 0)
+    first = set(unpack.first)
+    tail_start = size - TAIL
+    assert {i for i in range(pieces.count) if pieces.span(i)[1] > tail_start} == first
+    assert 9 in first  # whatever the last piece holds, the end records reach into piece 9
+
+
+def test_entries_are_dealt_to_threads_by_size_folders_first() -> None:
+    infos = [zipfile.ZipInfo("dir/")]
+    for i, size in enumerate([900, 100, 100, 100, 700]):
+        info = zipfile.ZipInfo(f"dir/f{i}")
+        info.compress_size = size * 1024
+        infos.append(info)
+    batches = shares(infos, 2)
+    assert batches[0][0].filename == "dir/"
+    loads = [sum(i.compress_size for i in batch) for batch in batches]
+    assert sorted(infos, key=id) == sorted([i for b in batches for i in b], key=id)
+    assert max(loads) - min(loads) <= 300 * 1024
+    assert shares(infos[:1], 4) == [infos[:1]]
