@@ -65,11 +65,11 @@ async def get_pieces(request: web.Request) -> web.Response:
     """The piece list (hashes) and which pieces this node has; ``?fields=have`` for the latter."""
     holdings = request.app[HOLDINGS]
     holding = _holding(request)
-    have = "all" if holding.partial is None else holding.partial.bitfield()
-    if request.query.get("fields") == "have":
-        return reply({"digest": holding.digest, "have": have})
     with holdings.using(holding.digest):
         pieces = await asyncio.to_thread(holdings.pieces, holding)
+        have = await asyncio.to_thread(holding.have, pieces)
+    if request.query.get("fields") == "have":
+        return reply({"digest": holding.digest, "have": have})
     return reply({**pieces.to_json(), "have": have})
 
 

@@ -16,15 +16,23 @@ follows. A workspace behind a password is different: its download is private
 some peer announces as protected is no longer re-served here even if it was
 cloned before the password was set.
 
-The cache is pruned to the size budget (``archive_cache``), least recently used
-first; archives of shared workspaces and archives in use are never pruned.
+An archive kept after a clone is *backed* by the workspace installed from it
+(``backing``): its large stored entries are read from the workspace's files, so a
+clone costs one copy on disk; a file edited since is not offered.
+
+The cache is pruned to the size budget (``archive_cache``, counted in bytes on
+disk), least recently used first; archives of shared workspaces and archives in
+use are never pruned.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
+import os
 import time
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +44,8 @@ from aienv.archive.pieces import Pieces
 from aienv.config import NodeSettings
 from aienv.discovery.codec import HeldArchive
 from aienv.state.store import StateStore
+from aienv.transfer import backing as backmod
+from aienv.transfer.backing import Backing
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +99,22 @@ class Holding:
     path: Path
     label: str
     partial: Partial | None = None
+    backing: Backing | None = None  # its large stored entries are a workspace's files
 
     def covers(self, start: int, end: int) -> bool:
+        if self.backing is not None and not self.backing.covers(start, end):
+            return False
         return self.partial is None or self.partial.covers(start, end)
+
+    def have(self, pieces: Pieces) -> str:
+        """``all``, or the bitfield of the pieces this node can serve (a backed file
+        changed since: the pieces over it are missing)."""
+        if self.partial is not None:
+            return self.partial.bitfield()
+        if self.backing is None or self.covers(0, self.size):
+            return "all"
+        have = bytearray(self.covers(*pieces.span(i)) for i in range(pieces.count))
+        return Partial(pieces, self.path, have).bitfield()
 
 
 class Holdings:
@@ -123,7 +146,8 @@ class Holdings:
             return None  # its owner asks for a password: only the owner serves it
         for held in self.state.held_archives():
             if held.digest == digest and self.path(digest).is_file():
-                return Holding(digest, held.size, self.path(digest), held.workspace)
+                path = self.path(digest)
+                return Holding(digest, held.size, path, held.workspace, None, backmod.load(path))
         part = self.partial.get(digest)
         if part is not None and not part.private:
             return Holding(digest, part.pieces.size, part.path, "", part)
@@ -186,10 +210,26 @@ class Holdings:
             return
         final = self.path(partial.digest)
         piecemod.save(partial.pieces, final)
+        backmod.sidecar(final).unlink(missing_ok=True)  # whole again (until ``back``)
         partial.path.replace(final)
         self.partial.pop(partial.digest, None)
         self.state.hold_archive(partial.digest, partial.pieces.size, workspace)
         self.prune()
+
+    async def back(self, digest: str, root: Path) -> None:
+        """Keep one copy on disk: the held archive's large stored entries are read from
+        the workspace just installed from it, in ``root``."""
+        path = self.path(digest)
+        if not any(h.digest == digest for h in self.state.held_archives()):
+            return  # not kept (a private download)
+        with self.using(digest):
+            try:
+                backing = await asyncio.to_thread(backmod.back, path, root)
+            except (OSError, ValueError, zipfile.BadZipFile) as exc:  # kept whole
+                log.warning("archive %s stays whole: %s", digest[:16], exc)
+                return
+        if backing is not None:
+            log.info("archive %s: %d entries read from %s", digest[:16], len(backing.extents), root)
 
     def forget(self, digest: str) -> None:
         """Stop serving and delete a kept archive (it proved unusable)."""
@@ -204,7 +244,7 @@ class Holdings:
         count = 0
         for path in self.settings.archives_dir.glob("*.zip"):
             try:
-                total += path.stat().st_size
+                total += _on_disk(path.stat())
                 count += 1
             except FileNotFoundError:
                 continue
@@ -233,10 +273,14 @@ class Holdings:
                 if st.st_mtime < now - PRUNE_GRACE:  # a pack in flight renames before recording
                     self._delete(digest)
                 continue
-            total += st.st_size
+            if digest in held and digest not in protected and _orphaned(path):
+                self._delete(digest)  # its workspace was deleted: its large entries are gone
+                self.state.drop_held_archive(digest)
+                continue
+            total += _on_disk(st)
             if digest not in protected:
                 used = held[digest].used_at if digest in held else st.st_mtime
-                candidates.append((used, digest, st.st_size))
+                candidates.append((used, digest, _on_disk(st)))
         for _, digest, size in sorted(candidates):
             if total <= self.settings.archive_cache:
                 break
@@ -250,3 +294,14 @@ class Holdings:
         path = self.path(digest)
         path.unlink(missing_ok=True)
         piecemod.sidecar(path).unlink(missing_ok=True)
+        backmod.sidecar(path).unlink(missing_ok=True)
+
+
+def _orphaned(archive: Path) -> bool:
+    backing = backmod.load(archive)
+    return backing is not None and not backing.root.is_dir()
+
+
+def _on_disk(st: os.stat_result) -> int:
+    """What a file takes on disk: a backed archive's holes take nothing."""
+    return min(st.st_size, st.st_blocks * 512)

@@ -26,11 +26,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import BinaryIO
 
 from aiohttp import web
 
 from aienv.errors import Busy, Conflict
+from aienv.transfer.backing import View
 from aienv.transfer.holdings import Holding
 from aienv.transfer.progress import Transfer, Transfers
 
@@ -274,10 +274,12 @@ async def _send_span(
     seconds (a peer that stopped reading) ends the connection."""
     loop = asyncio.get_running_loop()
     use_sendfile = (
-        request.transport is not None and request.transport.get_extra_info("sslcontext") is None
+        holding.backing is None  # (a backed archive's bytes are in several files)
+        and request.transport is not None
+        and request.transport.get_extra_info("sslcontext") is None
     )
     start, stop = span
-    with holding.path.open("rb") as handle:
+    with View(holding.path, holding.backing) as handle:
         offset = start
         while offset < stop:
             count = min(SLICE, stop - offset)
@@ -288,7 +290,7 @@ async def _send_span(
                 if use_sendfile:
                     try:
                         await asyncio.wait_for(
-                            loop.sendfile(transport, handle, offset, count), send_timeout
+                            loop.sendfile(transport, handle.file(), offset, count), send_timeout
                         )
                     except NotImplementedError:
                         use_sendfile = False
@@ -305,20 +307,16 @@ async def _send_span(
 
 
 async def _write_chunks(
-    resp: web.StreamResponse, handle: BinaryIO, offset: int, count: int, timeout: float | None
+    resp: web.StreamResponse, handle: View, offset: int, count: int, timeout: float | None
 ) -> None:
     """Through TLS (no sendfile): ``count`` bytes from ``offset`` in chunks, each read
     once the connection has taken the one before, so a peer costs a chunk of memory, not
     a slice and its ciphertext (ten peers over TLS held a GiB)."""
     end = offset + count
     while offset < end:
-        data = await asyncio.to_thread(_read_at, handle, offset, min(TLS_CHUNK, end - offset))
-        if not data:
-            raise ConnectionResetError("the archive ended before the range did")
+        try:
+            data = await asyncio.to_thread(handle.read, offset, min(TLS_CHUNK, end - offset))
+        except OSError as exc:  # a backed file went away meanwhile
+            raise ConnectionResetError(f"the archive cannot be read: {exc}") from exc
         await asyncio.wait_for(resp.write(data), timeout)
         offset += len(data)
-
-
-def _read_at(handle: BinaryIO, offset: int, count: int) -> bytes:
-    handle.seek(offset)
-    return handle.read(count)

@@ -285,7 +285,8 @@ def test_failover_to_a_second_source(stopped: Lan, tmp_path: Path) -> None:
     c.start("gamma")
     archive = share_big(a, tmp_path / "big", 32 * MIB)
     # gamma clones first, so it holds the archive and announces it
-    assert wait_clone(c, start_clone(c, f"{a.ip}/big"))["state"] == "installed"
+    first = wait_clone(c, start_clone(c, f"{a.ip}/big"))
+    assert first["state"] == "installed", first["error"]
     wait_for(
         lambda: any(
             x["digest"] == archive["digest"]
@@ -307,6 +308,35 @@ def test_failover_to_a_second_source(stopped: Lan, tmp_path: Path) -> None:
     assert by_name["gamma"]["bytes"] > 0 and by_name["alpha"]["bytes"] > 0
     assert by_name["gamma"]["bytes"] + by_name["alpha"]["bytes"] == archive["size"]
     assert same_files(a, b, "big")
+
+
+def test_a_clone_keeps_one_copy_and_does_not_serve_a_file_edited_since(
+    stopped: Lan, tmp_path: Path
+) -> None:
+    a, b, _ = stopped.hosts
+    a.start("alpha")
+    b.start("beta")
+    archive = share_big(a, tmp_path / "big", 8 * MIB)
+    digest = archive["digest"]
+    assert wait_clone(b, start_clone(b, f"{a.ip}/big"))["state"] == "installed"
+    held = b.home / "archives" / f"{digest}.zip"
+    assert held.stat().st_size == archive["size"]
+    assert held.stat().st_blocks * 512 < MIB  # the 8 MiB file is on disk once: in the workspace
+    url = f"{b.url}/api/v1/archives/{digest}"
+    # beta still serves the whole archive, byte for byte, from its workspace's file
+    got = tmp_path / "from-beta.zip"
+    a.run("curl", "-sf", "-o", str(got), url)
+    assert hashlib.sha256(got.read_bytes()).hexdigest() == digest
+    with httpx.Client() as http:
+        assert http.get(f"{url}/pieces", params={"fields": "have"}).json()["have"] == "all"
+        # the person edits the file on beta: beta no longer offers those bytes
+        weights = b.home / "workspaces" / "big" / "weights.bin"
+        weights.write_bytes(weights.read_bytes()[::-1])
+        whole = a.run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url)
+        assert whole.stdout == "409"
+        assert http.get(f"{url}/pieces", params={"fields": "have"}).json()["have"] != "all"
+    b.cli("delete", "big", "--yes")  # the workspace goes, and its archive with it
+    wait_for(lambda: not held.exists(), 5, "beta's kept archive is deleted")
 
 
 def run_liar(host: Host, *args: str) -> subprocess.Popen[bytes]:

@@ -85,7 +85,8 @@ class CloneSteps:
         job.digest, job.bytes_total = offer.digest, offer.size
         unpacked = await self._unpacked_size(link, job.workspace, offer.size)
         cached = self.holdings.find(offer.digest)
-        if cached is not None and cached.partial is None:
+        # (a backed archive's large entries are another workspace's files: downloaded)
+        if cached is not None and cached.partial is None and cached.backing is None:
             await self._from_cache(job, offer, unpacked, staged)
         else:
             await self._download(job, peer, link, offer, unpacked, part, staged, cancel)
@@ -102,6 +103,7 @@ class CloneSteps:
         }
         installed = await self.workspaces.install(job.target, staged, origin)
         await self.updates.offers.cloned(job.target, link, offer)
+        await self.holdings.back(offer.digest, installed.path)
         self.jobs.move(job, CloneState.ADAPTING)
         await self._restore_git(job, installed.path)
         if not job.launch or not installed.manifest.environments:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from aienv.archive.pieces import Pieces
 from aienv.flows.updates.plan import Span, covered
+from aienv.transfer import backing as backmod
+from aienv.transfer.backing import View
 
 READ = 4 * 1024 * 1024
 
@@ -79,13 +81,15 @@ class Virtual:
         self.delta = delta
         self._targets = [s.target for s in delta.spans]
         self._part = os.open(delta.part, os.O_RDONLY)
-        self._old = os.open(delta.old, os.O_RDONLY) if delta.old else -1
+        # a backed old archive's large entries are the workspace's files; a file edited
+        # since gives other bytes, and the piece hashes checked after say so
+        self._old = View(delta.old, backmod.load(delta.old)) if delta.old else None
         self._buffer = bytearray(delta.pieces.piece_size)
 
     def close(self) -> None:
         os.close(self._part)
-        if self._old >= 0:
-            os.close(self._old)
+        if self._old is not None:
+            self._old.close()
 
     def piece(self, index: int) -> memoryview:
         """Piece ``index``, in a buffer that the next call reuses."""
@@ -103,7 +107,8 @@ class Virtual:
             if not 0 <= offset < span.length:
                 raise OSError(f"byte {start + done} of the new archive is in no held span")
             take = min(end - start - done, span.length - offset)
-            _fill(self._old, view[done : done + take], span.source + offset)
+            assert self._old is not None  # (held pieces come with an old archive)
+            self._old.read_into(view[done : done + take], span.source + offset)
             done += take
             i += 1
         return view

@@ -1,0 +1,212 @@
+"""One copy on disk: a kept archive whose large stored entries are read from the
+installed workspace's files instead of being kept twice.
+
+After a clone is installed, the archive it came from is kept to serve peers. A
+stored entry (a model, any incompressible file) holds the same bytes as the file
+it was extracted to, so for every stored entry of ``BACK_MIN`` bytes or more the
+archive's copy is given back to the file system (``fallocate`` punches a hole:
+the file keeps its size and offsets) and the entry's bytes are read from the
+workspace's file instead. Local headers, deflated entries and the central
+directory stay in the archive (the *skeleton*), so small files, and the base
+versions an update merges, are still there.
+
+The list of backed entries is kept beside the archive as ``<digest>.backing``,
+with each file's size, modification time and inode as they were when the entry
+was backed. A file whose fingerprint changed (the person edited it, or deleted
+it) is not offered: the pieces over it are missing from this node, and a peer
+asking for them is told to ask another source. Readers that check piece hashes
+themselves (an update reusing the old archive's bytes) may read regardless.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import ctypes.util
+import json
+import logging
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from aienv.archive import files as filemod
+from aienv.archive.extract import LOCAL_HEADER
+from aienv.archive.pieces import write_json
+
+log = logging.getLogger(__name__)
+
+BACK_MIN = 1024 * 1024  # stored entries from this size are read from the workspace's files
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+
+
+@dataclass(slots=True, frozen=True)
+class Extent:
+    """Bytes ``[start, start + length)`` of the archive are the file ``rel``."""
+
+    start: int
+    length: int
+    rel: str
+    mtime_ns: int
+    inode: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+    def unchanged(self, root: Path) -> bool:
+        try:
+            st = os.stat(root / self.rel, follow_symlinks=False)
+        except OSError:
+            return False
+        return (st.st_size, st.st_mtime_ns, st.st_ino) == (self.length, self.mtime_ns, self.inode)
+
+
+@dataclass(slots=True, frozen=True)
+class Backing:
+    root: Path  # the installed workspace
+    extents: tuple[Extent, ...]  # sorted by start, not overlapping
+
+    def overlapping(self, start: int, end: int) -> list[Extent]:
+        i = max(0, bisect.bisect_right([e.start for e in self.extents], start) - 1)
+        out = []
+        for extent in self.extents[i:]:
+            if extent.start >= end:
+                break
+            if extent.end > start:
+                out.append(extent)
+        return out
+
+    def covers(self, start: int, end: int) -> bool:
+        """Every backed file under bytes ``[start, end)`` is as it was when backed."""
+        return all(e.unchanged(self.root) for e in self.overlapping(start, end))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "root": str(self.root),
+            "extents": [[e.start, e.length, e.rel, e.mtime_ns, e.inode] for e in self.extents],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Backing:
+        extents = tuple(
+            Extent(int(s), int(n), str(r), int(m), int(i)) for s, n, r, m, i in data["extents"]
+        )
+        return cls(Path(data["root"]), extents)
+
+
+def sidecar(archive: Path) -> Path:
+    return archive.with_suffix(".backing")
+
+
+def load(archive: Path) -> Backing | None:
+    try:
+        return Backing.from_json(json.loads(sidecar(archive).read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def back(archive: Path, root: Path) -> Backing | None:
+    """Back ``archive``'s large stored entries by the files under ``root`` (just
+    extracted from it) and give their bytes in the archive back (blocking). None when
+    nothing is backed (no such entry, or a file system that cannot punch holes)."""
+    filemod.for_archive(archive, archive.stem)  # its file list, read while it is whole
+    extents = []
+    with archive.open("r+b") as raw, zipfile.ZipFile(raw) as zf:
+        fd = raw.fileno()
+        for info in zf.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or info.file_size < BACK_MIN:
+                continue
+            header = os.pread(fd, LOCAL_HEADER.size, info.header_offset)
+            name_len, extra_len = LOCAL_HEADER.unpack(header)[-2:]
+            start = info.header_offset + LOCAL_HEADER.size + name_len + extra_len
+            try:
+                st = os.stat(root / info.filename, follow_symlinks=False)
+            except OSError:
+                continue
+            if st.st_size != info.file_size:
+                continue
+            extents.append(Extent(start, info.file_size, info.filename, st.st_mtime_ns, st.st_ino))
+        if not extents:
+            return None
+        backing = Backing(root, tuple(sorted(extents, key=lambda e: e.start)))
+        write_json(sidecar(archive), backing.to_json())  # first: a hole is never unexplained
+        for extent in backing.extents:
+            if _libc.fallocate(
+                fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, extent.start, extent.length
+            ):
+                err = ctypes.get_errno()
+                log.info("cannot punch holes in %s (%s): it stays whole", archive, os.strerror(err))
+                sidecar(archive).unlink(missing_ok=True)
+                return None
+    return backing
+
+
+class View:
+    """Byte ranges of a backed archive: the skeleton's own bytes, and the backed
+    entries' bytes from the workspace's files."""
+
+    def __init__(self, archive: Path, backing: Backing | None) -> None:
+        self.backing = backing
+        self._raw = archive.open("rb")
+        self._fd = self._raw.fileno()
+        self._files: dict[str, int] = {}
+
+    def file(self) -> BinaryIO:
+        """The archive file itself (for ``sendfile``, when nothing is backed)."""
+        return self._raw
+
+    def close(self) -> None:
+        self._raw.close()
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
+
+    def __enter__(self) -> View:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def read_into(self, view: memoryview, offset: int) -> None:
+        """Fill ``view`` with the archive's bytes from ``offset``; OSError when a file
+        is missing or short."""
+        end = offset + len(view)
+        done = offset
+        extents = self.backing.overlapping(offset, end) if self.backing else []
+        for extent in extents:
+            if extent.start > done:
+                _fill(self._fd, view[done - offset : extent.start - offset], done)
+                done = extent.start
+            stop = min(end, extent.end)
+            _fill(self._file(extent.rel), view[done - offset : stop - offset], done - extent.start)
+            done = stop
+        if done < end:
+            _fill(self._fd, view[done - offset :], done)
+
+    def read(self, offset: int, count: int) -> bytes:
+        buffer = bytearray(count)
+        self.read_into(memoryview(buffer), offset)
+        return bytes(buffer)
+
+    def _file(self, rel: str) -> int:
+        fd = self._files.get(rel)
+        if fd is None:
+            assert self.backing is not None
+            fd = os.open(self.backing.root / rel, os.O_RDONLY | os.O_NOFOLLOW)
+            self._files[rel] = fd
+        return fd
+
+
+def _fill(fd: int, view: memoryview, offset: int) -> None:
+    got = 0
+    while got < len(view):
+        n = os.preadv(fd, [view[got:]], offset + got)
+        if n <= 0:
+            raise OSError("a backed file is shorter than its archive entry")
+        got += n
