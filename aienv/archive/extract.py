@@ -23,18 +23,14 @@ import shutil
 import stat
 import struct
 import zipfile
-import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, cast
 
-from isal import isal_zlib  # inflates 2-3x faster than zlib, and releases the GIL too
-
+from aienv.archive.entry_data import INFLATE_ERRORS, StoredCopy, inflated, raw, write_checked
 from aienv.errors import UnsafeArchive
 
-CHUNK = 1024 * 1024
 COPY_MIN = 1024 * 1024  # stored entries from this size are copied in the kernel
 LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
 MAX_ENTRIES = 200_000
@@ -45,8 +41,6 @@ RATIO_FREE = 16 * 1024 * 1024  # an archive unpacking to less is never a bomb wo
 MAX_NAME_PART = 255  # bytes in one name of a path (NAME_MAX)
 MAX_PATH = 4095  # bytes in a whole path (PATH_MAX less its NUL)
 METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
-# (isal's stub declares its error class as an instance)
-INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error, cast(type[Exception], isal_zlib.error))
 WORKERS = min(4, (os.cpu_count() or 1) + 1)  # threads extracting entries side by side
 
 
@@ -152,82 +146,6 @@ def _data_start(archive_fd: int, info: zipfile.ZipInfo, end: int) -> int:
     return data
 
 
-def _raw(archive_fd: int, start: int, size: int) -> Iterator[bytes]:
-    """``size`` bytes of the archive from ``start``, at most CHUNK at a time."""
-    done = 0
-    while done < size:
-        chunk = os.pread(archive_fd, min(CHUNK, size - done), start + done)
-        if not chunk:  # the file shrank under us (its size was checked against ``end``)
-            raise UnsafeArchive("archive is truncated")
-        done += len(chunk)
-        yield chunk
-
-
-def _inflated(compressed: Iterator[bytes], name: str) -> Iterator[bytes]:
-    """Raw-deflate ``compressed``, at most CHUNK at a time, so a bomb never sits in memory.
-
-    Ends with the deflate stream; bytes after its end are ignored (as ``zipfile`` does).
-    """
-    inflater = isal_zlib.decompressobj(-zlib.MAX_WBITS)
-    pending = b""
-    while not inflater.eof:
-        fed = pending or next(compressed, b"")
-        out = inflater.decompress(fed, CHUNK)
-        pending = inflater.unconsumed_tail
-        if out:
-            yield out
-        elif not fed:
-            raise UnsafeArchive(
-                f"archive entry {name!r} is truncated: its deflate stream stops short"
-            )
-
-
-def _write_checked(info: zipfile.ZipInfo, data: Iterator[bytes], out: BinaryIO) -> int:
-    """Write an entry's bytes, never more than it declares, then check their count and CRC."""
-    name = info.filename
-    produced = 0
-    crc = 0
-    for chunk in data:
-        produced += len(chunk)
-        if produced > info.file_size:
-            raise UnsafeArchive(f"archive entry {name!r} holds more data than it declares")
-        crc = isal_zlib.crc32(chunk, crc)
-        out.write(chunk)
-    if produced < info.file_size:
-        raise UnsafeArchive(f"archive entry {name!r} holds less data than it declares")
-    if crc != info.CRC:
-        raise UnsafeArchive(f"archive entry {name!r} fails its CRC check")
-    return produced
-
-
-def _copy_stored(archive_fd: int, info: zipfile.ZipInfo, start: int, out_fd: int) -> int:
-    """Copy a stored entry's bytes in the kernel (copy_file_range), checking its CRC.
-
-    The bytes are copied without passing through Python buffers, then read back
-    from the page cache for the CRC.
-    """
-    name = info.filename
-    offset = start
-    left = info.file_size
-    while left:
-        copied = os.copy_file_range(archive_fd, out_fd, min(left, 1 << 30), offset)
-        if copied == 0:  # the file shrank under us (its size was checked against ``end``)
-            raise UnsafeArchive(f"archive entry {name!r} is truncated")
-        offset += copied
-        left -= copied
-    crc = 0
-    done = 0
-    while done < info.file_size:
-        chunk = os.pread(out_fd, min(CHUNK * 4, info.file_size - done), done)
-        if not chunk:
-            raise UnsafeArchive(f"archive entry {name!r} is truncated")
-        crc = isal_zlib.crc32(chunk, crc)
-        done += len(chunk)
-    if crc != info.CRC:
-        raise UnsafeArchive(f"archive entry {name!r} fails its CRC check")
-    return info.file_size
-
-
 def extracted_mode(mode: int) -> int:
     """The permission bits an extracted file gets from the ones its entry lists: no
     write for others or the group, and always read and write for the node."""
@@ -315,19 +233,36 @@ class Extraction:
                 return 0
             archive_fd = self._raw.fileno()
             start = _data_start(archive_fd, info, self.span(info)[1])
-            self._folder(dest.parent, info)
-            mode = extracted_mode(info.external_attr >> 16)
-            fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            fd = self._create(dest, info)
             with os.fdopen(fd, "wb") as out:
-                if info.compress_type == zipfile.ZIP_STORED and info.file_size >= COPY_MIN:
-                    written = _copy_stored(archive_fd, info, start, out.fileno())
+                if self.copied(info):
+                    written = StoredCopy(archive_fd, info, start, out.fileno()).finish()
                 else:
-                    data = _raw(archive_fd, start, info.compress_size)
+                    data = raw(archive_fd, start, info.compress_size)
                     if info.compress_type == zipfile.ZIP_DEFLATED:
-                        data = _inflated(data, info.filename)
-                    written = _write_checked(info, data, out)
+                        data = inflated(data, info.filename)
+                    written = write_checked(info, data, out)
             self.written += written  # (a count for the caller; threads may race on it)
             return written
+
+    @staticmethod
+    def copied(info: zipfile.ZipInfo) -> bool:
+        """Whether the entry is copied in the kernel (a large stored one), not read."""
+        return info.compress_type == zipfile.ZIP_STORED and info.file_size >= COPY_MIN
+
+    def begin(self, info: zipfile.ZipInfo) -> tuple[StoredCopy, int]:
+        """Start copying a large stored entry, for a caller that copies its bytes as they
+        arrive (``StoredCopy.advance``); the copy and the file's descriptor, which the
+        caller closes. Only its local header need be in the archive yet."""
+        with _as_unsafe():
+            start = _data_start(self._raw.fileno(), info, self.span(info)[1])
+            fd = self._create(self.root / info.filename, info)
+        return StoredCopy(self._raw.fileno(), info, start, fd), fd
+
+    def _create(self, dest: Path, info: zipfile.ZipInfo) -> int:
+        self._folder(dest.parent, info)
+        mode = extracted_mode(info.external_attr >> 16)
+        return os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
 
     def _folder(self, path: Path, info: zipfile.ZipInfo) -> None:
         if path in self._folders:

@@ -128,6 +128,8 @@ class Holdings:
         self.state = state
         self.partial: dict[str, Partial] = {}
         self._in_use: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._backings: dict[str, tuple[int, Backing | None]] = {}  # digest -> (mtime, list)
         self.guarded = guarded  # digests some peer announces as password-protected
 
     def path(self, digest: str) -> Path:
@@ -147,11 +149,24 @@ class Holdings:
         for held in self.state.held_archives():
             if held.digest == digest and self.path(digest).is_file():
                 path = self.path(digest)
-                return Holding(digest, held.size, path, held.workspace, None, backmod.load(path))
+                return Holding(digest, held.size, path, held.workspace, None, self._backing(path))
         part = self.partial.get(digest)
         if part is not None and not part.private:
             return Holding(digest, part.pieces.size, part.path, "", part)
         return None
+
+    def _backing(self, archive: Path) -> Backing | None:
+        """The archive's backing list, read again only when its file changed (a range
+        request looks it up each time)."""
+        try:
+            stamp = backmod.sidecar(archive).stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        cached = self._backings.get(archive.stem)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, backmod.load(archive))
+            self._backings[archive.stem] = cached
+        return cached[1]
 
     def pieces(self, holding: Holding) -> Pieces:
         """The piece list of a holding (blocking for a complete archive without one)."""
@@ -215,6 +230,12 @@ class Holdings:
         self.partial.pop(partial.digest, None)
         self.state.hold_archive(partial.digest, partial.pieces.size, workspace)
         self.prune()
+
+    def back_soon(self, digest: str, root: Path) -> None:
+        """``back`` in the background: a clone is done without waiting for it."""
+        task = asyncio.get_running_loop().create_task(self.back(digest, root))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def back(self, digest: str, root: Path) -> None:
         """Keep one copy on disk: the held archive's large stored entries are read from
@@ -295,6 +316,7 @@ class Holdings:
         path.unlink(missing_ok=True)
         piecemod.sidecar(path).unlink(missing_ok=True)
         backmod.sidecar(path).unlink(missing_ok=True)
+        self._backings.pop(digest, None)
 
 
 def _orphaned(archive: Path) -> bool:

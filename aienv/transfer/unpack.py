@@ -5,7 +5,8 @@ directory's offset is read, its pieces are asked for next, and once they are
 verified the archive is opened (every check on the central directory runs
 before a byte is written). Then the entries are extracted as soon as every
 piece under them is verified, those ready at once dealt to a few threads (zlib
-and file creation release the GIL) — so with one source, extraction follows
+and file creation release the GIL); a large stored entry (a model) is copied
+part by part as its pieces arrive — so with one source, extraction follows
 the download closely and the clone ends almost when the last byte lands.
 
 Extraction only ever writes into the quarantine folder, under the same checks
@@ -16,6 +17,7 @@ matched the signed digest.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +30,7 @@ from aienv.transfer.holdings import Partial
 T = TypeVar("T")
 
 TAIL = 64 * 1024 + 22 + 56 + 20  # end records with the longest comment, and ZIP64 records
+HEADER = 30  # a local header's fixed part (its name follows)
 
 
 class StreamingExtract:
@@ -75,7 +78,12 @@ class StreamingExtract:
                         len(entries),
                     )
                     if not ready:
-                        await self._until(*extraction.span(entries[0]))
+                        head = entries[0]
+                        if extraction.copied(head) and self._has_header(extraction, head):
+                            await self._copy_as_it_arrives(extraction, head)
+                            entries = entries[1:]
+                        else:
+                            await self._until(*extraction.span(head))
                         continue
                     jobs = [
                         loop.run_in_executor(pool, extraction.extract_all, batch)
@@ -88,6 +96,34 @@ class StreamingExtract:
 
     def _has(self, extraction: Extraction, info: ZipInfo) -> bool:
         return self.partial.covers(*extraction.span(info))
+
+    def _has_header(self, extraction: Extraction, info: ZipInfo) -> bool:
+        start, end = extraction.span(info)
+        return self.partial.covers(start, min(end, start + HEADER + len(info.orig_filename) * 4))
+
+    async def _copy_as_it_arrives(self, extraction: Extraction, info: ZipInfo) -> None:
+        """A large stored entry copied piece by piece as the pieces under it are
+        verified, so the clone does not end with a copy of the whole entry."""
+        copy, fd = await asyncio.to_thread(extraction.begin, info)
+        try:
+            while copy.done < info.file_size:
+                upto = self._verified_from(copy.start + copy.done) - copy.start
+                if upto <= copy.done:
+                    self.progress.clear()
+                    await self.progress.wait()
+                    continue
+                await shielded(asyncio.to_thread(copy.advance, upto))
+            extraction.written += await asyncio.to_thread(copy.finish)
+        finally:
+            os.close(fd)
+
+    def _verified_from(self, offset: int) -> int:
+        """Where the run of verified bytes from ``offset`` ends."""
+        pieces, have = self.partial.pieces, self.partial.have
+        index = offset // pieces.piece_size
+        while index < pieces.count and have[index]:
+            index += 1
+        return max(offset, min(index * pieces.piece_size, pieces.size))
 
 
 async def shielded(job: Awaitable[T]) -> T:

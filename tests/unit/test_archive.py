@@ -381,6 +381,35 @@ def test_big_stored_entry_with_a_flipped_byte_refused(
     assert sum(kernel_copies) == BIG  # the kernel copy's own CRC check caught it
 
 
+@pytest.mark.parametrize("flip", [False, True], ids=["intact", "flipped"])
+def test_big_stored_entry_copied_part_by_part_as_it_arrives(
+    tmp_path: Path, kernel_copies: list[int], flip: bool
+) -> None:
+    """A clone copies a large stored entry in steps, as its pieces are verified; the
+    result, and the CRC check over all the steps, are those of one copy."""
+    data = os.urandom(BIG)
+    packed = flipped(data, BIG - 10) if flip else data
+    archive = write(tmp_path / "x.zip", Entry("a.bin", data, packed=packed))
+    (tmp_path / "dest").mkdir()
+    with Extraction(archive, tmp_path / "dest", LIMIT) as extraction:
+        info = extraction.entries[0]
+        assert extraction.copied(info)
+        copy, fd = extraction.begin(info)
+        try:
+            for upto in (1, BIG // 3, BIG // 3, BIG - 1):  # (twice the same: nothing new)
+                copy.advance(upto)
+                assert copy.done == upto
+            if flip:
+                with pytest.raises(UnsafeArchive, match="fails its CRC check"):
+                    copy.finish()
+                return
+            assert copy.finish() == BIG
+        finally:
+            os.close(fd)
+    assert (tmp_path / "dest" / "a.bin").read_bytes() == data
+    assert sum(kernel_copies) == BIG
+
+
 @pytest.mark.parametrize("size", [100, BIG], ids=["small", "kernel-copy"])
 def test_local_name_other_than_the_central_one_refused(tmp_path: Path, size: int) -> None:
     archive = write(tmp_path / "x.zip", Entry("a.bin", os.urandom(size), local_name="b.bin"))

@@ -103,7 +103,7 @@ class CloneSteps:
         }
         installed = await self.workspaces.install(job.target, staged, origin)
         await self.updates.offers.cloned(job.target, link, offer)
-        await self.holdings.back(offer.digest, installed.path)
+        self.holdings.back_soon(offer.digest, installed.path)
         self.jobs.move(job, CloneState.ADAPTING)
         await self._restore_git(job, installed.path)
         if not job.launch or not installed.manifest.environments:
