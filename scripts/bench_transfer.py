@@ -1000,7 +1000,7 @@ def swarm(fleet: Fleet, opts: Options) -> dict[str, Any]:
         log(f"swarm run {run + 1}: 8 single-source {one[-1]['total']:.2f} s")
     s = median(ok_seconds(single))
     m = statistics.median(r["total"] for r in many)
-    o = statistics.median(r["total"] for r in one)
+    o = median([r["total"] for r in one])  # None with --reference-runs 0
     failed = sum(r["failed"] for r in many + one)
     return {
         "archive": fleet.describe(ar),
@@ -1011,7 +1011,7 @@ def swarm(fleet: Fleet, opts: Options) -> dict[str, Any]:
         "many_median": m,
         "one_source_median": o,
         "many_ratio": m / s if s else None,
-        "one_source_ratio": o / s if s else None,
+        "one_source_ratio": o / s if s and o else None,
         "failed": failed,
         "met": None if not s else m <= 3 * s and failed == 0,
     }
@@ -1292,6 +1292,8 @@ def md_swarm(r: dict[str, Any], opts: Options) -> Iterator[str]:
     yield ""
     size = ar["size"]
     for label, key in (("many sources", "many"), ("one source", "one_source")):
+        if not r[key]:
+            continue  # (--reference-runs 0)
         sent = statistics.median(x["seeder_sent"] for x in r[key]) / size
         busy = statistics.median(x["cpu_busy"] for x in r[key])
         cpu_s = statistics.median(x["clients_cpu_s"] for x in r[key])

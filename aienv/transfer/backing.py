@@ -189,10 +189,15 @@ class View:
         if done < end:
             _fill(self._fd, view[done - offset :], done)
 
-    def read(self, offset: int, count: int) -> bytes:
+    def read(self, offset: int, count: int) -> bytes | bytearray:
+        if self.backing is None:  # the common case: one read, one buffer
+            data = os.pread(self._fd, count, offset)
+            if len(data) < count:
+                raise OSError("the archive is shorter than its size")
+            return data
         buffer = bytearray(count)
         self.read_into(memoryview(buffer), offset)
-        return bytes(buffer)
+        return buffer
 
     def _file(self, rel: str) -> int:
         fd = self._files.get(rel)

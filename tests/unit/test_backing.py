@@ -42,7 +42,7 @@ BACK_SMALL = 100_000  # under BACK_MIN: kept in the archive
 
 def whole(archive: Path, backing: backmod.Backing | None) -> bytes:
     with View(archive, backing) as view:
-        return view.read(0, archive.stat().st_size)
+        return bytes(view.read(0, archive.stat().st_size))
 
 
 def test_backed_archive_takes_no_disk_for_large_stored_entries_and_reads_the_same(
@@ -66,7 +66,7 @@ def test_backed_archive_takes_no_disk_for_large_stored_entries_and_reads_the_sam
     # a partial read that starts and ends inside backed files
     extent = backing.extents[0]
     with View(archive, backing) as view:
-        got = view.read(extent.start + 10, 1000)
+        got = bytes(view.read(extent.start + 10, 1000))
     assert got == (root / extent.rel).read_bytes()[10:1010]
     assert backing.covers(0, pieces.size)
 
