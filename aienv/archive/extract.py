@@ -122,7 +122,7 @@ def check_entries(zf: zipfile.ZipFile, max_total: int) -> int:
     return total
 
 
-def _data_start(archive_fd: int, info: zipfile.ZipInfo, end: int) -> int:
+def data_start(archive_fd: int, info: zipfile.ZipInfo, end: int) -> int:
     """Check an entry's local header against the central directory; return where its data starts.
 
     ``end`` is where the next entry (or the central directory) begins: the
@@ -232,7 +232,7 @@ class Extraction:
                 self._folder(dest, info)
                 return 0
             archive_fd = self._raw.fileno()
-            start = _data_start(archive_fd, info, self.span(info)[1])
+            start = data_start(archive_fd, info, self.span(info)[1])
             fd = self._create(dest, info)
             with os.fdopen(fd, "wb") as out:
                 if self.copied(info):
@@ -255,7 +255,7 @@ class Extraction:
         arrive (``StoredCopy.advance``); the copy and the file's descriptor, which the
         caller closes. Only its local header need be in the archive yet."""
         with _as_unsafe():
-            start = _data_start(self._raw.fileno(), info, self.span(info)[1])
+            start = data_start(self._raw.fileno(), info, self.span(info)[1])
             fd = self._create(self.root / info.filename, info)
         return StoredCopy(self._raw.fileno(), info, start, fd), fd
 

@@ -27,12 +27,12 @@ import json
 import logging
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from aienv.archive import files as filemod
-from aienv.archive.extract import LOCAL_HEADER
+from aienv.archive.extract import data_start
 from aienv.archive.pieces import write_json
 
 log = logging.getLogger(__name__)
@@ -71,9 +71,13 @@ class Extent:
 class Backing:
     root: Path  # the installed workspace
     extents: tuple[Extent, ...]  # sorted by start, not overlapping
+    starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:  # (each range served looks its extents up)
+        object.__setattr__(self, "starts", tuple(e.start for e in self.extents))
 
     def overlapping(self, start: int, end: int) -> list[Extent]:
-        i = max(0, bisect.bisect_right([e.start for e in self.extents], start) - 1)
+        i = max(0, bisect.bisect_right(self.starts, start) - 1)
         out = []
         for extent in self.extents[i:]:
             if extent.start >= end:
@@ -122,9 +126,7 @@ def back(archive: Path, root: Path) -> Backing | None:
         for info in zf.infolist():
             if info.compress_type != zipfile.ZIP_STORED or info.file_size < BACK_MIN:
                 continue
-            header = os.pread(fd, LOCAL_HEADER.size, info.header_offset)
-            name_len, extra_len = LOCAL_HEADER.unpack(header)[-2:]
-            start = info.header_offset + LOCAL_HEADER.size + name_len + extra_len
+            start = data_start(fd, info, zf.start_dir)
             try:
                 st = os.stat(root / info.filename, follow_symlinks=False)
             except OSError:
@@ -181,13 +183,14 @@ class View:
         extents = self.backing.overlapping(offset, end) if self.backing else []
         for extent in extents:
             if extent.start > done:
-                _fill(self._fd, view[done - offset : extent.start - offset], done)
+                read_fully(self._fd, view[done - offset : extent.start - offset], done)
                 done = extent.start
             stop = min(end, extent.end)
-            _fill(self._file(extent.rel), view[done - offset : stop - offset], done - extent.start)
+            file = self._file(extent.rel)
+            read_fully(file, view[done - offset : stop - offset], done - extent.start)
             done = stop
         if done < end:
-            _fill(self._fd, view[done - offset :], done)
+            read_fully(self._fd, view[done - offset :], done)
 
     def read(self, offset: int, count: int) -> bytes | bytearray:
         if self.backing is None:  # the common case: one read, one buffer
@@ -208,10 +211,11 @@ class View:
         return fd
 
 
-def _fill(fd: int, view: memoryview, offset: int) -> None:
+def read_fully(fd: int, view: memoryview, offset: int) -> None:
+    """Fill ``view`` from ``fd`` at ``offset``; OSError when the file ends first."""
     got = 0
     while got < len(view):
         n = os.preadv(fd, [view[got:]], offset + got)
         if n <= 0:
-            raise OSError("a backed file is shorter than its archive entry")
+            raise OSError(f"a file ends before byte {offset + len(view)} (read from {offset})")
         got += n

@@ -43,6 +43,7 @@ from aienv.archive import pieces as piecemod
 from aienv.archive.pieces import Pieces
 from aienv.config import NodeSettings
 from aienv.discovery.codec import HeldArchive
+from aienv.errors import UnsafeArchive
 from aienv.state.store import StateStore
 from aienv.transfer import backing as backmod
 from aienv.transfer.backing import Backing
@@ -168,6 +169,11 @@ class Holdings:
             self._backings[archive.stem] = cached
         return cached[1]
 
+    def _orphaned(self, archive: Path) -> bool:
+        """A backed archive whose workspace was deleted: its large entries are gone."""
+        backing = self._backing(archive)
+        return backing is not None and not backing.root.is_dir()
+
     def pieces(self, holding: Holding) -> Pieces:
         """The piece list of a holding (blocking for a complete archive without one)."""
         if holding.partial is not None:
@@ -246,7 +252,7 @@ class Holdings:
         with self.using(digest):
             try:
                 backing = await asyncio.to_thread(backmod.back, path, root)
-            except (OSError, ValueError, zipfile.BadZipFile) as exc:  # kept whole
+            except (OSError, ValueError, zipfile.BadZipFile, UnsafeArchive) as exc:  # kept whole
                 log.warning("archive %s stays whole: %s", digest[:16], exc)
                 return
         if backing is not None:
@@ -294,7 +300,7 @@ class Holdings:
                 if st.st_mtime < now - PRUNE_GRACE:  # a pack in flight renames before recording
                     self._delete(digest)
                 continue
-            if digest in held and digest not in protected and _orphaned(path):
+            if digest in held and digest not in protected and self._orphaned(path):
                 self._delete(digest)  # its workspace was deleted: its large entries are gone
                 self.state.drop_held_archive(digest)
                 continue
@@ -317,11 +323,6 @@ class Holdings:
         piecemod.sidecar(path).unlink(missing_ok=True)
         backmod.sidecar(path).unlink(missing_ok=True)
         self._backings.pop(digest, None)
-
-
-def _orphaned(archive: Path) -> bool:
-    backing = backmod.load(archive)
-    return backing is not None and not backing.root.is_dir()
 
 
 def _on_disk(st: os.stat_result) -> int:

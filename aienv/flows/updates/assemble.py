@@ -27,7 +27,7 @@ from pathlib import Path
 from aienv.archive.pieces import Pieces
 from aienv.flows.updates.plan import Span, covered
 from aienv.transfer import backing as backmod
-from aienv.transfer.backing import View
+from aienv.transfer.backing import View, read_fully
 
 READ = 4 * 1024 * 1024
 
@@ -96,7 +96,7 @@ class Virtual:
         start, end = self.delta.pieces.span(index)
         view = memoryview(self._buffer)[: end - start]
         if index not in self.delta.held:
-            _fill(self._part, view, start)
+            read_fully(self._part, view, start)
             return view
         spans = self.delta.spans
         i = bisect.bisect_right(self._targets, start) - 1
@@ -112,15 +112,6 @@ class Virtual:
             done += take
             i += 1
         return view
-
-
-def _fill(fd: int, view: memoryview, offset: int) -> None:
-    got = 0
-    while got < len(view):
-        n = os.preadv(fd, [view[got:]], offset + got)
-        if n <= 0:
-            raise OSError("an archive is shorter than its file list says")
-        got += n
 
 
 def verify(delta: Delta) -> list[int]:
