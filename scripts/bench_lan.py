@@ -1,7 +1,10 @@
 """A LAN of many idle nodes (scripts/bench lan --nodes 60): what each costs.
 
 ``--nodes`` namespace nodes on one bridge, default settings (multicast and DNS-SD
-on, a 10 s announcement interval), sharing nothing. After ``--warmup`` seconds
+on, a 10 s announcement interval), sharing nothing, or with ``--share N`` the first
+node sharing N small workspaces (more than a datagram holds: the others fetch the
+full list over HTTP, and the bench counts those fetches and times one more share
+until every node lists it). After ``--warmup`` seconds
 (everyone has found everyone), for ``--window`` seconds: each node's CPU (its
 process's user+system time, from /proc), its resident memory at the end, the
 datagrams it received and the HTTP polls of announcements it made (its discovery
@@ -51,6 +54,53 @@ def peers_seen(host: Host) -> int:
     return len(host.api("/peers").json()["peers"])
 
 
+SHARE = """
+import httpx, pathlib, sys, tempfile, time
+api = "http://127.0.0.1:37778/api/v1/workspaces"
+root = pathlib.Path(tempfile.mkdtemp())
+for name in sys.argv[1:]:
+    src = root / name
+    src.mkdir()
+    (src / "workspace.yaml").write_text(f"apiVersion: aienv/v1\\nname: {name}\\nversion: 1.0.0\\n")
+    (src / "README.md").write_text(f"{name}: one of many small workspaces\\n")
+    httpx.post(api, json={"name": name, "from": str(src)}, timeout=60).raise_for_status()
+    t0 = time.time()
+    httpx.post(f"{api}/{name}/share", json={}, timeout=60).raise_for_status()
+    print(t0, flush=True)
+"""
+
+
+def share(host: Host, *names: str) -> float:
+    """Create and share ``names`` on ``host`` (its own namespace: the local admin);
+    returns when the last share was asked for (wall clock)."""
+    done = host.run(sys.executable, "-c", SHARE, *names)
+    if done.returncode != 0:
+        raise RuntimeError(f"sharing on {host.ns}: {done.stderr[-2000:]}")
+    return float(done.stdout.split()[-1])
+
+
+def lists(host: Host, node: str, name: str) -> bool:
+    for peer in host.api("/peers").json()["peers"]:
+        if peer["name"] == node:
+            return any(w["name"] == name for w in peer["workspaces"])
+    return False
+
+
+def visible_everywhere(lan: Lan, node: str, name: str, since: float) -> list[float]:
+    """Seconds from ``since`` until each other node lists ``name`` of ``node``."""
+    left, seen = list(lan.hosts[1:]), []
+    deadline = time.monotonic() + 60
+    while left and time.monotonic() < deadline:
+        for host in list(left):
+            if lists(host, node, name):
+                seen.append(time.time() - since)
+                left.remove(host)
+        time.sleep(0.02)
+    if left:
+        raise RuntimeError(f"{len(left)} nodes did not list {name} within 60 s")
+    return seen
+
+
 def run(opts: argparse.Namespace, root: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"nodes": []}
     with Lan(root / "hosts", opts.nodes) as lan:
@@ -58,6 +108,12 @@ def run(opts: argparse.Namespace, root: Path) -> dict[str, Any]:
             host.start(f"n{i:02}", *opts.extra, interval=opts.interval)
         log(f"{opts.nodes} nodes up; waiting until each sees the others")
         wait(lambda: min(peers_seen(h) for h in lan.hosts) >= opts.nodes - 1, 120, "all seen")
+        if opts.share:
+            log(f"n00 shares {opts.share} workspaces")
+            share(lan.hosts[0], *(f"ws{i:03}" for i in range(opts.share)))
+            wait(lambda: all(lists(h, "n00", f"ws{opts.share - 1:03}") for h in lan.hosts[1:]),
+                 120, "the last one listed everywhere")  # fmt: skip
+            out["announcement_bytes"] = len(lan.hosts[0].api("/node/announcement").content)
         time.sleep(opts.warmup)
         pids = [h.proc.pid for h in lan.hosts if h.proc is not None]
         before = [(cpu_seconds(p), counters(h)) for p, h in zip(pids, lan.hosts, strict=True)]
@@ -72,9 +128,18 @@ def run(opts: argparse.Namespace, root: Path) -> dict[str, Any]:
                 "datagrams_per_s": (c1.get("received", 0) - c0.get("received", 0)) / took,
                 "polls_per_s": (c1.get("polls", 0) - c0.get("polls", 0)) / took,
                 "skipped_per_s": (c1.get("polls_skipped", 0) - c0.get("polls_skipped", 0)) / took,
+                "fetches_per_s": (c1.get("full_list_fetches", 0) - c0.get("full_list_fetches", 0))
+                / took,
                 "peers": peers_seen(host),
             })  # fmt: skip
         log("measured")
+        if opts.share:
+            out["visible"] = []
+            for round_ in range(opts.rounds):
+                name = f"late{round_}"
+                out["visible"].append(max(visible_everywhere(
+                    lan, "n00", name, share(lan.hosts[0], name))))  # fmt: skip
+                log(f"{name}: listed everywhere {out['visible'][-1]:.2f} s after its share")
     out["window"] = took
     return out
 
@@ -92,7 +157,8 @@ def report(opts: argparse.Namespace, data: dict[str, Any]) -> str:
         f" scripts/bench lan{' ' + ' '.join(opts.extra) if opts.extra else ''})",
         "",
         f"{platform.node()}: {os.cpu_count()} cores; {opts.nodes} namespace nodes on one bridge,"
-        f" announcing every {opts.interval:g} s, sharing nothing; measured over"
+        f" announcing every {opts.interval:g} s, sharing"
+        f" {f'{opts.share} workspaces (n00)' if opts.share else 'nothing'}; measured over"
         f" {data['window']:.0f} s after {opts.warmup:g} s of warm-up.",
         "",
         "| per node | median | max |",
@@ -105,11 +171,27 @@ def report(opts: argparse.Namespace, data: dict[str, Any]) -> str:
         f" {max(n['polls_per_s'] for n in nodes):.3f} |",
         f"| polls skipped (multicast brought them) / s | {med('skipped_per_s'):.2f} |"
         f" {max(n['skipped_per_s'] for n in nodes):.2f} |",
+        f"| full-list fetches / s | {med('fetches_per_s'):.3f} |"
+        f" {max(n['fetches_per_s'] for n in nodes):.3f} |",
         f"| peers seen | {med('peers'):.0f} | {max(n['peers'] for n in nodes)} |",
         "",
+        *shared_lines(opts, data),
         f"The whole LAN: {sum(n['cpu_percent'] for n in nodes):.1f} % of a core,"
         f" {total_polls:.2f} announcement polls / s.",
     ])  # fmt: skip
+
+
+def shared_lines(opts: argparse.Namespace, data: dict[str, Any]) -> list[str]:
+    if not opts.share:
+        return []
+    seen = data["visible"]
+    return [
+        f"n00 shares {opts.share} workspaces; its full announcement is"
+        f" {data['announcement_bytes'] / 1024:.0f} KiB. One more share, listed by every"
+        f" other node after: median {statistics.median(seen):.2f} s, max {max(seen):.2f} s"
+        f" ({len(seen)} rounds).",
+        "",
+    ]
 
 
 def main() -> None:
@@ -118,6 +200,8 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=30.0)
     parser.add_argument("--window", type=float, default=60.0)
+    parser.add_argument("--share", type=int, default=0, help="workspaces the first node shares")
+    parser.add_argument("--rounds", type=int, default=5, help="late shares timed (with --share)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("extra", nargs="*", help="flags for every node (after --), e.g. --no-dnssd")
     finish(parser.parse_args(), run, report, "lan")

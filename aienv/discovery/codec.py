@@ -16,6 +16,7 @@ signature proves the datagram comes from the holder of that id's key.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import struct
@@ -99,6 +100,9 @@ class SharedWorkspace(_Wire):
     needs: Needs | None = None  # absent: files only, or an older node
     revision: int = Field(default=0, ge=0)  # the origin's version number; 0: unknown
     fork_of: Lineage | None = None  # a clone shared again: where it came from
+    # the root of the archive's piece list (``archive.pieces``): signed, so a list that
+    # matches it verifies each piece as it lands; absent from older nodes
+    pieces: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class HeldArchive(_Wire):
@@ -131,6 +135,9 @@ class Body(_Wire):
     workspaces: list[SharedWorkspace] = Field(default_factory=list)
     archives: list[HeldArchive] = Field(default_factory=list)
     more: bool = False
+    # a tag of the full lists (``lists_tag``): a receiver that holds the lists with this
+    # tag does not fetch them again when a datagram carries only a cut of them
+    lists: str | None = Field(default=None, pattern=r"^[0-9a-f]{16}$")
 
 
 @dataclass(slots=True, frozen=True)
@@ -175,6 +182,22 @@ def encode(
             raise ValueError("announcement does not fit even without workspaces")
         keep = len(current.workspaces) - max(1, len(current.workspaces) // 8)
         current = current.model_copy(update={"workspaces": current.workspaces[:keep], "more": True})
+
+
+def tagged(body: Body) -> Body:
+    """``body`` with its lists' tag, when it has lists a datagram may cut."""
+    if not (body.workspaces or body.archives):
+        return body
+    return body.model_copy(update={"lists": lists_tag(body)})
+
+
+def lists_tag(body: Body) -> str:
+    """16 hex digits naming ``body``'s full lists of workspaces and archives."""
+    lists = {
+        "workspaces": [w.model_dump(mode="json") for w in body.workspaces],
+        "archives": [a.model_dump(mode="json") for a in body.archives],
+    }
+    return hashlib.sha256(json.dumps(lists, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def decode(data: bytes, *, max_size: int = MAX_DATAGRAM) -> Announcement | Invalid:

@@ -181,6 +181,7 @@ class PeerTable:
             body.more
             and not peer.body.more
             and body.instance == peer.body.instance
+            and (body.lists is None or body.lists == peer.body.lists)
             and peer.body.workspaces[: len(body.workspaces)] == body.workspaces
             and peer.body.archives[: len(body.archives)] == body.archives
         ):
@@ -255,6 +256,12 @@ class PeerTable:
             (p for p in self._peers.values() if p.expires_at > now),
             key=lambda p: (p.name, p.node_id),
         )
+
+    def holds_whole_lists(self, node_id: str) -> bool:
+        """The peer's full lists are here, tagged (a datagram that cut the same lists
+        kept them: ``update``), so there is nothing to fetch."""
+        peer = self.get(node_id)
+        return peer is not None and not peer.body.more and peer.body.lists is not None
 
     def get(self, node_id: str) -> Peer | None:
         """The live peer with this node id, if any."""

@@ -1,10 +1,9 @@
 """The discovery service: announce what this node shares, learn what peers share.
 
-Announces on every chosen interface every ``interval`` seconds and in a short
-burst as soon as the shared set changes; says goodbye on stop; expires peers
-after three missed intervals; polls manually added and DNS-SD-found peers over
-HTTP for the same signed announcement. Bad datagrams are counted by reason,
-logged once per reason at debug level, and never raised.
+Announces on every chosen interface every ``interval`` seconds and in a short burst
+as soon as the shared set changes; says goodbye on stop; expires peers after three
+missed intervals; polls manual and DNS-SD-found peers over HTTP for the same signed
+announcement. Bad datagrams are counted by reason, logged once each, never raised.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import psutil
@@ -104,15 +103,17 @@ class DiscoveryService:
 
     def body(self) -> codec.Body:
         self._seq += 1
-        return codec.Body(
-            name=self.node_name,
-            instance=self.instance,
-            seq=self._seq,
-            http=self.http,
-            interval=self.interval,
-            resources=self.resources(),
-            workspaces=self.shared(),
-            archives=self.archives(),
+        return codec.tagged(
+            codec.Body(
+                name=self.node_name,
+                instance=self.instance,
+                seq=self._seq,
+                http=self.http,
+                interval=self.interval,
+                resources=self.resources(),
+                workspaces=self.shared(),
+                archives=self.archives(),
+            )
         )
 
     def datagram(self, max_size: int = codec.MAX_DATAGRAM) -> bytes:
@@ -158,7 +159,10 @@ class DiscoveryService:
         change = self.peers.update(result, address, source)
         self._prove_move(result.node_id)
         if result.body.more and not http and result.body.http is not None:
-            self._fetch_full_list(result.node_id, f"{address}:{result.body.http.port}")
+            if self.peers.holds_whole_lists(result.node_id):  # those the datagram cut
+                self.counters["full_list_held"] += 1
+            else:
+                self._fetch_full_list(result.node_id, f"{address}:{result.body.http.port}")
         if change == "joined":
             self.on_peer_change(
                 "joined", result.node_id, f"peer {result.body.name} joined ({address})"
@@ -213,13 +217,10 @@ class DiscoveryService:
             self.counters["full_list_deferred"] += 1  # the next announcement asks again
             return
         self._full_fetched[node_id] = now
+        self.counters["full_list_fetches"] += 1
         while len(self._full_fetched) > peers_module.MAX_PEERS:
             self._full_fetched.pop(next(iter(self._full_fetched)))
-        task = asyncio.get_running_loop().create_task(self.poll(address, "multicast"))
-        self._polls.add(task)
-        self._fetches.add(task)
-        task.add_done_callback(self._polls.discard)
-        task.add_done_callback(self._fetches.discard)
+        self._track(self.poll(address, "multicast"), fetch=True)
 
     def _prove_move(self, node_id: str) -> None:
         """A known peer announced from another address: move it there only once that
@@ -238,11 +239,14 @@ class DiscoveryService:
             self._move_tried.pop(next(iter(self._move_tried)))
         http = peer.body.http
         link = Link.at(peer.proposed, http.port, http.scheme, http.fingerprint)
-        task = asyncio.get_running_loop().create_task(self._check_move(peer, link))
-        self._polls.add(task)
-        self._fetches.add(task)
-        task.add_done_callback(self._polls.discard)
-        task.add_done_callback(self._fetches.discard)
+        self._track(self._check_move(peer, link), fetch=True)
+
+    def _track(self, poll: Coroutine[Any, Any, bool], *, fetch: bool) -> None:
+        """``poll`` in the background, stopped with the service (one of MAX_FETCHES: ``fetch``)."""
+        task = asyncio.get_running_loop().create_task(poll)
+        for tasks in (self._polls, self._fetches) if fetch else (self._polls,):
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
     async def _check_move(self, peer: Peer, link: Link) -> bool:
         address = link.host
@@ -364,9 +368,7 @@ class DiscoveryService:
         now = self.peers.now()
         if any(p.http_address == address and p.multicast_fresh(now) for p in self.peers.all()):
             return  # multicast brings it already
-        task = asyncio.get_running_loop().create_task(self.poll(address, "dnssd"))
-        self._polls.add(task)
-        task.add_done_callback(self._polls.discard)
+        self._track(self.poll(address, "dnssd"), fetch=False)
 
     def _dnssd_lost(self, name: str) -> None:
         self._dnssd_peers.pop(name, None)

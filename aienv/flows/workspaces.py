@@ -150,6 +150,7 @@ class WorkspaceFlows:
                         needs=_needs(m.environments[0]) if m.environments else None,
                         revision=self._revision(ws.record.name, ws.archive.digest),
                         fork_of=_lineage(ws.record.origin),
+                        pieces=ws.archive.pieces or None,
                     )
                 )
         return out

@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS archives (
     digest TEXT NOT NULL,
     size INTEGER NOT NULL,
     unpacked_size INTEGER NOT NULL,
-    files INTEGER NOT NULL
+    files INTEGER NOT NULL,
+    pieces TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS held_archives (
     digest TEXT PRIMARY KEY,
@@ -118,6 +119,9 @@ CREATE TABLE IF NOT EXISTS system_changes (
 CREATE INDEX IF NOT EXISTS system_changes_ts ON system_changes(ts);
 """
 
+# (table, column, definition): added to tables created before the column existed
+ADDED_COLUMNS = (("archives", "pieces", "TEXT NOT NULL DEFAULT ''"),)
+
 
 class Database:
     def __init__(self, path: Path) -> None:
@@ -130,10 +134,18 @@ class Database:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.conn.executescript(SCHEMA)  # idempotent; executescript commits on its own
+        self._add_columns()
         self.conn.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
         )
+
+    def _add_columns(self) -> None:
+        """Columns added since a table was first created (a home made by an older node)."""
+        for table, column, kind in ADDED_COLUMNS:
+            names = {row["name"] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+            if column not in names:
+                self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

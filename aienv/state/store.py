@@ -52,6 +52,7 @@ class ArchiveRecord:
     size: int
     unpacked_size: int
     files: int
+    pieces: str = ""  # the piece list's root (signed in announcements); "": not known yet
 
 
 @dataclass(slots=True, frozen=True)
@@ -180,7 +181,7 @@ class StateStore:
     def set_archive(self, record: ArchiveRecord) -> None:
         with self.db.transaction() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO archives VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO archives VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.name,
                     record.fingerprint,
@@ -188,6 +189,7 @@ class StateStore:
                     record.size,
                     record.unpacked_size,
                     record.files,
+                    record.pieces,
                 ),
             )
         self.changed("archive", record.name)

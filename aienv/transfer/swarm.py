@@ -14,9 +14,10 @@ When other peers are downloading the same digest, pieces are taken rarest
 first, starting at a node-specific offset, so the peers hold different pieces
 early and serve them to each other instead of all waiting on the origin.
 
-The whole file's sha256 (over the verified prefix as it grows) must match the signed
-digest (an update, ``checked``, checks it itself). Verified pieces are served to
-others meanwhile (``Partial``) and saved: a node that restarts resumes from them.
+A piece list matching its signed root makes each verified piece signed: the file
+is done with its last piece; else (older sharer) the whole file's sha256 must match
+the signed digest (an update, ``checked``, checks it itself). Verified pieces are
+served meanwhile (``Partial``) and saved: a node that restarts resumes from them.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ class SwarmDownload:
         self.resumed_bytes = 0
         self.last_delivery = time.monotonic()
         self._prefix = _Prefix()
-        self._checked = checked
+        self._checked, self._whole = checked, not (checked or partial.pieces.signed)
         self._wake = asyncio.Event()
         self._fd = -1
         self._closing = False
@@ -139,11 +140,9 @@ class SwarmDownload:
             self.resumed_bytes = self.verified_bytes
             self.on_progress(self)
             await self._fetch_all()
-            if self._checked:
-                return
-            await asyncio.to_thread(self._advance_prefix)
-            got = self._prefix.hasher.hexdigest()
-            if got != self.pieces.digest:
+            if self._whole:
+                await asyncio.to_thread(self._advance_prefix)
+            if self._whole and (got := self._prefix.hasher.hexdigest()) != self.pieces.digest:
                 raise IntegrityError(
                     f"the archive's sha256 is {got[:16]}…, not the announced "
                     f"{self.pieces.digest[:16]}…: the peer's piece list does not match its "
@@ -206,7 +205,7 @@ class SwarmDownload:
     def _hash_prefix(self) -> asyncio.Future[None] | None:
         """Hash newly verified pieces at the front of the file, in a thread."""
         nxt = self._prefix.next_piece
-        if self._checked or nxt >= self.pieces.count or not self.partial.have[nxt]:
+        if not self._whole or nxt >= self.pieces.count or not self.partial.have[nxt]:
             return None
         return asyncio.get_running_loop().run_in_executor(None, self._advance_prefix)
 

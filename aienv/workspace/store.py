@@ -21,12 +21,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from aienv.archive.extract import safe_extract
 from aienv.archive.pack import PackResult, fingerprint, pack_workspace, walk
+from aienv.archive.pieces import for_archive as pieces_of
 from aienv.config import NodeSettings
 from aienv.errors import AienvError, Cancelled, Conflict, NotFound, WorkspaceError
 from aienv.names import check_name
@@ -316,6 +317,12 @@ class WorkspaceStore:
                 and cached.fingerprint == current
                 and self.archives.path(cached.digest).is_file()
             ):
+                if not cached.pieces:  # packed by an older node: its list's root, once
+                    found = await asyncio.to_thread(
+                        pieces_of, self.archives.path(cached.digest), cached.digest
+                    )
+                    cached = replace(cached, pieces=found.root)
+                    self.state.set_archive(cached)
                 return cached
             result = await self._pack(name, ws.path)
             record = ArchiveRecord(
@@ -325,6 +332,7 @@ class WorkspaceStore:
                 result.size,
                 result.unpacked_size,
                 result.files,
+                result.pieces.root,
             )
             self.state.set_archive(record)
             self._new_version(ws, record)

@@ -189,7 +189,7 @@ class FakePeer(PeerClient):
         self.digest, self.size = packed.digest, packed.size
         self.shared = codec.SharedWorkspace(
             name="hello", version="1.0.0", digest=packed.digest, size=packed.size,
-            runtimes=["fake"],
+            runtimes=["fake"], pieces=self.piece_list.root,
         )  # fmt: skip
         self.name = name
         self.corrupt = False

@@ -84,3 +84,35 @@ def test_a_full_list_fetched_over_http_is_not_held_to_the_datagram_limit() -> No
     svc.handle_datagram(full, "10.0.0.7", "multicast", over_http=True)  # a full-list fetch
     (peer,) = svc.peers.all()
     assert len(peer.workspaces) == 40 and not peer.body.more
+
+
+async def test_a_cut_of_lists_already_held_whole_is_not_fetched_again() -> None:
+    """500 workspaces once cost every peer a 500 KB fetch per announcement: a datagram
+    names its full lists by a signed tag, and a peer holding those asks for nothing."""
+    svc, asked, release = service()
+    release.set()
+    ident = Identity.generate()
+    shared = [
+        codec.SharedWorkspace(name=f"ws{i:02d}", version="1", digest=os.urandom(32).hex(), size=i)
+        for i in range(40)
+    ]
+    body = codec.Body(name="big", instance="d" * 16, seq=1, http=codec.HttpInfo(port=37778),
+                      workspaces=shared)  # fmt: skip
+    body = body.model_copy(update={"lists": codec.lists_tag(body)})  # as a node's carry it
+    full = codec.encode(body, ident, max_size=codec.MAX_HTTP_ANNOUNCEMENT)
+    svc.handle_datagram(full, "10.0.0.7", "multicast", over_http=True)
+    cut = codec.encode(body.model_copy(update={"seq": 2}), ident)
+    decoded = codec.decode(cut)
+    assert isinstance(decoded, codec.Announcement) and decoded.body.more
+    svc.handle_datagram(cut, "10.0.0.7")
+    await asyncio.sleep(0)
+    assert asked == [] and svc.counters["full_list_held"] == 1
+    assert len(svc.peers.all()[0].workspaces) == 40  # the cut did not replace the whole
+    # one workspace more, past the cut: another tag, so the lists are fetched again
+    extra = codec.SharedWorkspace(name="ws99", version="1", digest="e" * 64, size=1)
+    grown = body.model_copy(update={"seq": 3, "workspaces": [*shared, extra]})
+    grown = grown.model_copy(update={"lists": codec.lists_tag(grown)})
+    svc.handle_datagram(codec.encode(grown, ident), "10.0.0.7")
+    await asyncio.sleep(0)
+    assert asked == ["10.0.0.7:37778"]
+    await asyncio.gather(*svc._polls)

@@ -164,6 +164,41 @@ async def test_corrupt_bytes_fail_the_clone_and_install_nothing(b: Bench, tmp_pa
     assert list(b.settings.partial_dir.iterdir()) == list(b.settings.tmp_dir.iterdir()) == []
 
 
+async def test_a_piece_list_its_sharer_did_not_sign_fails_the_clone(
+    b: Bench, tmp_path: Path
+) -> None:
+    peer = FakePeer(write_workspace(tmp_path / "src"), tmp_path / "peer")
+    peer.shared = peer.shared.model_copy(update={"pieces": "0" * 64})  # signs another list
+    manager = clones(b, peer)
+    job = manager.start("10.0.0.9:37778/hello", None, launch=False)
+    await until(lambda: manager.get(job.id).ended)
+    assert "does not match the one the sharer signed" in (manager.get(job.id).error or "")
+    assert not [asked for asked in peer.asked if asked.startswith("range")]
+    assert b.store.all() == [] and list(b.settings.partial_dir.iterdir()) == []
+
+
+async def test_a_held_archive_is_reused_only_for_the_list_its_sharer_signed(
+    b: Bench, tmp_path: Path
+) -> None:
+    peer = FakePeer(write_workspace(tmp_path / "src"), tmp_path / "peer")
+    manager = clones(b, peer)
+
+    async def clone(name: str | None) -> list[str]:
+        peer.asked.clear()
+        job = manager.start("10.0.0.9:37778/hello", name, launch=False)
+        await until(lambda: manager.get(job.id).ended)
+        done = manager.get(job.id)
+        assert done.state.value == "installed", done.error
+        return [s.name for s in done.sources]
+
+    assert await clone(None) == ["alpha"]
+    assert await clone("hello-2") == ["local cache"]  # the same signed list: not fetched again
+    assert not [asked for asked in peer.asked if asked.startswith("range")]
+    peer.shared = peer.shared.model_copy(update={"pieces": None})  # an older sharer signs none
+    assert await clone("hello-3") == ["alpha"]  # downloaded and checked whole
+    assert [asked for asked in peer.asked if asked.startswith("range")]
+
+
 async def test_a_cancelled_clone_leaves_nothing(b: Bench, tmp_path: Path) -> None:
     peer = FakePeer(write_workspace(tmp_path / "src"), tmp_path / "peer")
     peer.hold.clear()  # ranges wait: the clone stays downloading

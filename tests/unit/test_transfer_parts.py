@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sqlite3
 import struct
 import threading
 import time
@@ -135,6 +136,42 @@ def test_piece_list_from_a_peer_is_checked() -> None:
     ):
         with pytest.raises(ValueError):
             piecemod.Pieces.from_json(bad, "a" * 64, 10)
+
+
+def test_a_piece_list_matching_its_signed_root_is_signed() -> None:
+    listed = {"digest": "a" * 64, "size": 10, "piece_size": 65536, "pieces": ["b" * 64]}
+    root = piecemod.Pieces("a" * 64, 10, 65536, ("b" * 64,)).root
+    assert not piecemod.Pieces.from_json(listed, "a" * 64, 10).signed  # no root: an older sharer
+    assert piecemod.Pieces.from_json(listed, "a" * 64, 10, root).signed
+    # the root covers every hash and both sizes: any change is another list
+    others = (
+        piecemod.Pieces("a" * 64, 10, 65536, ("c" * 64,)),
+        piecemod.Pieces("a" * 64, 10, 131072, ("b" * 64,)),
+        piecemod.Pieces("a" * 64, 11, 65536, ("b" * 64,)),
+    )
+    assert len({root, *(o.root for o in others)}) == 4
+    for other in others:
+        with pytest.raises(ValueError, match="does not match the one the sharer signed"):
+            piecemod.Pieces.from_json(listed, "a" * 64, 10, other.root)
+
+
+def test_a_home_from_before_the_pieces_root_gets_its_column(tmp_path: Path) -> None:
+    old = sqlite3.connect(tmp_path / "state.db")
+    old.executescript(
+        "CREATE TABLE workspaces (name TEXT PRIMARY KEY, shared INTEGER NOT NULL DEFAULT 0,"
+        " origin TEXT, created_at REAL NOT NULL);"
+        "CREATE TABLE archives (name TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,"
+        " digest TEXT NOT NULL, size INTEGER NOT NULL, unpacked_size INTEGER NOT NULL,"
+        " files INTEGER NOT NULL);"
+        "INSERT INTO workspaces VALUES ('w', 1, NULL, 0);"
+        f"INSERT INTO archives VALUES ('w', 'f', '{'a' * 64}', 10, 10, 1);"
+    )
+    old.close()
+    state = StateStore(Database(tmp_path / "state.db"))
+    assert state.archive("w") == ArchiveRecord("w", "f", "a" * 64, 10, 10, 1, "")
+    state.set_archive(ArchiveRecord("w", "f", "a" * 64, 10, 10, 1, "c" * 64))
+    again = StateStore(Database(tmp_path / "state.db"))  # opening it again adds nothing
+    assert again.archive("w") == ArchiveRecord("w", "f", "a" * 64, 10, 10, 1, "c" * 64)
 
 
 def test_bitfield_round_trip_and_coverage(tmp_path: Path) -> None:

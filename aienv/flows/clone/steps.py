@@ -38,7 +38,7 @@ from aienv.flows.updates import Updates
 from aienv.flows.variables import missing
 from aienv.peer import Link, PeerClient
 from aienv.system.plan import DoesNotFit
-from aienv.transfer.holdings import Holdings
+from aienv.transfer.holdings import Holding, Holdings
 from aienv.transfer.sources import SourceStatus
 from aienv.transfer.unpack import shielded
 from aienv.units import human_size
@@ -86,7 +86,12 @@ class CloneSteps:
         unpacked = await self._unpacked_size(link, job.workspace, offer.size)
         cached = self.holdings.find(offer.digest)
         # (a backed archive's large entries are another workspace's files: downloaded)
-        if cached is not None and cached.partial is None and cached.backing is None:
+        if (
+            cached is not None
+            and cached.partial is None
+            and cached.backing is None
+            and await self._signed_as(cached, offer)
+        ):
             await self._from_cache(job, offer, unpacked, staged)
         else:
             await self._download(job, peer, link, offer, unpacked, part, staged, cancel)
@@ -157,6 +162,18 @@ class CloneSteps:
             raise TransferError("the peer sent invalid metadata for the workspace") from exc
         return max(value, 0)
 
+    async def _signed_as(self, cached: Holding, offer: SharedWorkspace) -> bool:
+        """The held archive's piece list is the one ``offer`` signs. A clone checks its
+        pieces against that list, not the whole file against the digest, so a digest
+        names held bytes only as far as their list was signed."""
+        if offer.pieces is None:  # an older sharer: downloaded and checked whole
+            return False
+        try:
+            held = await asyncio.to_thread(self.holdings.pieces, cached)
+        except (OSError, ValueError):
+            return False
+        return held.root == offer.pieces
+
     async def _from_cache(
         self, job: CloneJob, offer: SharedWorkspace, unpacked: int, staged: Path
     ) -> None:
@@ -200,7 +217,7 @@ class CloneSteps:
                 "the peer no longer shares this version of the workspace: clone again"
             ) from exc
         try:
-            pieces = Pieces.from_json(listed, offer.digest, offer.size)
+            pieces = Pieces.from_json(listed, offer.digest, offer.size, offer.pieces)
         except ValueError as exc:
             raise TransferError(f"the peer sent an invalid piece list: {exc}") from exc
         already = await asyncio.to_thread(_size, part)
