@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -74,14 +75,26 @@ def loopback_owner(request: web.Request) -> int | None:
     return owner
 
 
+# owner per open connection: a socket's owner is fixed when it is made, so a client
+# polling over one kept-alive connection costs one scan of the socket table, not one
+# a request (the page and the CLI poll every few hundred ms)
+_OWNERS: weakref.WeakKeyDictionary[Any, int | None] = weakref.WeakKeyDictionary()
+
+
 def _look_up_owner(request: web.Request) -> int | None:
-    if request.transport is None:
+    transport = request.transport
+    if transport is None:
         return None
-    peer = request.transport.get_extra_info("peername")
-    here = request.transport.get_extra_info("sockname")
+    if transport in _OWNERS:
+        return _OWNERS[transport]
+    peer = transport.get_extra_info("peername")
+    here = transport.get_extra_info("sockname")
     if not peer or not here:
         return None
-    return socket_owner((peer[0], peer[1]), (here[0], here[1]))
+    owner = socket_owner((peer[0], peer[1]), (here[0], here[1]))
+    if owner is not None:  # (not found: asked again on the next request)
+        _OWNERS[transport] = owner
+    return owner
 
 
 def is_admin(request: web.Request) -> bool:

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import docker.errors
-
-from aienv.dockerengine import Engine, unreachable
+from aienv.dockerengine import Engine, sdk_errors, unreachable
 from aienv.errors import AienvError, NotFound, RuntimeFailure
 from aienv.security.allow import is_loopback
 
@@ -189,7 +187,7 @@ def read_container(docker_host: str | None, name: str) -> ContainerFacts:
         )
         stats = None
         if (attrs.get("State") or {}).get("Running"):
-            with contextlib.suppress(RuntimeFailure, NotFound, docker.errors.DockerException):
+            with contextlib.suppress(RuntimeFailure, NotFound, sdk_errors().DockerException):
                 stats = engine.run(
                     "sample container stats", lambda c: c.api.stats(name, stream=False)
                 )

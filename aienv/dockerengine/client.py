@@ -15,12 +15,12 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
-
-import docker
-import docker.errors
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aienv.errors import NotFound, RuntimeFailure
+
+if TYPE_CHECKING:
+    import docker.errors
 
 T = TypeVar("T")
 
@@ -28,6 +28,23 @@ DEFAULT_ADDRESS = "unix:///var/run/docker.sock"  # what the SDK uses without DOC
 PING_TIMEOUT = 3.0  # an engine that needs longer to answer a ping is as good as absent
 CALL_TIMEOUT = 60.0  # one ordinary engine call (create, inspect, remove)
 BULK_TIMEOUT = 3600.0  # a quiet spell while the engine unpacks a large image archive
+
+
+def sdk() -> Any:
+    """The Docker SDK, imported on first use: it and requests take ~8 MiB of a node's
+    memory, which a node without an engine never needs (``connect`` probes the socket
+    before it loads the SDK)."""
+    import docker
+
+    return docker
+
+
+def sdk_errors() -> Any:
+    """``docker.errors`` (see ``sdk``): ``except sdk_errors().NotFound`` loads it only
+    when an exception reaches that clause."""
+    import docker.errors
+
+    return docker.errors
 
 
 def _connection_failure(exc: BaseException) -> str | None:
@@ -74,11 +91,11 @@ def engine_errors(what: str, address: str) -> Iterator[None]:
     """Turn the SDK's errors (and the connection's) into aienv's, naming ``what`` failed."""
     try:
         yield
-    except docker.errors.NotFound as exc:
+    except sdk_errors().NotFound as exc:
         raise NotFound(f"cannot {what}: {explanation(exc)}") from exc
-    except docker.errors.APIError as exc:
+    except sdk_errors().APIError as exc:
         raise RuntimeFailure(f"the Docker engine could not {what}: {explanation(exc)}") from exc
-    except (docker.errors.DockerException, OSError) as exc:  # requests' errors are OSErrors
+    except (sdk_errors().DockerException, OSError) as exc:  # requests' errors are OSErrors
         if _connection_failure(exc) is None:  # a bad argument, not a lost engine
             raise RuntimeFailure(f"cannot {what}: {exc}") from exc
         raise RuntimeFailure(f"cannot {what}: {unreachable(address, exc)}") from exc
@@ -101,16 +118,16 @@ class Engine:
     def connect(self, timeout: float | None, version: str | None = None, pool: int = 10) -> Any:
         """A new client; without ``version`` it asks the engine (so this reaches it).
         ``pool``: connections kept; each running container holds two (its wait, its logs)."""
-        explicit = self.host or os.environ.get("DOCKER_HOST")
-        if explicit and explicit.startswith("unix://"):
-            # try the socket first: the SDK leaks its socket when the connection fails
+        if self.address.startswith("unix://"):
+            # try the socket first: the SDK leaks its socket when the connection fails,
+            # and a node without an engine need not load the SDK to find that out
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
                 probe.settimeout(timeout)
-                probe.connect(explicit.removeprefix("unix://"))
+                probe.connect(self.address.removeprefix("unix://"))
         options = {"timeout": timeout, "version": version, "max_pool_size": pool}
         if self.host is None:
-            return docker.from_env(**options)
-        return docker.DockerClient(base_url=self.host, **options)
+            return sdk().from_env(**options)
+        return sdk().DockerClient(base_url=self.host, **options)
 
     def client(self, bulk: bool = False) -> Any:
         with self._lock:

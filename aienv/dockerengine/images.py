@@ -10,9 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import docker.errors
-
-from aienv.dockerengine.client import Engine
+from aienv.dockerengine.client import Engine, sdk_errors
 from aienv.errors import AienvError, DiskFull, RuntimeFailure
 
 CHUNK = 1024 * 1024
@@ -21,7 +19,7 @@ CHUNK = 1024 * 1024
 def has_image(client: Any, image: str) -> bool:
     try:
         client.images.get(image)
-    except docker.errors.ImageNotFound:
+    except sdk_errors().ImageNotFound:
         return False
     return True
 
@@ -100,7 +98,7 @@ def _build(client: Any, image: str, context: Path) -> str:
         raise RuntimeFailure(f"{context.name}/Dockerfile is missing: the image is built from it")
     try:
         built, _ = client.images.build(path=str(context), tag=image, rm=True, forcerm=True)
-    except docker.errors.BuildError as exc:
+    except sdk_errors().BuildError as exc:
         lines = [str(step.get("stream", "")).strip() for step in exc.build_log]
         tail = " / ".join(line for line in lines if line)[-400:]
         raise RuntimeFailure(f"building image {image} failed: {exc.msg} ({tail})") from exc

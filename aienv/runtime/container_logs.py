@@ -8,9 +8,7 @@ import logging
 import threading
 from pathlib import Path
 
-import docker.errors
-
-from aienv.dockerengine import Engine
+from aienv.dockerengine import Engine, sdk_errors
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +45,7 @@ class LogCopiers:
                 for chunk in stream:
                     out.write(chunk)
                     out.flush()
-        except (docker.errors.DockerException, OSError) as exc:
+        except (sdk_errors().DockerException, OSError) as exc:
             log.debug("log copy of container %s ended: %s", ident[:12], exc)
 
     async def drain(self, ident: str) -> None:

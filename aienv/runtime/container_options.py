@@ -10,11 +10,7 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
-import docker.errors
-from docker.types import DeviceRequest
-from docker.types import Mount as DockerMount
-
-from aienv.dockerengine import explanation
+from aienv.dockerengine import explanation, sdk, sdk_errors
 from aienv.errors import RuntimeFailure
 from aienv.runtime.base import LaunchSpec
 from aienv.runtime.ports import port_variable
@@ -69,7 +65,7 @@ def create_options(
         "init": True,  # docker-init passes SIGTERM on; an app as PID 1 would ignore it
         "ports": {f"{ep.port}/tcp": spec.ports.get(ep.name, ep.port) for ep in endpoints},
         "mounts": [
-            DockerMount(
+            sdk().types.Mount(
                 target=m.target,
                 source=str((spec.root / m.source).resolve()),
                 type="bind",
@@ -97,11 +93,8 @@ def create_options(
         options["memswap_limit"] = plan.memory
     if plan.gpu.use:
         ids = [str(i) for i in plan.gpu.devices]
-        options["device_requests"] = [
-            DeviceRequest(device_ids=ids, capabilities=[["gpu"]])
-            if ids
-            else DeviceRequest(count=-1, capabilities=[["gpu"]])
-        ]
+        which: dict[str, Any] = {"device_ids": ids} if ids else {"count": -1}  # -1: every GPU
+        options["device_requests"] = [sdk().types.DeviceRequest(**which, capabilities=[["gpu"]])]
     return options
 
 
@@ -110,7 +103,7 @@ def clear_stale(client: Any, name: str, spec: LaunchSpec) -> None:
     refuse to touch one that belongs to something else."""
     try:
         old = client.containers.get(name)
-    except docker.errors.NotFound:
+    except sdk_errors().NotFound:
         return
     labels = old.labels or {}
     mine = labels.get("aienv.env") == spec.env_id
@@ -127,15 +120,15 @@ def remove_container(client: Any, ident: str, stop_timeout: float | None) -> Non
     """Stop (if asked) and remove a container; one that is gone already is fine."""
     try:
         container = client.containers.get(ident)
-    except docker.errors.NotFound:
+    except sdk_errors().NotFound:
         return
     try:
         if stop_timeout is not None:
             container.stop(timeout=max(0, math.ceil(stop_timeout)))
         container.remove(force=True)
-    except docker.errors.NotFound:
+    except sdk_errors().NotFound:
         return
-    except docker.errors.APIError as exc:
+    except sdk_errors().APIError as exc:
         if "already in progress" not in explanation(exc):  # another stop is removing it
             raise
 
@@ -143,6 +136,6 @@ def remove_container(client: Any, ident: str, stop_timeout: float | None) -> Non
 def is_running(client: Any, ident: str) -> bool:
     try:
         attrs = client.api.inspect_container(ident)
-    except docker.errors.NotFound:
+    except sdk_errors().NotFound:
         return False
     return bool(attrs.get("State", {}).get("Running"))

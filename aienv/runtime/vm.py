@@ -52,26 +52,22 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aienv.errors import Conflict, RuntimeFailure
 from aienv.runtime.base import Handle, LaunchSpec, Runtime
+from aienv.runtime.libvirt_binding import libvirt, missing
 from aienv.runtime.terminal import Terminal
 from aienv.runtime.vm_console import ConsoleTerminal, open_console
 from aienv.runtime.vm_disk import OVERLAY_META, prepare_overlay
 from aienv.runtime.vm_domain import DomainConfig, domain_name, domain_xml, guest_domain_types
 from aienv.runtime.vm_libvirt import (
-    STATES,
     Libvirt,
     is_system,
     lookup,
+    state_name,
     unreachable,
     vm_block,
 )
 from aienv.runtime.vm_snapshots import VmSnapshots, redefine_moved
 from aienv.runtime.vm_user import qemu_user, qemu_who
 from aienv.workspace.manifest import Environment, Resources
-
-try:
-    import libvirt
-except ImportError:  # the binding needs the C library; available() says so
-    libvirt = None
 
 if TYPE_CHECKING:
     from aienv.config import NodeSettings
@@ -83,6 +79,7 @@ T = TypeVar("T")
 POLL = 0.5
 CONNECT_TIMEOUT = 5.0
 SYSTEM_SOCKET = "/run/libvirt/libvirt-sock"  # qemu:///system
+SYSTEM_SOCKETS = (SYSTEM_SOCKET, "/run/libvirt/virtqemud-sock")  # monolithic, modular
 
 
 def default_uri() -> str:
@@ -124,8 +121,12 @@ class VmRuntime(VmSnapshots, Runtime):
         return await self._run(self._available)
 
     def _available(self) -> tuple[bool, str]:
-        if libvirt is None:
-            return False, "the libvirt Python binding (libvirt-python) is not installed"
+        if self.uri == "qemu:///system" and not any(map(os.path.exists, SYSTEM_SOCKETS)):
+            # (asked every 30 s: no daemon, no need to load the binding to say so)
+            return False, f"libvirtd is not running (no socket at {SYSTEM_SOCKET})"
+        why = missing()
+        if why is not None:
+            return False, why
         box: dict[str, Any] = {}
 
         def probe() -> None:
@@ -257,7 +258,7 @@ class VmRuntime(VmSnapshots, Runtime):
             if dom is None:
                 return "gone", 0
             state, reason = dom.state()
-        return STATES.get(state, "unknown"), int(reason)
+        return state_name(state), int(reason)
 
     async def wait(self, handle: Handle) -> int | None:
         """0 when the VM shut off, 1 when it crashed or failed, None when it is gone."""

@@ -20,22 +20,20 @@ import contextlib
 import time
 from typing import Any
 
+from aienv.runtime.libvirt_binding import libvirt
 from aienv.runtime.terminal import READ_SIZE, Terminal
 from aienv.runtime.vm_libvirt import Libvirt
 
-try:
-    import libvirt
-except ImportError:  # the VM runtime says it is unavailable before anyone gets here
-    libvirt = None
 
-#: a stream's events that may end a wait for data
-_WAKE_ON = 0
-if libvirt is not None:
-    _WAKE_ON = (
+def _wake_on() -> int:
+    """A stream's events that may end a wait for data."""
+    return int(
         libvirt.VIR_STREAM_EVENT_READABLE
         | libvirt.VIR_STREAM_EVENT_ERROR
         | libvirt.VIR_STREAM_EVENT_HANGUP
     )
+
+
 #: how long a reader waits for a wake-up before it looks again anyway
 _LOOK_AGAIN = 1.0
 
@@ -54,7 +52,7 @@ class ConsoleTerminal(Terminal):
         self._loop = asyncio.get_running_loop()
         self._readable = asyncio.Event()
         self._closed = False
-        stream.eventAddCallback(_WAKE_ON, self._wake, None)
+        stream.eventAddCallback(_wake_on(), self._wake, None)
 
     def _wake(self, _stream: Any, _events: int, _opaque: Any) -> None:  # libvirt's thread
         if not self._loop.is_closed():

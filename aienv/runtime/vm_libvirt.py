@@ -11,16 +11,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from aienv.errors import NotFound, RuntimeFailure
+from aienv.runtime.libvirt_binding import libvirt, loaded, missing
 from aienv.workspace.manifest import Environment, VmSpec
 
-try:
-    import libvirt
-except ImportError:  # the binding needs the C library; available() says so
-    libvirt = None
 
-STATES: dict[int, str] = {}
-if libvirt is not None:
-    STATES = {
+def state_name(code: int) -> str:
+    """A domain state as the runtime reports it."""
+    states = {
         libvirt.VIR_DOMAIN_RUNNING: "running",
         libvirt.VIR_DOMAIN_BLOCKED: "running",
         libvirt.VIR_DOMAIN_SHUTDOWN: "running",  # shutting down
@@ -29,6 +26,7 @@ if libvirt is not None:
         libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
         libvirt.VIR_DOMAIN_CRASHED: "crashed",
     }
+    return states.get(code, "unknown")
 
 
 def snapshot_info(snap: Any) -> dict[str, Any]:
@@ -58,6 +56,7 @@ def start_events() -> None:
     with _events_lock:
         if _events:
             return
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # else all go to stderr
         libvirt.virEventRegisterDefaultImpl()
         _events.append(threading.Thread(target=_run_events, name="libvirt-events", daemon=True))
         _events[0].start()
@@ -74,8 +73,6 @@ class Libvirt:
     def __init__(self) -> None:
         self._conns: dict[str, Any] = {}
         self._lock = threading.Lock()
-        if libvirt is not None:  # libvirt prints every error to stderr unless told otherwise
-            libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
     def close(self) -> None:
         with self._lock:
@@ -107,8 +104,9 @@ class Libvirt:
     @contextlib.contextmanager
     def mapped(self, what: str, uri: str) -> Iterator[None]:
         """Turn a libvirt error while doing ``what`` into one a person can act on."""
-        if libvirt is None:
-            raise RuntimeFailure("the libvirt Python binding is not installed")
+        why = missing()
+        if why is not None:
+            raise RuntimeFailure(why)
         try:
             yield
         except libvirt.libvirtError as exc:
@@ -133,7 +131,7 @@ class Libvirt:
 
 
 def message(exc: BaseException) -> str:
-    if libvirt is not None and isinstance(exc, libvirt.libvirtError):
+    if loaded() and isinstance(exc, libvirt.libvirtError):
         return str(exc.get_error_message() or exc)
     return str(exc)
 

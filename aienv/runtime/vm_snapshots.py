@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from aienv.errors import Conflict, RuntimeFailure
 from aienv.names import check_name
 from aienv.runtime.base import Handle
+from aienv.runtime.libvirt_binding import libvirt
 from aienv.runtime.vm_disk import OVERLAY, rebase_overlay
 from aienv.runtime.vm_libvirt import (
     Libvirt,
@@ -32,11 +33,6 @@ from aienv.runtime.vm_libvirt import (
     vm_block,
 )
 from aienv.workspace.manifest import Environment
-
-try:
-    import libvirt
-except ImportError:  # the binding needs the C library; the runtime says so
-    libvirt = None
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
