@@ -105,7 +105,8 @@ def run(opts: argparse.Namespace, root: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"nodes": []}
     with Lan(root / "hosts", opts.nodes) as lan:
         for i, host in enumerate(lan.hosts):
-            host.start(f"n{i:02}", *opts.extra, interval=opts.interval)
+            # (a node starting among 40 others on 2 cores may take longer than a test's)
+            host.start(f"n{i:02}", *opts.extra, interval=opts.interval, up=90)
         log(f"{opts.nodes} nodes up; waiting until each sees the others")
         wait(lambda: min(peers_seen(h) for h in lan.hosts) >= opts.nodes - 1, 120, "all seen")
         if opts.share:

@@ -70,7 +70,7 @@ class Host:
     def nsenter(self, *args: str) -> list[str]:
         return ["nsenter", f"--net=/run/netns/{self.ns}", *args]
 
-    def start(self, name: str, *extra: str, interval: float = 1.0) -> None:
+    def start(self, name: str, *extra: str, interval: float = 1.0, up: float = 15.0) -> None:
         assert self.proc is None or self.proc.poll() is not None
         self.tls = "--tls" in extra
         self.log_path = self.home / "node.log"
@@ -92,7 +92,7 @@ class Host:
                 stderr=subprocess.STDOUT,
                 env=env,
             )
-        self.wait_up()
+        self.wait_up(up)
 
     def wait_up(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
