@@ -11,6 +11,12 @@ datagrams it received and the HTTP polls of announcements it made (its discovery
 counters: ``polls``, and ``polls_skipped`` — DNS-SD or manual peers that
 multicast already brought). Prints a Markdown section for docs/benchmarks.md
 (progress on stderr); ``--json PATH`` writes the raw numbers.
+
+All namespaces share the kernel's neighbour table: past ~37 nodes with DNS-SD on
+(each node polls the peers it finds once, N² ARP entries in all), raise
+``net.ipv4.neigh.default.gc_thresh1/2/3`` in the host's namespace for the run
+(e.g. 4096/8192/16384) and restore them after; at the default 1024 a new node
+stops being reachable (``arp_cache: neighbor table overflow!`` in the kernel log).
 """
 
 from __future__ import annotations
