@@ -61,9 +61,9 @@ def peers_seen(host: Host) -> int:
 
 
 SHARE = """
-import httpx, pathlib, sys, tempfile, time
+import httpx, pathlib, shutil, sys, tempfile, time
 api = "http://127.0.0.1:37778/api/v1/workspaces"
-root = pathlib.Path(tempfile.mkdtemp())
+root = pathlib.Path(tempfile.mkdtemp())  # the node copies each folder on create
 for name in sys.argv[1:]:
     src = root / name
     src.mkdir()
@@ -73,6 +73,7 @@ for name in sys.argv[1:]:
     t0 = time.time()
     httpx.post(f"{api}/{name}/share", json={}, timeout=60).raise_for_status()
     print(t0, flush=True)
+shutil.rmtree(root)
 """
 
 
