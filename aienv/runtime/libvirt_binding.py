@@ -2,33 +2,36 @@
 
 ``import libvirt`` maps libvirt's C library and its dependencies: ~11 MiB of a
 node's memory, which a node that never runs or probes a VM does not need. The
-modules of the VM runtime import ``libvirt`` from here: a module whose code runs
-on its first attribute, or None when libvirt-python is not installed.
+modules of the VM runtime take ``libvirt`` from here: an object that imports
+the binding on its first attribute (once, under a lock: worker threads, the
+console's event thread and the probe reach it at the same time) and hands every
+attribute on; or None when libvirt-python is not installed.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
-import sys
-import types
+import threading
 from typing import Any
 
 
-def _lazy(name: str) -> Any:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:
-        return None
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    return module
+class _Binding:
+    def __init__(self) -> None:
+        self._module: Any = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        module = self._module
+        if module is None:
+            with self._lock:
+                if self._module is None:
+                    self._module = importlib.import_module("libvirt")
+                module = self._module
+        return getattr(module, name)
 
 
-libvirt: Any = _lazy("libvirt")
+libvirt: Any = _Binding() if importlib.util.find_spec("libvirt") is not None else None
 
 
 def missing() -> str | None:
@@ -36,12 +39,12 @@ def missing() -> str | None:
     if libvirt is None:
         return "the libvirt Python binding (libvirt-python) is not installed"
     try:
-        libvirt.libvirtError  # noqa: B018  (its first attribute runs the module)
+        libvirt.libvirtError  # noqa: B018  (its first attribute imports it)
     except ImportError as exc:
         return f"the libvirt Python binding cannot load libvirt's C library: {exc}"
     return None
 
 
 def loaded() -> bool:
-    """The binding has been loaded (so a libvirt error may be in flight)."""
-    return type(libvirt) is types.ModuleType
+    """The binding has been imported (so a libvirt error may be in flight)."""
+    return libvirt is not None and libvirt._module is not None
