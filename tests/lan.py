@@ -206,7 +206,8 @@ class Lan:
 
     def add_host(self, home: Path) -> Host:
         i = len(self.hosts) + 1
-        ns = f"aienv-{self.tag}-{i}"
+        # /run/netns is machine-wide: another test worker's LAN may be up beside this one
+        ns = f"aienv-{os.environ.get('PYTEST_XDIST_WORKER', '')}{self.tag}-{i}"
         veth = f"ae{self.tag}h{i}"
         sh("ip", "netns", "add", ns)
         sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)

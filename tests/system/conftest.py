@@ -1,6 +1,7 @@
 """System tests: real engines (dockerd, libvirtd + qemu) started by the tests
 inside the test's network namespace. Timings a test records with
-``record_property("timing: WHAT", seconds)`` are printed at the end of the run."""
+``record_property("timing: WHAT", seconds)`` are printed at the end of the run
+(tests/conftest.py: the process that reports is not always one that loaded this file)."""
 
 from __future__ import annotations
 
@@ -19,15 +20,3 @@ def engine(lan: Lan) -> Iterator[str]:
     inspect a container or save an image it shares). Yields the engine's address."""
     with docker_daemon(lan.hosts[-1].ns) as address:
         yield address
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    lines = []
-    for report in terminalreporter.getreports("passed"):
-        for name, value in report.user_properties:
-            if str(name).startswith("timing: "):
-                lines.append(f"{str(name)[8:]}: {float(value):.2f} s")
-    if lines:
-        terminalreporter.section("measured")
-        for line in lines:
-            terminalreporter.write_line(line)
