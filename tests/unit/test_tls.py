@@ -10,10 +10,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from pydantic import ValidationError
 
 from aienv.cli.client import Client
 from aienv.discovery import codec
+from aienv.peer.client import PeerClient
 from aienv.peer.link import Link
 from aienv.security.tls import ensure_certificate
 
@@ -43,6 +45,37 @@ def test_link_options_pin_and_send_the_password_only_when_given() -> None:
     assert options["headers"] == {"Authorization": "Basic YWllbnY6czNjcmV0LWVub3VnaA=="}
     plain = Link.at("10.0.0.2", 37778).options()
     assert plain["ssl"] is True and plain["headers"] == {}  # no pin, no password
+
+
+async def test_requests_to_a_pinned_peer_share_one_connection(tmp_path: Path) -> None:
+    """Over TLS, a node's requests to one peer reuse the pinned connection: one TLS
+    handshake, not one per request (and no idle connections piling up on the peer)."""
+    cert = ensure_certificate(tmp_path / "tls", "alpha")
+    seen: list[object] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        seen.append(request.transport.get_extra_info("peername"))  # the client's port
+        return web.Response(body=b"signed bytes")
+
+    app = web.Application()
+    app.router.add_get("/api/v1/node/announcement", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=cert.server_context())
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    client = PeerClient()
+    try:
+        for _ in range(5):  # a new Link each time, as the node makes them
+            link = Link.at("127.0.0.1", port, "https", cert.fingerprint)
+            assert await client.announcement(link) == b"signed bytes"
+        with pytest.raises(Exception, match="not the one its signed announcement names"):
+            await client.announcement(Link.at("127.0.0.1", port, "https", "ab" * 32))
+    finally:
+        await client.close()
+        await runner.cleanup()
+    assert len(seen) == 5 and len(set(seen)) == 1
 
 
 @pytest.mark.parametrize("hang_up", ["close", "reset"])
