@@ -5,9 +5,9 @@ through Python and the upload's progress is visible between slices. At most
 ``max_uploads`` peers are served at once; a peer keeps its slot while it has a
 request in flight and for a short linger after (a clone is a run of range
 requests). A peer beyond the limit waits in line, first come first served, for
-up to ``QUEUE_WAIT`` seconds: the moment a slot frees — its peer asked nothing
-for ``HAND_OVER`` seconds while others wait — the first in line has it, so the
-link is not left idle between one peer and the next. One that waited its time
+up to ``QUEUE_WAIT`` seconds: the moment a slot frees — its peer has been sent the
+whole archive, or asked nothing for ``HAND_OVER`` seconds while others wait — the
+first in line has it, so the link is not left idle between one peer and the next. One that waited its time
 gets ``503`` with ``Retry-After``. A peer that stops taking the bytes loses its
 slot: a slice it has not taken within ``send_timeout`` seconds ends its
 connection.
@@ -102,6 +102,7 @@ class UploadSlots:
         self.queued += 1
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._line.append((peer, waiter))
+        self._wake()  # a slot whose peer has been idle for the hand-over is free already
         try:
             await asyncio.wait_for(asyncio.shield(waiter), self.queue_wait)
         except TimeoutError:
@@ -133,7 +134,13 @@ class UploadSlots:
         finally:
             slot.active -= 1
             slot.idle_since = time.monotonic()
-            if slot.active == 0 and self._line:
+            if slot.active == 0 and slot.transfer.done >= slot.transfer.total > 0:
+                # the peer has had the whole archive: it has nothing more to ask, and the
+                # first in line gets the slot now, not after the hand-over
+                slot.transfer.finish("done")
+                del self._slots[key]
+                self._wake()
+            elif slot.active == 0 and self._line:
                 asyncio.get_running_loop().call_later(HAND_OVER, self._wake)
 
 

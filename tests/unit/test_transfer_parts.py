@@ -306,6 +306,26 @@ async def test_a_peer_in_line_gets_the_slot_the_moment_it_frees_first_come_first
     assert slots.refused == 0 and slots.queued == 2
 
 
+async def test_a_peer_sent_the_whole_archive_hands_its_slot_over_at_once() -> None:
+    """Ten clones from one seeder come in turns: a peer that has had every byte of the
+    archive asks nothing more of it, so the next in line does not wait the hand-over."""
+    slots = UploadSlots(1, Transfers(), queue_wait=5.0)
+
+    async def fetch(peer: str) -> float:
+        asked = time.monotonic()
+        async with slots.acquire(peer, HELD):
+            return time.monotonic() - asked
+
+    async with slots.acquire("10.0.0.1", HELD) as transfer:
+        second = asyncio.create_task(fetch("10.0.0.2"))
+        await asyncio.sleep(0.05)
+        transfer.done = HELD.size  # its last range went out
+    assert await second < 0.1  # well under the hand-over (0.2 s)
+    async with slots.acquire("10.0.0.1", HELD) as again:  # it may still come back
+        assert again.done == 0
+    assert slots.refused == 0
+
+
 def test_central_directory_is_found_from_the_tail(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
