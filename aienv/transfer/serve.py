@@ -7,10 +7,10 @@ request in flight and for a short linger after (a clone is a run of range
 requests). A peer beyond the limit waits in line, first come first served, for
 up to ``QUEUE_WAIT`` seconds: the moment a slot frees — its peer has been sent the
 whole archive, or asked nothing for ``HAND_OVER`` seconds while others wait — the
-first in line has it, so the link is not left idle between one peer and the next. One that waited its time
-gets ``503`` with ``Retry-After``. A peer that stops taking the bytes loses its
-slot: a slice it has not taken within ``send_timeout`` seconds ends its
-connection.
+first in line has it, so the link is not left idle between one peer and the next.
+One that waited its time gets ``503`` with ``Retry-After``. A peer that stops taking
+the bytes loses its slot: a slice it has not taken within ``send_timeout`` seconds
+ends its connection.
 """
 
 from __future__ import annotations
