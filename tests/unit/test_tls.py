@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from aienv.cli.client import Client
 from aienv.discovery import codec
+from aienv.errors import PeerImpostor
 from aienv.peer.client import PeerClient
 from aienv.peer.link import Link
 from aienv.security.tls import ensure_certificate
@@ -70,7 +71,7 @@ async def test_requests_to_a_pinned_peer_share_one_connection(tmp_path: Path) ->
         for _ in range(5):  # a new Link each time, as the node makes them
             link = Link.at("127.0.0.1", port, "https", cert.fingerprint)
             assert await client.announcement(link) == b"signed bytes"
-        with pytest.raises(Exception, match="not the one its signed announcement names"):
+        with pytest.raises(PeerImpostor, match="not the one its signed announcement names"):
             await client.announcement(Link.at("127.0.0.1", port, "https", "ab" * 32))
     finally:
         await client.close()
