@@ -51,6 +51,11 @@ class _Slot:
     active: int = 0
     idle_since: float = 0.0
 
+    @property
+    def served_all(self) -> bool:
+        """The peer has been sent the whole archive: it has nothing more to ask."""
+        return self.transfer.done >= self.transfer.total > 0
+
 
 class UploadSlots:
     """Who is being served now, and who waits in line for a slot (beyond ``limit``)."""
@@ -68,7 +73,7 @@ class UploadSlots:
         now = time.monotonic()
         linger = HAND_OVER if self._line else LINGER
         for key, slot in list(self._slots.items()):
-            if slot.active == 0 and now - slot.idle_since >= linger:
+            if slot.active == 0 and (slot.served_all or now - slot.idle_since >= linger):
                 slot.transfer.finish("done")
                 del self._slots[key]
 
@@ -134,12 +139,8 @@ class UploadSlots:
         finally:
             slot.active -= 1
             slot.idle_since = time.monotonic()
-            if slot.active == 0 and slot.transfer.done >= slot.transfer.total > 0:
-                # the peer has had the whole archive: it has nothing more to ask, and the
-                # first in line gets the slot now, not after the hand-over
-                slot.transfer.finish("done")
-                del self._slots[key]
-                self._wake()
+            if slot.active == 0 and slot.served_all:
+                self._wake()  # the slot frees now: the first in line has it at once
             elif slot.active == 0 and self._line:
                 asyncio.get_running_loop().call_later(HAND_OVER, self._wake)
 
