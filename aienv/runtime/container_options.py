@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 from aienv.dockerengine import explanation, sdk, sdk_errors
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from aienv.workspace.manifest import ContainerSpec, Environment
 
 log = logging.getLogger(__name__)
+
+#: how long a stop waits for the removal another call began
+REMOVAL_SECONDS = 30.0
 
 #: capabilities of Docker's default set that a tool in a container does not need
 #: (making device nodes, raw sockets, file capabilities, chroot, audit, passing
@@ -117,7 +121,8 @@ def clear_stale(client: Any, name: str, spec: LaunchSpec) -> None:
 
 
 def remove_container(client: Any, ident: str, stop_timeout: float | None) -> None:
-    """Stop (if asked) and remove a container; one that is gone already is fine."""
+    """Stop (if asked) and remove a container; one that is gone already is fine. It
+    returns once the container is gone, also when another call was removing it."""
     try:
         container = client.containers.get(ident)
     except sdk_errors().NotFound:
@@ -129,8 +134,20 @@ def remove_container(client: Any, ident: str, stop_timeout: float | None) -> Non
     except sdk_errors().NotFound:
         return
     except sdk_errors().APIError as exc:
-        if "already in progress" not in explanation(exc):  # another stop is removing it
+        if "already in progress" not in explanation(exc):
             raise
+        _await_removal(client, ident)  # the end of its application is removing it
+
+
+def _await_removal(client: Any, ident: str, within: float = REMOVAL_SECONDS) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            client.api.inspect_container(ident)
+        except sdk_errors().NotFound:
+            return
+        time.sleep(0.05)
+    raise RuntimeFailure(f"container {ident[:12]} is still being removed after {within:.0f} s")
 
 
 def is_running(client: Any, ident: str) -> bool:

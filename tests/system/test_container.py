@@ -272,6 +272,25 @@ async def test_an_application_that_ends_leaves_its_code_log_and_no_container(
     assert gone(client, handle["container"])
 
 
+async def test_every_stop_returns_once_the_container_is_gone(
+    runtime: ContainerRuntime, client: Any, image: str, tmp_path: Path
+) -> None:
+    """Stops racing each other and the end of the application (whose waiter removes
+    the container too): the engine refuses all but one removal as "already in
+    progress", and each of those still returns only when the container is gone."""
+    root = write_workspace(tmp_path / "ws")
+    for _ in range(3):
+        handle = await runtime.launch(make_spec(root, tmp_path))
+        waiter = asyncio.create_task(runtime.wait(handle))
+
+        async def stop_then_look(handle: dict[str, Any] = handle) -> bool:
+            await runtime.stop(handle, timeout=5)
+            return gone(client, handle["container"])
+
+        assert await asyncio.gather(*(stop_then_look() for _ in range(4))) == [True] * 4
+        await asyncio.wait_for(waiter, 15)
+
+
 async def test_a_left_over_container_is_replaced_a_foreign_one_refused(
     runtime: ContainerRuntime, client: Any, image: str, tmp_path: Path
 ) -> None:
