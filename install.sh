@@ -92,7 +92,10 @@ if [ "$SKIP_SYSTEM" -eq 0 ]; then
         $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
         # what apt would do, said before it starts: how many packages, how many bytes
         plan=$(LC_ALL=C $SUDO apt-get install --assume-no --no-install-recommends $missing 2>/dev/null || true)
-        count=$(printf '%s\n' "$plan" | sed -n 's/^.* upgraded, \([0-9]*\) newly installed.*/\1/p')
+        # (upgraded packages are downloaded and set up too: they count)
+        count=$(printf '%s\n' "$plan" \
+          | sed -n 's/^\([0-9]*\) upgraded, \([0-9]*\) newly installed.*/\1 \2/p' \
+          | awk '{ print $1 + $2 }')
         fetch=$(printf '%s\n' "$plan" | sed -n 's/^Need to get \([^/]*\).* of archives\.$/\1/p')
         disk=$(printf '%s\n' "$plan" | sed -n 's/^After this operation, \(.*\) of additional disk space.*/\1/p')
         summary=$(echo $missing)
