@@ -97,10 +97,21 @@ class Offers:
 
     # -- after a clone -----------------------------------------------------------------
 
-    async def cloned(self, name: str, link: Link | None, offer: SharedWorkspace) -> None:
-        """Remember what the clone ``name`` holds: its version, and its file list (from
-        its origin, else read from the held archive)."""
-        listing = await self.listing(link, offer.digest, offer.size)
+    async def cloned(
+        self,
+        name: str,
+        link: Link | None,
+        offer: SharedWorkspace,
+        fetched: FileList | None = None,
+    ) -> None:
+        """Remember what the clone ``name`` holds: its version, and its file list
+        (``fetched`` from its origin while the bytes came, else asked for now, else read
+        from the held archive)."""
+        if fetched is None:
+            listing = await self.listing(link, offer.digest, offer.size)
+        else:
+            listing = fetched
+            await asyncio.to_thread(self._keep_listing, fetched, offer.digest)
         ws = self.store.get(name)
         if listing is not None:
             await asyncio.to_thread(self.write_base, name, listing)
@@ -119,6 +130,12 @@ class Offers:
                 time.time(),
             )
         )
+
+    def _keep_listing(self, listing: FileList, digest: str) -> None:
+        """Keep a file list beside its archive, if the archive is held and lacks one."""
+        archive = self.holdings.path(digest)
+        if archive.is_file() and filemod.load(archive, digest) is None:
+            filemod.save(listing, archive)
 
     async def listing(self, link: Link | None, digest: str, size: int) -> FileList | None:
         """An archive's file list: the one held beside it here, else a peer's, else read
