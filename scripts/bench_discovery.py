@@ -4,7 +4,9 @@ Measures, with the node's default 10 s announcement interval:
 - share → visible on a peer (from the share request to the peer's API listing it),
   against a baseline: one raw multicast datagram from the same namespace to the peer's;
 - graceful leave (SIGTERM) → gone on the peer; crash (SIGKILL) → expired on the peer;
-- an idle node's RSS and CPU over a minute.
+- an idle node's RSS and CPU over a minute, and the floors under that RSS: a fresh
+  interpreter with only the libraries an idle node needs, and one with every module
+  ``aienv serve`` imports.
 Prints a Markdown section for docs/benchmarks.md.
 """
 
@@ -60,6 +62,31 @@ for _ in range(int(sys.argv[2])):
     s.sendto(repr(time.time()).encode(), ("239.255.77.78", 37999))
     time.sleep(0.05)
 """
+
+
+# what the idle node cannot do without: its event loop, TLS and SQLite, HTTP both ways,
+# signatures and certificates, models, DNS-SD, the sampler, manifests, announcements
+FLOOR = (
+    "import asyncio, ssl, sqlite3, json, zlib; import aiohttp, aiohttp.web; "
+    "from cryptography.hazmat.primitives.asymmetric import ed25519; "
+    "from cryptography import x509; import pydantic, zeroconf.asyncio, psutil, yaml, zstandard"
+)
+NODE_IMPORTS = "import aienv.cli.main, aienv.node"
+RSS_AFTER = (
+    "; import gc; gc.collect(); "
+    "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS')))"
+)
+
+
+def imports_rss(code: str) -> float:
+    """RSS (MiB) of a fresh interpreter once ``code`` has run: the median of three."""
+    out = []
+    for _ in range(3):
+        res = subprocess.run(
+            [sys.executable, "-c", code + RSS_AFTER], check=True, capture_output=True, text=True
+        )
+        out.append(int(res.stdout) / 1024)
+    return statistics.median(out)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -189,6 +216,11 @@ def main() -> None:
         f"\nidle node over {args.idle_seconds:.0f} s: "
         f"RSS median {statistics.median(rss) / 2**20:.1f} MiB "
         f"(bar < 60 MB), CPU {cpu * 100:.2f} % of a core (bar < 0.5 %)"
+    )
+    print(
+        f"\nfloors, a fresh interpreter each: the libraries the idle node needs "
+        f"{imports_rss(FLOOR):.1f} MiB; every module `aienv serve` imports before it "
+        f"starts {imports_rss(NODE_IMPORTS):.1f} MiB; Python alone {imports_rss('pass'):.1f} MiB"
     )
     print("\n" + json.dumps({"share": share, "baseline": base, "leave": leave, "crash": crash}))
 
