@@ -84,31 +84,25 @@ class CloneSteps:
         offer = self._offer(job, peer, link)
         job.peer_id, job.peer_name, job.peer_url = peer.node_id, peer.name, link.url
         job.digest, job.bytes_total = offer.digest, offer.size
-        held = await self._held(offer)
-        loop = asyncio.get_running_loop()
-        # the piece list is asked with the details, not after them: the first range is sooner
-        piece_list = None if held else loop.create_task(self._piece_list(link, offer))
-        listing = None
+        unpacked = await self._unpacked_size(link, job.workspace, offer.size)
+        # the file list the update checks start from, asked for while the bytes come:
+        # the origin is busiest when the clone ends (a 13-80 ms answer then, ten at once)
+        listing = asyncio.get_running_loop().create_task(
+            self.updates.offers.listing(link, offer.digest, offer.size)
+        )
         try:
-            unpacked = await self._unpacked_size(link, job.workspace, offer.size)
-            # the file list the update checks start from, asked for while the bytes come:
-            # the origin is busiest when the clone ends (a 13-80 ms answer then, ten at once)
-            listing = loop.create_task(self.updates.offers.listing(link, offer.digest, offer.size))
-            if piece_list is None:
+            if await self._held(offer):
                 await self._from_cache(job, offer, unpacked, staged)
             else:
-                pieces = await piece_list
-                await self._download(job, peer, link, offer, pieces, unpacked, part, staged, cancel)
+                await self._download(job, peer, link, offer, unpacked, part, staged, cancel)
             load_manifest(staged)
             installed = await self.workspaces.install(
                 job.target, staged, _origin(job, peer, link, offer)
             )
             fetched = await listing
         except BaseException:
-            asked = [task for task in (piece_list, listing) if task is not None]
-            for task in asked:
-                task.cancel()
-            await asyncio.gather(*asked, return_exceptions=True)
+            listing.cancel()
+            await asyncio.gather(listing, return_exceptions=True)
             raise
         await self.updates.offers.cloned(job.target, link, offer, fetched)
         self.holdings.back_soon(offer.digest, installed.path)
@@ -207,26 +201,12 @@ class CloneSteps:
                 self.holdings.forget(offer.digest)  # signed, yet unsafe: never serve it on
                 raise
 
-    async def _piece_list(self, link: Link, offer: SharedWorkspace) -> Pieces:
-        """The archive's piece list from the peer, checked against the signed offer."""
-        try:
-            listed = await self.client.pieces(link, offer.digest)
-        except NotOnPeer as exc:
-            raise TransferError(
-                "the peer no longer shares this version of the workspace: clone again"
-            ) from exc
-        try:
-            return Pieces.from_json(listed, offer.digest, offer.size, offer.pieces)
-        except ValueError as exc:
-            raise TransferError(f"the peer sent an invalid piece list: {exc}") from exc
-
     async def _download(
         self,
         job: CloneJob,
         peer: Peer,
         link: Link,
         offer: SharedWorkspace,
-        pieces: Pieces,
         unpacked: int,
         part: Path,
         staged: Path,
@@ -238,6 +218,16 @@ class CloneSteps:
                 "in another clone: wait for it to finish",
                 code="clone_running",
             )
+        try:
+            listed = await self.client.pieces(link, offer.digest)
+        except NotOnPeer as exc:
+            raise TransferError(
+                "the peer no longer shares this version of the workspace: clone again"
+            ) from exc
+        try:
+            pieces = Pieces.from_json(listed, offer.digest, offer.size, offer.pieces)
+        except ValueError as exc:
+            raise TransferError(f"the peer sent an invalid piece list: {exc}") from exc
         already = await asyncio.to_thread(_size, part)
         self._check_disk(offer.size - min(already, offer.size) + unpacked)
         self.jobs.move(job, CloneState.DOWNLOADING)
