@@ -33,9 +33,10 @@ to the first poll (every 30 ms) that sees ``installed``; it includes verificatio
 extraction, as a user waits for them. Every measured clone runs on client nodes started
 afresh with empty homes (a node keeps what it downloaded and would serve a second clone
 of the same digest from its own cache), after one warm-up clone and curl per archive
-that fill the seeder's caches. Nothing is deleted before the end of the run: old homes
-and trees are moved to a trash folder (see ``Fleet.discard``). Nodes import a copy of ``aienv/`` taken at the start, so a
-run measures one version of the code even while the tree changes (``--no-snapshot``).
+that fill the seeder's caches. A tree of many files is not deleted before the end of
+the run but moved to a trash folder (see ``Fleet.discard``). Nodes import a copy of
+``aienv/`` taken at the start, so a run measures one version of the code even while
+the tree changes (``--no-snapshot``).
 CPU is accounted per process (client node, seeder node, curl, nginx) and for the whole
 machine; a scenario during which processes this benchmark did not start took CPU is
 flagged as disturbed.
@@ -79,6 +80,7 @@ sys.path.insert(0, str(REPO))
 from tests.lan import Host, Lan  # noqa: E402
 
 MiB = 1024**2
+TRASH_FROM = 1000  # files in a tree that is moved aside rather than deleted (Fleet.discard)
 GiB = 1024**3
 SCENARIOS = ("incompressible", "compressible", "concurrent", "swarm", "cut")
 CLIENTS_NEEDED = {"incompressible": 1, "compressible": 1, "concurrent": 10, "swarm": 8, "cut": 1}
@@ -425,7 +427,9 @@ class Timed:
     seen: dict[str, float] = field(default_factory=dict)  # state -> first seen (s)
     timeline: list[list[float]] = field(default_factory=list)  # [s, bytes_done]
     log_tail: str = ""  # the end of the client node's log, when it failed
-    disk: int | None = None  # bytes the client's home grew by (a solo clone)
+    disk: int | None = None  # bytes the client's home grew by (a solo clone), settled
+    disk_end: int | None = None  # the same, read as the clone ended
+    settle: float | None = None  # seconds from the clone's end until ``disk`` was read
 
     @property
     def seconds(self) -> float:
@@ -446,7 +450,7 @@ class Timed:
             out["seeder_sent"] = self.seeder_sent
         out["cpu"] = self.cpu
         if self.disk is not None:
-            out["disk"] = self.disk
+            out |= {"disk": self.disk, "disk_end": self.disk_end, "settle": self.settle}
         if self.event is not None:
             out["event"] = self.event
         if self.doc:
@@ -636,19 +640,25 @@ class Fleet:
         return self.clients[:n]
 
     def renew(self, host: Host) -> None:
-        """Stop the host's node and give it an empty home; the old one goes to the trash."""
+        """Stop the host's node and give it an empty home, the old one discarded."""
         host.stop()
         if host.home.exists():
             self.discard(host.home)
         host.home.mkdir(parents=True)
 
     def discard(self, path: Path) -> None:
-        """Move ``path`` out of the way; the trash is deleted once the benchmark ends.
+        """Delete ``path`` now if it holds few files; else move it to the trash, which is
+        deleted once the benchmark ends.
 
         Deleting thousands of files just before a measured clone would slow the clone:
         on ext4 without a journal (this machine's), creating a file walks past every
         inode of its block group freed in the last minutes (``recently_deleted()`` in
-        the kernel), ~0.5 ms a file after the compressible tree was deleted."""
+        the kernel), ~0.5 ms a file after the compressible tree was deleted. Large files
+        are deleted at once: kept, their gigabytes would crowd the page cache, and the
+        next clones' writes would pay for reclaiming it."""
+        if sum(len(files) for _, _, files in os.walk(path)) < TRASH_FROM:
+            shutil.rmtree(path)
+            return
         self.trash.mkdir(exist_ok=True)
         self.counter += 1
         path.rename(self.trash / f"{self.counter}-{path.name}")
@@ -888,16 +898,37 @@ def solo_vs_curl(fleet: Fleet, opts: Options, ar: Archive) -> tuple[list[Timed],
     curl: list[Timed] = []
     for run in range(opts.runs):
         client = fleet.fresh(1, {})
-        before = disk_used(client[0].home)
-        a, b = in_turn(
-            run, partial(fleet.clones, client, ar), partial(fleet.curls, client, f"{ar.name}.zip")
-        )
-        a[0].disk = disk_used(client[0].home) - before
+        measured = partial(clone_with_disk, fleet, client, ar, disk_used(client[0].home))
+        a, b = in_turn(run, measured, partial(fleet.curls, client, f"{ar.name}.zip"))
         clone += a
         curl += b
         log(f"{ar.name} run {run + 1}: clone {a[0].seconds:.2f} s, curl {b[0].seconds:.2f} s")
     fleet.solo.setdefault(ar.name, []).extend(t for t in clone if t.ok)
     return clone, curl
+
+
+def clone_with_disk(fleet: Fleet, client: list[Host], ar: Archive, before: int) -> list[Timed]:
+    """One clone, with what the client's home grew by as it ended and once settled."""
+    out = fleet.clones(client, ar)
+    home = client[0].home
+    out[0].disk_end = disk_used(home) - before
+    settled, out[0].settle = settled_disk(home)
+    out[0].disk = settled - before
+    return out
+
+
+def settled_disk(home: Path, timeout: float = 30.0) -> tuple[int, float]:
+    """``disk_used(home)`` once it has stopped changing for a second (after a clone the
+    node gives the kept archive's copy of large entries back, in the background), and
+    the seconds that took."""
+    t0 = time.monotonic()
+    last, same = disk_used(home), 0
+    while same < 4 and time.monotonic() - t0 < timeout:
+        time.sleep(0.25)
+        now = disk_used(home)
+        same = same + 1 if now == last else 0
+        last = now
+    return last, time.monotonic() - t0
 
 
 def disk_used(home: Path) -> int:
@@ -1223,16 +1254,34 @@ def md_incompressible(r: dict[str, Any], opts: Options) -> Iterator[str]:
             timed_row("  ... its `bytes_done` reached the size at", r["clone"], "downloaded"),
             ("clone / curl", times(r["ratio"], 3), "", "<= 1.05x", met(r["met"])),
             (
-                "disk: the client's home grew by / unpacked size",
+                "disk: the client's home grew by / unpacked size, settled",
                 times(r["disk_ratio"], 3),
-                "",
+                disk_runs(r, "disk", ar["unpacked"]),
                 "<= 1.10x",
                 met(r["disk_met"]),
+            ),
+            (
+                "  ... read as the clone ended (the copy given back in the background)",
+                "",
+                disk_runs(r, "disk_end", ar["unpacked"]),
+                "",
+                "",
+            ),
+            (
+                "  ... seconds until settled",
+                "",
+                runs_text([x["settle"] for x in r["clone"] if x.get("settle") is not None]),
+                "",
+                "",
             ),
         ]
     )
     yield ""
     yield f"Archive {size_text(ar['size'])}. {cpu_note(r)} {first_note(ar)}"
+
+
+def disk_runs(r: dict[str, Any], key: str, unpacked: int) -> str:
+    return runs_text([x[key] / unpacked for x in r["clone"] if x.get(key) is not None])
 
 
 def md_compressible(r: dict[str, Any], opts: Options) -> Iterator[str]:
