@@ -28,10 +28,20 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
-from aienv.archive.entry_data import INFLATE_ERRORS, StoredCopy, inflated, raw, write_checked
+from aienv.archive.entry_data import (
+    INFLATE_ERRORS,
+    WHOLE_MAX,
+    StoredCopy,
+    inflated,
+    raw,
+    whole,
+    write_all,
+    write_checked,
+)
 from aienv.errors import UnsafeArchive
 
 COPY_MIN = 1024 * 1024  # stored entries from this size are copied in the kernel
+CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW  # a new file, never a link
 LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
 MAX_ENTRIES = 200_000
 MAX_RATIO = 1000  # uncompressed / compressed, for an entry of RATIO_FROM bytes or more
@@ -212,6 +222,8 @@ class Extraction:
         self._ends = {id(info): nxt.header_offset for info, nxt in itertools.pairwise(self.entries)}
         self._cd_start = self._zf.start_dir
         self._folders: set[Path] = {self.root}  # made already (a set is safe across threads)
+        self._root_name = str(self.root)
+        self._folder_names: set[str] = {self._root_name}  # the same, as strings
 
     def span(self, info: zipfile.ZipInfo) -> tuple[int, int]:
         """The bytes of the file the entry needs: its local header up to the next entry."""
@@ -227,13 +239,14 @@ class Extraction:
         with _as_unsafe():
             # the name passed ``_check_name`` (relative, no ``..``); each folder is also
             # resolved once, so a link put in the target by anything else is not followed
-            dest = self.root / info.filename.rstrip("/")
             if info.is_dir():
-                self._folder(dest, info)
+                self._folder(self.root / info.filename.rstrip("/"), info)
                 return 0
             archive_fd = self._raw.fileno()
             start = data_start(archive_fd, info, self.span(info)[1])
-            fd = self._create(dest, info)
+            if not self.copied(info) and max(info.compress_size, info.file_size) <= WHOLE_MAX:
+                return self._extract_whole(archive_fd, start, info)
+            fd = self._create(self.root / info.filename, info)
             with os.fdopen(fd, "wb") as out:
                 if self.copied(info):
                     written = StoredCopy(archive_fd, info, start, out.fileno()).finish()
@@ -244,6 +257,26 @@ class Extraction:
                     written = write_checked(info, data, out)
             self.written += written  # (a count for the caller; threads may race on it)
             return written
+
+    def _extract_whole(self, archive_fd: int, start: int, info: zipfile.ZipInfo) -> int:
+        """A small entry: read, inflated and checked whole, then written in one go (its
+        path handled as a string: a workspace has thousands of small files)."""
+        compressed = os.pread(archive_fd, info.compress_size, start)
+        if len(compressed) < info.compress_size:  # the file shrank under us
+            raise UnsafeArchive(f"archive entry {info.filename!r} is truncated")
+        data = whole(info, compressed)
+        dest = f"{self._root_name}/{info.filename}"
+        parent = dest.rpartition("/")[0]
+        if parent not in self._folder_names:
+            self._folder(Path(parent), info)
+            self._folder_names.add(parent)
+        fd = os.open(dest, CREATE, extracted_mode(info.external_attr >> 16))
+        try:
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+        self.written += len(data)  # (a count for the caller; threads may race on it)
+        return len(data)
 
     @staticmethod
     def copied(info: zipfile.ZipInfo) -> bool:
@@ -261,8 +294,7 @@ class Extraction:
 
     def _create(self, dest: Path, info: zipfile.ZipInfo) -> int:
         self._folder(dest.parent, info)
-        mode = extracted_mode(info.external_attr >> 16)
-        return os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        return os.open(dest, CREATE, extracted_mode(info.external_attr >> 16))
 
     def _folder(self, path: Path, info: zipfile.ZipInfo) -> None:
         if path in self._folders:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from aienv.archive import entry_data, pack_workspace, safe_extract
 from aienv.archive import extract as extractmod
-from aienv.archive import pack_workspace, safe_extract
 from aienv.archive.extract import COPY_MIN, Extraction
 from aienv.archive.pack import fingerprint
 from aienv.errors import UnsafeArchive, WorkspaceError
@@ -280,7 +280,40 @@ def test_stored_entry_with_a_lying_zip64_size_refused(tmp_path: Path, size: int,
 # -- the bytes ----------------------------------------------------------------
 
 
+@pytest.fixture(params=["whole", "chunked"])
+def reading(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each check on an entry's bytes, both ways they are read: a small entry whole
+    (one read, one inflating call), a larger one a chunk at a time."""
+    if request.param == "chunked":
+        monkeypatch.setattr(extractmod, "WHOLE_MAX", -1)
+    return str(request.param)
+
+
+def test_small_entries_are_read_whole_and_large_ones_in_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_whole: list[str] = []
+    real_whole = entry_data.whole
+
+    def counted(info: zipfile.ZipInfo, data: bytes) -> bytes:
+        read_whole.append(info.filename)
+        return real_whole(info, data)
+
+    monkeypatch.setattr(extractmod, "whole", counted)
+    small, large = b"small text " * 100, bytes(range(256)) * (5 * MIB // 256)
+    archive = write(
+        tmp_path / "x.zip",
+        Entry("small.txt", small, method=zipfile.ZIP_DEFLATED),
+        Entry("large.bin", large, method=zipfile.ZIP_DEFLATED),
+    )
+    safe_extract(archive, tmp_path / "out", LIMIT)
+    assert (tmp_path / "out" / "small.txt").read_bytes() == small
+    assert (tmp_path / "out" / "large.bin").read_bytes() == large
+    assert read_whole == ["small.txt"]  # 5 MiB is past WHOLE_MAX: inflated a chunk at a time
+
+
 @pytest.mark.parametrize("zip64", [False, True], ids=["central", "zip64"])
+@pytest.mark.usefixtures("reading")
 def test_deflated_entry_holding_more_than_it_declares_refused(tmp_path: Path, zip64: bool) -> None:
     """A 10 KiB entry that says 1000 bytes and inflates to 10 MiB: the total and
     ratio checks pass on the lie, so the count while writing must stop it."""
@@ -293,6 +326,7 @@ def test_deflated_entry_holding_more_than_it_declares_refused(tmp_path: Path, zi
 
 
 @pytest.mark.parametrize("zip64", [False, True], ids=["central", "zip64"])
+@pytest.mark.usefixtures("reading")
 def test_deflated_entry_holding_less_than_it_declares_refused(tmp_path: Path, zip64: bool) -> None:
     data = os.urandom(1000)  # its CRC is right: only the size lies
     archive = write(
@@ -314,6 +348,7 @@ def test_stored_entry_cut_short_refused(tmp_path: Path, size: int, last: bool) -
     assert_refused(archive, tmp_path, "is truncated: its data runs into what follows")
 
 
+@pytest.mark.usefixtures("reading")
 def test_deflated_entry_cut_short_refused(tmp_path: Path) -> None:
     """Its deflate stream lost its end; the central directory is valid and its
     compressed size says what is there."""
@@ -325,6 +360,7 @@ def test_deflated_entry_cut_short_refused(tmp_path: Path) -> None:
     assert_refused(archive, tmp_path, "is truncated: its deflate stream stops short")
 
 
+@pytest.mark.usefixtures("reading")
 def test_corrupt_deflate_data_refused(tmp_path: Path) -> None:
     bad = b"\xff" * 64  # a block of the reserved type
     archive = write(
@@ -340,6 +376,7 @@ def flipped(data: bytes, at: int) -> bytes:
 @pytest.mark.parametrize(
     "method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED], ids=["stored", "deflated"]
 )
+@pytest.mark.usefixtures("reading")
 def test_crc_mismatch_refused(tmp_path: Path, method: int) -> None:
     data = os.urandom(5000)
     archive = write(
