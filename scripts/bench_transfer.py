@@ -80,8 +80,8 @@ sys.path.insert(0, str(REPO))
 from tests.lan import Host, Lan  # noqa: E402
 
 MiB = 1024**2
-TRASH_FROM = 1000  # files in a tree that is moved aside rather than deleted (Fleet.discard)
 GiB = 1024**3
+TRASH_FROM = 1000  # files in a tree that is moved aside rather than deleted (Fleet.discard)
 SCENARIOS = ("incompressible", "compressible", "concurrent", "swarm", "cut")
 CLIENTS_NEEDED = {"incompressible": 1, "compressible": 1, "concurrent": 10, "swarm": 8, "cut": 1}
 NGINX_PORT = 8080

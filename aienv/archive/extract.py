@@ -221,9 +221,10 @@ class Extraction:
         self.entries = sorted(self._zf.infolist(), key=lambda i: i.header_offset)
         self._ends = {id(info): nxt.header_offset for info, nxt in itertools.pairwise(self.entries)}
         self._cd_start = self._zf.start_dir
-        self._folders: set[Path] = {self.root}  # made already (a set is safe across threads)
+        # folders made already, as strings: a workspace has thousands of small files, and
+        # a path object per file costs more than its extraction (a set is safe across threads)
         self._root_name = str(self.root)
-        self._folder_names: set[str] = {self._root_name}  # the same, as strings
+        self._folders: set[str] = {self._root_name}
 
     def span(self, info: zipfile.ZipInfo) -> tuple[int, int]:
         """The bytes of the file the entry needs: its local header up to the next entry."""
@@ -246,7 +247,7 @@ class Extraction:
             start = data_start(archive_fd, info, self.span(info)[1])
             if not self.copied(info) and max(info.compress_size, info.file_size) <= WHOLE_MAX:
                 return self._extract_whole(archive_fd, start, info)
-            fd = self._create(self.root / info.filename, info)
+            fd = self._create(info)
             with os.fdopen(fd, "wb") as out:
                 if self.copied(info):
                     written = StoredCopy(archive_fd, info, start, out.fileno()).finish()
@@ -259,18 +260,12 @@ class Extraction:
             return written
 
     def _extract_whole(self, archive_fd: int, start: int, info: zipfile.ZipInfo) -> int:
-        """A small entry: read, inflated and checked whole, then written in one go (its
-        path handled as a string: a workspace has thousands of small files)."""
+        """A small entry: read, inflated and checked whole, then written in one go."""
         compressed = os.pread(archive_fd, info.compress_size, start)
         if len(compressed) < info.compress_size:  # the file shrank under us
             raise UnsafeArchive(f"archive entry {info.filename!r} is truncated")
         data = whole(info, compressed)
-        dest = f"{self._root_name}/{info.filename}"
-        parent = dest.rpartition("/")[0]
-        if parent not in self._folder_names:
-            self._folder(Path(parent), info)
-            self._folder_names.add(parent)
-        fd = os.open(dest, CREATE, extracted_mode(info.external_attr >> 16))
+        fd = self._create(info)
         try:
             write_all(fd, data)
         finally:
@@ -289,21 +284,25 @@ class Extraction:
         caller closes. Only its local header need be in the archive yet."""
         with _as_unsafe():
             start = data_start(self._raw.fileno(), info, self.span(info)[1])
-            fd = self._create(self.root / info.filename, info)
+            fd = self._create(info)
         return StoredCopy(self._raw.fileno(), info, start, fd), fd
 
-    def _create(self, dest: Path, info: zipfile.ZipInfo) -> int:
-        self._folder(dest.parent, info)
+    def _create(self, info: zipfile.ZipInfo) -> int:
+        """The entry's file, new, in its folder (made first if need be)."""
+        dest = f"{self._root_name}/{info.filename}"
+        parent = dest.rpartition("/")[0]
+        if parent not in self._folders:
+            self._folder(Path(parent), info)
         return os.open(dest, CREATE, extracted_mode(info.external_attr >> 16))
 
     def _folder(self, path: Path, info: zipfile.ZipInfo) -> None:
-        if path in self._folders:
+        if str(path) in self._folders:
             return
         real = path.resolve()
         if not real.is_relative_to(self.root) or real == self.root:
             raise UnsafeArchive(f"archive entry {info.filename!r} resolves outside the target")
         path.mkdir(parents=True, exist_ok=True)
-        self._folders.add(path)
+        self._folders.add(str(path))
 
     def close(self) -> None:
         self._zf.close()
