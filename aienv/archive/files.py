@@ -21,9 +21,10 @@ import json
 import re
 import stat
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from aienv.archive.pieces import write_json
 
@@ -129,22 +130,26 @@ def load(archive: Path, digest: str) -> FileList | None:
         return None
 
 
-def for_archive(archive: Path, digest: str) -> FileList:
+Opener = Callable[[], BinaryIO]  # the archive's bytes, opened anew (a file by default)
+
+
+def for_archive(archive: Path, digest: str, opener: Opener | None = None) -> FileList:
     """The saved list of ``archive``, or one read from the archive (and saved) now
     (blocking: every entry is read and hashed)."""
     found = load(archive, digest)
     if found is not None:
         return found
-    listed = scan(archive, digest)
+    listed = scan(archive, digest, opener)
     save(listed, archive)
     return listed
 
 
-def scan(archive: Path, digest: str) -> FileList:
+def scan(archive: Path, digest: str, opener: Opener | None = None) -> FileList:
     """The list of an archive read back: its central directory for the spans, each
     entry's bytes for the hashes (an archive packed before lists were kept)."""
     size = archive.stat().st_size
-    with zipfile.ZipFile(archive) as zf, archive.open("rb") as raw:
+    opened = opener or (lambda: archive.open("rb"))
+    with opened() as source, zipfile.ZipFile(source) as zf, opened() as raw:
         infos = sorted(zf.infolist(), key=lambda i: i.header_offset)
         ends = [i.header_offset for i in infos[1:]] + [zf.start_dir]
         entries = []

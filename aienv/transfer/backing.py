@@ -16,6 +16,11 @@ was backed. A file whose fingerprint changed (the person edited it, or deleted
 it) is not offered: the pieces over it are missing from this node, and a peer
 asking for them is told to ask another source. Readers that check piece hashes
 themselves (an update reusing the old archive's bytes) may read regardless.
+
+A clone of a signed piece list has written most of those bytes straight into the
+files already (``placement``): its archive has holes there from the start, its file
+list is read through the placement, and only the copies left (pieces that arrived
+before their file existed) are punched out, once no read of the download is left.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import bisect
 import ctypes
 import ctypes.util
+import io
 import json
 import logging
 import os
@@ -34,6 +40,7 @@ from typing import Any, BinaryIO
 from aienv.archive import files as filemod
 from aienv.archive.extract import data_start
 from aienv.archive.pieces import write_json
+from aienv.transfer.placement import Placement, read_fully
 
 log = logging.getLogger(__name__)
 
@@ -115,18 +122,26 @@ def load(archive: Path) -> Backing | None:
         return None
 
 
-def back(archive: Path, root: Path) -> Backing | None:
+def back(archive: Path, root: Path, placement: Placement | None = None) -> Backing | None:
     """Back ``archive``'s large stored entries by the files under ``root`` (just
     extracted from it) and give their bytes in the archive back (blocking). None when
-    nothing is backed (no such entry, or a file system that cannot punch holes)."""
-    filemod.for_archive(archive, archive.stem)  # its file list, read while it is whole
+    nothing is backed (no such entry, or a file system that cannot punch holes).
+
+    With the ``placement`` of a download whose pieces went partly into those files, its
+    file list is read through the placement and nothing is punched: the caller does
+    (``punch``) once no read of the download is left."""
+    if placement is None:
+        filemod.for_archive(archive, archive.stem)  # its file list, read while it is whole
+    else:
+        size = archive.stat().st_size
+        view = lambda: io.BufferedReader(Reader(View(archive, None, placement), size))  # noqa: E731
+        filemod.for_archive(archive, archive.stem, view)
     extents = []
-    with archive.open("r+b") as raw, zipfile.ZipFile(raw) as zf:
-        fd = raw.fileno()
+    with archive.open("rb") as raw, zipfile.ZipFile(raw) as zf:
         for info in zf.infolist():
             if info.compress_type != zipfile.ZIP_STORED or info.file_size < BACK_MIN:
                 continue
-            start = data_start(fd, info, zf.start_dir)
+            start = data_start(raw.fileno(), info, zf.start_dir)
             try:
                 st = os.stat(root / info.filename, follow_symlinks=False)
             except OSError:
@@ -134,33 +149,84 @@ def back(archive: Path, root: Path) -> Backing | None:
             if st.st_size != info.file_size:
                 continue
             extents.append(Extent(start, info.file_size, info.filename, st.st_mtime_ns, st.st_ino))
-        if not extents:
-            return None
-        backing = Backing(root, tuple(sorted(extents, key=lambda e: e.start)))
-        write_json(sidecar(archive), backing.to_json())  # first: a hole is never unexplained
+    if not extents:
+        return None
+    backing = Backing(root, tuple(sorted(extents, key=lambda e: e.start)))
+    write_json(sidecar(archive), backing.to_json())  # first: a hole is never unexplained
+    if placement is None and not punch(archive, backing):
+        sidecar(archive).unlink(missing_ok=True)
+        return None
+    return backing
+
+
+def punch(archive: Path, backing: Backing) -> bool:
+    """Give the archive's bytes under ``backing`` back to the file system (blocking);
+    False when it cannot punch holes."""
+    mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+    with archive.open("r+b") as raw:
         for extent in backing.extents:
-            if _libc.fallocate(
-                fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, extent.start, extent.length
-            ):
+            if _libc.fallocate(raw.fileno(), mode, extent.start, extent.length):
                 err = ctypes.get_errno()
                 log.info("cannot punch holes in %s (%s): it stays whole", archive, os.strerror(err))
-                sidecar(archive).unlink(missing_ok=True)
-                return None
-    return backing
+                return False
+    return True
+
+
+class Reader(io.RawIOBase):
+    """A view read as a file (for ``zipfile``), closing it when closed."""
+
+    def __init__(self, view: View, size: int) -> None:
+        self._view, self._size, self._pos = view, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        count = max(0, min(len(buffer), self._size - self._pos))
+        self._view.read_into(memoryview(buffer).cast("B")[:count], self._pos)
+        self._pos += count
+        return count
+
+    def close(self) -> None:
+        if not self.closed:
+            self._view.close()
+        super().close()
 
 
 class View:
     """Byte ranges of a backed archive: the skeleton's own bytes, and the backed
-    entries' bytes from the workspace's files."""
+    entries' bytes from the workspace's files; or of a partial archive whose pieces
+    are partly in its entries' files (``placement``)."""
 
-    def __init__(self, archive: Path, backing: Backing | None) -> None:
+    def __init__(
+        self, archive: Path, backing: Backing | None, placement: Placement | None = None
+    ) -> None:
         self.backing = backing
         self._raw = archive.open("rb")
         self._fd = self._raw.fileno()
         self._files: dict[str, int] = {}
+        self._placement = placement
+        if placement is not None:
+            placement.acquire()  # its files stay open while this view reads them
+
+    @property
+    def whole(self) -> bool:
+        """Every byte is in the archive file itself (it can go out with ``sendfile``)."""
+        return self.backing is None and not (self._placement and self._placement.placed)
 
     def file(self) -> BinaryIO:
-        """The archive file itself (for ``sendfile``, when nothing is backed)."""
+        """The archive file itself (for ``sendfile``, when ``whole``)."""
         return self._raw
 
     def close(self) -> None:
@@ -168,6 +234,9 @@ class View:
         for fd in self._files.values():
             os.close(fd)
         self._files.clear()
+        if self._placement is not None:
+            self._placement.release()
+            self._placement = None
 
     def __enter__(self) -> View:
         return self
@@ -178,6 +247,9 @@ class View:
     def read_into(self, view: memoryview, offset: int) -> None:
         """Fill ``view`` with the archive's bytes from ``offset``; OSError when a file
         is missing or short."""
+        if self._placement is not None:
+            self._placement.read_into(self._fd, view, offset)
+            return
         end = offset + len(view)
         done = offset
         extents = self.backing.overlapping(offset, end) if self.backing else []
@@ -193,7 +265,7 @@ class View:
             read_fully(self._fd, view[done - offset :], done)
 
     def read(self, offset: int, count: int) -> bytes | bytearray:
-        if self.backing is None:  # the common case: one read, one buffer
+        if self.whole:  # the common case: one read, one buffer
             data = os.pread(self._fd, count, offset)
             if len(data) < count:
                 raise OSError("the archive is shorter than its size")
@@ -209,13 +281,3 @@ class View:
             fd = os.open(self.backing.root / rel, os.O_RDONLY | os.O_NOFOLLOW)
             self._files[rel] = fd
         return fd
-
-
-def read_fully(fd: int, view: memoryview, offset: int) -> None:
-    """Fill ``view`` from ``fd`` at ``offset``; OSError when the file ends first."""
-    got = 0
-    while got < len(view):
-        n = os.preadv(fd, [view[got:]], offset + got)
-        if n <= 0:
-            raise OSError(f"a file ends before byte {offset + len(view)} (read from {offset})")
-        got += n

@@ -47,6 +47,7 @@ from aienv.errors import UnsafeArchive
 from aienv.state.store import StateStore
 from aienv.transfer import backing as backmod
 from aienv.transfer.backing import Backing
+from aienv.transfer.placement import Placement
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class Partial:
     path: Path
     have: bytearray = field(default_factory=bytearray)
     private: bool = False  # a password-protected workspace: never served to others
+    placement: Placement | None = None  # pieces written straight into entries' files
+    owner: str = ""  # the clone job downloading it
+    workspace: str = ""  # what it was kept for (``Holdings.keep``)
 
     def __post_init__(self) -> None:
         if not self.have:
@@ -76,6 +80,12 @@ class Partial:
             return True
         size = self.pieces.piece_size
         return all(self.have[i] for i in range(start // size, (end - 1) // size + 1))
+
+    def where(self, index: int, archive_fd: int) -> tuple[int, int]:
+        """Where piece ``index`` is written: ``(fd, the file's offset in the archive)``,
+        its entry's file when the placement says so, else the archive (``archive_fd``)."""
+        found = self.placement.route(index) if self.placement is not None else None
+        return found if found is not None else (archive_fd, 0)
 
     def bitfield(self) -> str:
         bits = bytearray((len(self.have) + 7) // 8)
@@ -219,13 +229,35 @@ class Holdings:
         self.state.changed("partial", partial.digest)
 
     def remove_partial(self, digest: str) -> None:
-        if self.partial.pop(digest, None) is not None:
+        partial = self.partial.pop(digest, None)
+        if partial is not None:
+            if partial.placement is not None:
+                partial.placement.close()
             self.state.changed("partial", digest)
+
+    async def drop(self, owner: str, *, resumes: bool = False) -> None:
+        """Forget the download of clone job ``owner`` (it failed, was cancelled or, with
+        ``resumes``, stops to resume later: the pieces written into its files are copied
+        back into the partial archive first). Its archive goes too if it had been moved
+        into the cache but not kept (``keep``)."""
+        found = next((p for p in self.partial.values() if p.owner == owner), None)
+        if found is None:
+            return
+        if resumes and found.placement is not None:
+            try:
+                await asyncio.to_thread(found.placement.give_back, found.path, found.have)
+            except OSError as exc:  # fetched again after the restart
+                log.warning("pieces of %s not kept for the resume: %s", found.digest[:16], exc)
+        self.remove_partial(found.digest)
+        if found.path == self.path(found.digest):
+            self._delete(found.digest)
 
     def keep(self, partial: Partial, workspace: str) -> None:
         """Move a finished download into the cache and serve it from there.
 
-        A private one is not kept: the caller deletes it with the rest of the clone."""
+        A private one is not kept: the caller deletes it with the rest of the clone. One
+        whose pieces went partly into its entries' files stays a partial download, served
+        through its placement, until ``back`` knows where the workspace is installed."""
         if partial.private:
             self.remove_partial(partial.digest)
             return
@@ -233,12 +265,18 @@ class Holdings:
         piecemod.save(partial.pieces, final)
         backmod.sidecar(final).unlink(missing_ok=True)  # whole again (until ``back``)
         partial.path.replace(final)
-        self.partial.pop(partial.digest, None)
+        partial.path, partial.workspace = final, workspace
+        if partial.placement is not None and partial.placement.placed:
+            return
+        self.remove_partial(partial.digest)
         self.state.hold_archive(partial.digest, partial.pieces.size, workspace)
         self.prune()
 
     def back_soon(self, digest: str, root: Path) -> None:
         """``back`` in the background: a clone is done without waiting for it."""
+        partial = self.partial.get(digest)
+        if partial is not None and partial.path == self.path(digest):
+            partial.owner = ""  # installed: no longer the clone's to drop if it fails later
         task = asyncio.get_running_loop().create_task(self.back(digest, root))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -247,6 +285,10 @@ class Holdings:
         """Keep one copy on disk: the held archive's large stored entries are read from
         the workspace just installed from it, in ``root``."""
         path = self.path(digest)
+        partial = self.partial.get(digest)
+        if partial is not None and partial.path == path and partial.placement is not None:
+            await self._back_placed(partial, root)
+            return
         if not any(h.digest == digest for h in self.state.held_archives()):
             return  # not kept (a private download)
         with self.using(digest):
@@ -257,6 +299,30 @@ class Holdings:
                 return
         if backing is not None:
             log.info("archive %s: %d entries read from %s", digest[:16], len(backing.extents), root)
+
+    async def _back_placed(self, partial: Partial, root: Path) -> None:
+        """A download whose pieces went partly into its entries' files: its backing list
+        written, then it is kept, served from there, and the archive's remaining copies of
+        backed bytes are given back once no read of the download uses them."""
+        placement, digest = partial.placement, partial.digest
+        assert placement is not None
+        with self.using(digest):
+            try:
+                backing = await asyncio.to_thread(backmod.back, partial.path, root, placement)
+            except (OSError, ValueError, zipfile.BadZipFile, UnsafeArchive) as exc:
+                log.warning("archive %s is not kept: %s", digest[:16], exc)
+                backing = None
+            if backing is None:  # its bytes are in the workspace only: it cannot be served
+                self.remove_partial(digest)
+                self._delete(digest)
+                return
+            self.remove_partial(digest)  # (the placement closes when its last read ends)
+            self.state.hold_archive(digest, partial.pieces.size, partial.workspace)
+            while not placement.idle:
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(backmod.punch, partial.path, backing)
+        log.info("archive %s: %d entries read from %s", digest[:16], len(backing.extents), root)
+        self.prune()
 
     def forget(self, digest: str) -> None:
         """Stop serving and delete a kept archive (it proved unusable)."""

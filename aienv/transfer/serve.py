@@ -281,13 +281,14 @@ async def _send_span(
     """Send bytes ``[start, stop)`` in slices; a slice not taken within ``send_timeout``
     seconds (a peer that stopped reading) ends the connection."""
     loop = asyncio.get_running_loop()
-    use_sendfile = (
-        holding.backing is None  # (a backed archive's bytes are in several files)
-        and request.transport is not None
-        and request.transport.get_extra_info("sslcontext") is None
-    )
     start, stop = span
-    with View(holding.path, holding.backing) as handle:
+    placement = holding.partial.placement if holding.partial is not None else None
+    with View(holding.path, holding.backing, placement) as handle:
+        use_sendfile = (
+            handle.whole  # (a backed archive's bytes are in several files)
+            and request.transport is not None
+            and request.transport.get_extra_info("sslcontext") is None
+        )
         offset = start
         while offset < stop:
             count = min(SLICE, stop - offset)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aienv.errors import (
@@ -138,3 +139,9 @@ class Source:
             rate=round(self.rate),
             error=self.error,
         )
+
+
+def errors(sources: Iterable[Source]) -> str:
+    """What went wrong with each source, for a message."""
+    parts = [f"{s.name}: {s.error}" for s in sources if s.error]
+    return "; ".join(parts) or "no error reported"

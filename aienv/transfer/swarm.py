@@ -4,7 +4,8 @@ Every source (the origin, and any peer holding all or part of the digest) gets
 up to ``PER_SOURCE`` range requests in flight, each for a run of pieces
 (``archive/pieces.py``) it has and nobody is fetching, sized to take about
 ``RUN_SECONDS`` at its measured rate: faster sources take more. Bytes go
-straight to their offset in the partial file, hashed on the fly; a piece counts
+straight to their offset in the partial file (or, for a piece inside a large stored
+entry, in that entry's file: ``placement``), hashed on the fly; a piece counts
 once its sha256 matches, so a source sending corrupt bytes is caught, dropped,
 and the piece fetched elsewhere. A failing source backs off and is tried again;
 the download fails when nothing arrived for ``stall_timeout`` seconds, or no
@@ -46,7 +47,7 @@ from aienv.errors import (
 )
 from aienv.peer import Link, PeerClient
 from aienv.transfer.holdings import Partial
-from aienv.transfer.sources import Source, SourceFailed, failure
+from aienv.transfer.sources import Source, SourceFailed, errors, failure
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ class SwarmDownload:
                     raise PeerUnreachable(
                         f"no source delivered anything for {self.stall_timeout:g} s "
                         f"({self.verified_bytes} of {self.pieces.size} bytes verified; "
-                        f"{self._source_errors()}): is the peer still up? "
+                        f"{errors(self.sources.values())}): is the peer still up? "
                         "Clone again once it is back"
                     )
                 self._wake.clear()
@@ -210,16 +211,13 @@ class SwarmDownload:
         return asyncio.get_running_loop().run_in_executor(None, self._advance_prefix)
 
     def _no_source_left(self) -> TransferError | PeerUnreachable:
+        why = errors(self.sources.values())
         if any(s.bad_pieces for s in self.sources.values()):
             return IntegrityError(
                 "every source sent corrupted data (pieces whose sha256 did not match); "
-                f"nothing was installed ({self._source_errors()})"
+                f"nothing was installed ({why})"
             )
-        return PeerUnreachable(f"no source can serve this archive ({self._source_errors()})")
-
-    def _source_errors(self) -> str:
-        parts = [f"{s.name}: {s.error}" for s in self.sources.values() if s.error]
-        return "; ".join(parts) or "no error reported"
+        return PeerUnreachable(f"no source can serve this archive ({why})")
 
     def _spawn(self, workers: dict[tuple[str, int], asyncio.Task[None]]) -> None:
         for source in list(self.sources.values()):
@@ -342,6 +340,7 @@ class SwarmDownload:
         index = run[0]
         piece_end = pieces.span(index)[1]
         hasher = hashlib.sha256()
+        fd, base = self.partial.where(index, self._fd)
         async for chunk in stream.iter_chunked(CHUNK):
             self.received += len(chunk)
             view = memoryview(chunk)
@@ -350,7 +349,7 @@ class SwarmDownload:
                 if take <= 0:
                     raise SourceFailed("sent more bytes than asked", drop=True)
                 part = view[:take]
-                os.pwrite(self._fd, part, offset)
+                os.pwrite(fd, part, offset - base)
                 hasher.update(part)
                 offset += take
                 view = view[take:]
@@ -363,6 +362,7 @@ class SwarmDownload:
                     index += 1
                     piece_end = pieces.span(index)[1]
                     hasher = hashlib.sha256()
+                    fd, base = self.partial.where(index, self._fd)
         if index != run[-1] or offset != pieces.span(run[-1])[1]:
             raise SourceFailed("the connection closed before the end of the range")
 

@@ -5,9 +5,16 @@ directory's offset is read, its pieces are asked for next, and once they are
 verified the archive is opened (every check on the central directory runs
 before a byte is written). Then the entries are extracted as soon as every
 piece under them is verified, those ready at once dealt to a few threads (zlib
-and file creation release the GIL); a large stored entry (a model) is copied
+and file creation release the GIL); a large stored entry (a model) is made
 part by part as its pieces arrive — so with one source, extraction follows
 the download closely and the clone ends almost when the last byte lands.
+
+With a signed piece list, a large stored entry's file is made as soon as its
+local header is verified (those headers are asked for right after the central
+directory) and handed to the download's placement (``placement``): the pieces
+inside it are then written there directly, and only the ones that were already
+in the partial archive are copied. Such an entry's CRC is not read back: every
+byte was checked against its piece's signed hash.
 
 Extraction only ever writes into the quarantine folder, under the same checks
 as ``safe_extract``; the clone installs nothing until the whole file has
@@ -24,10 +31,13 @@ from pathlib import Path
 from typing import TypeVar
 from zipfile import ZipInfo
 
+from aienv.archive.entry_data import StoredCopy
 from aienv.archive.extract import WORKERS, Extraction, find_central_directory, shares
 from aienv.transfer.holdings import Partial
+from aienv.transfer.placement import Placement
 
 T = TypeVar("T")
+Begun = tuple[StoredCopy, int]  # a large stored entry's copy, and its file's descriptor
 
 TAIL = 64 * 1024 + 22 + 56 + 20  # end records with the longest comment, and ZIP64 records
 HEADER = 30  # a local header's fixed part (its name follows)
@@ -44,6 +54,7 @@ class StreamingExtract:
             range(tail_start // partial.pieces.piece_size, partial.pieces.count)
         )
         self.progress = asyncio.Event()
+        self._begun: dict[int, Begun] = {}  # id(entry) -> its file, made
 
     async def _until(self, start: int, end: int) -> None:
         while not self.partial.covers(start, end):
@@ -67,55 +78,134 @@ class StreamingExtract:
         extraction = await asyncio.to_thread(
             Extraction, self.partial.path, self.target, self.max_total
         )
-        loop = asyncio.get_running_loop()
+        placing: asyncio.Task[None] | None = None
+        if self.partial.placement is not None:  # large entries' files made as headers land
+            placing = asyncio.get_running_loop().create_task(self._place_ahead(extraction))
         try:
-            with ThreadPoolExecutor(WORKERS, "unpack") as pool:
-                entries = extraction.entries
-                while entries:
-                    # every entry whose bytes are all here, dealt to the threads at once
-                    ready = next(
-                        (i for i, e in enumerate(entries) if not self._has(extraction, e)),
-                        len(entries),
-                    )
-                    if not ready:
-                        head = entries[0]
-                        if extraction.copied(head) and self._has_header(extraction, head):
-                            await self._copy_as_it_arrives(extraction, head)
-                            entries = entries[1:]
-                        else:
-                            await self._until(*extraction.span(head))
-                        continue
-                    jobs = [
-                        loop.run_in_executor(pool, extraction.extract_all, batch)
-                        for batch in shares(entries[:ready])
-                    ]
-                    await shielded(asyncio.gather(*jobs))
-                    entries = entries[ready:]
+            await self._extract(extraction)
         finally:
+            if placing is not None:
+                placing.cancel()
+                await asyncio.gather(placing, return_exceptions=True)
+            for _, fd in self._begun.values():
+                os.close(fd)
             extraction.close()
+
+    async def _extract(self, extraction: Extraction) -> None:
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(WORKERS, "unpack") as pool:
+            entries = extraction.entries
+            while entries:
+                # every entry whose bytes are all here, dealt to the threads at once
+                ready = next(
+                    (
+                        i
+                        for i, e in enumerate(entries)
+                        if self._streamed(extraction, e) or not self._has(extraction, e)
+                    ),
+                    len(entries),
+                )
+                if not ready:
+                    head = entries[0]
+                    if self._streamed(extraction, head) and self._has_header(extraction, head):
+                        await self._copy_as_it_arrives(extraction, head)
+                        entries = entries[1:]
+                    else:
+                        await self._until(*extraction.span(head))
+                    continue
+                jobs = [
+                    loop.run_in_executor(pool, extraction.extract_all, batch)
+                    for batch in shares(entries[:ready])
+                ]
+                await shielded(asyncio.gather(*jobs))
+                entries = entries[ready:]
 
     def _has(self, extraction: Extraction, info: ZipInfo) -> bool:
         return self.partial.covers(*extraction.span(info))
+
+    def _streamed(self, extraction: Extraction, info: ZipInfo) -> bool:
+        """A large stored entry made part by part as its pieces arrive (always, when its
+        pieces may go straight into its file)."""
+        return extraction.copied(info) and (
+            self.partial.placement is not None or not self._has(extraction, info)
+        )
 
     def _has_header(self, extraction: Extraction, info: ZipInfo) -> bool:
         start, end = extraction.span(info)
         return self.partial.covers(start, min(end, start + HEADER + len(info.orig_filename) * 4))
 
+    async def _place_ahead(self, extraction: Extraction) -> None:
+        """Each large stored entry's file, made (and handed to the placement) as soon as
+        its local header is verified, in whatever order the headers arrive, so the
+        pieces after it are written there."""
+        size = self.partial.pieces.piece_size
+        have = self.partial.have
+        waiting = []  # (the header's first and last piece, the entry)
+        for info in extraction.entries:
+            if extraction.copied(info):
+                start, end = extraction.span(info)
+                last = min(end, start + HEADER + len(info.orig_filename) * 4) - 1
+                waiting.append((start // size, last // size, info))
+        # the headers are asked for first: a piece that lands before its entry's file
+        # exists goes to the archive, and is copied later
+        self.first[:] = sorted({i for a, b, _ in waiting for i in (a, b) if not have[i]})
+        while waiting:
+            for first, last, info in waiting:
+                if have[first] and have[last]:
+                    self._begin(extraction, info)
+            waiting = [w for w in waiting if id(w[2]) not in self._begun]
+            self.progress.clear()
+            await self.progress.wait()
+
+    def _begin(self, extraction: Extraction, info: ZipInfo) -> Begun:
+        """The entry's file, made once, by whichever asks first (on the event loop: a
+        file's creation, between two pieces)."""
+        begun = self._begun.get(id(info))
+        if begun is None:
+            begun = self._begun[id(info)] = extraction.begin(info)
+            copy, fd = begun
+            if self.partial.placement is not None:
+                self.partial.placement.add(copy.start, copy.start + info.file_size, os.dup(fd))
+        return begun
+
     async def _copy_as_it_arrives(self, extraction: Extraction, info: ZipInfo) -> None:
-        """A large stored entry copied piece by piece as the pieces under it are
-        verified, so the clone does not end with a copy of the whole entry."""
-        copy, fd = await asyncio.to_thread(extraction.begin, info)
-        try:
-            while copy.done < info.file_size:
-                upto = self._verified_from(copy.start + copy.done) - copy.start
-                if upto <= copy.done:
-                    self.progress.clear()
-                    await self.progress.wait()
-                    continue
-                await shielded(asyncio.to_thread(copy.advance, upto))
-            extraction.written += await asyncio.to_thread(copy.finish)
-        finally:
-            os.close(fd)
+        """A large stored entry made as the pieces under it are verified: the ones that
+        went to the archive copied piece by piece, so the clone does not end with a copy
+        of the whole entry; the ones written straight into its file left as they are."""
+        copy, _ = self._begin(extraction, info)
+        placement = self.partial.placement
+        end = copy.start + info.file_size
+        done = copy.start  # archive offset up to which the entry's bytes are in its file
+        while done < end:
+            upto = min(end, self._verified_from(done))
+            if upto <= done:
+                self.progress.clear()
+                await self.progress.wait()
+                continue
+            if placement is None:  # copied in order, its CRC taken on the way
+                await shielded(asyncio.to_thread(copy.advance, upto - copy.start))
+            else:
+                for begin, stop in self._in_archive(placement, done, upto):
+                    await shielded(
+                        asyncio.to_thread(copy.copy_range, begin - copy.start, stop - copy.start)
+                    )
+            done = upto
+        finish = copy.finish if placement is None else copy.sized
+        extraction.written += await asyncio.to_thread(finish)
+
+    def _in_archive(self, placement: Placement, start: int, end: int) -> list[tuple[int, int]]:
+        """The runs of bytes ``[start, end)`` whose pieces were written to the archive."""
+        size = self.partial.pieces.piece_size
+        runs: list[tuple[int, int]] = []
+        for index in range(start // size, (end - 1) // size + 1):
+            if index in placement.placed:
+                continue
+            a, b = max(start, index * size), min(end, (index + 1) * size)
+            if runs and runs[-1][1] == a:
+                runs[-1] = (runs[-1][0], b)
+            else:
+                runs.append((a, b))
+        return runs
 
     def _verified_from(self, offset: int) -> int:
         """Where the run of verified bytes from ``offset`` ends."""

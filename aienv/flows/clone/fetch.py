@@ -19,6 +19,7 @@ from aienv.flows.clone.job import CloneJob, CloneState
 from aienv.flows.clone.jobs import CloneJobs
 from aienv.peer import Link, PeerClient
 from aienv.transfer.holdings import Holdings, Partial, parse_bitfield
+from aienv.transfer.placement import Placement
 from aienv.transfer.progress import Transfer, Transfers
 from aienv.transfer.sources import Source
 from aienv.transfer.swarm import SwarmDownload
@@ -82,7 +83,10 @@ class Fetcher:
         cancel: Callable[[], None],
     ) -> None:
         """Download (and extract at the same time) into ``staged``; keep the archive."""
-        partial = Partial(pieces, part, private=private)
+        # pieces inside large stored entries go straight into their files, when each
+        # piece is checked against a signed list (not only the whole file at the end)
+        placement = Placement(pieces) if pieces.signed else None
+        partial = Partial(pieces, part, private=private, placement=placement, owner=job.id)
         resumed = job.have is not None and await asyncio.to_thread(part.exists)
         if resumed and job.have is not None:
             with contextlib.suppress(ValueError):  # a bad saved set: every piece is re-fetched

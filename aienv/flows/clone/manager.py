@@ -184,10 +184,8 @@ class CloneManager:
             self.jobs.move(job, *outcome)
 
     async def _clean(self, job: CloneJob, part: Path, staged: Path, keep_part: bool) -> None:
-        if job.digest:
-            partial = self.holdings.partial.get(job.digest)
-            if partial is not None and partial.path == part:
-                self.holdings.remove_partial(job.digest)
+        # (a clone that installed handed its download over already)
+        await self.holdings.drop(job.id, resumes=keep_part)
         if not keep_part:
             await asyncio.to_thread(part.unlink, True)
             self._passwords.pop(job.id, None)

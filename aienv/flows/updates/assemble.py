@@ -27,7 +27,8 @@ from pathlib import Path
 from aienv.archive.pieces import Pieces
 from aienv.flows.updates.plan import Span, covered
 from aienv.transfer import backing as backmod
-from aienv.transfer.backing import View, read_fully
+from aienv.transfer.backing import View
+from aienv.transfer.placement import read_fully
 
 READ = 4 * 1024 * 1024
 
