@@ -44,6 +44,7 @@ from aienv.transfer.placement import Placement, read_fully
 
 log = logging.getLogger(__name__)
 
+NOWAIT = getattr(os, "RWF_NOWAIT", 0)  # a read that fails rather than wait for the disk
 BACK_MIN = 1024 * 1024  # stored entries from this size are read from the workspace's files
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -244,25 +245,26 @@ class View:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def read_into(self, view: memoryview, offset: int) -> None:
+    def read_into(self, view: memoryview, offset: int, flags: int = 0) -> None:
         """Fill ``view`` with the archive's bytes from ``offset``; OSError when a file
-        is missing or short."""
+        is missing or short (or, with ``os.RWF_NOWAIT`` in ``flags``, not all in the page
+        cache: ``read_fully``)."""
         if self._placement is not None:
-            self._placement.read_into(self._fd, view, offset)
+            self._placement.read_into(self._fd, view, offset, flags)
             return
         end = offset + len(view)
         done = offset
         extents = self.backing.overlapping(offset, end) if self.backing else []
         for extent in extents:
             if extent.start > done:
-                read_fully(self._fd, view[done - offset : extent.start - offset], done)
+                read_fully(self._fd, view[done - offset : extent.start - offset], done, flags)
                 done = extent.start
             stop = min(end, extent.end)
             file = self._file(extent.rel)
-            read_fully(file, view[done - offset : stop - offset], done - extent.start)
+            read_fully(file, view[done - offset : stop - offset], done - extent.start, flags)
             done = stop
         if done < end:
-            read_fully(self._fd, view[done - offset :], done)
+            read_fully(self._fd, view[done - offset :], done, flags)
 
     def read(self, offset: int, count: int) -> bytes | bytearray:
         if self.whole:  # the common case: one read, one buffer
@@ -272,6 +274,18 @@ class View:
             return data
         buffer = bytearray(count)
         self.read_into(memoryview(buffer), offset)
+        return buffer
+
+    def cached(self, offset: int, count: int) -> bytearray | None:
+        """The bytes, if all of them are in the page cache (read without waiting for the
+        disk: on the event loop, a memory copy); None otherwise."""
+        if not NOWAIT:
+            return None
+        buffer = bytearray(count)
+        try:
+            self.read_into(memoryview(buffer), offset, NOWAIT)
+        except OSError:  # not cached (or no RWF_NOWAIT here): the caller reads on a thread
+            return None
         return buffer
 
     def _file(self, rel: str) -> int:

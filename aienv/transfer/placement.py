@@ -64,15 +64,15 @@ class Placement:
         self.placed[index] = (fd, start)
         return fd, start
 
-    def read_into(self, archive_fd: int, view: memoryview, offset: int) -> None:
+    def read_into(self, archive_fd: int, view: memoryview, offset: int, flags: int = 0) -> None:
         """Fill ``view`` with the archive's bytes from ``offset``, each piece from where
-        it was written; OSError when a file ends first."""
+        it was written; OSError when a file ends first (``read_fully``)."""
         size = self.pieces.piece_size
         pos, end = offset, offset + len(view)
         while pos < end:
             stop = min(end, (pos // size + 1) * size)
             fd, base = self.placed.get(pos // size, (archive_fd, 0))
-            read_fully(fd, view[pos - offset : stop - offset], pos - base)
+            read_fully(fd, view[pos - offset : stop - offset], pos - base, flags)
             pos = stop
 
     def give_back(self, archive: Path, have: bytearray) -> int:
@@ -129,11 +129,12 @@ class Placement:
             os.close(fd)
 
 
-def read_fully(fd: int, view: memoryview, offset: int) -> None:
-    """Fill ``view`` from ``fd`` at ``offset``; OSError when the file ends first."""
+def read_fully(fd: int, view: memoryview, offset: int, flags: int = 0) -> None:
+    """Fill ``view`` from ``fd`` at ``offset``; OSError when the file ends first (with
+    ``os.RWF_NOWAIT`` in ``flags``, also when a byte is not in the page cache)."""
     got = 0
     while got < len(view):
-        n = os.preadv(fd, [view[got:]], offset + got)
+        n = os.preadv(fd, [view[got:]], offset + got, flags)
         if n <= 0:
             raise OSError(f"a file ends before byte {offset + len(view)} (read from {offset})")
         got += n

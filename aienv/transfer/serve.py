@@ -323,8 +323,11 @@ async def _write_chunks(
     a slice and its ciphertext (ten peers over TLS held a GiB)."""
     end = offset + count
     while offset < end:
+        size = min(TLS_CHUNK, end - offset)
+        data: bytes | bytearray | None = handle.cached(offset, size)  # (no thread for a copy)
         try:
-            data = await asyncio.to_thread(handle.read, offset, min(TLS_CHUNK, end - offset))
+            if data is None:
+                data = await asyncio.to_thread(handle.read, offset, size)
         except OSError as exc:  # a backed file went away meanwhile
             raise ConnectionResetError(f"the archive cannot be read: {exc}") from exc
         await asyncio.wait_for(resp.write(data), timeout)

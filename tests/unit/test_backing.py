@@ -8,6 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from aienv.archive import pieces as piecemod
 from aienv.archive.extract import safe_extract
 from aienv.archive.pack import pack_workspace
@@ -69,6 +71,26 @@ def test_backed_archive_takes_no_disk_for_large_stored_entries_and_reads_the_sam
         got = bytes(view.read(extent.start + 10, 1000))
     assert got == (root / extent.rel).read_bytes()[10:1010]
     assert backing.covers(0, pieces.size)
+
+
+def test_bytes_in_the_page_cache_are_read_without_a_thread_and_the_rest_on_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cached`` gives the same bytes as ``read`` when the page cache holds them, and
+    None when the read would wait (here: a flag the kernel refuses), for the caller to
+    read on a thread."""
+    archive, root, _ = cloned(tmp_path)
+    data = archive.read_bytes()  # (now in the page cache)
+    backing = backmod.back(archive, root)
+    start = backing.extents[0].start - 100 if backing else 0
+    with View(archive, backing) as view:
+        assert view.cached(start, 300_000) == data[start : start + 300_000]
+    with View(archive, None) as view:  # the archive alone: its holes
+        assert view.cached(start, 300_000) == view.read(start, 300_000) != data[start:][:300_000]
+    monkeypatch.setattr(backmod, "NOWAIT", 1 << 30)  # not a flag: EOPNOTSUPP
+    with View(archive, backing) as view:
+        assert view.cached(start, 1000) is None
+        assert view.read(start, 1000) == data[start : start + 1000]
 
 
 def test_an_edited_or_deleted_file_is_not_offered(tmp_path: Path) -> None:
