@@ -1,19 +1,18 @@
 """Fetch one archive from several sources at once, piece by piece.
 
-Every source (the origin, and any peer holding all or part of the digest) gets
-up to ``PER_SOURCE`` range requests in flight, each for a run of pieces
-(``archive/pieces.py``) it has and nobody is fetching, sized to take about
-``RUN_SECONDS`` at its measured rate: faster sources take more. Bytes go
-straight to their offset in the partial file (or, for a piece inside a large stored
-entry, in that entry's file: ``placement``), hashed on the fly; a piece counts
-once its sha256 matches, so a source sending corrupt bytes is caught, dropped,
-and the piece fetched elsewhere. A failing source backs off and is tried again;
-the download fails when nothing arrived for ``stall_timeout`` seconds, or no
-trustworthy source is left.
+Every source (the origin, and any peer holding all or part of the digest) gets up
+to ``PER_SOURCE`` range requests in flight, each for a run of pieces it has and
+nobody is fetching, sized to take about ``RUN_SECONDS`` at its measured rate. Bytes
+go straight to their offset in the partial file (or, for a piece inside a large
+stored entry, in that entry's file: ``placement``), hashed on the fly; a piece counts
+once its sha256 matches, so a source sending corrupt bytes is caught, dropped, and
+the piece fetched elsewhere. A failing source backs off and is tried again; the
+download fails when nothing arrived for ``stall_timeout`` s, or no source is left.
 
 When other peers are downloading the same digest, pieces are taken rarest
-first, starting at a node-specific offset, so the peers hold different pieces
-early and serve them to each other instead of all waiting on the origin.
+first, each pick scanning from a random offset (seeded per node): peers hold
+different pieces and trade them, rather than meet at one's frontier and ask the
+origin for the same pieces side by side.
 
 A piece list matching its signed root makes each verified piece signed: the file
 is done with its last piece; else (older sharer) the whole file's sha256 must match
@@ -29,6 +28,7 @@ import errno
 import hashlib
 import logging
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,7 +92,7 @@ class SwarmDownload:
         self.find_sources = find_sources
         self.max_sources = max_sources
         self.stall_timeout = stall_timeout
-        self.rotation = rotation % max(1, self.pieces.count)
+        self.spread = random.Random(rotation)  # where a swarm's pick starts
         self.on_progress = on_progress
         self.in_flight: set[int] = set()
         self.first: list[int] = []  # pieces wanted before any other (the archive's end)
@@ -258,8 +258,9 @@ class SwarmDownload:
         swarm = any(s.have is not None for s in self.sources.values())
         best: int | None = None
         best_key: tuple[int, int] | None = None
+        start = self.spread.randrange(count) if swarm else 0
         for offset in range(count):
-            index = (offset + self.rotation) % count if swarm else offset
+            index = (offset + start) % count
             if not self._wanted(source, index):
                 continue
             if not swarm:

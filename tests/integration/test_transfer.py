@@ -256,13 +256,14 @@ def test_clone_resumes_after_the_client_node_is_killed(
     stopped: Lan, tmp_path: Path, how: signal.Signals
 ) -> None:
     a, b, archive, clone_id = clone_under_way(stopped, tmp_path)
-    wait_for(lambda: clone_doc(b, clone_id)["bytes_done"] >= 20 * MIB, 30, "half arrived")
+    wait_for(lambda: clone_doc(b, clone_id)["bytes_done"] >= 28 * MIB, 30, "most arrived")
     verified = clone_doc(b, clone_id)["bytes_done"]
     # the pieces inside the 40 MiB file go straight into it: the partial archive holds
-    # only the pieces that may come before the file exists (its end, the file's header
-    # and the piece after it), not the 20 MiB verified
+    # only those that may start before the file exists (its end, asked for first, then
+    # the file's header piece and what the second request slot fetched meanwhile: at
+    # most five 4 MiB pieces), not the 28 MiB verified
     part = b.home / "partial" / f"clone-{clone_id}.zip.part"
-    assert part.stat().st_blocks * 512 <= 12 * MIB + 64 * 1024
+    assert part.stat().st_blocks * 512 <= 20 * MIB + 64 * 1024
     b.stop(how)
     b.start("beta")
     done = wait_clone(b, clone_id)
@@ -271,7 +272,9 @@ def test_clone_resumes_after_the_client_node_is_killed(
         assert done["resumed"] >= verified
     else:  # a crash keeps what the partial archive held: the pieces asked for first
         assert done["resumed"] >= 8 * MIB
-    assert done["bytes_received"] < archive["size"] + 12 * MIB
+    # fetched twice: what was in flight, and after a crash what had gone into the file
+    again = verified - done["resumed"] if how == signal.SIGKILL else 0
+    assert done["bytes_received"] < archive["size"] + again + 12 * MIB
     assert same_files(a, b, "big")
     no_leftovers(b)
 
