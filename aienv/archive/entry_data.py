@@ -117,13 +117,8 @@ class StoredCopy:
         """Copy the entry's bytes up to ``upto`` (counted from its start)."""
         upto = min(upto, self.info.file_size)
         begin = self.done
-        while self.done < upto:
-            copied = os.copy_file_range(
-                self._archive, self._out, min(upto - self.done, 1 << 30), self.start + self.done
-            )
-            if copied == 0:  # the file shrank under us (its size was checked against ``end``)
-                raise UnsafeArchive(f"archive entry {self.info.filename!r} is truncated")
-            self.done += copied
+        self.copy_range(begin, upto)
+        self.done = max(begin, upto)
         while begin < self.done:
             chunk = os.pread(self._out, min(CHUNK * 4, self.done - begin), begin)
             if not chunk:
@@ -140,13 +135,13 @@ class StoredCopy:
 
     def copy_range(self, begin: int, end: int) -> None:
         """Copy the entry's bytes ``[begin, end)`` (counted from its start) to the same
-        offsets of the file, for a caller that wrote the rest itself and checked every
-        byte otherwise (a clone's pieces against their signed hashes): no CRC is taken."""
+        offsets of the file, no CRC taken: ``advance`` takes it, and a clone that wrote
+        the rest itself checked every byte against its pieces' signed hashes."""
         while begin < end:
             copied = os.copy_file_range(
                 self._archive, self._out, min(end - begin, 1 << 30), self.start + begin, begin
             )
-            if copied == 0:
+            if copied == 0:  # the file shrank under us (its size was checked against ``end``)
                 raise UnsafeArchive(f"archive entry {self.info.filename!r} is truncated")
             begin += copied
 

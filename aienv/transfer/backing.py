@@ -135,8 +135,11 @@ def back(archive: Path, root: Path, placement: Placement | None = None) -> Backi
         filemod.for_archive(archive, archive.stem)  # its file list, read while it is whole
     else:
         size = archive.stat().st_size
-        view = lambda: io.BufferedReader(Reader(View(archive, None, placement), size))  # noqa: E731
-        filemod.for_archive(archive, archive.stem, view)
+
+        def through_placement() -> BinaryIO:
+            return io.BufferedReader(Reader(View(archive, None, placement), size))
+
+        filemod.for_archive(archive, archive.stem, through_placement)
     extents = []
     with archive.open("rb") as raw, zipfile.ZipFile(raw) as zf:
         for info in zf.infolist():

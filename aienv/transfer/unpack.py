@@ -131,8 +131,7 @@ class StreamingExtract:
         )
 
     def _has_header(self, extraction: Extraction, info: ZipInfo) -> bool:
-        start, end = extraction.span(info)
-        return self.partial.covers(start, min(end, start + HEADER + len(info.orig_filename) * 4))
+        return self.partial.covers(*_header(extraction, info))
 
     async def _place_ahead(self, extraction: Extraction) -> None:
         """Each large stored entry's file, made (and handed to the placement) as soon as
@@ -143,9 +142,8 @@ class StreamingExtract:
         waiting = []  # (the header's first and last piece, the entry)
         for info in extraction.entries:
             if extraction.copied(info):
-                start, end = extraction.span(info)
-                last = min(end, start + HEADER + len(info.orig_filename) * 4) - 1
-                waiting.append((start // size, last // size, info))
+                start, end = _header(extraction, info)
+                waiting.append((start // size, (end - 1) // size, info))
         # the headers are asked for first: a piece that lands before its entry's file
         # exists goes to the archive, and is copied later
         self.first[:] = sorted({i for a, b, _ in waiting for i in (a, b) if not have[i]})
@@ -214,6 +212,12 @@ class StreamingExtract:
         while index < pieces.count and have[index]:
             index += 1
         return max(offset, min(index * pieces.piece_size, pieces.size))
+
+
+def _header(extraction: Extraction, info: ZipInfo) -> tuple[int, int]:
+    """The bytes an entry's local header takes, its name at most 4 bytes a letter."""
+    start, end = extraction.span(info)
+    return start, min(end, start + HEADER + len(info.orig_filename) * 4)
 
 
 async def shielded(job: Awaitable[T]) -> T:

@@ -391,8 +391,10 @@ def kernel_copies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     copies: list[int] = []
     real: Callable[..., int] = os.copy_file_range
 
-    def spy(src: int, dst: int, count: int, offset_src: int | None = None) -> int:
-        copied = real(src, dst, count, offset_src)
+    def spy(
+        src: int, dst: int, count: int, offset_src: int | None = None, offset_dst: int | None = None
+    ) -> int:
+        copied = real(src, dst, count, offset_src, offset_dst)
         copies.append(copied)
         return copied
 
