@@ -4,9 +4,13 @@ Pure functions over compact snapshots, so the rules are tested without
 processes. Not every process is worth an event: a machine starts hundreds of
 short-lived ones a minute (shells, compilers, probes). A process is *notable*
 when it is AI-related, or once it has lived ``LONG_LIVED`` seconds; only
-notable processes start and stop in the change log. A container is up while
-its state is ``running``. Command lines kept in changes (and so in the event
-log) have secret-looking values masked.
+notable processes start and stop in the change log. Either is judged only once
+the process has *settled* (lived ``processes.SETTLE`` seconds): a younger one
+may still be its parent between ``fork`` and ``exec``, with the parent's
+command line and open model files. Ages are the table's, on the boot clock,
+so setting the wall clock forward does not age every process at once. A
+container is up while its state is ``running``. Command lines kept in changes
+(and so in the event log) have secret-looking values masked.
 
 The event log, read by a person, is quieter still (``worth_an_event``): a line
 for each container, AI process, and process of a system service or that
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aienv.system.containers import mask_args
+from aienv.system.processes import SETTLE
 
 LONG_LIVED = 60.0  # seconds a process must live to be worth an event without AI signs
 CMD_CHARS = 200  # a command line kept in a change is cut to this
@@ -47,6 +52,7 @@ def compact_process(row: dict[str, Any]) -> dict[str, Any]:
         "pid": row["pid"],
         "name": row.get("name"),
         "create_time": row["create_time"],
+        "age": row["age"],
         "ai": bool(row.get("ai_reasons")),
         "reasons": list(row.get("ai_reasons") or []),
         "cmd": cmd[:CMD_CHARS],
@@ -73,8 +79,10 @@ def snapshot(
     )
 
 
-def notable(process: dict[str, Any], now: float, long_lived: float = LONG_LIVED) -> bool:
-    return bool(process["ai"]) or now - float(process["create_time"]) >= long_lived
+def notable(process: dict[str, Any], long_lived: float = LONG_LIVED) -> bool:
+    """Whether a compact process (as one snapshot saw it) belongs in the change log."""
+    age = float(process["age"])
+    return age >= SETTLE and (bool(process["ai"]) or age >= long_lived)
 
 
 def _process_change(action: str, key: str, p: dict[str, Any], ts: float) -> dict[str, Any]:
@@ -111,12 +119,10 @@ def diff(before: Snapshot, after: Snapshot, long_lived: float = LONG_LIVED) -> l
     out: list[dict[str, Any]] = []
     for key, p in sorted(after.processes.items(), key=lambda kv: kv[1]["pid"]):
         was = before.processes.get(key)
-        if notable(p, after.ts, long_lived) and (
-            was is None or not notable(was, before.ts, long_lived)
-        ):
+        if notable(p, long_lived) and (was is None or not notable(was, long_lived)):
             out.append(_process_change("started", key, p, after.ts))
     for key, p in sorted(before.processes.items(), key=lambda kv: kv[1]["pid"]):
-        if key not in after.processes and notable(p, before.ts, long_lived):
+        if key not in after.processes and notable(p, long_lived):
             out.append(_process_change("stopped", key, p, after.ts))
     for ident, c in sorted(after.containers.items(), key=lambda kv: str(kv[1]["name"])):
         was_up = before.containers.get(ident, {}).get("state") == "running"

@@ -6,14 +6,22 @@ time) since the kernel reuses pids. A scan reads one file per process,
 measures CPU % as the CPU time used since the previous scan over the wall
 time between them: what ``psutil.Process.cpu_percent(interval=None)`` does
 with a kept object, without the dozen reads and objects it costs per process.
-What does not change in a process's life (name, user, command line) is read
-once, through a ``psutil.Process`` kept with it.
+A process's name, user and command line are read when it is first seen,
+through a ``psutil.Process`` kept with it, and again at each AI check after
+that: a process changes them when it calls ``exec``.
 
 AI recognition reads ``/proc/PID/maps`` and the open files, which costs more:
 it runs when a process is first seen, once more on the next scan (a program
 loads its libraries and models just after it starts), then every ``recheck``
-scans, spread over the table by pid. A process that vanishes or refuses to be
-read never raises: its fields are None, or it is skipped when it is gone.
+scans, spread over the table by pid.
+
+A process younger than ``SETTLE`` may not be itself yet: between ``fork`` and
+``exec`` a child wears its parent's command line, mapped files and open
+descriptors. Its ``age`` (on the boot clock, which a change of the wall clock
+does not move) tells the sampler not to judge it yet; the first scan that
+finds it settled reads it afresh and checks it twice again, as if new. A
+process that vanishes or refuses to be read never raises: its fields are
+None, or it is skipped when it is gone.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import psutil
 from aienv.system import ai
 
 RECHECK = 30  # scans between two AI checks of the same process (5 min at 10 s)
+SETTLE = 1.0  # seconds a process must have lived to be judged (fork to exec takes far less)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 PF_KTHREAD = 0x00200000  # a kernel thread: no user space, not a workload
@@ -81,12 +90,13 @@ class Tracked:
 
     proc: psutil.Process
     create_time: float
-    static: dict[str, Any]  # name, user, command line: read once
+    static: dict[str, Any]  # name, user, command line: read again at each AI check
     cpu_ticks: int = 0
     when: float = 0.0  # monotonic time of the previous scan
     ai: list[str] = field(default_factory=list)
     checks: int = 0  # AI checks done so far
     seen: int = 0  # scans that saw it
+    settled: bool = False  # seen at SETTLE seconds old or more, and read again then
 
 
 def key_of(pid: int, create_time: float) -> str:
@@ -124,13 +134,15 @@ class ProcessTable:
         self.scans += 1
         total = psutil.virtual_memory().total
         now = time.monotonic()
+        since_boot = time.clock_gettime(time.CLOCK_BOOTTIME)  # the clock of start_ticks
         alive: dict[str, Tracked] = {}
         out: list[dict[str, Any]] = []
         for pid in _pids():
             stat = read_stat(pid)
             if stat is None or stat.flags & PF_KTHREAD or pid == 2:
                 continue
-            create_time = stat.start_ticks / CLOCK_TICKS + self.boot_time
+            started = stat.start_ticks / CLOCK_TICKS
+            create_time = started + self.boot_time
             key = key_of(pid, create_time)
             tracked = self.tracked.get(key) or self._new(pid, create_time)
             if tracked is None:
@@ -142,8 +154,9 @@ class ProcessTable:
                 cpu = round(100.0 * used / (now - tracked.when), 1)
             tracked.cpu_ticks, tracked.when = stat.cpu_ticks, now
             tracked.seen += 1
-            self._maybe_recognise(tracked)
-            out.append(self._row(tracked, key, stat, cpu, total))
+            age = max(0.0, since_boot - started)
+            self._maybe_recognise(tracked, age)
+            out.append(self._row(tracked, key, stat, cpu, total, age))
         self.tracked = alive
         return out
 
@@ -155,16 +168,23 @@ class ProcessTable:
             return None
         return Tracked(proc, create_time, _static(proc))
 
-    def _maybe_recognise(self, tracked: Tracked) -> None:
+    def _maybe_recognise(self, tracked: Tracked, age: float) -> None:
+        if not tracked.settled and age >= SETTLE:
+            tracked.settled = True
+            tracked.checks = 0  # what it has become gets the checks of a new process
         due = tracked.checks < 2 or (self.scans + tracked.proc.pid) % self.recheck == 0
         if not due:
             return
+        if tracked.seen > 1:  # at first sight _new has just read it
+            with contextlib.suppress(psutil.Error):  # a new object: psutil keeps the old name
+                tracked.proc = psutil.Process(tracked.proc.pid)
+            tracked.static = _static(tracked.proc)
         tracked.checks += 1
         tracked.ai = ai.recognise_parts(tracked.proc.pid, tracked.static["cmdline"] or [])
 
     @staticmethod
     def _row(
-        tracked: Tracked, key: str, stat: Stat, cpu: float | None, total: int
+        tracked: Tracked, key: str, stat: Stat, cpu: float | None, total: int, age: float
     ) -> dict[str, Any]:
         return {
             "key": key,
@@ -173,6 +193,7 @@ class ProcessTable:
             **tracked.static,
             "status": stat.status,
             "create_time": tracked.create_time,
+            "age": round(age, 2),
             "cpu_percent": cpu,
             "rss": stat.rss,
             "vms": stat.vms,

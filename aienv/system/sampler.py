@@ -134,7 +134,7 @@ class Sampler:
         new = [
             key
             for key, p in snap.processes.items()
-            if key not in self._roles and changes.notable(p, snap.ts, self.long_lived)
+            if key not in self._roles and changes.notable(p, self.long_lived)
         ]
         if not new:
             return

@@ -27,7 +27,7 @@ from aienv.state.db import Database
 from aienv.state.store import StateStore
 from aienv.system import ai, changes, inventory, services
 from aienv.system.containers import MASK, mask_args, mask_env, secret_names
-from aienv.system.processes import ProcessTable
+from aienv.system.processes import SETTLE, ProcessTable
 from aienv.system.sampler import Sampler
 
 PORT = 47811
@@ -258,7 +258,8 @@ def test_secrets_in_a_container_environment_are_masked() -> None:
     assert mask_args(args) == ["vllm", "serve", "--api-key", MASK, f"--token={MASK}",
                                f"HF_TOKEN={MASK}", "--port", "8000", "--db",
                                f"postgres://u:{MASK}@h/d"]  # fmt: skip
-    row = {"pid": 1, "name": "vllm", "create_time": 0.0, "cmdline": args, "ai_reasons": []}
+    row = {"pid": 1, "name": "vllm", "create_time": 0.0, "age": 9.0, "cmdline": args,
+           "ai_reasons": []}  # fmt: skip
     assert "sk-9" not in changes.compact_process(row)["cmd"]
     # a URL whose query holds "=" is no NAME=value: its password is masked all the same
     assert mask_args(["postgres://u:mykey@h/d?ssl=1", "--url=s://a:key1@c", "next"]) == [
@@ -266,12 +267,15 @@ def test_secrets_in_a_container_environment_are_masked() -> None:
     ]  # fmt: skip
 
 
-def _proc(pid: int, created: float, ai_reasons: list[str] | None = None) -> dict[str, object]:
+def _proc(
+    pid: int, created: float, now: float, ai_reasons: list[str] | None = None
+) -> dict[str, object]:
     return {
         "key": f"{pid}:{created:.2f}",
         "pid": pid,
         "name": f"p{pid}",
         "create_time": created,
+        "age": now - created,
         "cmdline": [f"p{pid}", "--serve"],
         "ai_reasons": ai_reasons or [],
     }
@@ -283,20 +287,30 @@ def _container(ident: str, state: str) -> dict[str, object]:
 
 def test_changes_between_two_snapshots() -> None:
     t0 = 1000.0
+    vllm = ["command line mentions vllm"]
     before = changes.snapshot(
         t0,
-        [_proc(10, t0 - 500), _proc(11, t0 - 5), _proc(12, t0 - 3), _proc(13, t0 - 1)],
+        [
+            _proc(10, t0 - 500, t0),
+            _proc(11, t0 - 5, t0),
+            _proc(12, t0 - 3, t0),
+            _proc(13, t0 - 1, t0),
+            _proc(14, t0 - 0.2, t0, vllm),  # AI, but not settled: not judged yet
+            _proc(15, t0 - 0.5, t0, vllm),  # nor is this one, which is gone by the next
+        ],
         [_container("aaa", "running"), _container("bbb", "exited"), _container("ccc", "running")],
     )
     t1 = t0 + 10
     after = changes.snapshot(
         t1,
         [
-            _proc(11, t0 - 5),  # still young: not worth an event
-            _proc(12, t0 - 3),
-            _proc(20, t1 - 2, ["command line mentions vllm"]),  # new and AI: at once
-            _proc(21, t1 - 1),  # new, short-lived, not AI: ignored
-            _proc(13, t0 - 1),
+            _proc(11, t0 - 5, t1),  # still young: not worth an event
+            _proc(12, t0 - 3, t1),
+            _proc(20, t1 - 2, t1, vllm),  # new and AI: at once
+            _proc(21, t1 - 1, t1),  # new, short-lived, not AI: ignored
+            _proc(22, t1 - 0.5, t1, vllm),  # new, AI, not settled: at the next sample
+            _proc(13, t0 - 1, t1),
+            _proc(14, t0 - 0.2, t1, vllm),  # settled since: started now
         ],
         [_container("aaa", "exited"), _container("bbb", "running")],
     )
@@ -305,14 +319,15 @@ def test_changes_between_two_snapshots() -> None:
     assert brief == [
         ("process", "started", "11:995.00"),  # crossed the long-lived mark
         ("process", "started", "12:997.00"),
+        ("process", "started", "14:999.80"),
         ("process", "started", "20:1008.00"),
         ("process", "stopped", "10:500.00"),  # long-lived and gone
         ("container", "down", "aaa"),
         ("container", "up", "bbb"),
         ("container", "down", "ccc"),  # removed while running
     ]
-    assert found[2]["ai"] and found[2]["reasons"] == ["command line mentions vllm"]
-    assert changes.describe(found[2]).startswith("process p20 (pid 20) started: p20 --serve [AI:")
+    assert found[3]["ai"] and found[3]["reasons"] == ["command line mentions vllm"]
+    assert changes.describe(found[3]).startswith("process p20 (pid 20) started: p20 --serve [AI:")
     assert found[-1]["state"] == "removed"
     assert changes.diff(after, after) == []  # nothing changed, nothing said
 
@@ -330,6 +345,10 @@ def test_sampler_records_started_and_stopped_ai_process_and_bounds_history(
     )
     try:
         time.sleep(0.1)
+        sampler.record(*sampler.sample())
+        # not settled yet: it may still be this process between fork and exec
+        assert [c for c in state.system_changes() if c["pid"] == child.pid] == []
+        time.sleep(SETTLE)
         sampler.record(*sampler.sample())
     finally:
         child.kill()
@@ -361,6 +380,25 @@ def test_process_table_never_raises_for_vanished_processes() -> None:
     pids = {c.pid for c in children}
     assert pids <= first and not pids & second
     assert all(k.split(":")[0] != str(c.pid) for k in table.tracked for c in children)
+
+
+def test_a_process_that_execs_is_read_again_once_settled() -> None:
+    """A child seen before its ``exec`` wore another command line: the table reads it
+    again once it has settled, and only then may it be judged."""
+    table = ProcessTable()
+    script = 'sleep 0.3; m=oll; exec "$0" -c "$1" "${m}ama"'  # the marker only after exec
+    child = subprocess.Popen(["sh", "-c", script, sys.executable, "import time; time.sleep(30)"])
+    try:
+        (young,) = [p for p in table.scan() if p["pid"] == child.pid]
+        assert young["age"] < SETTLE and young["name"] == "sh" and not young["ai"]
+        time.sleep(SETTLE + 0.2)
+        (settled,) = [p for p in table.scan() if p["pid"] == child.pid]
+        assert settled["key"] == young["key"] and settled["age"] >= SETTLE
+        assert settled["cmdline"][-1] == "ollama" and settled["name"].startswith("python")
+        assert settled["ai_reasons"] == ["command line mentions ollama"]
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_listening_port_is_the_one_bound() -> None:
