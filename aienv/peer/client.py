@@ -11,8 +11,9 @@ certificate that is not the pinned one in ``_request``: a caller sees only
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -29,6 +30,7 @@ from aienv.errors import (
 )
 from aienv.identity import Identity
 from aienv.peer.link import Link, describe, http_base
+from aienv.peer.ranges import RangeReader, Sink
 from aienv.security import signing
 
 DEFAULT_HTTP_PORT = 37778
@@ -51,7 +53,13 @@ def _retry_after(value: str | None) -> float:
 
 def _refusal(resp: aiohttp.ClientResponse, link: Link, what: str) -> AienvError | None:
     """The error an answer other than 200/206 stands for, or None when it is a success."""
-    status, host = resp.status, link.host
+    return refusal(resp.status, resp.headers, link, what)
+
+
+def refusal(status: int, headers: Mapping[str, str], link: Link, what: str) -> AienvError | None:
+    """``_refusal`` from a status and headers (whose names are looked up in lower case:
+    aiohttp's are case-blind, ``RangeReader``'s are lowered)."""
+    host = link.host
     if status in (200, 206):
         return None
     if status == 401:
@@ -64,14 +72,14 @@ def _refusal(resp: aiohttp.ClientResponse, link: Link, what: str) -> AienvError 
     if status == 429:
         return PeerRefused(
             f"{host} locked this node out after failed logins: try again in "
-            f"{resp.headers.get('Retry-After', 'a few')} s"
+            f"{headers.get('retry-after', 'a few')} s"
         )
     if status == 404:
         return NotOnPeer(f"{host} does not share or hold {what}")
     if status == 409:
         return RangeNotHeld(f"{host} does not hold that part of {what} yet")
     if status == 503:
-        retry = _retry_after(resp.headers.get("Retry-After"))
+        retry = _retry_after(headers.get("retry-after"))
         return Busy(f"{host} is busy serving other peers", retry_after=retry)
     return TransferError(f"{host} answered HTTP {status} for {what}")
 
@@ -103,6 +111,7 @@ class PeerClient:
     def __init__(self, identity: Identity | None = None) -> None:
         self.identity = identity
         self._session: aiohttp.ClientSession | None = None
+        self._ranges = RangeReader()
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -112,6 +121,7 @@ class PeerClient:
         return self._session
 
     async def close(self) -> None:
+        await self._ranges.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -232,23 +242,22 @@ class PeerClient:
         have = data.get("have")
         return have if isinstance(have, str) else None
 
-    @asynccontextmanager
     async def archive_range(
-        self, link: Link, digest: str, start: int, end: int
-    ) -> AsyncIterator[aiohttp.StreamReader]:
-        """Bytes ``[start, end)`` of archive ``digest``, as a stream the caller reads."""
+        self, link: Link, digest: str, start: int, end: int, sink: Sink
+    ) -> None:
+        """Bytes ``[start, end)`` of archive ``digest``, in order, into ``sink`` (a view
+        valid only during each call), read by the ``RangeReader``."""
         what = f"archive {digest[:16]}…"
         headers = {"Range": f"bytes={start}-{end - 1}", "If-Range": f'"{digest}"'}
-        async with self._request(
-            link, f"/api/v1/archives/{digest}", what, RANGE_TIMEOUT, headers=headers
-        ) as resp:
-            if resp.status != 206 or resp.headers.get("Content-Range", "").split("/")[0] != (
-                f"bytes {start}-{end - 1}"
-            ):
-                raise TransferError(
-                    f"{link.host} answered HTTP {resp.status} to a range request for {what}"
-                )
-            yield resp.content
+        await self._ranges.fetch(
+            link,
+            f"/api/v1/archives/{digest}",
+            headers,
+            what,
+            sink,
+            partial(refusal, link=link, what=what),
+            content_range=f"bytes {start}-{end - 1}",
+        )
 
     # -- requests to paired nodes (flows.group), signed --------------------------------
 

@@ -91,14 +91,19 @@ def _pin(fingerprint: str) -> aiohttp.Fingerprint:
     return aiohttp.Fingerprint(bytes.fromhex(fingerprint))
 
 
+def pin_mismatch(url: str, expected: bytes, got: bytes) -> str:
+    """What a certificate other than the pinned one means, in words."""
+    return (
+        f"the TLS certificate of {url} is not the one its signed announcement names "
+        f"(expected sha256 {expected.hex()[:16]}…, got {got.hex()[:16]}…): "
+        "another machine may be answering in its place, so nothing was sent or taken"
+    )
+
+
 def describe(exc: BaseException, url: str) -> str:
     """A client error in words a person can act on (a failed TLS pin above all)."""
     if isinstance(exc, aiohttp.ServerFingerprintMismatch):
-        return (
-            f"the TLS certificate of {url} is not the one its signed announcement names "
-            f"(expected sha256 {exc.expected.hex()[:16]}…, got {exc.got.hex()[:16]}…): "
-            "another machine may be answering in its place, so nothing was sent or taken"
-        )
+        return pin_mismatch(url, exc.expected, exc.got)
     if isinstance(exc, TimeoutError) and not str(exc):
         return "timed out"
     return str(exc) or type(exc).__name__

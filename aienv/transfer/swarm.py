@@ -34,8 +34,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from aienv.archive.pieces import READ
 from aienv.errors import (
     AienvError,
@@ -47,6 +45,7 @@ from aienv.errors import (
 )
 from aienv.peer import Link, PeerClient
 from aienv.transfer.holdings import Partial
+from aienv.transfer.landing import Landing
 from aienv.transfer.sources import Source, SourceFailed, errors, failure
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,6 @@ RUN_MAX = 8  # pieces per request, at most
 RUN_SECONDS = 1.5  # a request should take about this long at the source's rate
 MAX_BAD_PIECES = 2  # corrupt pieces before a source is dropped
 REFRESH = 1.0  # seconds between refreshes of the source list and bitfields
-CHUNK = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -320,52 +318,23 @@ class SwarmDownload:
         start = self.pieces.span(run[0])[0]
         end = self.pieces.span(run[-1])[1]
         t0 = time.monotonic()
+        landing = Landing(
+            self.partial, self._fd, run, lambda i, d: self._piece_done(source, i, d), self._count
+        )
         try:
-            async with self.client.archive_range(
-                source.link, self.pieces.digest, start, end
-            ) as stream:
-                await self._receive(source, stream, run, start)
+            await self.client.archive_range(source.link, self.pieces.digest, start, end, landing)
         except RangeNotHeld as exc:
             source.lacks(run, self.pieces.count)
             raise SourceFailed("does not have those pieces yet", retry_after=REFRESH) from exc
         except AienvError as exc:
             raise failure(exc) from exc
+        landing.check()
         elapsed = max(time.monotonic() - t0, 1e-3)
         sample = (end - start) / elapsed
         source.rate = sample if source.rate == 0 else 0.7 * source.rate + 0.3 * sample
 
-    async def _receive(
-        self, source: Source, stream: aiohttp.StreamReader, run: list[int], offset: int
-    ) -> None:
-        pieces = self.pieces
-        index = run[0]
-        piece_end = pieces.span(index)[1]
-        hasher = hashlib.sha256()
-        fd, base = self.partial.where(index, self._fd)
-        async for chunk in stream.iter_chunked(CHUNK):
-            self.received += len(chunk)
-            view = memoryview(chunk)
-            while view:
-                take = min(len(view), piece_end - offset)
-                if take <= 0:
-                    raise SourceFailed("sent more bytes than asked", drop=True)
-                part = view[:take]
-                os.pwrite(fd, part, offset - base)
-                hasher.update(part)
-                offset += take
-                view = view[take:]
-                if offset == piece_end:
-                    self._piece_done(source, index, hasher.hexdigest())
-                    if index == run[-1]:
-                        if view:
-                            raise SourceFailed("sent more bytes than asked", drop=True)
-                        break
-                    index += 1
-                    piece_end = pieces.span(index)[1]
-                    hasher = hashlib.sha256()
-                    fd, base = self.partial.where(index, self._fd)
-        if index != run[-1] or offset != pieces.span(run[-1])[1]:
-            raise SourceFailed("the connection closed before the end of the range")
+    def _count(self, received: int) -> None:
+        self.received += received
 
     def _piece_done(self, source: Source, index: int, digest: str) -> None:
         if digest != self.pieces.hashes[index]:

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,8 @@ from aienv.state.variables import Variables
 from aienv.transfer.holdings import Holdings
 from aienv.transfer.progress import Transfers
 from aienv.workspace.store import WorkspaceStore
+
+CHUNK = 256 * 1024  # bytes per view a fake peer hands a range's sink
 
 MANIFEST = """apiVersion: aienv/v1
 name: {name}
@@ -235,10 +236,9 @@ class FakePeer(PeerClient):
         self.asked.append("files")
         return self.listing.to_json()
 
-    @asynccontextmanager
     async def archive_range(
-        self, link: Link, digest: str, start: int, end: int
-    ) -> AsyncIterator[Any]:
+        self, link: Link, digest: str, start: int, end: int, sink: Callable[[memoryview], None]
+    ) -> None:
         self.asked.append(f"range {start}-{end}")
         await self.hold.wait()
         if digest != self.digest:
@@ -246,13 +246,7 @@ class FakePeer(PeerClient):
         data = bytearray(self.archive[start:end])
         if self.corrupt:
             data[0] ^= 0xFF
-        yield _Stream(bytes(data))
-
-
-class _Stream:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    async def iter_chunked(self, size: int) -> AsyncIterator[bytes]:
-        for i in range(0, len(self.data), size):
-            yield self.data[i : i + size]
+        view = memoryview(data)
+        for i in range(0, len(view), CHUNK):  # a view at a time, as the RangeReader hands them
+            sink(view[i : i + CHUNK])
+            await asyncio.sleep(0)
