@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -45,7 +46,7 @@ from aienv.errors import (
 )
 from aienv.peer import Link, PeerClient
 from aienv.transfer.holdings import Partial
-from aienv.transfer.landing import Landing
+from aienv.transfer.landing import Landing, WriteBehind
 from aienv.transfer.sources import Source, SourceFailed, errors, failure
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class SwarmDownload:
         self._checked, self._whole = checked, not (checked or partial.pieces.signed)
         self._wake = asyncio.Event()
         self._fd = -1
+        self._behind = WriteBehind()
         self._closing = False
 
     # -- progress ------------------------------------------------------------------
@@ -152,6 +154,7 @@ class SwarmDownload:
                 raise DiskFull(f"the disk filled up while downloading into {path}") from exc
             raise TransferError(f"cannot write {path}: {exc.strerror or exc}") from exc
         finally:
+            self._behind.forget()
             os.close(self._fd)
             self._fd = -1
 
@@ -318,9 +321,8 @@ class SwarmDownload:
         start = self.pieces.span(run[0])[0]
         end = self.pieces.span(run[-1])[1]
         t0 = time.monotonic()
-        landing = Landing(
-            self.partial, self._fd, run, lambda i, d: self._piece_done(source, i, d), self._count
-        )
+        done = functools.partial(self._piece_done, source)
+        landing = Landing(self.partial, self._fd, run, done, self._count, self._behind)
         try:
             await self.client.archive_range(source.link, self.pieces.digest, start, end, landing)
         except RangeNotHeld as exc:
