@@ -9,11 +9,11 @@ process, fetches the file as 32 MiB ranges with two in flight (as a clone from
 one source does), writes every byte to its offset in a file and hashes it per
 4 MiB piece, and reports its own CPU time (``getrusage``):
 
-- ``aiohttp``: the node's path (``aiohttp`` stream, ``iter_chunked``);
+- ``aiohttp``: the node's path until the eighth pass (``aiohttp`` stream, ``iter_chunked``);
 - ``threads``: ``http.client`` over a blocking ``ssl`` socket, one thread per range
   in flight, with a 10 s socket timeout, reading into one reused buffer;
 - ``buffered``: an ``asyncio.BufferedProtocol`` on the event loop, decrypting into
-  its buffer (a minimal HTTP/1.1 reader, only for this measurement).
+  its buffer (a minimal HTTP/1.1 reader: the design ``aienv/peer/ranges.py`` took).
 
 The clients run in turn, ``--runs`` times each; the medians are printed as a
 Markdown table for docs/benchmarks.md. Every process it starts is ended by its pid.

@@ -13,8 +13,9 @@ per connection, a status line, headers, a body of ``Content-Length`` bytes;
 connections are kept alive and reused per (peer URL, pinned certificate). A
 connection is pinned as ``Link`` says (the sha256 of the certificate the peer
 presents, checked before anything is sent); an answer other than 206 is
-mapped to the same errors as every other request (``refusal``), and the
-connection is closed after it. A peer silent for ``read_timeout`` seconds
+mapped to the same errors as every other request (``refusal``); its few words
+are read past, so the connection serves the next request (a peer refusing a
+piece it lacks yet is common in a swarm). A peer silent for ``read_timeout`` seconds
 fails the request; so does one that closes mid-body.
 """
 
@@ -131,13 +132,17 @@ class _Answer(asyncio.BufferedProtocol):
             name, sep, value = line.partition(":")
             if sep:
                 self.headers[name.strip().lower()] = value.strip()
-        if self.status != 206:  # its body is not wanted: the connection will be closed
-            self._finish(None)
-            raise _Stop
         length = self.headers.get("content-length", "")
-        if not length.isdigit():
+        if self.status != 206:  # a refusal: its few words are read past, to keep the line
+            if not length.isdigit() or int(length) > MAX_HEAD:
+                self._finish(None)  # or the connection is closed, not read to its end
+                raise _Stop
+            self._sink = _discard
+        elif not length.isdigit():
             raise TransferError("the peer's range answer gives no length")
         self._head, self._begin, self._left = False, end + 4, int(length)
+        if self.status != 206:
+            return True
         got = self.headers.get("content-range", "").split("/")[0]
         if got != self._range:
             raise TransferError(f"the peer answered with {got or 'no range'}, not {self._range}")
@@ -160,6 +165,10 @@ class _Answer(asyncio.BufferedProtocol):
 
 class _Stop(Exception):
     """The head was read and the rest is not wanted."""
+
+
+def _discard(view: memoryview) -> None:
+    pass
 
 
 def _ignore(view: memoryview) -> None:
@@ -226,7 +235,7 @@ class RangeReader:
                 answer.close()
                 raise
             if status != 206:
-                answer.close()
+                self._keep(key, answer, got)  # its body was read: the line is free again
                 error = refusal(status, got)
                 raise error or TransferError(f"{link.host} answered HTTP {status} for {what}")
             self._keep(key, answer, got)
@@ -249,7 +258,7 @@ class RangeReader:
 
     def _keep(self, key: tuple[str, str | None], answer: _Answer, headers: dict[str, str]) -> None:
         idle = self._idle.setdefault(key, [])
-        if headers.get("connection", "").lower() == "close" or len(idle) >= KEEP:
+        if answer.closed or headers.get("connection", "").lower() == "close" or len(idle) >= KEEP:
             answer.close()
         else:
             idle.append(answer)

@@ -138,9 +138,9 @@ async def test_refusals_map_as_for_every_request(
         assert got == bytearray()
         if status == 503:
             assert caught.value.retry_after == 2.0  # type: ignore[attr-defined]
-        server.handler[0] = _ranges  # the refused connection is not reused: a new one serves
+        server.handler[0] = _ranges  # the refusal was read past: the connection serves on
         await client.archive_range(server.link, DIGEST, 0, 10, _collect(got, []))
-        assert bytes(got) == DATA[:10] and len(set(server.ports)) == 2
+        assert bytes(got) == DATA[:10] and len(set(server.ports)) == 1
     finally:
         await client.close()
 
@@ -211,3 +211,23 @@ async def test_a_connection_the_peer_closed_while_idle_is_replaced(server: Serve
         assert bytes(got) == DATA[20:30] and len(set(server.ports)) == 2
     finally:
         await reader.close()
+
+
+async def test_a_refusal_of_unknown_length_closes_its_connection(server: Server) -> None:
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=503, headers={"Retry-After": "1"})
+        await resp.prepare(request)  # no Content-Length: chunked, of any length
+        await resp.write(b"busy")
+        return resp
+
+    server.handler[0] = chunked
+    client = PeerClient()
+    try:
+        with pytest.raises(Busy):
+            await client.archive_range(server.link, DIGEST, 0, 10, _collect(bytearray(), []))
+        server.handler[0] = _ranges
+        got = bytearray()
+        await client.archive_range(server.link, DIGEST, 0, 10, _collect(got, []))
+        assert bytes(got) == DATA[:10] and len(set(server.ports)) == 2  # not read to its end
+    finally:
+        await client.close()
