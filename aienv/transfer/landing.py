@@ -80,8 +80,12 @@ class Landing:
         self.hasher = hashlib.sha256()
         self.fd, self.base = partial.where(self.index, archive_fd)
         self.complete = False
+        self.on_first: Callable[[], object] | None = None  # called as the first bytes come
 
     def __call__(self, view: memoryview) -> None:
+        if self.on_first is not None:
+            self.on_first()
+            self.on_first = None
         self.on_bytes(len(view))
         while view:
             take = min(len(view), self.piece_end - self.offset)

@@ -12,7 +12,9 @@ download fails when nothing arrived for ``stall_timeout`` s, or no source is lef
 When other peers are downloading the same digest, pieces are taken rarest
 first, each pick scanning from a random offset (seeded per node): peers hold
 different pieces and trade them, rather than meet at one's frontier and ask the
-origin for the same pieces side by side.
+origin for the same pieces side by side. Once every missing piece is asked for,
+a request still waiting for its first byte after ``ENDGAME`` s (the peer's upload
+slots are full) is given up when another source has its pieces.
 
 A piece list matching its signed root makes each verified piece signed: the file
 is done with its last piece; else (older sharer) the whole file's sha256 must match
@@ -56,6 +58,7 @@ RUN_MAX = 8  # pieces per request, at most
 RUN_SECONDS = 1.5  # a request should take about this long at the source's rate
 MAX_BAD_PIECES = 2  # corrupt pieces before a source is dropped
 REFRESH = 1.0  # seconds between refreshes of the source list and bitfields
+ENDGAME = 1.0  # seconds a source may keep the last pieces waiting for a first byte
 
 
 @dataclass(slots=True)
@@ -105,6 +108,9 @@ class SwarmDownload:
         self._wake = asyncio.Event()
         self._fd = -1
         self._behind = WriteBehind()
+        self._waiting: dict[
+            int, tuple[asyncio.Timeout, float, Source, list[int]]
+        ] = {}  # no byte yet
         self._closing = False
 
     # -- progress ------------------------------------------------------------------
@@ -194,6 +200,7 @@ class SwarmDownload:
                 if time.monotonic() - refreshed >= REFRESH:  # not on every finished run
                     refreshed = time.monotonic()
                     await self._refresh_sources()
+                self._endgame()
                 self.on_progress(self)  # sources' states change without a piece landing
         finally:
             for task in workers.values():
@@ -323,17 +330,39 @@ class SwarmDownload:
         t0 = time.monotonic()
         done = functools.partial(self._piece_done, source)
         landing = Landing(self.partial, self._fd, run, done, self._count, self._behind)
+        key = id(landing)
         try:
-            await self.client.archive_range(source.link, self.pieces.digest, start, end, landing)
+            async with asyncio.timeout(None) as wait:  # no limit, unless _endgame sets one
+                self._waiting[key] = (wait, t0, source, run)
+                landing.on_first = lambda: self._waiting.pop(key, None)
+                await self.client.archive_range(
+                    source.link, self.pieces.digest, start, end, landing
+                )
+        except TimeoutError as exc:  # nothing came: its pieces go to another source
+            raise SourceFailed("slow to answer for the last pieces", retry_after=ENDGAME) from exc
         except RangeNotHeld as exc:
             source.lacks(run, self.pieces.count)
             raise SourceFailed("does not have those pieces yet", retry_after=REFRESH) from exc
         except AienvError as exc:
             raise failure(exc) from exc
+        finally:
+            self._waiting.pop(key, None)
         landing.check()
         elapsed = max(time.monotonic() - t0, 1e-3)
         sample = (end - start) / elapsed
         source.rate = sample if source.rate == 0 else 0.7 * source.rate + 0.3 * sample
+
+    def _endgame(self) -> None:
+        """Once every missing piece is asked for, a request that had no first byte for
+        ENDGAME s, from a source another one could replace, is given up: a peer whose
+        upload slots are full must not hold the end of the download."""
+        if not self._waiting or self.partial.have.count(0) > len(self.in_flight):
+            return
+        now = time.monotonic()
+        for wait, since, source, run in list(self._waiting.values()):
+            others = (s for s in self.sources.values() if s is not source and s.usable(now))
+            if now - since >= ENDGAME and any(all(s.has(i) for i in run) for s in others):
+                wait.reschedule(asyncio.get_running_loop().time())
 
     def _count(self, received: int) -> None:
         self.received += received

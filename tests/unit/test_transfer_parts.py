@@ -12,6 +12,7 @@ import struct
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from aienv.errors import Busy, Cancelled
 from aienv.peer import Link
 from aienv.state.db import Database
 from aienv.state.store import ArchiveRecord, StateStore
+from aienv.transfer import swarm as swarmmod
 from aienv.transfer.holdings import Holding, Holdings, Partial, parse_bitfield
 from aienv.transfer.progress import Transfers
 from aienv.transfer.serve import UploadSlots
@@ -371,3 +373,41 @@ def test_entries_are_dealt_to_threads_by_size_folders_first() -> None:
     assert sorted(infos, key=id) == sorted([i for b in batches for i in b], key=id)
     assert max(loads) - min(loads) <= 300 * 1024
     assert shares(infos[:1], 4) == [infos[:1]]
+
+
+class _TwoPeers:
+    """Ranges of ``data`` from every source but ``stuck``, whose answers never come
+    (a peer with its upload slots full, keeping a request in line)."""
+
+    def __init__(self, data: bytes, stuck: str) -> None:
+        self.data, self.stuck = data, stuck
+        self.asked: list[tuple[str, int]] = []
+
+    async def archive_range(
+        self, link: Link, digest: str, start: int, end: int, sink: Callable[[memoryview], None]
+    ) -> None:
+        self.asked.append((link.url, start))
+        if link.url == self.stuck:
+            await asyncio.Event().wait()
+        sink(memoryview(self.data[start:end]))
+
+
+async def test_the_last_pieces_are_taken_from_a_source_that_keeps_them_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(swarmmod, "ENDGAME", 0.2)
+    data = os.urandom(6 * 65536)
+    hashes = tuple(
+        hashlib.sha256(data[i : i + 65536]).hexdigest() for i in range(0, len(data), 65536)
+    )
+    pieces = piecemod.Pieces(hashlib.sha256(data).hexdigest(), len(data), 65536, hashes)
+    origin = Source(Link("http://origin"), "origin", origin=True)
+    peer = Source(Link("http://peer"), "peer")  # holds every piece too
+    client = _TwoPeers(data, stuck=origin.url)
+    download = SwarmDownload(client, Partial(pieces, tmp_path / "p"), origin, list,  # type: ignore[arg-type]
+                             max_sources=8, stall_timeout=60)  # fmt: skip
+    download.sources[peer.url] = peer
+    await asyncio.wait_for(download.run(), 10)  # the origin never answers: the peer ends it
+    assert (tmp_path / "p").read_bytes() == data
+    assert {url for url, _ in client.asked} == {origin.url, peer.url}  # both were asked
+    assert "slow to answer for the last pieces" in str(origin.error)
