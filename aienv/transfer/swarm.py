@@ -59,6 +59,7 @@ RUN_SECONDS = 1.5  # a request should take about this long at the source's rate
 MAX_BAD_PIECES = 2  # corrupt pieces before a source is dropped
 REFRESH = 1.0  # seconds between refreshes of the source list and bitfields
 ENDGAME = 1.0  # seconds a source may keep the last pieces waiting for a first byte
+Waiting = tuple[asyncio.Timeout, float, Source, list[int]]  # its limit, since, from, pieces
 
 
 @dataclass(slots=True)
@@ -108,9 +109,7 @@ class SwarmDownload:
         self._wake = asyncio.Event()
         self._fd = -1
         self._behind = WriteBehind()
-        self._waiting: dict[
-            int, tuple[asyncio.Timeout, float, Source, list[int]]
-        ] = {}  # no byte yet
+        self._waiting: dict[int, Waiting] = {}  # requests with no byte yet
         self._closing = False
 
     # -- progress ------------------------------------------------------------------
