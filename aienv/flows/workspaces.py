@@ -35,6 +35,9 @@ class WorkspaceFlows:
         self.store = store
         self.environments = environments
         self._announced: tuple[int, list[SharedWorkspace]] | None = None
+        # one bundling of a workspace's git projects at a time: `aienv share` and the
+        # periodic refresh both write them, and git refuses a bundle being written
+        self._bundling: dict[str, asyncio.Lock] = {}
 
     def running(self) -> dict[str, list[str]]:
         """The ids of each workspace's live environments."""
@@ -74,7 +77,7 @@ class WorkspaceFlows:
             self.state.event("share", f"workspace {name}: {line}")
         added = await self._prepare_share(name)
         projects = [(p.name, p.path) for p in ws.manifest.projects]
-        for line in await asyncio.to_thread(git.bundle, ws.path, projects):
+        for line in await self._bundle(ws, projects):
             self.state.event("share", f"workspace {name}: {line}")
             if "git at" in line and f"{git.GIT_DIR}/" not in added:
                 added.append(f"{git.GIT_DIR}/")  # the history, for the archive (no .git)
@@ -82,6 +85,11 @@ class WorkspaceFlows:
         self.state.set_shared(name, True)
         self.state.event("share", f"workspace {name} shared")
         return self.store.get(name), added
+
+    async def _bundle(self, ws: Workspace, projects: list[tuple[str, str]]) -> list[str]:
+        """``git.bundle`` for ``ws``, never two at once for one workspace."""
+        async with self._bundling.setdefault(ws.record.name, asyncio.Lock()):
+            return await asyncio.to_thread(git.bundle, ws.path, projects)
 
     async def _prepare_share(self, workspace: str) -> list[str]:
         """Let each environment's runtime add what it needs to the workspace before it
@@ -172,7 +180,7 @@ class WorkspaceFlows:
                 projects = [(p.name, p.path) for p in ws.manifest.projects]
                 try:
                     if git.repositories(ws.path, projects):  # unchanged history: not rewritten
-                        await asyncio.to_thread(git.bundle, ws.path, projects)
+                        await self._bundle(ws, projects)
                     record = await self.store.ensure_archive(ws.record.name)
                 except (AienvError, OSError) as exc:
                     log.warning("cannot re-pack shared workspace %s: %s", ws.record.name, exc)
