@@ -3,7 +3,7 @@
 One aiohttp session for the node's lifetime. Each request names what it asks
 for (``what``, used in messages), is pinned to the certificate its ``Link``
 names, never follows a redirect, and reads at most a set number of bytes. HTTP
-answers map to the error tree in ``_refusal``, connection failures and a TLS
+answers map to the error tree in ``refusal``, connection failures and a TLS
 certificate that is not the pinned one in ``_request``: a caller sees only
 ``AienvError``s.
 """
@@ -51,14 +51,10 @@ def _retry_after(value: str | None) -> float:
         return 1.0
 
 
-def _refusal(resp: aiohttp.ClientResponse, link: Link, what: str) -> AienvError | None:
-    """The error an answer other than 200/206 stands for, or None when it is a success."""
-    return refusal(resp.status, resp.headers, link, what)
-
-
 def refusal(status: int, headers: Mapping[str, str], link: Link, what: str) -> AienvError | None:
-    """``_refusal`` from a status and headers (whose names are looked up in lower case:
-    aiohttp's are case-blind, ``RangeReader``'s are lowered)."""
+    """The error an answer other than 200/206 stands for, or None when it is a success
+    (header names are looked up in lower case: aiohttp's are case-blind, ``RangeReader``'s
+    are lowered)."""
     host = link.host
     if status in (200, 206):
         return None
@@ -147,9 +143,9 @@ class PeerClient:
                 timeout=timeout,
                 allow_redirects=False,  # a peer never leads this node elsewhere
             ) as resp:
-                refusal = _refusal(resp, link, what)
-                if refusal is not None:
-                    raise refusal
+                refused = refusal(resp.status, resp.headers, link, what)
+                if refused is not None:
+                    raise refused
                 yield resp
         except aiohttp.ServerFingerprintMismatch as exc:
             raise PeerImpostor(describe(exc, link.url)) from exc

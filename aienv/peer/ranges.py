@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 
 from aienv.errors import AienvError, PeerImpostor, PeerUnreachable, TransferError
-from aienv.peer.link import Link, pin_mismatch
+from aienv.peer.link import Link, pin_mismatch, split_host_port
 
 BUFFER = 1024 * 1024  # bytes decrypted into before the sink is called
 MAX_HEAD = 64 * 1024  # a status line and headers longer than this are refused
@@ -118,12 +118,13 @@ class _Answer(asyncio.BufferedProtocol):
 
     def _read_head(self) -> bool:
         """Parse the status line and headers once they are all in; False until then."""
-        end = self.buffer[: self._filled].tobytes().find(b"\r\n\r\n")
+        raw = self.buffer[: self._filled].tobytes()
+        end = raw.find(b"\r\n\r\n")
         if end < 0:
             if self._filled >= MAX_HEAD:
                 raise TransferError("the peer's answer has no end of headers")
             return False
-        lines = self.buffer[:end].tobytes().decode("latin-1").split("\r\n")
+        lines = raw[:end].decode("latin-1").split("\r\n")
         parts = lines[0].split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
             raise TransferError(f"the peer answered {lines[0][:80]!r}, not HTTP")
@@ -138,14 +139,15 @@ class _Answer(asyncio.BufferedProtocol):
                 self._finish(None)  # or the connection is closed, not read to its end
                 raise _Stop
             self._sink = _discard
-        elif not length.isdigit():
-            raise TransferError("the peer's range answer gives no length")
+        else:
+            if not length.isdigit():
+                raise TransferError("the peer's range answer gives no length")
+            got = self.headers.get("content-range", "").split("/")[0]
+            if got != self._range:
+                raise TransferError(
+                    f"the peer answered with {got or 'no range'}, not {self._range}"
+                )
         self._head, self._begin, self._left = False, end + 4, int(length)
-        if self.status != 206:
-            return True
-        got = self.headers.get("content-range", "").split("/")[0]
-        if got != self._range:
-            raise TransferError(f"the peer answered with {got or 'no range'}, not {self._range}")
         return True
 
     def _finish(self, exc: BaseException | None) -> None:
@@ -214,8 +216,8 @@ class RangeReader:
         certificate other than the pinned one, ``PeerUnreachable`` when the peer
         cannot be reached, falls silent or hangs up; and whatever ``sink`` raises."""
         key = (link.url, link.fingerprint)
-        host = link.url.split("://", 1)[-1]
-        lines = [f"GET {path} HTTP/1.1", f"Host: {host}", *_header_lines(link, headers)]
+        address = link.url.partition("://")[2]
+        lines = [f"GET {path} HTTP/1.1", f"Host: {address}", *_header_lines(link, headers)]
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         for reused in (True, False):
             answer = self._take(key) if reused else None
@@ -234,11 +236,10 @@ class RangeReader:
             except BaseException:
                 answer.close()
                 raise
+            self._keep(key, answer, got)  # its body was read: the line is free again
             if status != 206:
-                self._keep(key, answer, got)  # its body was read: the line is free again
                 error = refusal(status, got)
                 raise error or TransferError(f"{link.host} answered HTTP {status} for {what}")
-            self._keep(key, answer, got)
             return
 
     def _take(self, key: tuple[str, str | None]) -> _Answer | None:
@@ -264,9 +265,8 @@ class RangeReader:
             idle.append(answer)
 
     async def _connect(self, key: tuple[str, str | None], link: Link, what: str) -> _Answer:
-        scheme, _, rest = link.url.partition("://")
-        hostport = rest.rsplit(":", 1)
-        port = int(hostport[1]) if len(hostport) == 2 else 80
+        scheme, _, address = link.url.partition("://")
+        host, port = split_host_port(address, 80)
         secure = scheme == "https"
         if secure and self._context is None:
             self._context = _context()
@@ -275,7 +275,7 @@ class RangeReader:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 transport, answer = await loop.create_connection(
                     lambda: _Answer(partial(self._forget, key)),
-                    link.host,
+                    host,
                     port,
                     ssl=self._context if secure else None,
                 )
