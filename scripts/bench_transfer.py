@@ -29,14 +29,18 @@ Scenarios (``--scenario``, repeatable; all by default):
   Bar: it finishes, with < 5 % downloaded twice.
 
 A clone is timed inside the client's namespace, from just before ``POST /api/v1/clones``
-to the first poll (every 30 ms) that sees ``installed``; it includes verification and
-extraction, as a user waits for them. Every measured clone runs on client nodes started
-afresh with empty homes (a node keeps what it downloaded and would serve a second clone
-of the same digest from its own cache), after one warm-up clone and curl per archive
-that fill the seeder's caches. A tree of many files is not deleted before the end of
-the run but moved to a trash folder (see ``Fleet.discard``). Nodes import a copy of
-``aienv/`` taken at the start, so a run measures one version of the code even while
-the tree changes (``--no-snapshot``).
+until the node's live feed (``GET /api/v1/stream``, opened before the POST) tells of its
+change to ``installed``; it includes verification and extraction, as a user waits for
+them. The feed's progress events (twice a second) give its timeline and its first byte
+to half a second. (Until 2026-12-05 drivers polled the job every 30 ms: eight of them on
+two cores took enough CPU to slow the swarm they measured.) The ``cut`` scenario's first
+clone still polls, to act on it half way. Every measured clone runs on client nodes
+started afresh with empty homes (a node keeps what it downloaded and would serve a
+second clone of the same digest from its own cache), after one warm-up clone and curl
+per archive that fill the seeder's caches. A tree of many files is not deleted before
+the end of the run but moved to a trash folder (see ``Fleet.discard``). Nodes import a
+copy of ``aienv/`` taken at the start, so a run measures one version of the code even
+while the tree changes (``--no-snapshot``).
 CPU is accounted per process (client node, seeder node, curl, nginx) and for the whole
 machine; a scenario during which processes this benchmark did not start took CPU is
 flagged as disturbed.
@@ -110,9 +114,29 @@ def api(a):
     emit("result", status=r.status_code, body=r.json() if r.content else None)
 
 
+def polled(c, doc, poll):  # the job as a poll every `poll` seconds sees it
+    while True:
+        time.sleep(poll)
+        yield c.get(f"/clones/{doc['id']}").json()
+
+# the job as the node's live feed tells of it: read again at each change of its state,
+# and from each progress event (twice a second while it runs)
+def streamed(c, lines, doc):
+    event = None
+    for line in lines:
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: ") and event in ("hello", "change", "progress"):
+            data = json.loads(line[6:])
+            if event == "progress":
+                yield from (j for j in data["clones"] if j["id"] == doc["id"])
+            elif event == "hello" or data["key"] == doc["id"]:  # a resync, or its change
+                yield c.get(f"/clones/{doc['id']}").json()
+
 def clone(a):
-    with httpx.Client(base_url=API, timeout=60) as c:
-        c.get("/node")
+    with httpx.Client(base_url=API, timeout=60) as c, c.stream("GET", "/stream") as feed:
+        lines = feed.iter_lines()
+        next(line for line in lines if line == "event: hello")  # subscribed
         emit("ready")
         sys.stdin.readline()
         t0 = time.time()
@@ -122,13 +146,13 @@ def clone(a):
             return
         doc, mark, deadline = r.json(), a.get("mark"), t0 + a["timeout"]
         seen, timeline, downloaded = {}, [], None
+        updates = polled(c, doc, a["poll"]) if mark is not None else streamed(c, lines, doc)
         while doc["state"] not in DONE:
             if time.time() > deadline:
                 c.delete(f"/clones/{doc['id']}")
                 doc["state"], doc["error"] = "failed", "timed out (benchmark)"
                 break
-            time.sleep(a["poll"])
-            doc = c.get(f"/clones/{doc['id']}").json()
+            doc = next(updates)
             now, done, total = time.time(), doc.get("bytes_done", 0), doc.get("bytes_total") or 0
             new = doc["state"] not in seen
             seen.setdefault(doc["state"], now - t0)
@@ -1172,7 +1196,7 @@ def report(results: dict[str, Any], opts: Options, hosts: int) -> Iterator[str]:
         "directions (the host's `eth0` and its bridge-side veth). The baseline is "
         "`curl -s -o FILE` in the client's namespace fetching the same archive file from "
         f"nginx {nginx_version()} (`sendfile on`) in the seeder's namespace, in the same run. "
-        "Clone time runs from `POST /api/v1/clones` to the poll that sees `installed` "
+        "Clone time runs from `POST /api/v1/clones` to the live feed's change to `installed` "
         f"(download, verification and extraction). Medians of {opts.runs} runs "
         f"({opts.reference_runs} for the single-source swarm, a reference). "
         f"Machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / GiB:.0f} GiB, "
@@ -1374,8 +1398,8 @@ def md_concurrent(r: dict[str, Any], opts: Options) -> Iterator[str]:
     curls = [c for x in runs for c in x["curl"]]
     sent = [x["clone"][0].get("seeder_sent") or 0 for x in runs]
     yield (
-        f"Each clone's own time, fastest-slowest per run: {spread}; its first byte came "
-        f"{waited} after its POST. Seeder RSS before the "
+        f"Each clone's own time, fastest-slowest per run: {spread}; its first byte was "
+        f"reported {waited} after its POST. Seeder RSS before the "
         f"clones {idle:.1f} MiB (VmHWM reset through `clear_refs` just before). While "
         f"serving, the seeder node used {core(clones, 'seeder')} of a core and nginx "
         f"{core(curls, 'nginx')}; the seeder sent {statistics.median(sent) / ar['size']:.2f}x "
