@@ -23,6 +23,7 @@ from aienv.transfer.holdings import parse_bitfield
 log = logging.getLogger(__name__)
 
 BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)
+IN_LINE = 1.0  # a request kept this long in a peer's line for a slot: its back-off is done
 
 
 @dataclass(slots=True)
@@ -40,18 +41,28 @@ class SourceStatus:
 
 
 class SourceFailed(Exception):
-    """A source's request failed; ``retry_after``: wait that long, ``drop``: never again."""
+    """A source's request failed; ``retry_after``: wait that long, ``drop``: never again;
+    ``waited``: the seconds it kept the request in its line before it said it was busy."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, drop: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        drop: bool = False,
+        waited: float = 0.0,
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.drop = drop
+        self.waited = waited
 
 
-def failure(exc: AienvError) -> SourceFailed:
-    """What a peer client's error means for the source that answered it."""
+def failure(exc: AienvError, waited: float = 0.0) -> SourceFailed:
+    """What a peer client's error means for the source that answered it, ``waited``
+    seconds after it was asked."""
     if isinstance(exc, Busy):
-        return SourceFailed("busy serving other peers", retry_after=exc.retry_after)
+        return SourceFailed("busy serving other peers", retry_after=exc.retry_after, waited=waited)
     if isinstance(exc, NotOnPeer):
         return SourceFailed("does not hold the archive", drop=True)
     if isinstance(exc, PeerRefused | PeerImpostor):  # it will not let us, or is not who it
@@ -94,7 +105,10 @@ class Source:
         for index in pieces:
             self.have[index] = 0
 
-    def failed(self, exc: SourceFailed) -> None:
+    def failed(self, exc: SourceFailed, *, alone: bool = False) -> None:
+        """Back off, wait as told, or drop it. A busy source that kept the request in its
+        line for a slot is asked again at once when it is the only one (``alone``) with
+        those pieces: a pause there would leave the slot that frees meanwhile idle."""
         self.error = str(exc)
         if exc.drop:
             self.state = "dropped"
@@ -102,7 +116,8 @@ class Source:
             return
         if exc.retry_after is not None:
             self.state = "busy"
-            self.retry_at = time.monotonic() + exc.retry_after * random.uniform(1.0, 1.3)
+            wait = 0.0 if alone and exc.waited >= IN_LINE else exc.retry_after
+            self.retry_at = time.monotonic() + wait * random.uniform(1.0, 1.3)
             return
         delay = BACKOFF[min(self.failures, len(BACKOFF) - 1)]
         self.failures += 1
@@ -139,6 +154,11 @@ class Source:
             rate=round(self.rate),
             error=self.error,
         )
+
+
+def replaceable(sources: Iterable[Source], source: Source, run: list[int], now: float) -> bool:
+    """Another usable source than ``source`` holds every piece of ``run``."""
+    return any(s is not source and s.usable(now) and all(s.has(i) for i in run) for s in sources)
 
 
 def errors(sources: Iterable[Source]) -> str:

@@ -49,7 +49,7 @@ from aienv.errors import (
 from aienv.peer import Link, PeerClient
 from aienv.transfer.holdings import Partial
 from aienv.transfer.landing import Landing, WriteBehind
-from aienv.transfer.sources import Source, SourceFailed, errors, failure
+from aienv.transfer.sources import Source, SourceFailed, errors, failure, replaceable
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +317,8 @@ class SwarmDownload:
                 source.failures = 0
                 source.state, source.error = "ready", None
             except SourceFailed as exc:
-                source.failed(exc)
+                alone = not replaceable(self.sources.values(), source, run, time.monotonic())
+                source.failed(exc, alone=alone)
             finally:
                 source.in_flight -= 1
                 self.in_flight.difference_update(run)
@@ -343,7 +344,7 @@ class SwarmDownload:
             source.lacks(run, self.pieces.count)
             raise SourceFailed("does not have those pieces yet", retry_after=REFRESH) from exc
         except AienvError as exc:
-            raise failure(exc) from exc
+            raise failure(exc, time.monotonic() - t0) from exc
         finally:
             self._waiting.pop(key, None)
         landing.check()
@@ -359,8 +360,7 @@ class SwarmDownload:
             return
         now = time.monotonic()
         for wait, since, source, run in list(self._waiting.values()):
-            others = (s for s in self.sources.values() if s is not source and s.usable(now))
-            if now - since >= ENDGAME and any(all(s.has(i) for i in run) for s in others):
+            if now - since >= ENDGAME and replaceable(self.sources.values(), source, run, now):
                 wait.reschedule(asyncio.get_running_loop().time())
 
     def _count(self, received: int) -> None:
