@@ -6,6 +6,7 @@ of reach, a transport that runs commands), leaving nothing behind."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -73,6 +74,39 @@ def test_an_unchanged_repository_is_not_bundled_again(tmp_path: Path) -> None:
     run(tmp_path / "src", "commit", "-q", "--allow-empty", "-m", "c2")
     git.bundle(tmp_path, [("src", "src")])
     assert (tmp_path / git.GIT_DIR / "src.bundle").stat().st_mtime_ns != made
+
+
+def test_a_commit_made_while_the_bundle_is_written_is_the_one_described(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The person commits while the node bundles: a description read before the commit
+    with a bundle written after it named the old commit, and a peer that updated to
+    that archive stayed on it (CI caught it once)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    run(src, "init", "-q", "-b", "main")
+    (src / "f.txt").write_text("1\n")
+    run(src, "add", ".")
+    run(src, "commit", "-q", "-m", "c1")
+    real = git._git
+    committed: list[str] = []
+
+    def racing(folder: Path, *args: str, query: bool = False) -> str:
+        if args[:2] == ("bundle", "create") and not committed:  # described, then it lands
+            run(src, "commit", "-q", "--allow-empty", "-m", "c2")
+            committed.append(run(src, "rev-parse", "HEAD"))
+        return real(folder, *args, query=query)
+
+    monkeypatch.setattr(git, "_git", racing)
+    said = git.bundle(tmp_path, [("src", "src")])
+    info = json.loads((tmp_path / git.GIT_DIR / "src.json").read_text())
+    assert info["head"] == committed[0]  # described again once the commit was seen
+    assert said == [f"project src: git at {committed[0][:12]} on main"]
+    twin = tmp_path / "twin"  # as the archive holds it: the files and the bundle, no .git
+    shutil.copytree(src, twin / "src", ignore=shutil.ignore_patterns(".git"))
+    shutil.copytree(tmp_path / git.GIT_DIR, twin / git.GIT_DIR)
+    git.restore(twin)
+    assert run(twin / "src", "rev-parse", "HEAD") == committed[0]
 
 
 # -- projects that name a remote (git: {url, ref}): fetched by the sharing node -----------
