@@ -35,9 +35,6 @@ class WorkspaceFlows:
         self.store = store
         self.environments = environments
         self._announced: tuple[int, list[SharedWorkspace]] | None = None
-        # one bundling of a workspace's git projects at a time: `aienv share` and the
-        # periodic refresh both write them, and git refuses a bundle being written
-        self._bundling: dict[str, asyncio.Lock] = {}
 
     def running(self) -> dict[str, list[str]]:
         """The ids of each workspace's live environments."""
@@ -87,8 +84,11 @@ class WorkspaceFlows:
         return self.store.get(name), added
 
     async def _bundle(self, ws: Workspace, projects: list[tuple[str, str]]) -> list[str]:
-        """``git.bundle`` for ``ws``, never two at once for one workspace."""
-        async with self._bundling.setdefault(ws.record.name, asyncio.Lock()):
+        """``git.bundle`` for ``ws``, never while it is packed nor twice at once: `aienv
+        share` and the periodic refresh both write them; git refuses a bundle being
+        written, and an archive packed between a bundle and its description would
+        name the old commit for the new history."""
+        async with self.store.packing(ws.record.name):
             return await asyncio.to_thread(git.bundle, ws.path, projects)
 
     async def _prepare_share(self, workspace: str) -> list[str]:

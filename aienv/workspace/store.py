@@ -305,10 +305,14 @@ class WorkspaceStore:
         await asyncio.to_thread(shutil.rmtree, trash, True)
         self.state.event("workspace", f"workspace {name} deleted")
 
+    def packing(self, name: str) -> asyncio.Lock:
+        """Held while ``name`` is packed; a writer of files an archive must not catch
+        half written (its git bundles and their descriptions) holds it too."""
+        return self._pack_locks.setdefault(name, asyncio.Lock())
+
     async def ensure_archive(self, name: str) -> ArchiveRecord:
         """The current archive of ``name``, packed again only if its files changed."""
-        lock = self._pack_locks.setdefault(name, asyncio.Lock())
-        async with lock:
+        async with self.packing(name):
             ws = self.get(name)
             current = await asyncio.to_thread(fingerprint, ws.path)
             cached = ws.archive
