@@ -88,6 +88,19 @@ def _dockerd_major() -> int:
     return int(match.group(1)) if match else 0
 
 
+def _accepting(path: Path) -> bool:
+    """Something listens on the unix socket ``path``. Asked with a socket of our own:
+    the Docker SDK leaves its socket unclosed when a connect is refused (dockerd makes
+    the file before it listens), and the garbage collector's ResourceWarning then
+    fails whichever test is running."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 def _ours(root: Path) -> list[psutil.Process]:
     """Processes whose command line names our folder: dockerd, its containerd, shims."""
     found = []
@@ -195,7 +208,7 @@ class _Daemon:
                 raise DaemonError(
                     f"dockerd ({driver}) exited with {self.proc.returncode}:\n{self.log()}"
                 )
-            if self.sock.exists():
+            if self.sock.exists() and _accepting(self.sock):
                 with contextlib.suppress(docker.errors.DockerException, OSError):
                     client = docker.DockerClient(base_url=self.address, timeout=2)
                     try:
