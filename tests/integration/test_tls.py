@@ -165,15 +165,17 @@ def test_a_relayed_announcement_moves_nothing_and_the_clone_goes_to_the_real_nod
     )
     try:
         assert impostor.stdout is not None and impostor.stdout.readline().strip() == b"ready"
-        sender = relay(c, a, b, tmp_path / "relay.log")
-        ended(sender)
 
         def refused() -> bool:
             events = json.loads(b.cli("events", "--json", "--limit", "200").stdout)
             return any("which could not prove it is alpha" in e["message"] for e in events
                        if e["kind"] == "security")  # fmt: skip
 
-        wait_for(refused, 10, "beta refuses the move")
+        sender = relay(c, a, b, tmp_path / "relay.log")
+        try:
+            wait_for(refused, 10, "beta refuses the move")
+        finally:
+            ended(sender)
         assert alpha_at(b) == a.ip
         done = clone_with(b, "alpha/hello", PASSWORD)
         assert done["state"] == "installed", done["error"]
