@@ -29,7 +29,7 @@ from aienv.errors import (
     TransferError,
 )
 from aienv.identity import Identity
-from aienv.peer.link import Link, describe, http_base
+from aienv.peer.link import Link, describe, http_base, unreachable
 from aienv.peer.ranges import RangeReader, Sink
 from aienv.security import signing
 
@@ -152,10 +152,7 @@ class PeerClient:
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             # not any OSError: a full disk while the caller writes what it reads is not
             # the peer's fault, and must reach the caller as it is
-            raise PeerUnreachable(
-                f"cannot reach peer at {link.url} for {what} ({describe(exc, link.url)}): "
-                "is it still up?"
-            ) from exc
+            raise unreachable(link, what, exc) from exc
 
     async def _read(self, link: Link, path: str, what: str, limit: int, timeout: float) -> bytes:
         """A whole answer of at most ``limit`` bytes (more is an error)."""

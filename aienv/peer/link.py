@@ -17,6 +17,8 @@ from typing import Any
 
 import aiohttp
 
+from aienv.errors import PeerUnreachable
+
 USER = "aienv"  # the user name sent with a peer or workspace password (any is accepted)
 
 
@@ -107,3 +109,10 @@ def describe(exc: BaseException, url: str) -> str:
     if isinstance(exc, TimeoutError) and not str(exc):
         return "timed out"
     return str(exc) or type(exc).__name__
+
+
+def unreachable(link: Link, what: str, exc: BaseException) -> PeerUnreachable:
+    """A request for ``what`` that could not reach ``link``'s peer (``exc``: why)."""
+    return PeerUnreachable(
+        f"cannot reach peer at {link.url} for {what} ({describe(exc, link.url)}): is it still up?"
+    )

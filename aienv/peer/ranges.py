@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 
 from aienv.errors import AienvError, PeerImpostor, PeerUnreachable, TransferError
-from aienv.peer.link import Link, pin_mismatch, split_host_port
+from aienv.peer.link import Link, pin_mismatch, split_host_port, unreachable
 
 BUFFER = 1024 * 1024  # bytes decrypted into before the sink is called
 MAX_HEAD = 64 * 1024  # a status line and headers longer than this are refused
@@ -280,7 +280,7 @@ class RangeReader:
                     ssl=self._context if secure else None,
                 )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            raise _unreachable(link, what, exc) from exc
+            raise unreachable(link, what, exc) from exc
         if secure and link.fingerprint:
             der = transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
             got = hashlib.sha256(der or b"").digest()
@@ -303,7 +303,7 @@ class RangeReader:
         while True:
             wait = answer.last + self.read_timeout - loop.time()
             if wait <= 0:
-                raise _unreachable(link, what, TimeoutError("timed out"))
+                raise unreachable(link, what, TimeoutError())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     try:
@@ -311,18 +311,9 @@ class RangeReader:
                     except OSError as exc:  # ssl.SSLError and ConnectionError among them
                         if answer.sink_failed:  # a full disk is not the peer's fault
                             raise
-                        raise _unreachable(link, what, exc) from exc
+                        raise unreachable(link, what, exc) from exc
 
 
 def _header_lines(link: Link, headers: Mapping[str, str]) -> list[str]:
     merged = {**link.headers(), **headers}
     return [f"{name}: {value}" for name, value in merged.items()]
-
-
-def _unreachable(link: Link, what: str, exc: BaseException) -> PeerUnreachable:
-    reason = str(exc) or type(exc).__name__
-    if isinstance(exc, TimeoutError):
-        reason = "timed out"
-    return PeerUnreachable(
-        f"cannot reach peer at {link.url} for {what} ({reason}): is it still up?"
-    )
