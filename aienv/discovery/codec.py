@@ -103,6 +103,9 @@ class SharedWorkspace(_Wire):
     # the root of the archive's piece list (``archive.pieces``): signed, so a list that
     # matches it verifies each piece as it lands; absent from older nodes
     pieces: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    # the bytes its files take once extracted (what a clone checks the disk for);
+    # absent from older nodes, whose clones ask for the workspace's details instead
+    unpacked: int | None = Field(default=None, ge=0)
 
 
 class HeldArchive(_Wire):

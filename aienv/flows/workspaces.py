@@ -159,6 +159,7 @@ class WorkspaceFlows:
                         revision=self._revision(ws.record.name, ws.archive.digest),
                         fork_of=_lineage(ws.record.origin),
                         pieces=ws.archive.pieces or None,
+                        unpacked=ws.archive.unpacked_size,
                     )
                 )
         return out

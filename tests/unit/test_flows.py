@@ -199,6 +199,27 @@ async def test_a_held_archive_is_reused_only_for_the_list_its_sharer_signed(
     assert [asked for asked in peer.asked if asked.startswith("range")]
 
 
+async def test_a_clone_takes_the_unpacked_size_its_sharer_signed(b: Bench, tmp_path: Path) -> None:
+    peer = FakePeer(write_workspace(tmp_path / "src"), tmp_path / "peer")
+    manager = clones(b, peer)
+
+    async def clone(name: str, unpacked: int | None) -> tuple[str, list[str]]:
+        peer.asked.clear()
+        peer.shared = peer.shared.model_copy(update={"unpacked": unpacked})
+        job = manager.start("10.0.0.9:37778/hello", name, launch=False)
+        await until(lambda: manager.get(job.id).ended)
+        done = manager.get(job.id)
+        return done.error or done.state.value, list(peer.asked)
+
+    state, asked = await clone("signed", peer.unpacked)
+    assert state == "installed" and "workspace hello" not in asked  # no round trip for it
+    state, asked = await clone("older", None)  # an older sharer: its details say
+    assert state == "installed" and "workspace hello" in asked
+    state, asked = await clone("huge", 1 << 60)  # what is signed is what the disk is checked for
+    assert state.startswith("not enough disk space") and "workspace hello" not in asked
+    assert not [a for a in asked if a.startswith("range")]
+
+
 async def test_a_cancelled_clone_leaves_nothing(b: Bench, tmp_path: Path) -> None:
     peer = FakePeer(write_workspace(tmp_path / "src"), tmp_path / "peer")
     peer.hold.clear()  # ranges wait: the clone stays downloading

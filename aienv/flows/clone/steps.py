@@ -84,7 +84,9 @@ class CloneSteps:
         offer = self._offer(job, peer, link)
         job.peer_id, job.peer_name, job.peer_url = peer.node_id, peer.name, link.url
         job.digest, job.bytes_total = offer.digest, offer.size
-        unpacked = await self._unpacked_size(link, job.workspace, offer.size)
+        unpacked = offer.unpacked  # signed in the announcement; an older sharer's details say
+        if unpacked is None:
+            unpacked = await self._unpacked_size(link, job.workspace, offer.size)
         # the file list the update checks start from, asked for while the bytes come:
         # the origin is busiest when the clone ends (a 13-80 ms answer then, ten at once)
         listing = asyncio.get_running_loop().create_task(
