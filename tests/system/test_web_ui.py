@@ -150,6 +150,8 @@ def test_share_appears_then_clone_launch_open_and_stop(
     expect(run_button).to_be_visible(timeout=10_000)  # no reload: the live feed told it
     network = section(page, "Discover")
     expect(network).to_contain_text("python")  # languages and tools are announced too
+    # and the disk its files will take (on the card: the details are not open yet)
+    expect(network).to_contain_text(re.compile(r"\(unpacked [\d.]+ \w*B\)"))
     expect(page.get_by_role("button", name="Clone hello from alpha without launching",
                             exact=True)).to_be_visible()  # fmt: skip
 

@@ -205,7 +205,7 @@ function wsCard(peer, ws, fits, showPeer) {
         h('span', { class: 'sr-only' }, 'Here: '), fit.text) : null),
     ws.description ? h('p', { class: 'desc clamp' }, ws.description) : null,
     h('dl', { class: 'facts' },
-      h('dt', {}, 'Size'), h('dd', {}, bytes(ws.size)),
+      h('dt', {}, 'Size'), h('dd', {}, sizes(ws)),
       h('dt', {}, 'Runtimes'), h('dd', {}, list(ws.runtimes)),
       ws.protected ? [h('dt', {}, 'Access'), h('dd', {}, 'Password required')] : null,
       ws.fork_of ? [h('dt', {}, 'Lineage'), h('dd', {}, lineage(ws))] : null,
@@ -308,6 +308,12 @@ async function clone(peer, ws, asName = '', launch = false) {
     state.busy.delete('clone');
     render();
   }
+}
+
+/** The download, and the disk its files take once extracted when its node says (older
+ * nodes do not). */
+function sizes(ws) {
+  return ws.unpacked == null ? bytes(ws.size) : `${bytes(ws.size)} (unpacked ${bytes(ws.unpacked)})`;
 }
 
 /** "fork of alpha/notes (r2)": a clone shared again, with its own changes or not. */
