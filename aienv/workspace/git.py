@@ -199,23 +199,23 @@ def bundle(root: Path, projects: list[tuple[str, str]]) -> list[str]:
         # a commit made while the bundle is written would leave a description naming
         # the commit before it: described again after, until nothing moved (or thrice)
         for _ in range(3):
-            described = _describe(root, folder)
+            info = _describe(root, folder)
+            described = json.dumps(info, indent=2)
             # the same refs, head and changes as the bundle there: written again, it
             # would only give the workspace a new archive on every share
             if json_file.is_file() and bundle_file.is_file() and json_file.read_text() == described:
                 break
             _git(folder, "bundle", "create", "-q", str(bundle_file), "--all")
             json_file.write_text(described)
-        info = json.loads(described)
         dirty, head, branch = info["uncommitted"], info["head"], info["branch"]
         changes = f", {len(dirty)} uncommitted change(s) carried as they are" if dirty else ""
         said.append(f"project {name}: git at {head[:12]} on {branch or 'a detached HEAD'}{changes}")
     return said
 
 
-def _describe(root: Path, folder: Path) -> str:
+def _describe(root: Path, folder: Path) -> dict[str, Any]:
     """What a project's bundle is written with: its path, commit, branch, remotes,
-    uncommitted changes and a hash of its refs (JSON)."""
+    uncommitted changes and a hash of its refs."""
     head = _git(folder, "rev-parse", "HEAD").strip()
     branch = _git(folder, "symbolic-ref", "-q", "--short", "HEAD", query=True).strip() or None
     remotes = {
@@ -223,11 +223,11 @@ def _describe(root: Path, folder: Path) -> str:
     }
     dirty = [line[3:] for line in _git(folder, "status", "--porcelain").splitlines()]
     refs = _git(folder, "for-each-ref", "--format=%(objectname) %(refname)")
-    return json.dumps({
+    return {
         "path": folder.relative_to(root).as_posix(), "head": head, "branch": branch,
         "remotes": remotes, "uncommitted": dirty,
         "refs": hashlib.sha256(refs.encode()).hexdigest(),
-    }, indent=2)  # fmt: skip
+    }  # fmt: skip
 
 
 def restore(root: Path) -> list[str]:

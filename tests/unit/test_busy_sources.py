@@ -9,7 +9,6 @@ with another source of the same pieces waits as told and fetches from that one.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -51,10 +50,9 @@ class _FullSlots:
 
 def _download(tmp_path: Path, client: _FullSlots, origin: Source) -> tuple[SwarmDownload, bytes]:
     data = client.data
-    hashes = tuple(
-        hashlib.sha256(data[i : i + PIECE]).hexdigest() for i in range(0, len(data), PIECE)
-    )
-    pieces = piecemod.Pieces(hashlib.sha256(data).hexdigest(), len(data), PIECE, hashes)
+    (tmp_path / "archive").write_bytes(data)
+    digest, hashes = piecemod.hash_file(tmp_path / "archive", PIECE)
+    pieces = piecemod.Pieces(digest, len(data), PIECE, hashes)
     download = SwarmDownload(client, Partial(pieces, tmp_path / "p"), origin, list,  # type: ignore[arg-type]
                              max_sources=8, stall_timeout=60)  # fmt: skip
     return download, data
