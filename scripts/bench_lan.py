@@ -4,12 +4,15 @@
 on, a 10 s announcement interval), sharing nothing, or with ``--share N`` the first
 node sharing N small workspaces (more than a datagram holds: the others fetch the
 full list over HTTP, and the bench counts those fetches and times one more share
-until every node lists it). After ``--warmup`` seconds
-(everyone has found everyone), for ``--window`` seconds: each node's CPU (its
-process's user+system time, from /proc), its resident memory at the end, the
-datagrams it received and the HTTP polls of announcements it made (its discovery
-counters: ``polls``, and ``polls_skipped`` — DNS-SD or manual peers that
-multicast already brought). Prints a Markdown section for docs/benchmarks.md
+until every node lists it). ``--warmup`` seconds after everyone has found
+everyone (90 by default: the nodes start one after another over a minute or more,
+and for a minute after each start every other node's sampler sees one more process
+become long-lived and looks it up, where a real machine's sampler would not see
+another machine's node; ``--warmup 30`` shows that start), for ``--window``
+seconds: each node's CPU (its process's user+system time, from /proc), its resident
+memory at the end, the datagrams it received and the HTTP polls of announcements
+it made (its discovery counters: ``polls``, and ``polls_skipped`` — DNS-SD or
+manual peers that multicast already brought). Prints a Markdown section for docs/benchmarks.md
 (progress on stderr); ``--json PATH`` writes the raw numbers.
 
 All namespaces share the kernel's neighbour table: past ~37 nodes with DNS-SD on
@@ -206,7 +209,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=60)
     parser.add_argument("--interval", type=float, default=10.0)
-    parser.add_argument("--warmup", type=float, default=30.0)
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=90.0,
+        help="seconds after every node sees the others (past the samplers' start: below)",
+    )
     parser.add_argument("--window", type=float, default=60.0)
     parser.add_argument("--share", type=int, default=0, help="workspaces the first node shares")
     parser.add_argument("--rounds", type=int, default=5, help="late shares timed (with --share)")

@@ -226,7 +226,7 @@ class DiscoveryService:
         """A known peer announced from another address: move it there only once that
         address proves to be the peer (a TLS handshake pinned to the certificate its
         signed announcement names), at most once per ``MOVE_EVERY`` seconds a peer."""
-        peer = next((p for p in self.peers.all() if p.node_id == node_id), None)
+        peer = self.peers.get(node_id)  # (each datagram: not a walk of the whole table)
         if peer is None or peer.proposed is None or peer.body.http is None:
             return
         now = time.monotonic()

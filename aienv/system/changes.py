@@ -21,6 +21,7 @@ terminal, however long they live) are summed up in one line per sample
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -46,8 +47,20 @@ class Snapshot:
     containers: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> compact container
 
 
+CACHED_CMDLINE = 4096  # characters; a longer command line is masked afresh each sample
+
+
+@functools.lru_cache(maxsize=1024)
+def _masked(args: tuple[str, ...]) -> str:
+    """A command line with its secrets masked, once per distinct one: each sample sees
+    the same few hundred."""
+    return " ".join(mask_args(list(args)))
+
+
 def compact_process(row: dict[str, Any]) -> dict[str, Any]:
-    cmd = " ".join(mask_args(row.get("cmdline") or [])) or row.get("name") or ""
+    args = tuple(row.get("cmdline") or ())
+    short = sum(map(len, args)) <= CACHED_CMDLINE
+    cmd = (_masked(args) if short else _masked.__wrapped__(args)) or row.get("name") or ""
     return {
         "pid": row["pid"],
         "name": row.get("name"),

@@ -30,6 +30,7 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,11 +204,18 @@ class ProcessTable:
         }
 
 
+def _listening(conn: Any) -> bool:
+    """A listening TCP socket, or a bound UDP one (no remote end)."""
+    if conn.type == socket.SOCK_STREAM:
+        return bool(conn.laddr) and conn.status == psutil.CONN_LISTEN
+    return bool(conn.laddr) and not conn.raddr
+
+
 def listening_ports() -> dict[int, list[dict[str, Any]]]:
     """Listening TCP and bound UDP sockets by pid (those this user may see).
 
     Mapping sockets to processes walks every process's file descriptors, so it
-    is done for the full inventory, not by the sampler.
+    is done for the full inventory, not by the sampler (``listening_pids``).
     """
     ports: dict[int, list[dict[str, Any]]] = {}
     try:
@@ -215,19 +223,30 @@ def listening_ports() -> dict[int, list[dict[str, Any]]]:
     except (psutil.Error, OSError):
         return ports
     for conn in conns:
-        if conn.pid is None or not conn.laddr:
-            continue
-        tcp = conn.type == socket.SOCK_STREAM
-        if (tcp and conn.status != psutil.CONN_LISTEN) or (not tcp and conn.raddr):
+        if conn.pid is None or not conn.laddr or not _listening(conn):
             continue
         entry = {
-            "protocol": "tcp" if tcp else "udp",
+            "protocol": "tcp" if conn.type == socket.SOCK_STREAM else "udp",
             "address": conn.laddr.ip,
             "port": conn.laddr.port,
         }
         if entry not in ports.setdefault(conn.pid, []):
             ports[conn.pid].append(entry)
     return ports
+
+
+def listening_pids(pids: Iterable[int]) -> set[int]:
+    """Those of ``pids`` that listen (TCP) or are bound (UDP): each one's own
+    descriptors are read, not every process's on the machine."""
+    found: set[int] = set()
+    for pid in pids:
+        try:
+            conns = psutil.Process(pid).net_connections(kind="inet")
+        except (psutil.Error, OSError):
+            continue
+        if any(_listening(c) for c in conns):
+            found.add(pid)
+    return found
 
 
 def cgroup_unit(pid: int) -> str | None:

@@ -29,7 +29,13 @@ import psutil
 from aienv.state.store import StateStore
 from aienv.system import changes, inventory, services
 from aienv.system.containers import Containers
-from aienv.system.processes import ProcessTable, cgroup_unit, container_id_of, listening_ports
+from aienv.system.processes import (
+    ProcessTable,
+    cgroup_unit,
+    container_id_of,
+    listening_pids,
+    listening_ports,
+)
 
 log = logging.getLogger(__name__)
 Rows = list[dict[str, Any]]
@@ -129,8 +135,8 @@ class Sampler:
         return record, found
 
     def _learn_roles(self, snap: changes.Snapshot) -> None:
-        """The role of each process that became notable (blocking: reads its cgroup, and
-        the listening sockets once when there is any to learn)."""
+        """The role of each process that became notable (blocking: reads its cgroup and
+        its sockets)."""
         new = [
             key
             for key, p in snap.processes.items()
@@ -138,7 +144,7 @@ class Sampler:
         ]
         if not new:
             return
-        listening = set(listening_ports())
+        listening = listening_pids(snap.processes[key]["pid"] for key in new)
         for key in new:
             p = snap.processes[key]
             self._roles[key] = changes.role_of(

@@ -261,6 +261,10 @@ def test_secrets_in_a_container_environment_are_masked() -> None:
     row = {"pid": 1, "name": "vllm", "create_time": 0.0, "age": 9.0, "cmdline": args,
            "ai_reasons": []}  # fmt: skip
     assert "sk-9" not in changes.compact_process(row)["cmd"]
+    assert "sk-9" not in changes.compact_process(row)["cmd"]  # the second time, as remembered
+    # a command line too long to remember is masked all the same (its head is kept)
+    long_row = {**row, "cmdline": [*args[:4], "x" * changes.CACHED_CMDLINE]}
+    assert changes.compact_process(long_row)["cmd"].startswith(f"vllm serve --api-key {MASK}")
     # a URL whose query holds "=" is no NAME=value: its password is masked all the same
     assert mask_args(["postgres://u:mykey@h/d?ssl=1", "--url=s://a:key1@c", "next"]) == [
         f"postgres://u:{MASK}@h/d?ssl=1", f"--url=s://a:{MASK}@c", "next"
@@ -402,13 +406,20 @@ def test_a_process_that_execs_is_read_again_once_settled() -> None:
 
 
 def test_listening_port_is_the_one_bound() -> None:
-    from aienv.system.processes import listening_ports
+    from aienv.system.processes import listening_pids, listening_ports
 
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        port = server.getsockname()[1]
-        mine = listening_ports().get(os.getpid(), [])
+    quiet = subprocess.Popen(["sleep", "30"])
+    try:
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen()
+            port = server.getsockname()[1]
+            mine = listening_ports().get(os.getpid(), [])
+            # the sampler asks about the few processes it learns of, one by one
+            assert listening_pids([os.getpid(), quiet.pid, 2**22 + 1]) == {os.getpid()}
+    finally:
+        quiet.kill()
+        quiet.wait()
     assert {"protocol": "tcp", "address": "127.0.0.1", "port": port} in mine
 
 
