@@ -26,7 +26,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from aienv.archive.entry_data import (
     INFLATE_ERRORS,
@@ -54,7 +54,9 @@ METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 WORKERS = min(4, (os.cpu_count() or 1) + 1)  # threads extracting entries side by side
 
 
-def _check_name(name: str) -> PurePosixPath:
+def _check_name(name: str) -> str:
+    """The entry's name as the file system will take it ("a//b" and "a/./b" are "a/b"),
+    once it is known to stay inside the target."""
     if not name or "\\" in name or "\x00" in name:
         raise UnsafeArchive(f"archive entry {name!r} has an invalid name")
     encoded = name.encode("utf-8", "surrogateescape")
@@ -63,14 +65,15 @@ def _check_name(name: str) -> PurePosixPath:
             f"archive entry {name[:80]!r}… has a name longer than this machine's file "
             f"system takes ({MAX_NAME_PART} bytes a name, {MAX_PATH} a path)"
         )
-    path = PurePosixPath(name)
-    if path.is_absolute() or name.startswith("/"):
+    if name.startswith("/"):
         raise UnsafeArchive(f"archive entry {name!r} is an absolute path")
-    if ":" in path.parts[0]:
+    # strings, not path objects: an archive has thousands of names, each checked here
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if parts and ":" in parts[0]:
         raise UnsafeArchive(f"archive entry {name!r} names a drive")
-    if any(part in ("..", ".") for part in path.parts) or not path.parts:
+    if not parts or ".." in parts:
         raise UnsafeArchive(f"archive entry {name!r} would escape the target folder")
-    return path
+    return "/".join(parts)
 
 
 def _check_kind(info: zipfile.ZipInfo) -> None:
@@ -87,18 +90,20 @@ def check_entries(zf: zipfile.ZipFile, max_total: int) -> int:
     if len(infos) > MAX_ENTRIES:
         raise UnsafeArchive(f"archive has {len(infos)} entries (limit {MAX_ENTRIES})")
     seen: set[str] = set()
-    files: set[PurePosixPath] = set()
-    folders: set[PurePosixPath] = set()
+    files: set[str] = set()
+    folders: set[str] = set()  # with every folder in it, each one's parents too
     total = packed = 0
     for info in infos:
         # the name as stored (zipfile's ``filename`` stops at a NUL); a folder's ends in "/"
-        path = _check_name(info.orig_filename.rstrip("/"))
-        key = str(path)
+        key = _check_name(info.orig_filename.rstrip("/"))
         if key in seen:
             raise UnsafeArchive(f"archive entry {key!r} appears twice")
         seen.add(key)
-        (folders if info.is_dir() else files).add(path)
-        folders.update(path.parents)
+        (folders if info.is_dir() else files).add(key)
+        cut = key.rfind("/")
+        while cut > 0 and key[:cut] not in folders:  # (found: its parents are in too)
+            folders.add(key[:cut])
+            cut = key.rfind("/", 0, cut)
         _check_kind(info)
         if not 0 <= info.header_offset < zf.start_dir:
             raise UnsafeArchive(f"archive entry {key!r} starts outside the archive's entries")
@@ -119,7 +124,7 @@ def check_entries(zf: zipfile.ZipFile, max_total: int) -> int:
                 "refused as a ZIP bomb"
             )
     if both := files & folders:
-        raise UnsafeArchive(f"archive entry {str(min(both))!r} is both a file and a folder")
+        raise UnsafeArchive(f"archive entry {min(both)!r} is both a file and a folder")
     if total > max_total:
         raise UnsafeArchive(
             f"archive would unpack to {total} bytes, more than the {max_total} allowed"

@@ -137,6 +137,9 @@ def test_assert_refused_sees_what_lands_beside_the_quarantine(tmp_path: Path) ->
         "a/./../../b",
         "a/b/../../../../evil.txt",
         "x/..",
+        ".",  # no name left once "." is taken out (it was an IndexError, not a refusal)
+        "./",
+        "./.",
     ],
 )
 def test_dot_dot_refused(tmp_path: Path, name: str) -> None:
