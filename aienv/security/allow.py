@@ -49,13 +49,27 @@ def parse_networks(items: list[str]) -> list[Network]:
     return out
 
 
+KNOWN = 1024  # addresses whose answer an allow-list keeps (a LAN's peers and clients)
+
+
 class AllowList:
     def __init__(self, networks: list[str] | None = None) -> None:
         self.networks = parse_networks([*LOOPBACK, *networks] if networks else list(LAN))
+        # each announcement and request asks about its source, and a LAN has few: an
+        # answer kept saves parsing the address again (emptied when full)
+        self._known: dict[str, bool] = {}
 
     def allows(self, address: str | None) -> bool:
         if not address:
             return False
+        known = self._known.get(address)
+        if known is None:
+            if len(self._known) >= KNOWN:
+                self._known.clear()
+            known = self._known[address] = self._allows(address)
+        return known
+
+    def _allows(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:
