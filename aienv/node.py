@@ -127,6 +127,7 @@ def _discovery(
     interfaces: list[Interface],
     cert: Certificate | None,
     on_peer_change: Callable[[str, str, str], None],
+    allowed: Callable[[str | None], bool],
 ) -> DiscoveryService:
     settings = base.settings
     return DiscoveryService(
@@ -145,7 +146,7 @@ def _discovery(
         dnssd=settings.dnssd,
         archives=base.holdings.announced,
         resources=health.summary,
-        allowed=AllowList(settings.allow).allows,
+        allowed=allowed,
         tls_fingerprint=cert.fingerprint if cert else None,
     )
 
@@ -214,8 +215,9 @@ class Node:
         lan = next((i.address for i in interfaces if i.address[:4] != "127."), None)
         self.environments = _environments(base, self.health, lan)
         self.workspaces = WorkspaceFlows(state, store, self.environments)
+        allow = AllowList(settings.allow)  # one list, and its answers, for datagrams and requests
         self.discovery = _discovery(
-            base, self.workspaces, self.health, interfaces, cert, self._peer_changed
+            base, self.workspaces, self.health, interfaces, cert, self._peer_changed, allow.allows
         )
         self.updates = _updates(base, self.environments)
         self.setup = _setup(base, self.environments)
@@ -229,7 +231,7 @@ class Node:
         self.parts = Parts(
             about=About(settings, identity, cert, time.monotonic()),
             state=state,
-            allow=AllowList(settings.allow),
+            allow=allow,
             discovery=self.discovery,
             client=base.client,
             health=self.health,
