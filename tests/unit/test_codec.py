@@ -527,15 +527,19 @@ async def test_fuzz_service_accounts_for_every_datagram(
         return False
 
     svc.poll = poll  # type: ignore[method-assign]
-    for data, address, source in items:
-        expected = expected_count(svc, data, address, source)
-        event(expected)
-        before = Counter(svc.counters)
-        svc.handle_datagram(data, address, source)
-        raised = Counter({k: n for k, n in (svc.counters - before).items() if outcome(k)})
-        extra = {"dropped": 1} if expected.startswith("dropped_") else {}
-        assert raised == Counter({"received": 1, expected: 1, **extra}), (expected, raised)
-    await asyncio.gather(*svc._polls)
+    try:
+        for data, address, source in items:
+            expected = expected_count(svc, data, address, source)
+            event(expected)
+            before = Counter(svc.counters)
+            svc.handle_datagram(data, address, source)
+            raised = Counter({k: n for k, n in (svc.counters - before).items() if outcome(k)})
+            extra = {"dropped": 1} if expected.startswith("dropped_") else {}
+            assert raised == Counter({"received": 1, expected: 1, **extra}), (expected, raised)
+        await asyncio.gather(*svc._polls)
+    finally:  # a moved peer was asked over HTTP: the client's session is closed here
+        await asyncio.gather(*svc._polls, return_exceptions=True)
+        await svc.client.close()
     counts = svc.counters
     assert counts["received"] == len(items)
     assert counts["received"] == counts["accepted"] + counts["own"] + counts["dropped"]
