@@ -15,7 +15,10 @@ Scenarios (``--scenario``, repeatable; all by default):
 - ``compressible``: 500 MiB of generated source code, JSON lines and Markdown (seeded,
   deflates ~3.1x); effective rate = unpacked bytes / clone wall time, vs the nominal
   link rate and vs curl's rate on the archive. Bar: >= 2 x the link rate. Also the
-  files' own floor on this disk: ``cp -r`` of the installed tree beside it.
+  files' own floor on this disk: ``cp -r`` of the installed tree beside it; and the
+  rate ``dd`` writes a new file into memory the machine has not used lately, then
+  into memory just freed (a virtual machine's host may take free memory back, and
+  fault it in again page by page when it is next written).
 - ``concurrent``: 10 clients (``AIENV_MAX_SOURCES=1``) clone one 200 MiB workspace at
   once; aggregate = bytes / (last finish - first start), vs the link and vs 10 parallel
   curls; the seeder node's peak RSS (``VmHWM``, reset just before). Bars: >= 95 % of the
@@ -266,6 +269,10 @@ def size_text(n: float) -> str:
 
 def mbit(bytes_per_s: float) -> str:
     return f"{bytes_per_s * 8 / 1e6:.0f} Mbit/s"
+
+
+def mb_text(rates: list[float]) -> str:
+    return ", ".join(f"{v / 1e6:.0f}" for v in rates) or "—"
 
 
 def median(values: list[float]) -> float | None:
@@ -1028,6 +1035,7 @@ def compressible(fleet: Fleet, opts: Options) -> dict[str, Any]:
     return {
         **r,
         "files_floor": floor,
+        "memory_rates": memory_rates(fleet, scaled(512 * MiB, opts.scale), opts.runs),
         "effective_rate": effective,
         "vs_link": effective / opts.link if effective else None,
         "vs_curl": effective / curl_rate if effective and curl_rate else None,
@@ -1311,6 +1319,31 @@ def disk_runs(r: dict[str, Any], key: str, unpacked: int) -> str:
     return runs_text([x[key] / unpacked for x in r["clone"] if x.get(key) is not None])
 
 
+def memory_rates(fleet: Fleet, size: int, runs: int) -> dict[str, list[float]]:
+    """Bytes per second ``dd`` writes into a new file of ``size`` in a client's home:
+    first into whatever memory the machine gives it ("fresh"), then at once again into
+    the memory the first file's deletion has just given back ("recycled").
+
+    In a virtual machine whose host takes back the guest's free memory (virtio-balloon
+    free page reporting: this machine's), a page the guest has not used for a few
+    seconds is faulted in again on the host when it is next written, and the first rate
+    is several times the slower. A clone writes its files and its archive into such
+    pages: this is the cost of the bytes alone, before any network or inflating."""
+    home = fleet.clients[0].home
+    out: dict[str, list[float]] = {"fresh": [], "recycled": []}
+    for _ in range(runs):
+        for kind, rates in out.items():
+            path = home / f"dd-{kind}"
+            t0 = time.monotonic()
+            count = f"count={size // MiB}"
+            dd = ["dd", "if=/dev/zero", f"of={path}", "bs=1M", count, "status=none"]
+            subprocess.run(dd, check=True)
+            rates.append(size / (time.monotonic() - t0))
+            path.unlink()
+    log("page cache written: " + "; ".join(f"{k} {mb_text(r)} MB/s" for k, r in out.items()))
+    return out
+
+
 def md_compressible(r: dict[str, Any], opts: Options) -> Iterator[str]:
     ar = r["archive"]
     eff = r["effective_rate"]
@@ -1332,10 +1365,37 @@ def md_compressible(r: dict[str, Any], opts: Options) -> Iterator[str]:
             ("effective rate: unpacked bytes / clone time", rate, "", "", ""),
             ("  ... vs link", times(r["vs_link"]), "", ">= 2x link", met(r["met"])),
             floor_row(r, ar),
+            *memory_rows(r, ar),
         ]
     )
     yield ""
     yield f"{cpu_note(r)} {first_note(ar)}"
+
+
+def memory_rows(r: dict[str, Any], ar: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """The machine's rate of writing page cache, fresh and recycled, and what writing the
+    clone's bytes (its files and its archive) costs at the fresh one."""
+    rates = r.get("memory_rates") or {}
+    if not rates.get("fresh"):
+        return []
+    fresh, recycled = (statistics.median(rates[k]) for k in ("fresh", "recycled"))
+    written = ar["unpacked"] + ar["size"]
+    return [
+        (
+            "`dd` into a new file, fresh memory / just-freed memory",
+            f"{fresh / 1e6:.0f} / {recycled / 1e6:.0f} MB/s",
+            f"{mb_text(rates['fresh'])} / {mb_text(rates['recycled'])}",
+            "",
+            "",
+        ),
+        (
+            "  ... the clone's files and archive written at the fresh rate",
+            f"{secs(written / fresh)} of CPU ({size_text(written)})",
+            "",
+            "",
+            "",
+        ),
+    ]
 
 
 def floor_row(r: dict[str, Any], ar: dict[str, Any]) -> tuple[str, str, str, str, str]:
