@@ -4,12 +4,10 @@ The download asks for the archive's last piece first; from it the central
 directory's offset is read, its pieces are asked for next, and once they are
 verified the archive is opened (every check on the central directory runs
 before a byte is written). Then the entries are extracted as soon as every
-piece under them is verified, those ready at once sent to a process of its own
-(``archive.worker``: inflating and writing thousands of files would otherwise
-hold this process's interpreter lock against the loop receiving the bytes); a
-large stored entry (a model) is made here part by part as its pieces arrive —
-so with one source, extraction follows the download closely and the clone ends
-almost when the last byte lands.
+piece under them is verified, those ready at once dealt to a few threads (zlib
+and file creation release the GIL); a large stored entry (a model) is made
+part by part as its pieces arrive — so with one source, extraction follows
+the download closely and the clone ends almost when the last byte lands.
 
 With a signed piece list, a large stored entry's file is made as soon as its
 local header is verified (those headers are asked for right after the central
@@ -26,15 +24,17 @@ matched the signed digest.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 from zipfile import ZipInfo
 
 from aienv.archive.entry_data import StoredCopy
-from aienv.archive.extract import Extraction, find_central_directory
-from aienv.archive.worker import ExtractionProcess
+from aienv.archive.extract import WORKERS, Extraction, find_central_directory, shares
+from aienv.errors import AienvError, DiskFull, TransferError
 from aienv.transfer.holdings import Partial
 from aienv.transfer.placement import Placement
 
@@ -64,82 +64,70 @@ class StreamingExtract:
             await self.progress.wait()  # set by the download on every verified piece
 
     async def run(self) -> None:
-        """Extract everything; raises ``UnsafeArchive`` on a bad archive."""
-        # the extraction's own process starts while the first pieces come
-        starting = asyncio.ensure_future(ExtractionProcess.start(self.target))
-        done = False
+        """Extract everything; raises ``UnsafeArchive`` on a bad archive, ``DiskFull``
+        when the disk fills up."""
         try:
-            await self._central_directory()
-            self.target.mkdir(parents=True, exist_ok=False)
-            # opened here too: to know where each entry lies, and to make the large
-            # stored ones' files as their pieces come, without waiting for the child
-            extraction = await asyncio.to_thread(
-                Extraction, self.partial.path, self.target, self.max_total
-            )
-            try:
-                await self._extract_with(extraction, starting)
-                done = True
-            finally:
-                extraction.close()
-        finally:
-            await _stop(starting, done=done)
+            await self._run()
+        except OSError as exc:
+            raise extraction_failed(exc, self.target) from exc
 
-    async def _extract_with(
-        self, extraction: Extraction, starting: asyncio.Future[ExtractionProcess]
-    ) -> None:
+    async def _run(self) -> None:
+        size = self.partial.pieces.size
+        piece = self.partial.pieces.piece_size
+        tail_start = max(0, size - TAIL)
+        await self._until(tail_start, size)
+        tail = await asyncio.to_thread(_read, self.partial.path, tail_start, size - tail_start)
+        cd_offset = find_central_directory(tail, size)
+        if cd_offset is not None:
+            self.first[:] = range(cd_offset // piece, self.partial.pieces.count)
+            await self._until(cd_offset, size)
+        else:
+            await self._until(0, size)  # not an archive we understand early: open it at the end
+        self.target.mkdir(parents=True, exist_ok=False)
+        extraction = await asyncio.to_thread(
+            Extraction, self.partial.path, self.target, self.max_total
+        )
         placing: asyncio.Task[None] | None = None
         if self.partial.placement is not None:  # large entries' files made as headers land
             placing = asyncio.get_running_loop().create_task(self._place_ahead(extraction))
         try:
-            child = await starting
-            await child.open(self.partial.path, self.max_total)
-            await self._extract(extraction, child)
+            await self._extract(extraction)
         finally:
             if placing is not None:
                 placing.cancel()
                 await asyncio.gather(placing, return_exceptions=True)
             for _, fd in self._begun.values():
                 os.close(fd)
+            extraction.close()
 
-    async def _central_directory(self) -> None:
-        """Wait until the archive's central directory is verified (its offset read from
-        the end records, the pieces under it asked for first)."""
-        size = self.partial.pieces.size
-        tail_start = max(0, size - TAIL)
-        await self._until(tail_start, size)
-        tail = await asyncio.to_thread(_read, self.partial.path, tail_start, size - tail_start)
-        cd_offset = find_central_directory(tail, size)
-        if cd_offset is not None:
-            self.first[:] = range(
-                cd_offset // self.partial.pieces.piece_size, self.partial.pieces.count
-            )
-            await self._until(cd_offset, size)
-        else:
-            await self._until(0, size)  # not an archive we understand early: open it at the end
-
-    async def _extract(self, extraction: Extraction, child: ExtractionProcess) -> None:
-        number = {id(info): n for n, info in enumerate(extraction.entries)}
-        entries = extraction.entries
-        while entries:
-            # every entry whose bytes are all here, sent to the child at once
-            ready = next(
-                (
-                    i
-                    for i, e in enumerate(entries)
-                    if self._streamed(extraction, e) or not self._has(extraction, e)
-                ),
-                len(entries),
-            )
-            if not ready:
-                head = entries[0]
-                if self._streamed(extraction, head) and self._has_header(extraction, head):
-                    await self._copy_as_it_arrives(extraction, head)
-                    entries = entries[1:]
-                else:
-                    await self._until(*extraction.span(head))
-                continue
-            extraction.written += await child.extract([number[id(e)] for e in entries[:ready]])
-            entries = entries[ready:]
+    async def _extract(self, extraction: Extraction) -> None:
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(WORKERS, "unpack") as pool:
+            entries = extraction.entries
+            while entries:
+                # every entry whose bytes are all here, dealt to the threads at once
+                ready = next(
+                    (
+                        i
+                        for i, e in enumerate(entries)
+                        if self._streamed(extraction, e) or not self._has(extraction, e)
+                    ),
+                    len(entries),
+                )
+                if not ready:
+                    head = entries[0]
+                    if self._streamed(extraction, head) and self._has_header(extraction, head):
+                        await self._copy_as_it_arrives(extraction, head)
+                        entries = entries[1:]
+                    else:
+                        await self._until(*extraction.span(head))
+                    continue
+                jobs = [
+                    loop.run_in_executor(pool, extraction.extract_all, batch)
+                    for batch in shares(entries[:ready])
+                ]
+                await shielded(asyncio.gather(*jobs))
+                entries = entries[ready:]
 
     def _has(self, extraction: Extraction, info: ZipInfo) -> bool:
         return self.partial.covers(*extraction.span(info))
@@ -241,6 +229,14 @@ def _header(extraction: Extraction, info: ZipInfo) -> tuple[int, int]:
     return start, min(end, start + HEADER + len(info.orig_filename) * 4)
 
 
+def extraction_failed(exc: OSError, target: Path) -> AienvError:
+    """An error of the system while extracting into ``target``, as a person can act on
+    it (the archive's own faults are ``UnsafeArchive`` already)."""
+    if exc.errno == errno.ENOSPC:
+        return DiskFull(f"the disk filled up while extracting into {target}")
+    return TransferError(f"cannot extract into {target}: {exc.strerror or exc}")
+
+
 async def shielded(job: Awaitable[T]) -> T:
     """Wait for a thread; if cancelled, still let it end before the caller cleans up."""
     future = asyncio.ensure_future(job)
@@ -249,15 +245,6 @@ async def shielded(job: Awaitable[T]) -> T:
     except asyncio.CancelledError:
         await asyncio.gather(future, return_exceptions=True)
         raise
-
-
-async def _stop(starting: asyncio.Future[ExtractionProcess], *, done: bool) -> None:
-    """End the extraction's process, however far it got (or stop it starting)."""
-    if not starting.done():
-        starting.cancel()
-    child = (await asyncio.gather(starting, return_exceptions=True))[0]
-    if isinstance(child, ExtractionProcess):
-        await child.close(done=done)
 
 
 def _read(path: Path, offset: int, count: int) -> bytes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import os
 import random
 import zipfile
@@ -17,11 +18,12 @@ from aienv.archive import files as filemod
 from aienv.archive.extract import COPY_MIN
 from aienv.archive.pack import pack_workspace
 from aienv.archive.pieces import Pieces
+from aienv.errors import DiskFull, TransferError
 from aienv.transfer import backing as backmod
 from aienv.transfer.backing import View
 from aienv.transfer.holdings import Partial
 from aienv.transfer.placement import Placement
-from aienv.transfer.unpack import StreamingExtract
+from aienv.transfer.unpack import StreamingExtract, extraction_failed
 
 PIECE = 64 * 1024
 
@@ -186,3 +188,21 @@ async def test_a_stopping_download_copies_its_placed_pieces_back_into_the_archiv
     start, end = pieces.span(unverified)
     assert kept[start:end] == bytes(end - start)  # left a hole
     placement.close()
+
+
+async def test_an_error_of_the_system_while_extracting_is_told_as_such(
+    tmp_path: Path, packed: tuple[Path, Pieces, Path]
+) -> None:
+    """Not an "internal error": a full disk is told as one, any other failure of the
+    system names the folder and what went wrong (here a real one: the quarantine
+    folder is there already)."""
+    archive, pieces, _ = packed
+    _, partial, unpack = placed_clone(tmp_path, pieces)
+    unpack.target.mkdir()
+    extracting = asyncio.ensure_future(unpack.run())
+    await receive(archive.read_bytes(), partial, list(unpack.first), unpack)
+    with pytest.raises(TransferError, match=r"cannot extract into .*staged: File exists"):
+        await extracting
+    full = extraction_failed(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
+    assert isinstance(full, DiskFull)
+    assert full.message == f"the disk filled up while extracting into {tmp_path}"

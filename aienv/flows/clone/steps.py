@@ -41,7 +41,7 @@ from aienv.peer import Link, PeerClient
 from aienv.system.plan import DoesNotFit
 from aienv.transfer.holdings import Holding, Holdings
 from aienv.transfer.sources import SourceStatus
-from aienv.transfer.unpack import shielded
+from aienv.transfer.unpack import extraction_failed, shielded
 from aienv.units import human_size
 from aienv.workspace import git
 from aienv.workspace.manifest_file import load_manifest
@@ -202,6 +202,8 @@ class CloneSteps:
             except UnsafeArchive:
                 self.holdings.forget(offer.digest)  # signed, yet unsafe: never serve it on
                 raise
+            except OSError as exc:
+                raise extraction_failed(exc, staged) from exc
 
     async def _download(
         self,
