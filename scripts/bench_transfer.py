@@ -1321,8 +1321,10 @@ def disk_runs(r: dict[str, Any], key: str, unpacked: int) -> str:
 
 def memory_rates(fleet: Fleet, size: int, runs: int) -> dict[str, list[float]]:
     """Bytes per second ``dd`` writes into a new file of ``size`` in a client's home:
-    first into whatever memory the machine gives it ("fresh"), then at once again into
-    the memory the first file's deletion has just given back ("recycled").
+    ``runs`` files into whatever memory the machine gives them ("fresh"; each kept
+    until all are written, so none reuses another's pages), then, those deleted,
+    ``runs`` more, each deleted before the next ("recycled": written into the memory
+    just given back).
 
     In a virtual machine whose host takes back the guest's free memory (virtio-balloon
     free page reporting: this machine's), a page the guest has not used for a few
@@ -1330,16 +1332,22 @@ def memory_rates(fleet: Fleet, size: int, runs: int) -> dict[str, list[float]]:
     is several times the slower. A clone writes its files and its archive into such
     pages: this is the cost of the bytes alone, before any network or inflating."""
     home = fleet.clients[0].home
-    out: dict[str, list[float]] = {"fresh": [], "recycled": []}
+
+    def written(path: Path) -> float:
+        count = f"count={size // MiB}"
+        t0 = time.monotonic()
+        subprocess.run(
+            ["dd", "if=/dev/zero", f"of={path}", "bs=1M", count, "status=none"], check=True
+        )
+        return size / (time.monotonic() - t0)
+
+    fresh_files = [home / f"dd-fresh-{i}" for i in range(runs)]
+    out = {"fresh": [written(path) for path in fresh_files], "recycled": []}
+    for path in fresh_files:
+        path.unlink()
     for _ in range(runs):
-        for kind, rates in out.items():
-            path = home / f"dd-{kind}"
-            t0 = time.monotonic()
-            count = f"count={size // MiB}"
-            dd = ["dd", "if=/dev/zero", f"of={path}", "bs=1M", count, "status=none"]
-            subprocess.run(dd, check=True)
-            rates.append(size / (time.monotonic() - t0))
-            path.unlink()
+        out["recycled"].append(written(home / "dd-recycled"))
+        (home / "dd-recycled").unlink()
     log("page cache written: " + "; ".join(f"{k} {mb_text(r)} MB/s" for k, r in out.items()))
     return out
 
